@@ -1,0 +1,74 @@
+"""``keras-transfer`` command line: argument parsing only; every command calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from keras_transfer.backbones import list_backbones
+
+
+def _weights(value: str):
+    return None if value.lower() == "none" else value
+
+
+def _add_backbone_args(p: argparse.ArgumentParser, default_weights: str = "imagenet") -> None:
+    p.add_argument("--backbone", default="vgg16", choices=list_backbones(),
+                   help="pretrained architecture (default: %(default)s)")
+    p.add_argument("--weights", type=_weights, default=default_weights,
+                   help="'imagenet' (downloads once), 'hed' (VGG16, offline), a weights file, "
+                        "or 'none' (default: %(default)s)")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="input side in pixels (default: the backbone's ImageNet size)")
+    p.add_argument("--include-top", action="store_true",
+                   help="keep the 1000-way ImageNet classifier")
+
+
+def cmd_inspect(args) -> int:
+    from keras_transfer import backbones, surgery
+
+    size = args.input_size or backbones.get_backbone(args.backbone).default_size
+    base = backbones.build_base(args.backbone, weights=args.weights,
+                                include_top=args.include_top, input_shape=(size, size, 3))
+    rows = surgery.describe(base)
+    print(surgery.format_table(rows, only_cut_points=args.cut_points_only))
+    unit_rows = [r for r in rows if r.unit]
+    print(f"\n{base.name}: {len(rows)} layers, {sum(r.cut_point for r in rows)} cut points, "
+          f"{len(unit_rows)} units ({unit_rows[0].name} … {unit_rows[-1].name}).")
+    print("  --removed N drops the top N units; --frozen K freezes layers [:K] "
+          f"(unit boundaries: {', '.join(str(k) for k in surgery.freeze_points(base))}).")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keras-transfer",
+        description="Transfer learning on small image datasets: remove the upper layers of a "
+                    "pretrained CNN, freeze the first ones, fine-tune a new head, export.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("inspect", help="list a backbone's layers, marking cut points and units",
+                       description="Print index, name, type, output shape, params, cut point, "
+                                   "unit and trainable for every layer of a backbone.")
+    _add_backbone_args(p, default_weights="none")
+    p.add_argument("--cut-points-only", action="store_true", help="list only the cut points")
+    p.set_defaults(func=cmd_inspect)
+
+    from keras_transfer import cli_commands  # the train/tune/export/... commands
+
+    cli_commands.add_commands(sub, _add_backbone_args)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"keras-transfer {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

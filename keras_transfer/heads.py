@@ -1,0 +1,188 @@
+"""Heads: each builder takes a (chopped, frozen or not) backbone and the class count and
+returns the full classifier ``raw RGB images -> Preprocess -> backbone -> head``.
+
+The model's input is raw pixels in [0, 255], shape ``(N, H, W, 3)``: the backbone's
+``preprocess_input`` runs inside it, so an exported model needs nothing from this package.
+The backbone stays one nested layer, so its layer indices are unchanged (see DESIGN.md).
+The last layer of every head computes in float32, as mixed precision needs for a stable softmax.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import keras
+from keras import layers
+
+from keras_transfer.backbones import backbone_for
+from keras_transfer.layers import ClassPartition, LogProbabilities, Preprocess
+
+INPUT_NAME = "images"
+
+
+def _backbone_features(base: keras.Model):
+    """(raw-image input, backbone output on it) shared by every head."""
+    row = backbone_for(base)
+    inputs = keras.Input(shape=tuple(base.input_shape[1:]), name=INPUT_NAME)
+    x = Preprocess(row.preprocess_mode, name="preprocess")(inputs)
+    return inputs, base(x)
+
+
+def _check_classes(num_classes: int, least: int = 2) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < least:
+        raise ValueError(f"num_classes must be an integer >= {least}, got {num_classes!r}.")
+
+
+def _hidden(x, width: int, dropout: float):
+    x = layers.Dense(width, activation="relu", name="head_dense")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="head_dropout")(x)
+    return x
+
+
+def _softmax(x, num_classes: int, name: str = "predictions"):
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name=name)(x)
+
+
+def gap_dense(base: keras.Model, num_classes: int, width: int = 1024, dropout: float = 0.0) -> keras.Model:
+    """The seed tutorial's head: GlobalAveragePooling2D -> Dense(width, relu) -> Dense(n, softmax).
+
+    Args:
+        base: a backbone from ``build_base`` (possibly chopped) whose output is a feature map
+            ``(N, h, w, C)``.
+        num_classes: ``n``, the size of the softmax.
+        width: units of the hidden Dense layer (the tutorial's 1024).
+        dropout: dropout rate after the hidden layer (0 disables it).
+    """
+    _check_classes(num_classes)
+    inputs, x = _backbone_features(base)
+    if len(x.shape) != 4:
+        raise ValueError(
+            f"gap_dense needs a feature map (N, h, w, C) from the backbone, got {x.shape}; "
+            "build the backbone with include_top=False or use head='keep_classifier'."
+        )
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = _hidden(x, width, dropout)
+    return keras.Model(inputs, _softmax(x, num_classes), name=f"{base.name}_gap_dense")
+
+
+def keep_classifier(base: keras.Model, num_classes: int, width: int = 1024, dropout: float = 0.0) -> keras.Model:
+    """Keep the source network's ImageNet classification layer and stack new layers on it
+    (Shermin et al. 2019, seed 003): ``... -> pretrained 1000-way softmax -> log ->
+    LayerNormalization -> Dense(width, relu) -> Dense(n, softmax)``.
+
+    The paper finds that new layers on the pretrained classifier need normalisation and
+    scaling to work with it. Our choice: ``log`` turns the softmax back into its logits up to
+    one constant per image, and LayerNormalization removes exactly that constant and rescales
+    each image's 1000 scores to zero mean and unit variance (with a learned gain and bias), so
+    the new Dense layer sees inputs of a fixed scale whatever the pretrained confidence was.
+    Per-image normalisation also behaves the same in training and inference, unlike BatchNorm
+    on the small batches this package is for.
+
+    Args:
+        base: a backbone built with ``include_top=True`` (its output is ``(N, 1000)``).
+    """
+    _check_classes(num_classes)
+    top = base.layers[-1]
+    if not isinstance(top, layers.Dense) or len(base.output.shape) != 2:
+        raise ValueError(
+            f"keep_classifier needs the backbone's ImageNet classifier: build {base.name} with "
+            "include_top=True (and do not chop it)."
+        )
+    inputs, x = _backbone_features(base)
+    if keras.activations.serialize(top.activation) == "softmax":
+        x = LogProbabilities(name="log_probabilities")(x)
+    x = layers.LayerNormalization(name="classifier_norm")(x)
+    x = _hidden(x, width, dropout)
+    return keras.Model(inputs, _softmax(x, num_classes), name=f"{base.name}_keep_classifier")
+
+
+def class_partition(num_classes: int, seed: int) -> list[int]:
+    """A random, fixed split of the classes into two halves: class -> 0 or 1, from ``seed``."""
+    _check_classes(num_classes)
+    order = np.random.default_rng(seed).permutation(num_classes)
+    mapping = np.zeros(num_classes, dtype=int)
+    mapping[order[num_classes // 2:]] = 1
+    return mapping.tolist()
+
+
+def binary_auxiliary(
+    base: keras.Model,
+    num_classes: int,
+    width: int = 1024,
+    dropout: float = 0.0,
+    seed: int = 0,
+    binary_weight: float = 0.4,
+) -> keras.Model:
+    """The gap_dense head plus a second output that predicts a random fixed partition of the
+    classes into {0, 1} (Borthakur & Einhorn, seed 004).
+
+    Outputs a dict ``{"class": (N, n) softmax, "binary": (N, 1) sigmoid}``; train it with
+    :func:`compile_args`, which weighs the losses ``(1 - B)·L(y) + B·L(y_b)``. The mapping
+    (from ``seed``) and ``B`` are stored in the model, in its ``binary`` layer's config.
+    """
+    _check_classes(num_classes)
+    if not 0.0 <= binary_weight <= 1.0:
+        raise ValueError(f"binary_weight must be in [0, 1], got {binary_weight}.")
+    inputs, x = _backbone_features(base)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = _hidden(x, width, dropout)
+    y = _softmax(x, num_classes, name="class")
+    y_b = layers.Dense(1, activation="sigmoid", dtype="float32", name="binary_logit")(x)
+    mapping = class_partition(num_classes, seed)
+    y_b = ClassPartition(mapping, seed=seed, binary_weight=binary_weight, name="binary")(y_b)
+    return keras.Model(inputs, {"class": y, "binary": y_b}, name=f"{base.name}_binary_auxiliary")
+
+
+HEADS = {"gap_dense": gap_dense, "keep_classifier": keep_classifier, "binary_auxiliary": binary_auxiliary}
+
+
+def build_classifier(base: keras.Model, num_classes: int, head: str = "gap_dense", **options) -> keras.Model:
+    """``HEADS[head](base, num_classes, **options)`` with a clear error for an unknown head."""
+    if head not in HEADS:
+        raise ValueError(f"Unknown head {head!r}. Known heads: {', '.join(HEADS)}.")
+    return HEADS[head](base, num_classes, **options)
+
+
+def partition_of(model: keras.Model) -> ClassPartition | None:
+    """The binary auxiliary head's partition layer, or None for single-output heads."""
+    for layer in model.layers:
+        if isinstance(layer, ClassPartition):
+            return layer
+    return None
+
+
+def is_multi_output(model: keras.Model) -> bool:
+    return isinstance(model.output, dict)
+
+
+def compile_args(model: keras.Model) -> dict:
+    """``loss``, ``loss_weights`` and ``metrics`` for ``model.compile`` that fit its head.
+
+    Labels are integer class ids (sparse); for the binary auxiliary head the targets are
+    ``{"class": y, "binary": mapping[y]}`` (see :func:`targets`).
+    """
+    partition = partition_of(model)
+    if partition is None:
+        return {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
+    b = partition.binary_weight
+    return {
+        "loss": {"class": "sparse_categorical_crossentropy", "binary": "binary_crossentropy"},
+        "loss_weights": {"class": 1.0 - b, "binary": b},
+        "metrics": {"class": ["accuracy"], "binary": ["accuracy"]},
+    }
+
+
+def targets(model: keras.Model, labels):
+    """Training targets for ``model`` from integer ``labels`` (a tensor or array)."""
+    partition = partition_of(model)
+    if partition is None:
+        return labels
+    from keras import ops
+
+    table = ops.convert_to_tensor(np.array(partition.mapping, dtype="float32"))
+    return {"class": labels, "binary": ops.expand_dims(ops.take(table, labels), -1)}
+
+
+def class_probabilities(model: keras.Model, outputs):
+    """The class-probability part of ``model``'s outputs."""
+    return outputs["class"] if isinstance(outputs, dict) else outputs

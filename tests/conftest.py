@@ -1,0 +1,31 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from keras_transfer import backbones  # noqa: E402
+
+# Small inputs keep CPU tests fast: each backbone at its minimum size, InceptionV3 at 75.
+SMALL_SIZE = {name: max(row.min_size, 32) for name, row in backbones.BACKBONES.items()}
+
+
+@pytest.fixture(scope="session")
+def small_base():
+    """Build (and cache) each backbone at its small size with random weights."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            s = SMALL_SIZE[name]
+            cache[name] = backbones.build_base(name, weights=None, input_shape=(s, s, 3))
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
