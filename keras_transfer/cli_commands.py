@@ -1,5 +1,137 @@
-"""The commands beyond ``inspect``; each parses nothing and calls the library."""
+"""The commands beyond ``inspect``: each maps arguments to a library call, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+
+
+def _frozen(value: str):
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    from keras_transfer.data import BUILTIN_DATASETS
+
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", metavar="DIR", help="folder with one sub-folder of images per class")
+    source.add_argument("--dataset", metavar="NAME",
+                        help=f"built-in dataset: {', '.join(BUILTIN_DATASETS)}, or tfds:NAME (already downloaded)")
+    p.add_argument("--limit-per-class", type=int, default=None, help="use at most N images of each class")
+    p.add_argument("--val-split", type=float, default=0.15, help="validation fraction (default: %(default)s)")
+    p.add_argument("--test-split", type=float, default=0.15, help="test fraction (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed for splits, init and shuffling (default: %(default)s)")
+
+
+def _add_distribute_args(p: argparse.ArgumentParser) -> None:
+    from keras_transfer.distribute import STRATEGIES
+
+    p.add_argument("--strategy", default="auto", choices=STRATEGIES,
+                   help="tf.distribute strategy (default: auto: TF_CONFIG -> multi-worker, GPUs -> mirrored)")
+    p.add_argument("--devices", default=None, help="devices to mirror over, e.g. /gpu:0,/gpu:1")
+    p.add_argument("--mixed-precision", action="store_true", help="float16 compute on GPU (softmax stays float32)")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from keras_transfer.heads import HEADS
+
+    p.add_argument("--head", default="gap_dense", choices=list(HEADS), help="head on the backbone (default: %(default)s)")
+    p.add_argument("--width", type=int, default=1024, help="hidden units of the head (default: %(default)s)")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout after the head's hidden layer")
+    p.add_argument("--binary-weight", type=float, default=0.4, help="B of the binary_auxiliary head's loss")
+    p.add_argument("--batch-size", type=int, default=32, help="per-replica batch size (default: %(default)s)")
+    p.add_argument("--augment", action="store_true", help="random flip/rotation/zoom while training (disables feature caching)")
+
+
+def cmd_train(args) -> int:
+    from keras_transfer import runs
+
+    config = runs.TrainConfig(
+        data_dir=args.data, dataset=args.dataset, backbone=args.backbone, weights=args.weights,
+        include_top=args.include_top, input_size=args.input_size, removed=args.removed, frozen=args.frozen,
+        head=args.head, width=args.width, dropout=args.dropout, binary_weight=args.binary_weight,
+        epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, fine_tune_learning_rate=args.fine_tune_learning_rate,
+        transferred_lr_scale=args.transferred_lr_scale, augment=args.augment, cache_features=not args.no_cache,
+        class_weight=args.class_weight, patience=None if args.patience < 0 else args.patience,
+        limit_per_class=args.limit_per_class, validation_split=args.val_split, test_split=args.test_split,
+        seed=args.seed, tensorboard=args.tensorboard, strategy=args.strategy, devices=args.devices,
+        mixed_precision=args.mixed_precision)
+    out = args.out or os.path.join("runs", f"{args.backbone}-{args.dataset or os.path.basename(os.path.normpath(args.data))}"
+                                           f"-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    metrics = runs.train(config, out, resume=args.resume)
+    if "export" in metrics:
+        print(f"\ntest accuracy {metrics['accuracy']:.3f} on {metrics['images']} images "
+              f"(majority class {metrics['majority_class_rate']:.3f}); {metrics['seconds']:.0f} s")
+        print(f"run folder: {out}\nexported:   {metrics['export']}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from keras_transfer import runs
+
+    print(f"exported: {runs.export_run(args.run_dir)}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from keras_transfer import export
+
+    results = export.predict(args.model_dir, args.images)
+    for r in results:
+        print(f"{r['path']}\t{r['class']}\t{r['probability']:.4f}")
+    return 0 if len(results) == len(args.images) else 1
+
+
+def cmd_sample_data(args) -> int:
+    from keras_transfer import data
+
+    data.sample_guitars(args.out_dir, args.n_per_class, args.seed, args.size)
+    print(f"wrote {3 * args.n_per_class} synthetic guitar images to {args.out_dir}/{{les_paul,sg,stratocaster}}")
+    return 0
 
 
 def add_commands(sub, add_backbone_args) -> None:
-    """Register train/tune/export/predict/sample-data/experiment on ``sub``."""
+    """Register train/export/predict/sample-data on ``sub``."""
+    p = sub.add_parser("train", help="fine-tune a pretrained backbone on images and export it",
+                       description="Two-stage fine-tuning (head, then the upper layers), evaluation on the test "
+                                   "split, plots, and a SavedModel export to RUN_DIR/export.")
+    _add_data_args(p)
+    add_backbone_args(p)
+    p.add_argument("--removed", type=int, default=0, help="drop the top N units of the backbone (see inspect)")
+    p.add_argument("--frozen", type=_frozen, default=None,
+                   help="fine-tuning freezes backbone layers [:K] (a count, a layer name, or 'all'; "
+                        "default: all but the top 2 units)")
+    _add_model_args(p)
+    p.add_argument("--epochs", type=int, default=5, help="stage 1 epochs: the head alone (default: %(default)s)")
+    p.add_argument("--fine-tune-epochs", type=int, default=5, help="stage 2 epochs (default: %(default)s)")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="stage 1 RMSprop learning rate")
+    p.add_argument("--fine-tune-learning-rate", type=float, default=1e-4, help="stage 2 SGD learning rate")
+    p.add_argument("--transferred-lr-scale", type=float, default=None,
+                   help="instead of freezing layers [:K], train them at this fraction of the learning rate")
+    p.add_argument("--patience", type=int, default=3, help="early-stopping patience; -1 disables it")
+    p.add_argument("--class-weight", action="store_true", help="weigh classes to balance an imbalanced dataset")
+    p.add_argument("--no-cache", action="store_true", help="do not cache frozen-prefix features")
+    p.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to RUN_DIR/tensorboard")
+    _add_distribute_args(p)
+    p.add_argument("--out", metavar="RUN_DIR", default=None, help="run folder (default: runs/<backbone>-<data>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
+    p.set_defaults(func=cmd_train, weights="imagenet")
+
+    p = sub.add_parser("export", help="export a finished run as a new SavedModel version")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="classify image files with an exported model")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="an export folder (RUN_DIR/export) or one version of it")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("sample-data", help="write a small synthetic dataset (guitars)")
+    p.add_argument("name", choices=["guitars"])
+    p.add_argument("out_dir", metavar="DIR")
+    p.add_argument("--n-per-class", type=int, default=40)
+    p.add_argument("--size", type=int, default=160)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sample_data)

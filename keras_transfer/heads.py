@@ -1,6 +1,11 @@
 """Heads: each builder takes a (chopped, frozen or not) backbone and the class count and
 returns the full classifier ``raw RGB images -> Preprocess -> backbone -> head``.
 
+The classifier has four top-level layers, ``images``, ``preprocess``, the backbone (named
+after it) and ``head`` (a nested model from the backbone's output to the predictions), as
+fastai splits a learner into body and head. Keeping the head one model lets training reattach
+it to a cut-off backbone (the frozen-prefix feature cache) without copying a weight.
+
 The model's input is raw pixels in [0, 255], shape ``(N, H, W, 3)``: the backbone's
 ``preprocess_input`` runs inside it, so an exported model needs nothing from this package.
 The backbone stays one nested layer, so its layer indices are unchanged (see DESIGN.md).
@@ -19,17 +24,27 @@ from keras_transfer.layers import ClassPartition, LogProbabilities, Preprocess
 INPUT_NAME = "images"
 
 
-def _backbone_features(base: keras.Model):
-    """(raw-image input, backbone output on it) shared by every head."""
+def _assemble(base: keras.Model, head_layers, name: str) -> keras.Model:
+    """``images -> Preprocess -> base -> head``, ``head = head_layers(features)`` as one model."""
     row = backbone_for(base)
+    features = keras.Input(shape=tuple(base.output.shape[1:]), name="features")
+    head = keras.Model(features, head_layers(features), name="head")
     inputs = keras.Input(shape=tuple(base.input_shape[1:]), name=INPUT_NAME)
     x = Preprocess(row.preprocess_mode, name="preprocess")(inputs)
-    return inputs, base(x)
+    return keras.Model(inputs, head(base(x)), name=name)
 
 
 def _check_classes(num_classes: int, least: int = 2) -> None:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < least:
         raise ValueError(f"num_classes must be an integer >= {least}, got {num_classes!r}.")
+
+
+def _check_feature_map(base: keras.Model, head: str) -> None:
+    if len(base.output.shape) != 4:
+        raise ValueError(
+            f"{head} needs a feature map (N, h, w, C) from the backbone, got {tuple(base.output.shape)}; "
+            "build the backbone with include_top=False or use head='keep_classifier'."
+        )
 
 
 def _hidden(x, width: int, dropout: float):
@@ -54,15 +69,13 @@ def gap_dense(base: keras.Model, num_classes: int, width: int = 1024, dropout: f
         dropout: dropout rate after the hidden layer (0 disables it).
     """
     _check_classes(num_classes)
-    inputs, x = _backbone_features(base)
-    if len(x.shape) != 4:
-        raise ValueError(
-            f"gap_dense needs a feature map (N, h, w, C) from the backbone, got {x.shape}; "
-            "build the backbone with include_top=False or use head='keep_classifier'."
-        )
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x = _hidden(x, width, dropout)
-    return keras.Model(inputs, _softmax(x, num_classes), name=f"{base.name}_gap_dense")
+    _check_feature_map(base, "gap_dense")
+
+    def head(x):
+        x = layers.GlobalAveragePooling2D(name="gap")(x)
+        return _softmax(_hidden(x, width, dropout), num_classes)
+
+    return _assemble(base, head, f"{base.name}_gap_dense")
 
 
 def keep_classifier(base: keras.Model, num_classes: int, width: int = 1024, dropout: float = 0.0) -> keras.Model:
@@ -88,12 +101,15 @@ def keep_classifier(base: keras.Model, num_classes: int, width: int = 1024, drop
             f"keep_classifier needs the backbone's ImageNet classifier: build {base.name} with "
             "include_top=True (and do not chop it)."
         )
-    inputs, x = _backbone_features(base)
-    if keras.activations.serialize(top.activation) == "softmax":
-        x = LogProbabilities(name="log_probabilities")(x)
-    x = layers.LayerNormalization(name="classifier_norm")(x)
-    x = _hidden(x, width, dropout)
-    return keras.Model(inputs, _softmax(x, num_classes), name=f"{base.name}_keep_classifier")
+    from_softmax = keras.activations.serialize(top.activation) == "softmax"
+
+    def head(x):
+        if from_softmax:
+            x = LogProbabilities(name="log_probabilities")(x)
+        x = layers.LayerNormalization(name="classifier_norm")(x)
+        return _softmax(_hidden(x, width, dropout), num_classes)
+
+    return _assemble(base, head, f"{base.name}_keep_classifier")
 
 
 def class_partition(num_classes: int, seed: int) -> list[int]:
@@ -123,14 +139,16 @@ def binary_auxiliary(
     _check_classes(num_classes)
     if not 0.0 <= binary_weight <= 1.0:
         raise ValueError(f"binary_weight must be in [0, 1], got {binary_weight}.")
-    inputs, x = _backbone_features(base)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x = _hidden(x, width, dropout)
-    y = _softmax(x, num_classes, name="class")
-    y_b = layers.Dense(1, activation="sigmoid", dtype="float32", name="binary_logit")(x)
+    _check_feature_map(base, "binary_auxiliary")
     mapping = class_partition(num_classes, seed)
-    y_b = ClassPartition(mapping, seed=seed, binary_weight=binary_weight, name="binary")(y_b)
-    return keras.Model(inputs, {"class": y, "binary": y_b}, name=f"{base.name}_binary_auxiliary")
+
+    def head(x):
+        x = _hidden(layers.GlobalAveragePooling2D(name="gap")(x), width, dropout)
+        y_b = layers.Dense(1, activation="sigmoid", dtype="float32", name="binary_logit")(x)
+        y_b = ClassPartition(mapping, seed=seed, binary_weight=binary_weight, name="binary")(y_b)
+        return {"class": _softmax(x, num_classes, name="class"), "binary": y_b}
+
+    return _assemble(base, head, f"{base.name}_binary_auxiliary")
 
 
 HEADS = {"gap_dense": gap_dense, "keep_classifier": keep_classifier, "binary_auxiliary": binary_auxiliary}
@@ -145,7 +163,8 @@ def build_classifier(base: keras.Model, num_classes: int, head: str = "gap_dense
 
 def partition_of(model: keras.Model) -> ClassPartition | None:
     """The binary auxiliary head's partition layer, or None for single-output heads."""
-    for layer in model.layers:
+    head = model.get_layer("head") if "head" in [m.name for m in model.layers] else model
+    for layer in head.layers:
         if isinstance(layer, ClassPartition):
             return layer
     return None

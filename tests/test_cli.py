@@ -1,5 +1,6 @@
-import shutil
+import os
 import subprocess
+import sys
 
 from keras_transfer.cli import main
 
@@ -22,8 +23,8 @@ def test_inspect_errors_are_clear(capsys):
 
 
 def test_console_script_help():
-    exe = shutil.which("keras-transfer")
-    assert exe, "pip install -e . installs the keras-transfer console script"
+    exe = os.path.join(os.path.dirname(sys.executable), "keras-transfer")
+    assert os.path.exists(exe), "pip install -e . installs the keras-transfer console script"
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "inspect" in out.stdout
     out = subprocess.run([exe, "inspect", "--help"], capture_output=True, text=True, timeout=120)

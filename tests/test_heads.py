@@ -14,20 +14,19 @@ def vgg():
 
 def test_gap_dense_is_the_tutorials_head(vgg):
     model = heads.gap_dense(chop(vgg, removed=3), 3, width=16, dropout=0.2)
-    names = [layer.name for layer in model.layers]
-    assert names == ["images", "preprocess", "vgg16", "gap", "head_dense", "head_dropout", "predictions"]
-    assert model.get_layer("head_dense").units == 16
+    assert [layer.name for layer in model.layers] == ["images", "preprocess", "vgg16", "head"]
+    head = model.get_layer("head")
+    assert [layer.name for layer in head.layers] == ["features", "gap", "head_dense", "head_dropout", "predictions"]
+    assert head.get_layer("head_dense").units == 16
     assert tuple(model.output.shape) == (None, 3)
-    assert model.get_layer("predictions").dtype_policy.compute_dtype == "float32"
+    assert head.get_layer("predictions").dtype_policy.compute_dtype == "float32"
 
 
 def test_model_takes_raw_pixels_and_preprocesses_inside(vgg, rng):
     model = heads.gap_dense(vgg, 2, width=4)
     x = rng.uniform(0, 255, (3, 32, 32, 3)).astype("float32")
     features = vgg(BACKBONES["vgg16"].preprocess_input(x.copy()))
-    pooled = np.mean(keras.ops.convert_to_numpy(features), axis=(1, 2))
-    head = keras.Sequential([model.get_layer("head_dense"), model.get_layer("predictions")])
-    np.testing.assert_allclose(model.predict(x, verbose=0), head(pooled), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.predict(x, verbose=0), model.get_layer("head")(features), rtol=1e-4, atol=1e-5)
     probs = model.predict(x, verbose=0)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
@@ -52,8 +51,8 @@ def test_saved_classifier_reloads_with_equal_predictions(head, tmp_path, rng):
 def test_keep_classifier_stacks_on_the_imagenet_softmax():
     base = build_base("mobilenet_v2", weights=None, include_top=True)
     model = heads.keep_classifier(base, 5, width=8)
-    names = [layer.name for layer in model.layers]
-    assert names[names.index("mobilenet_v2") + 1:] == ["log_probabilities", "classifier_norm", "head_dense", "predictions"]
+    names = [layer.name for layer in model.get_layer("head").layers]
+    assert names == ["features", "log_probabilities", "classifier_norm", "head_dense", "predictions"]
     assert tuple(model.output.shape) == (None, 5)
 
 
@@ -84,7 +83,7 @@ def test_binary_auxiliary_trains_with_weighted_losses(vgg, rng):
     assert set(model.output) == {"class", "binary"}
     args = heads.compile_args(model)
     assert args["loss_weights"] == {"class": pytest.approx(0.6), "binary": pytest.approx(0.4)}
-    mapping = model.get_layer("binary").mapping
+    mapping = heads.partition_of(model).mapping
     assert mapping == heads.class_partition(4, 5)
     labels = np.array([0, 1, 2, 3, 3, 2])
     y = heads.targets(model, labels)

@@ -1,0 +1,489 @@
+"""Images in, ``(uint8 image, int label)`` out: folders, built-in datasets, TFDS, arrays.
+
+Datasets here are small (the package is for small datasets), so images are decoded once,
+resized and held in memory as ``uint8`` arrays. That makes bad files visible up front (each
+one is skipped *and reported*), splits exact and repeatable, and the frozen-prefix feature
+cache possible. Everything becomes RGB in [0, 255]; models preprocess inside themselves.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import csv
+import dataclasses
+import gzip
+import os
+from typing import Sequence
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+BUILTIN_DATASETS = ("elpv", "elpv_4class", "fashion_mnist", "digits")
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+FASHION_MNIST_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SkippedFile:
+    path: str
+    reason: str
+
+
+@dataclasses.dataclass
+class ImageSet:
+    """Images ``(N, H, W, 3)`` uint8, labels ``(N,)`` int32, and where they came from."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    skipped: list[SkippedFile] = dataclasses.field(default_factory=list)
+    paths: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.images.shape[1:3])
+
+    def counts(self) -> dict[str, int]:
+        n = np.bincount(self.labels, minlength=len(self.class_names))
+        return {c: int(k) for c, k in zip(self.class_names, n)}
+
+    def subset(self, index) -> "ImageSet":
+        index = np.asarray(index, dtype=int)
+        paths = [self.paths[i] for i in index] if self.paths is not None else None
+        return ImageSet(self.images[index], self.labels[index], list(self.class_names), [], paths)
+
+
+@dataclasses.dataclass
+class Splits:
+    """Stratified train/validation/test splits of one dataset."""
+
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    class_names: list[str]
+    skipped: list[SkippedFile] = dataclasses.field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.train.image_size
+
+    def summary(self) -> str:
+        lines = [f"{len(self.class_names)} classes, {len(self.train)} train / {len(self.val)} val / "
+                 f"{len(self.test)} test images at {self.image_size[0]}x{self.image_size[1]}"]
+        counts = self.train.counts()
+        lines += [f"  {name:<20} {counts[name]:>6} train" for name in self.class_names]
+        if imbalance(self.train) > 1.5:
+            lines.append(f"  classes are imbalanced ({imbalance(self.train):.1f}:1 largest to smallest); "
+                         "consider --class-weight")
+        if self.skipped:
+            lines.append(f"  skipped {len(self.skipped)} unreadable file(s): see skipped.csv")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- decoding one file
+
+def _to_rgb_array(image) -> np.ndarray:
+    """Any PIL image -> (H, W, 3) uint8 RGB; 16-bit scaled down, alpha composited on white."""
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(arr[..., None], 3, axis=-1)
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(image.convert("RGB"))
+
+
+def read_image(path: str, image_size: tuple[int, int]) -> np.ndarray:
+    """Decode one file to ``(h, w, 3)`` uint8 RGB at ``image_size``; raises ValueError if unusable."""
+    from PIL import Image, UnidentifiedImageError
+
+    if os.path.getsize(path) == 0:
+        raise ValueError("empty file (0 bytes)")
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes fully: a truncated file fails here, not later in training
+            rgb = _to_rgb_array(image)
+    except UnidentifiedImageError:
+        raise ValueError("not an image Pillow can read") from None
+    except (OSError, SyntaxError) as err:
+        raise ValueError(f"cannot decode: {err}") from None
+    if rgb.shape[:2] != tuple(image_size):
+        rgb = np.asarray(Image.fromarray(rgb).resize(image_size[::-1], Image.BILINEAR))
+    return rgb
+
+
+# ---------------------------------------------------------------- folders
+
+def _class_files(root: str) -> tuple[list[str], dict[str, list[str]], list[SkippedFile]]:
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"--data {root!r}: no such folder. Point it at a folder with one sub-folder per class.")
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    skipped = [SkippedFile(os.path.join(root, f), "file at the top level: not in a class folder")
+               for f in sorted(os.listdir(root)) if os.path.isfile(os.path.join(root, f)) and not f.startswith(".")]
+    files: dict[str, list[str]] = {}
+    for c in classes:
+        found = []
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, c)):
+            dirnames.sort()
+            for f in sorted(filenames):
+                path = os.path.join(dirpath, f)
+                if f.startswith("."):
+                    continue  # .DS_Store and friends are not data
+                if f.lower().endswith(IMAGE_EXTENSIONS):
+                    found.append(path)
+                else:
+                    skipped.append(SkippedFile(path, f"extension is not one of {', '.join(IMAGE_EXTENSIONS)}"))
+        files[c] = found
+    return classes, files, skipped
+
+
+def load_folder(root: str, image_size: tuple[int, int] | int, workers: int | None = None, progress: bool = True) -> ImageSet:
+    """Every image under ``root/<class>/`` (nested folders allowed), decoded and resized.
+
+    Files that cannot be used are skipped and listed in ``ImageSet.skipped`` with the reason.
+    Refuses (ValueError) an empty dataset, a class with no usable image, or a single class.
+    """
+    from tqdm.auto import tqdm
+
+    image_size = _size(image_size)
+    classes, files, skipped = _class_files(root)
+    if len(classes) < 2:
+        raise ValueError(
+            f"--data {root!r} has {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); "
+            "transfer learning needs at least 2 classes, one sub-folder each."
+        )
+    jobs = [(path, label) for label, c in enumerate(classes) for path in files[c]]
+    images, labels, paths = [], [], []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+        futures = [pool.submit(read_image, path, image_size) for path, _ in jobs]
+        for (path, label), future in tqdm(zip(jobs, futures), total=len(jobs), desc="reading images",
+                                          unit="img", disable=not progress):
+            try:
+                images.append(future.result())
+            except ValueError as err:
+                skipped.append(SkippedFile(path, str(err)))
+                continue
+            labels.append(label)
+            paths.append(path)
+    counts = np.bincount(np.array(labels, dtype=int), minlength=len(classes))
+    empty = [c for c, n in zip(classes, counts) if n == 0]
+    if empty:
+        raise ValueError(
+            f"class folder(s) with no usable image under {root!r}: {', '.join(empty)}. "
+            "Add images or remove the folder" + (f" ({len(skipped)} file(s) were unreadable; see the report)." if skipped else ".")
+        )
+    return ImageSet(np.stack(images), np.array(labels, dtype=np.int32), classes, skipped, paths)
+
+
+def _size(image_size) -> tuple[int, int]:
+    if isinstance(image_size, int):
+        return (image_size, image_size)
+    return tuple(int(s) for s in image_size)
+
+
+# ---------------------------------------------------------------- splits
+
+def split(data: ImageSet, validation_split: float = 0.15, test_split: float = 0.15, seed: int = 0) -> Splits:
+    """Stratified, seeded train/val/test split: each class is divided in the same proportions."""
+    for name, frac in (("validation_split", validation_split), ("test_split", test_split)):
+        if not 0 <= frac < 1:
+            raise ValueError(f"{name} must be in [0, 1), got {frac}.")
+    if validation_split + test_split >= 1:
+        raise ValueError("validation_split + test_split must leave images to train on (< 1).")
+    rng = np.random.default_rng(seed)
+    parts = {"train": [], "val": [], "test": []}
+    for label in range(len(data.class_names)):
+        idx = rng.permutation(np.flatnonzero(data.labels == label))
+        n = len(idx)
+        n_test = int(round(n * test_split)) if n >= 3 else 0
+        n_val = int(round(n * validation_split)) if n >= 3 else 0
+        n_test = max(n_test, 1) if test_split and n >= 3 else n_test
+        n_val = max(n_val, 1) if validation_split and n >= 3 else n_val
+        parts["test"].extend(idx[:n_test])
+        parts["val"].extend(idx[n_test:n_test + n_val])
+        parts["train"].extend(idx[n_test + n_val:])
+    return Splits(*(data.subset(np.sort(parts[k])) for k in ("train", "val", "test")),
+                  class_names=list(data.class_names), skipped=list(data.skipped))
+
+
+def from_directory(path: str, image_size=224, validation_split: float = 0.15, test_split: float = 0.15,
+                   seed: int = 0, progress: bool = True) -> Splits:
+    """``path/<class>/**/*.{jpg,jpeg,png,bmp,gif}`` -> stratified, seeded splits."""
+    return split(load_folder(path, image_size, progress=progress), validation_split, test_split, seed)
+
+
+def imbalance(data: ImageSet) -> float:
+    """Largest class count over smallest."""
+    counts = np.bincount(data.labels, minlength=len(data.class_names))
+    return float(counts.max() / max(counts.min(), 1))
+
+
+def class_weights(data: ImageSet) -> dict[int, float]:
+    """Keras ``class_weight`` that balances the classes: ``N / (K * count)``."""
+    counts = np.bincount(data.labels, minlength=len(data.class_names)).astype(float)
+    return {i: float(len(data) / (len(counts) * max(c, 1))) for i, c in enumerate(counts)}
+
+
+def limit_per_class(data: ImageSet, n: int, seed: int = 0) -> ImageSet:
+    """At most ``n`` images of each class, chosen at random (the reduced-data experiments)."""
+    if n < 1:
+        raise ValueError(f"limit_per_class needs n >= 1, got {n}.")
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(data.labels == c))[:n] for c in range(len(data.class_names))]
+    out = data.subset(np.sort(np.concatenate(keep)))
+    out.skipped = list(data.skipped)
+    return out
+
+
+def split_classes(data: ImageSet, a: Sequence | None = None, b: Sequence | None = None,
+                  seed: int | None = 0) -> tuple[ImageSet, ImageSet]:
+    """Split the *classes* into two datasets A and B (Yosinski et al. 2014; Borthakur & Einhorn).
+
+    Give ``a`` (and optionally ``b``) as class names or ids, or neither for a random half/half
+    split from ``seed``. Labels are renumbered 0..k-1 inside each part.
+    """
+    names = list(data.class_names)
+
+    def ids(group):
+        return [names.index(g) if isinstance(g, str) else int(g) for g in group]
+
+    if a is None:
+        order = np.random.default_rng(seed).permutation(len(names))
+        a_ids, b_ids = sorted(order[: len(names) // 2].tolist()), sorted(order[len(names) // 2:].tolist())
+    else:
+        a_ids = ids(a)
+        b_ids = ids(b) if b is not None else [i for i in range(len(names)) if i not in a_ids]
+    if set(a_ids) & set(b_ids):
+        raise ValueError(f"class splits overlap: {sorted(set(a_ids) & set(b_ids))}")
+    if len(a_ids) < 2 or len(b_ids) < 2:
+        raise ValueError("each class split needs at least 2 classes.")
+
+    def part(group):
+        idx = np.flatnonzero(np.isin(data.labels, group))
+        remap = {old: new for new, old in enumerate(group)}
+        out = data.subset(idx)
+        out.labels = np.array([remap[int(y)] for y in out.labels], dtype=np.int32)
+        out.class_names = [names[g] for g in group]
+        return out
+
+    return part(a_ids), part(b_ids)
+
+
+def write_skipped_report(skipped: Sequence[SkippedFile], path: str) -> None:
+    """``path`` (CSV: path, reason), one row per skipped file; header only when none were."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "reason"])
+        writer.writerows((s.path, s.reason) for s in skipped)
+
+
+# ---------------------------------------------------------------- built-in datasets
+
+def _resize_all(images: np.ndarray, image_size: tuple[int, int], batch: int = 2048) -> np.ndarray:
+    """(N, h, w[, c]) uint8 -> (N, H, W, 3) uint8, resized with bilinear filtering."""
+    import tensorflow as tf
+
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    if tuple(images.shape[1:3]) == tuple(image_size):
+        return np.ascontiguousarray(images, dtype=np.uint8)
+    out = np.empty((len(images), *image_size, 3), dtype=np.uint8)
+    for i in range(0, len(images), batch):
+        resized = tf.image.resize(images[i:i + batch].astype("float32"), image_size)
+        out[i:i + batch] = np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
+    return out
+
+
+def elpv(image_size=300, variant: str = "binary", limit: int | None = None, seed: int = 0) -> ImageSet:
+    """ELPV (Deitsch et al. 2019): 2,624 real 300x300 electroluminescence images of solar cells.
+
+    ``binary``: defective (defect probability >= 0.5) vs functional; ``4class``: the four
+    annotated probabilities 0, 1/3, 2/3, 1. ``limit`` keeps at most that many images per
+    class, chosen from ``seed`` *before* decoding, so a small sample loads in a second.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("elpv_dataset")
+    if spec is None:
+        raise ValueError("the elpv dataset needs the 'elpv-dataset' package: pip install elpv-dataset")
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "data")
+    table = np.genfromtxt(os.path.join(folder, "labels.csv"), dtype=["|S19", "<f8", "|S4"],
+                          names=["path", "probability", "type"])
+    files = np.char.decode(table["path"])
+    probs = table["probability"]
+    if variant == "binary":
+        labels, names = (probs >= 0.5).astype(np.int32), ["functional", "defective"]
+    elif variant == "4class":
+        labels = np.round(probs * 3).astype(np.int32)
+        names = ["p0", "p1_3", "p2_3", "p1"]
+    else:
+        raise ValueError(f"elpv variant must be 'binary' or '4class', got {variant!r}.")
+    keep = np.arange(len(files))
+    if limit:
+        rng = np.random.default_rng(seed)
+        keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:limit] for c in range(len(names))]))
+    size = _size(image_size)
+    paths = [os.path.join(folder, f) for f in files[keep]]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        images = list(pool.map(lambda path: read_image(path, size), paths))
+    return ImageSet(np.stack(images), labels[keep], names, paths=paths)
+
+
+def _read_idx(path: str) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def fashion_mnist(image_size=28) -> ImageSet:
+    """Fashion-MNIST (70,000 28x28 grey images, 10 classes), all offline.
+
+    From Keras's cache (``$KERAS_HOME/datasets/fashion-mnist``) if present, else the Debian
+    package's idx files under /usr/share/datasets/fashion-mnist.
+    """
+    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    names = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    for folder in (os.path.join(keras_home, "datasets", "fashion-mnist"), *FASHION_MNIST_DIRS):
+        paths = [os.path.join(folder, n) for n in names]
+        if all(os.path.exists(p) for p in paths):
+            x_train, y_train, x_test, y_test = (_read_idx(p) for p in paths)
+            images = np.concatenate([x_train, x_test])
+            labels = np.concatenate([y_train, y_test]).astype(np.int32)
+            return ImageSet(_resize_all(images, _size(image_size)), labels, list(FASHION_MNIST_CLASSES))
+    raise FileNotFoundError(
+        "Fashion-MNIST not found offline. Install it with 'apt-get install dataset-fashion-mnist' "
+        "(Debian) or run keras.datasets.fashion_mnist.load_data() once with internet access."
+    )
+
+
+def digits(image_size=32) -> ImageSet:
+    """scikit-learn's digits: 1,797 8x8 grey images of handwritten digits, 10 classes."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.round(d.images / 16.0 * 255.0).astype(np.uint8)
+    return ImageSet(_resize_all(images, _size(image_size)), d.target.astype(np.int32), [str(i) for i in range(10)])
+
+
+def from_tfds(name: str, image_size=224, split: str = "train", data_dir: str | None = None) -> ImageSet:
+    """Any image-classification TFDS dataset already downloaded (nothing is downloaded here)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        ds, info = tfds.load(name, split=split, as_supervised=True, with_info=True, download=False, data_dir=data_dir)
+    except Exception as err:  # TFDS raises AssertionError/DatasetNotFoundError for missing data
+        raise ValueError(
+            f"TFDS dataset {name!r} is not available offline ({err}). Download it once with "
+            f"tfds.load({name!r}) on a machine with internet access, then pass its data_dir."
+        ) from None
+    images, labels = [], []
+    for image, label in tfds.as_numpy(ds):
+        images.append(_resize_all(image[None], _size(image_size))[0])
+        labels.append(int(label))
+    label_feature = info.features[info.supervised_keys[1]]
+    names = list(getattr(label_feature, "names", None) or [str(i) for i in range(max(labels) + 1)])
+    return ImageSet(np.stack(images), np.array(labels, dtype=np.int32), names)
+
+
+def builtin(name: str, image_size=224, limit: int | None = None, seed: int = 0) -> ImageSet:
+    """A built-in dataset by name: elpv, elpv_4class, fashion_mnist, digits, or tfds:NAME.
+
+    ``limit`` keeps at most that many images per class (chosen from ``seed``).
+    """
+    if name in ("elpv", "elpv_4class"):
+        return elpv(image_size, "binary" if name == "elpv" else "4class", limit, seed)
+    if name == "fashion_mnist":
+        data = fashion_mnist(image_size)
+    elif name == "digits":
+        data = digits(image_size)
+    elif name.startswith("tfds:"):
+        data = from_tfds(name[len("tfds:"):], image_size)
+    else:
+        raise ValueError(f"Unknown dataset {name!r}. Built-in: {', '.join(BUILTIN_DATASETS)}, or tfds:NAME.")
+    return limit_per_class(data, limit, seed) if limit else data
+
+
+def load(data_dir: str | None = None, dataset: str | None = None, image_size=224,
+         validation_split: float = 0.15, test_split: float = 0.15, seed: int = 0,
+         limit: int | None = None, progress: bool = True) -> Splits:
+    """What the CLI calls: ``data_dir`` (a folder) or ``dataset`` (a built-in name) -> splits."""
+    if (data_dir is None) == (dataset is None):
+        raise ValueError("give exactly one of --data DIR or --dataset NAME.")
+    if data_dir:
+        data = load_folder(data_dir, image_size, progress=progress)
+        data = limit_per_class(data, limit, seed) if limit else data
+    else:
+        data = builtin(dataset, image_size, limit, seed)
+    return split(data, validation_split, test_split, seed)
+
+
+# ---------------------------------------------------------------- tf.data
+
+def augmentation(seed: int = 0):
+    """Random flip, rotation and zoom as Keras preprocessing layers (training only)."""
+    import keras
+
+    return keras.Sequential([
+        keras.layers.RandomFlip("horizontal", seed=seed),
+        keras.layers.RandomRotation(0.05, seed=seed + 1),
+        keras.layers.RandomZoom(0.1, seed=seed + 2),
+    ], name="augmentation")
+
+
+def to_dataset(x: np.ndarray, y, batch_size: int = 32, shuffle: bool = False, seed: int = 0,
+               augment=None, sample_weight: np.ndarray | None = None):
+    """An in-memory batched ``tf.data.Dataset`` of ``(float32 x, y[, weight])``.
+
+    ``y`` may be an array or a dict of arrays (multi-output heads). ``augment`` (a Keras
+    layer, training only) runs on each batch. In-memory data is sharded by DATA across
+    replicas/workers, as files do not exist to shard by.
+    """
+    import tensorflow as tf
+
+    parts = (x, y) if sample_weight is None else (x, y, sample_weight)
+    ds = tf.data.Dataset.from_tensor_slices(parts)
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    def cast(*batch):
+        images = tf.cast(batch[0], tf.float32)
+        if augment is not None:
+            images = augment(images, training=True)
+        return (images, *batch[1:])
+
+    ds = ds.map(cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
+def sample_guitars(out_dir: str, n_per_class: int = 40, seed: int = 0, size: int = 160) -> str:
+    """Write a small synthetic 3-class guitar folder; see :mod:`keras_transfer.guitars`."""
+    from keras_transfer.guitars import write_sample
+
+    return write_sample(out_dir, n_per_class, seed, size)
+
+
+def class_histogram(labels) -> collections.Counter:
+    return collections.Counter(int(y) for y in labels)

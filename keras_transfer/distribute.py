@@ -1,0 +1,119 @@
+"""Choosing the tf.distribute strategy: the same command on a CPU, on N GPUs, on N machines.
+
+``strategy_for("auto")`` picks:
+
+- ``TF_CONFIG`` names a cluster of several tasks -> ``MultiWorkerMirroredStrategy``;
+- several GPUs -> ``MirroredStrategy`` over them;
+- one GPU -> ``OneDeviceStrategy("/gpu:0")``;
+- else the default strategy (one CPU device).
+
+``--strategy`` forces one (``default``, ``one_device``, ``mirrored``, ``multi_worker``) and
+``--devices`` names the devices to mirror over (``/gpu:0,/gpu:1``; ``/cpu:0,/cpu:1`` works for
+logical CPU devices, which is how the tests exercise the mirrored path without a GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
+
+
+def _cluster() -> dict:
+    try:
+        return json.loads(os.environ.get("TF_CONFIG", "") or "{}")
+    except json.JSONDecodeError as err:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({err}); see README 'Several machines'.") from None
+
+
+def _cluster_size(config: dict) -> int:
+    return sum(len(v) for v in config.get("cluster", {}).values())
+
+
+def strategy_for(strategy: str = "auto", devices: str | list | None = None, verbose: bool = True):
+    """The tf.distribute strategy for this machine (see the module docstring)."""
+    import tensorflow as tf
+
+    if strategy not in STRATEGIES:
+        raise ValueError(f"--strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}.")
+    if isinstance(devices, str):
+        devices = [d.strip() for d in devices.split(",") if d.strip()]
+    gpus = tf.config.list_logical_devices("GPU")
+    if strategy == "auto":
+        if _cluster_size(_cluster()) > 1:
+            strategy = "multi_worker"
+        elif devices and len(devices) > 1 or len(gpus) > 1:
+            strategy = "mirrored"
+        elif devices or len(gpus) == 1:
+            strategy = "one_device"
+        else:
+            strategy = "default"
+    if strategy == "multi_worker":
+        if _cluster_size(_cluster()) < 2:
+            raise ValueError("--strategy multi_worker needs TF_CONFIG with a cluster of 2 or more tasks.")
+        result = tf.distribute.MultiWorkerMirroredStrategy()
+    elif strategy == "mirrored":
+        result = tf.distribute.MirroredStrategy(devices=devices or None)
+    elif strategy == "one_device":
+        result = tf.distribute.OneDeviceStrategy((devices or [gpus[0].name if gpus else "/cpu:0"])[0])
+    else:
+        result = tf.distribute.get_strategy()
+    if verbose:
+        print(describe(result))
+    return result
+
+
+def describe(strategy) -> str:
+    name = type(strategy).__name__
+    try:
+        devices = list(strategy.extended.worker_devices)
+    except RuntimeError:  # the default strategy has no device list
+        devices = ["the default device"]
+    text = f"distribute: {name} with {strategy.num_replicas_in_sync} replica(s) on {', '.join(devices)}"
+    if name.startswith("MultiWorker"):
+        resolver = strategy.cluster_resolver
+        text += f" ({resolver.task_type} {resolver.task_id} of {_cluster_size(_cluster())} tasks)"
+    return text
+
+
+def is_multi_worker(strategy) -> bool:
+    return type(strategy).__name__.startswith("MultiWorker") and strategy.extended._in_multi_worker_mode()
+
+
+def is_chief(strategy) -> bool:
+    """True where checkpoints and exports are written: single-process runs, or the chief task
+    (``chief``, else ``worker`` 0) of a multi-worker cluster."""
+    if not is_multi_worker(strategy):
+        return True
+    resolver = strategy.cluster_resolver
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in _cluster().get("cluster", {})
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def worker_dir(run_dir: str) -> str:
+    """A worker's private scratch folder (multi-worker Keras wants every worker to write)."""
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="keras-transfer-worker-")
+
+
+def remove_worker_dir(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def enable_mixed_precision() -> str:
+    """float16 compute with float32 variables on GPU; heads keep their softmax in float32.
+    On a machine with no GPU it is left off (float16 on CPU is slower, not faster)."""
+    import keras
+    import tensorflow as tf
+
+    if not tf.config.list_logical_devices("GPU"):
+        print("mixed precision: no GPU, staying in float32")
+        return "float32"
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    print("mixed precision: mixed_float16 (softmax in float32)")
+    return "mixed_float16"

@@ -1,0 +1,188 @@
+"""Export a classifier for serving, reload it, predict with it.
+
+Layout (TF-Serving style, one folder per version, newest wins)::
+
+    out_dir/
+      1/                      <- a SavedModel (saved_model.pb, variables/)
+        model.keras           <- the Keras model, for further training
+        labels.json           <- class names, input size, backbone
+      2/ ...
+
+Signatures, both returning ``probabilities`` (N, n) float32, ``class_ids`` (N,) int64 and
+``class_names`` (N,) string:
+
+- ``serving_default`` (= ``serve``): ``images`` uint8 ``[N, H, W, 3]`` RGB of any H, W; resized
+  inside to the model's input size.
+- ``serve_bytes``: ``images`` string ``[N]``, each an encoded JPEG/PNG/BMP/GIF file.
+
+A version is written into a hidden temporary folder and renamed into place, so a failed
+export leaves every earlier version intact and a server never sees half a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+
+from keras_transfer import heads
+
+LABELS_FILE = "labels.json"
+KERAS_FILE = "model.keras"
+
+
+def _versions(out_dir: str) -> list[int]:
+    if not os.path.isdir(out_dir):
+        return []
+    return sorted(int(d) for d in os.listdir(out_dir) if re.fullmatch(r"\d+", d) and os.path.isdir(os.path.join(out_dir, d)))
+
+
+def _serving_functions(model: keras.Model, class_names):
+    import tensorflow as tf
+
+    height, width = model.input_shape[1:3]
+    names = tf.constant(list(class_names))
+
+    def classify(images_float):
+        probabilities = heads.class_probabilities(model, model(images_float, training=False))
+        probabilities = tf.cast(probabilities, tf.float32)
+        ids = tf.argmax(probabilities, axis=-1)
+        return {"probabilities": probabilities, "class_ids": ids, "class_names": tf.gather(names, ids)}
+
+    def resize(images):
+        return tf.image.resize(tf.cast(images, tf.float32), (height, width))
+
+    def serve(images):
+        return classify(resize(images))
+
+    def decode_one(encoded):
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        return tf.image.resize(tf.cast(image, tf.float32), (height, width))
+
+    def serve_bytes(images):
+        return classify(tf.map_fn(decode_one, images, fn_output_signature=tf.TensorSpec((height, width, 3), tf.float32)))
+
+    return serve, serve_bytes
+
+
+def export(model: keras.Model, out_dir: str, class_names, metadata: dict | None = None) -> str:
+    """Write the next version of ``model`` under ``out_dir``; returns the version folder.
+
+    Args:
+        model: a classifier taking raw RGB ``(N, H, W, 3)`` (any head of this package).
+        out_dir: the model's folder; existing versions are kept, the new one is max + 1.
+        class_names: the name of each output class, in order.
+        metadata: extra JSON-able facts stored in ``labels.json`` (backbone, metrics...).
+    """
+    import tensorflow as tf
+
+    class_names = [str(c) for c in class_names]
+    n_out = model.output["class"].shape[-1] if heads.is_multi_output(model) else model.output.shape[-1]
+    if len(class_names) != n_out:
+        raise ValueError(f"{len(class_names)} class names for a model with {n_out} outputs.")
+    os.makedirs(out_dir, exist_ok=True)
+    version = (_versions(out_dir) or [0])[-1] + 1
+    final = os.path.join(out_dir, str(version))
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=out_dir)
+    try:
+        serve, serve_bytes = _serving_functions(model, class_names)
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        # the first endpoint added also becomes serving_default
+        archive.add_endpoint("serve", serve, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+        archive.add_endpoint("serve_bytes", serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+        archive.write_out(tmp, verbose=False)
+        model.save(os.path.join(tmp, KERAS_FILE))
+        info = {"class_names": class_names, "input_size": list(model.input_shape[1:3]), "version": version,
+                **(metadata or {})}
+        with open(os.path.join(tmp, LABELS_FILE), "w") as f:
+            json.dump(info, f, indent=2)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def resolve(path: str) -> str:
+    """A version folder: ``path`` itself if it holds a SavedModel, else its newest version."""
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = _versions(path)
+    if not versions:
+        raise FileNotFoundError(f"{path!r} holds no exported model (no saved_model.pb, no numbered version folder). "
+                                "Export one with `keras-transfer export RUN_DIR`.")
+    return os.path.join(path, str(versions[-1]))
+
+
+class Predictor:
+    """A reloaded export: call its signatures without this package's model code."""
+
+    def __init__(self, path: str):
+        import tensorflow as tf
+
+        self.path = resolve(path)
+        self.saved_model = tf.saved_model.load(self.path)
+        with open(os.path.join(self.path, LABELS_FILE)) as f:
+            self.info = json.load(f)
+        self.class_names = self.info["class_names"]
+
+    def predict_images(self, images) -> dict:
+        """``images``: uint8 array ``[N, H, W, 3]`` (RGB, 0..255, any H and W)."""
+        images = np.asarray(images)
+        if images.dtype != np.uint8:
+            raise TypeError(f"images must be uint8 RGB in 0..255, got dtype {images.dtype}; "
+                            "convert with np.clip(x, 0, 255).astype('uint8') if they are in that range.")
+        if images.ndim != 4 or images.shape[-1] != 3:
+            hint = " (one image? add a batch axis: images[None])" if images.ndim == 3 else ""
+            raise ValueError(f"images must have shape [N, H, W, 3], got {list(images.shape)}{hint}.")
+        out = self.saved_model.signatures["serving_default"](images=images)
+        return {k: v.numpy() for k, v in out.items()}
+
+    def predict_files(self, paths) -> tuple[list[dict], list[tuple[str, str]]]:
+        """Classify image files; returns (results, skipped) where skipped lists (path, reason)."""
+        import tensorflow as tf
+
+        results, skipped = [], []
+        for path in paths:
+            try:
+                with open(path, "rb") as f:
+                    encoded = f.read()
+                out = self.saved_model.signatures["serve_bytes"](images=tf.constant([encoded]))
+            except (OSError, tf.errors.InvalidArgumentError) as err:
+                skipped.append((path, _reason(err)))
+                continue
+            probs = out["probabilities"].numpy()[0]
+            i = int(np.argmax(probs))
+            results.append({"path": path, "class": self.class_names[i], "probability": float(probs[i]),
+                            "probabilities": {c: float(p) for c, p in zip(self.class_names, probs)}})
+        return results, skipped
+
+
+def _reason(err: Exception) -> str:
+    """TF's one useful line ("Unknown image file format...") out of a graph error."""
+    text = getattr(err, "message", None) or str(err)
+    lines = [ln.strip() for ln in text.splitlines()
+             if ln.strip() and not ln.startswith(("Graph execution error", "Detected at node", "<stack traces", "\t", "[["))]
+    return (lines[0] if lines else text)[:300]
+
+
+def load(path: str) -> Predictor:
+    """Reload an export (``out_dir`` or one version folder) as a :class:`Predictor`."""
+    return Predictor(path)
+
+
+def predict(path: str, image_paths) -> list[dict]:
+    """Classify image files with the export at ``path``; unreadable files raise nothing, they
+    are reported on stderr and left out."""
+    import sys
+
+    results, skipped = load(path).predict_files(image_paths)
+    for p, reason in skipped:
+        print(f"skipped {p}: {reason}", file=sys.stderr)
+    return results

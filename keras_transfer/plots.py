@@ -1,0 +1,131 @@
+"""PNG figures with matplotlib (Agg, no screen needed): training curves, confusion matrices,
+removed x frozen heatmaps and first-layer filters."""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Sequence
+
+import numpy as np
+
+from keras_transfer.files import atomic_path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str) -> str:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    _pyplot().close(fig)
+    return path
+
+
+def read_csv_log(path: str) -> dict[str, list[float]]:
+    """A Keras CSVLogger file as ``{column: values}`` (one value per epoch)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return {k: [float(r[k]) for r in rows if r.get(k) not in (None, "")] for k in (rows[0] if rows else {})}
+
+
+def training_curves(stages: Sequence[tuple[str, dict]], path: str) -> str:
+    """Loss and accuracy per epoch, stages one after another, a line where each begins."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    offset = 0
+    for stage, history in stages:
+        n = len(history.get("loss", []))
+        if not n:
+            continue
+        epochs = np.arange(offset + 1, offset + n + 1)
+        for ax, metric in zip(axes, ("loss", "accuracy")):
+            key = metric if metric in history else next((k for k in history if k.endswith(metric) and not k.startswith("val_")), None)
+            if key:
+                ax.plot(epochs, history[key], "o-", label=f"train ({stage})")
+            vkey = f"val_{key}" if key else None
+            if vkey in history:
+                ax.plot(epochs, history[vkey], "s--", label=f"val ({stage})")
+        if offset:
+            for ax in axes:
+                ax.axvline(offset + 0.5, color="grey", lw=0.8, ls=":")
+        offset += n
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_title("loss (head training, then fine-tuning)")
+    axes[1].set_title("accuracy")
+    return _save(fig, path)
+
+
+def confusion_matrix(matrix, class_names: Sequence[str], path: str, title: str = "test confusion matrix") -> str:
+    """Counts with row-normalised colour (recall per true class)."""
+    plt = _pyplot()
+    m = np.asarray(matrix, dtype=float)
+    rates = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * n, 1.0 + 0.6 * n))
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, int(m[i, j]), ha="center", va="center", color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="fraction of true class")
+    return _save(fig, path)
+
+
+def heatmap(values: dict[tuple[int, int], float], path: str, x_label: str = "frozen layers (k)",
+            y_label: str = "removed units", title: str = "validation accuracy") -> str:
+    """``{(removed, frozen): value}`` as a grid; cells never tried are blank; best is boxed."""
+    plt = _pyplot()
+    rows = sorted({r for r, _ in values})
+    cols = sorted({c for _, c in values})
+    grid = np.full((len(rows), len(cols)), np.nan)
+    for (r, c), v in values.items():
+        grid[rows.index(r), cols.index(c)] = v
+    fig, ax = plt.subplots(figsize=(1.5 + 0.6 * len(cols), 1.2 + 0.5 * len(rows)))
+    im = ax.imshow(grid, cmap="viridis", aspect="auto")
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                        color="black" if grid[i, j] > np.nanmean(grid) else "white")
+    best = np.unravel_index(np.nanargmax(grid), grid.shape)
+    ax.add_patch(plt.Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, ec="red", lw=2))
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax)
+    return _save(fig, path)
+
+
+def filters(kernel: np.ndarray, path: str, title: str = "first-layer filters", columns: int = 16) -> str:
+    """A conv kernel ``(h, w, 3, n)`` as ``n`` small RGB tiles, each scaled to its own range."""
+    plt = _pyplot()
+    n = kernel.shape[-1]
+    rows = int(np.ceil(n / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.55, rows * 0.55 + 0.4))
+    for i, ax in enumerate(np.ravel(axes)):
+        ax.axis("off")
+        if i < n:
+            f = kernel[..., i]
+            f = (f - f.min()) / max(f.max() - f.min(), 1e-8)
+            ax.imshow(f[..., ::-1] if f.shape[-1] == 3 else f, interpolation="nearest")
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -1,0 +1,166 @@
+"""One training run from images to an exported model, in a run folder.
+
+    run_dir/
+      config.json            what was asked (a resumed run must ask the same)
+      skipped.csv            files that could not be read, with the reason
+      head.csv, fine_tune.csv, state.json, backup/, *.weights.h5   logs and checkpoints
+      history.png, confusion_matrix.png, metrics.json              results
+      model.keras            the trained classifier
+      export/1/              the SavedModel for serving (see keras_transfer.export)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import keras
+
+from keras_transfer import data as data_lib
+from keras_transfer import distribute, export, plots, training
+from keras_transfer.files import atomic_path, read_json, write_json
+
+# config fields that must match for --resume to continue the same run
+_IDENTITY = ("data_dir", "dataset", "backbone", "weights", "input_size", "removed", "head", "include_top", "seed")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data_dir: str | None = None
+    dataset: str | None = None
+    backbone: str = "vgg16"
+    weights: str | None = "imagenet"
+    include_top: bool = False
+    input_size: int | None = None
+    removed: int = 0
+    frozen: int | str | None = None
+    head: str = "gap_dense"
+    width: int = 1024
+    dropout: float = 0.0
+    binary_weight: float = 0.4
+    epochs: int = 5
+    fine_tune_epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-4
+    transferred_lr_scale: float | None = None
+    augment: bool = False
+    cache_features: bool = True
+    class_weight: bool = False
+    patience: int | None = 3
+    limit_per_class: int | None = None
+    validation_split: float = 0.15
+    test_split: float = 0.15
+    seed: int = 0
+    tensorboard: bool = False
+    strategy: str = "auto"
+    devices: str | None = None
+    mixed_precision: bool = False
+    verbose: int | str = "auto"
+
+    def recipe(self) -> training.Recipe:
+        return training.Recipe(
+            head_epochs=self.epochs, fine_tune_epochs=self.fine_tune_epochs, frozen=self.frozen,
+            head_learning_rate=self.learning_rate, fine_tune_learning_rate=self.fine_tune_learning_rate,
+            transferred_lr_scale=self.transferred_lr_scale, batch_size=self.batch_size, augment=self.augment,
+            cache_features=self.cache_features, patience=self.patience, class_weight=self.class_weight,
+            seed=self.seed, tensorboard=self.tensorboard, verbose=self.verbose)
+
+    def head_options(self) -> dict:
+        options = {"width": self.width, "dropout": self.dropout}
+        if self.head == "binary_auxiliary":
+            options.update(seed=self.seed, binary_weight=self.binary_weight)
+        return options
+
+
+def prepare_run_dir(run_dir: str, config: TrainConfig, resume: bool) -> None:
+    """Create ``run_dir``; refuse to overwrite an earlier run unless resuming the same one."""
+    saved = read_json(os.path.join(run_dir, "config.json"))
+    if saved is not None:
+        if not resume:
+            raise FileExistsError(f"--out {run_dir!r} already holds a run; pass --resume to continue it, "
+                                  "or choose another --out (nothing was overwritten).")
+        asked = dataclasses.asdict(config)
+        changed = [k for k in _IDENTITY if saved.get(k) != asked.get(k)]
+        if changed:
+            raise ValueError(f"--resume: {run_dir!r} was started with different "
+                             + ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
+                             + "; resume with the same settings or choose another --out.")
+    elif os.path.isdir(run_dir) and os.listdir(run_dir):
+        raise FileExistsError(f"--out {run_dir!r} is a non-empty folder that is not a run; choose another --out.")
+    os.makedirs(run_dir, exist_ok=True)
+    if saved is None:
+        write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(config))
+
+
+def train(config: TrainConfig, run_dir: str, resume: bool = False, progress: bool = True) -> dict:
+    """Load data, build the model inside the strategy's scope, fine-tune, evaluate, plot, export.
+
+    Returns ``metrics.json``'s content plus ``export`` (the version folder) and ``seconds``.
+    Under a multi-worker strategy every worker trains; only the chief writes the run folder.
+    """
+    start = time.time()
+    strategy = distribute.strategy_for(config.strategy, config.devices)
+    if config.mixed_precision:
+        distribute.enable_mixed_precision()
+    chief = distribute.is_chief(strategy)
+    work_dir = run_dir if chief else distribute.worker_dir(run_dir)
+    if chief:
+        prepare_run_dir(run_dir, config, resume)
+    else:
+        os.makedirs(work_dir, exist_ok=True)
+    try:
+        splits = data_lib.load(config.data_dir, config.dataset, config.input_size or _default_size(config),
+                               config.validation_split, config.test_split, config.seed, config.limit_per_class,
+                               progress=progress)
+        print(splits.summary())
+        if chief:
+            data_lib.write_skipped_report(splits.skipped, os.path.join(run_dir, "skipped.csv"))
+            for s in splits.skipped:
+                print(f"  skipped {s.path}: {s.reason}")
+        model = training.build_model(
+            config.backbone, splits.num_classes, weights=config.weights, input_size=splits.image_size[0],
+            removed=config.removed, head=config.head, include_top=config.include_top, strategy=strategy,
+            **config.head_options())
+        histories = training.fine_tune(model, splits, config.recipe(), run_dir=work_dir, strategy=strategy,
+                                       resume=resume)
+        metrics = training.evaluate(model, splits.test if len(splits.test) else splits.val)
+        metrics.update(backbone=config.backbone, weights=str(config.weights), removed=config.removed,
+                       frozen=training.resolve_frozen(model, config.frozen), head=config.head,
+                       train_images=len(splits.train), skipped_files=len(splits.skipped))
+        if not chief:
+            return metrics
+        stages = [(s, plots.read_csv_log(os.path.join(run_dir, f"{s}.csv")) or histories.get(s, {}))
+                  for s in ("head", "fine_tune")]
+        plots.training_curves(stages, os.path.join(run_dir, "history.png"))
+        plots.confusion_matrix(metrics["confusion_matrix"], splits.class_names, os.path.join(run_dir, "confusion_matrix.png"))
+        with atomic_path(os.path.join(run_dir, "model.keras")) as tmp:
+            model.save(tmp)
+        metrics["export"] = export.export(model, os.path.join(run_dir, "export"), splits.class_names,
+                                          {"backbone": config.backbone, "test_accuracy": metrics["accuracy"]})
+        metrics["seconds"] = round(time.time() - start, 1)
+        write_json(os.path.join(run_dir, "metrics.json"), metrics)
+        return metrics
+    finally:
+        if not chief:
+            distribute.remove_worker_dir(work_dir)
+
+
+def _default_size(config: TrainConfig) -> int:
+    from keras_transfer.backbones import get_backbone
+
+    return get_backbone(config.backbone).default_size
+
+
+def export_run(run_dir: str) -> str:
+    """Export ``run_dir/model.keras`` as the next version under ``run_dir/export``."""
+    path = os.path.join(run_dir, "model.keras")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: is {run_dir!r} a finished `keras-transfer train` run?")
+    metrics = read_json(os.path.join(run_dir, "metrics.json"), {})
+    model = keras.saving.load_model(path)
+    names = metrics.get("class_names")
+    if not names:
+        raise FileNotFoundError(f"{run_dir}/metrics.json has no class names; re-run training.")
+    return export.export(model, os.path.join(run_dir, "export"), names, {"backbone": metrics.get("backbone")})

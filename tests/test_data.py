@@ -1,0 +1,185 @@
+import os
+
+import numpy as np
+import pytest
+
+from keras_transfer import data
+from imagefiles import make_class_folder, write_16bit_png, write_good, write_rgba_png
+
+
+@pytest.fixture
+def folder(tmp_path, rng):
+    bad = make_class_folder(str(tmp_path / "imgs"), rng)
+    return str(tmp_path / "imgs"), bad
+
+
+def test_load_folder_skips_and_reports_exactly_the_bad_files(folder):
+    root, bad = folder
+    ds = data.load_folder(root, 24, progress=False)
+    assert {s.path for s in ds.skipped} == bad
+    reasons = {os.path.basename(s.path): s.reason for s in ds.skipped}
+    assert "0 bytes" in reasons["empty.jpg"]
+    assert "not an image" in reasons["notes.jpg"]
+    assert "decode" in reasons["truncated.jpg"] or "truncated" in reasons["truncated.jpg"]
+    assert "extension" in reasons["readme.txt"]
+    assert ds.class_names == ["blue", "red"]
+    assert ds.images.shape == (len(ds), 24, 24, 3) and ds.images.dtype == np.uint8
+    # 8 good + nested bmp + cmyk + rgba in red; 8 + gif + grey + 16-bit in blue
+    assert ds.counts() == {"blue": 11, "red": 11}
+    assert any(p.endswith(os.path.join("nested", "deep.bmp")) for p in ds.paths)
+
+
+def test_every_mode_becomes_rgb_with_the_right_colours(folder):
+    root, _ = folder
+    ds = data.load_folder(root, 16, progress=False)
+    by_name = {os.path.basename(p): img for p, img in zip(ds.paths, ds.images)}
+    assert by_name["cmyk.jpg"].mean(axis=(0, 1))[0] > 150          # still red
+    assert by_name["palette.gif"].mean(axis=(0, 1))[2] > 150       # still blue
+    grey = by_name["grey.png"]
+    assert np.array_equal(grey[..., 0], grey[..., 1])              # grey -> R=G=B
+    np.testing.assert_array_equal(by_name["sixteen.png"], 255)     # 65535 -> 255, not clipped garbage
+
+
+def test_16bit_is_scaled_not_clipped(tmp_path):
+    image = data.read_image(write_16bit_png(str(tmp_path / "half.png"), value=32768), (8, 8))
+    assert abs(int(image[0, 0, 0]) - 128) <= 1
+
+
+def test_transparent_pixels_become_white(tmp_path):
+    image = data.read_image(write_rgba_png(str(tmp_path / "a.png")), (20, 20))
+    np.testing.assert_array_equal(image[15, 5], [255, 255, 255])
+    np.testing.assert_array_equal(image[2, 5], [200, 0, 0])
+
+
+def test_refuses_empty_single_class_and_unusable_class(tmp_path, rng):
+    (tmp_path / "none").mkdir()
+    with pytest.raises(ValueError, match="0 class folder"):
+        data.load_folder(str(tmp_path / "none"), 16)
+    single = tmp_path / "single" / "only"
+    single.mkdir(parents=True)
+    write_good(str(single / "a.png"), rng)
+    with pytest.raises(ValueError, match=r"1 class folder.*only.*at least 2"):
+        data.load_folder(str(tmp_path / "single"), 16)
+    (tmp_path / "single" / "broken").mkdir()
+    open(tmp_path / "single" / "broken" / "x.jpg", "wb").close()
+    with pytest.raises(ValueError, match=r"no usable image.*broken"):
+        data.load_folder(str(tmp_path / "single"), 16, progress=False)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        data.load_folder(str(tmp_path / "missing"), 16)
+
+
+def _toy(n_per_class=(30, 10), size=4):
+    labels = np.concatenate([np.full(n, i) for i, n in enumerate(n_per_class)]).astype("int32")
+    images = np.arange(len(labels), dtype=np.uint8)[:, None, None, None] * np.ones((1, size, size, 3), np.uint8)
+    return data.ImageSet(images, labels, [f"c{i}" for i in range(len(n_per_class))])
+
+
+def test_split_is_stratified_disjoint_and_seeded():
+    toy = _toy((40, 20, 10))
+    s = data.split(toy, 0.2, 0.1, seed=3)
+    ids = [set(x.images[:, 0, 0, 0].tolist()) for x in (s.train, s.val, s.test)]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+    assert sum(map(len, ids)) == len(toy)
+    assert s.val.counts() == {"c0": 8, "c1": 4, "c2": 2}
+    assert s.test.counts() == {"c0": 4, "c1": 2, "c2": 1}
+    again = data.split(toy, 0.2, 0.1, seed=3)
+    np.testing.assert_array_equal(again.val.images, s.val.images)
+    other = data.split(toy, 0.2, 0.1, seed=4)
+    assert not np.array_equal(other.val.images, s.val.images)
+
+
+def test_imbalance_is_reported_and_class_weights_balance():
+    s = data.split(_toy((30, 10)), 0.0, 0.0)
+    assert "imbalanced (3.0:1" in s.summary()
+    w = data.class_weights(s.train)
+    assert w[1] == pytest.approx(3 * w[0])
+    assert 30 * w[0] + 10 * w[1] == pytest.approx(40)
+
+
+def test_limit_per_class():
+    small = data.limit_per_class(_toy((30, 10)), 5, seed=1)
+    assert small.counts() == {"c0": 5, "c1": 5}
+
+
+def test_split_classes_random_and_explicit():
+    toy = _toy((5, 5, 5, 5, 5, 5))
+    a, b = data.split_classes(toy, seed=2)
+    assert len(a.class_names) == 3 and not set(a.class_names) & set(b.class_names)
+    assert set(a.labels) == {0, 1, 2}
+    a, b = data.split_classes(toy, a=["c0", "c5"], b=[1, 2])
+    assert a.class_names == ["c0", "c5"] and b.class_names == ["c1", "c2"]
+    assert len(a) == 10 and a.images[a.labels == 1][0, 0, 0, 0] == 25  # c5's first image, relabelled 1
+    with pytest.raises(ValueError, match="overlap"):
+        data.split_classes(toy, a=[0, 1], b=[1, 2])
+
+
+def test_elpv_real_images_few():
+    ds = data.elpv(48, "binary", limit=6, seed=0)
+    assert ds.images.shape == (12, 48, 48, 3) and ds.class_names == ["functional", "defective"]
+    assert ds.images.std() > 10  # real pictures, not blanks
+    four = data.elpv(32, "4class", limit=3)
+    assert four.counts() == {"p0": 3, "p1_3": 3, "p2_3": 3, "p1": 3}
+
+
+def test_fashion_mnist_offline():
+    if not any(os.path.isdir(d) for d in data.FASHION_MNIST_DIRS):
+        pytest.skip("dataset-fashion-mnist not installed (.ci/run installs it)")
+    ds = data.fashion_mnist(28)
+    assert len(ds) == 70000 and ds.counts()["bag"] == 7000
+    assert ds.images.shape[1:] == (28, 28, 3)
+
+
+def test_fashion_mnist_missing_says_how_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(data, "FASHION_MNIST_DIRS", (str(tmp_path),))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        data.fashion_mnist()
+
+
+def test_digits_and_builtin_dispatch():
+    ds = data.builtin("digits", 16, limit=4)
+    assert ds.images.shape == (40, 16, 16, 3) and ds.images.max() > 200
+    with pytest.raises(ValueError, match="Unknown dataset 'cifar'.*elpv"):
+        data.builtin("cifar")
+
+
+def test_from_tfds_reads_a_prepared_dataset_without_download():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=12):
+        ds = data.from_tfds("mnist", image_size=20)
+    assert ds.images.shape == (12, 20, 20, 3) and ds.class_names[:2] == ["0", "1"]
+
+
+def test_from_tfds_not_downloaded_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="not available offline"):
+        data.from_tfds("mnist", data_dir=str(tmp_path))
+
+
+def test_to_dataset_batches_and_augments_only_when_asked(rng):
+    x = rng.integers(0, 255, (10, 16, 16, 3)).astype(np.uint8)
+    y = np.arange(10) % 2
+    batches = list(data.to_dataset(x, y, batch_size=4))
+    assert [b[0].shape[0] for b in batches] == [4, 4, 2]
+    assert batches[0][0].dtype.name == "float32"
+    np.testing.assert_array_equal(batches[0][0].numpy(), x[:4])
+    augmented = next(iter(data.to_dataset(x, y, batch_size=10, augment=data.augmentation(0))))[0].numpy()
+    assert not np.allclose(augmented, x)
+
+
+def test_sample_guitars_writes_three_loadable_classes(tmp_path):
+    out = data.sample_guitars(str(tmp_path / "g"), n_per_class=3, seed=1, size=64)
+    ds = data.load_folder(out, 64, progress=False)
+    assert ds.class_names == ["les_paul", "sg", "stratocaster"] and ds.counts() == {c: 3 for c in ds.class_names}
+    assert not ds.skipped
+    with pytest.raises(FileExistsError, match="exists"):
+        data.sample_guitars(out, n_per_class=1, seed=1)
+
+
+def test_skipped_report_csv(folder, tmp_path):
+    root, bad = folder
+    ds = data.load_folder(root, 16, progress=False)
+    path = tmp_path / "skipped.csv"
+    data.write_skipped_report(ds.skipped, str(path))
+    lines = path.read_text().splitlines()
+    assert lines[0] == "path,reason" and len(lines) == 1 + len(bad)

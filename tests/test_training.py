@@ -1,0 +1,153 @@
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_transfer import data, heads, training
+from keras_transfer.surgery import backbone_of, layer_index
+
+
+def _splits(rng, n=36, size=32, classes=3):
+    y = (np.arange(n) % classes).astype("int32")
+    # class-dependent colour so there is something to learn
+    x = np.clip(rng.normal(60 + 60 * y[:, None, None, None], 25, (n, size, size, 3)), 0, 255).astype("uint8")
+    return data.split(data.ImageSet(x, y, [f"c{i}" for i in range(classes)]), 0.25, 0.0, seed=0)
+
+
+def _recipe(**kw):
+    base = dict(head_epochs=2, fine_tune_epochs=2, frozen="block3_pool", batch_size=8, verbose=0, patience=None)
+    return training.Recipe(**{**base, **kw})
+
+
+def _vgg(num_classes=3, **kw):
+    return training.build_model("vgg16", num_classes, weights=None, input_size=32, removed=3, width=8, **kw)
+
+
+def _train(rng, cache, seed=1):
+    keras.utils.set_random_seed(seed)
+    model = _vgg()
+    initial = [w.copy() for w in model.get_weights()]
+    training.fine_tune(model, _splits(rng), _recipe(cache_features=cache, seed=seed))
+    return model, initial
+
+
+def test_cached_path_gives_the_same_model_as_the_plain_path():
+    a, initial = _train(np.random.default_rng(0), cache=False)
+    b, _ = _train(np.random.default_rng(0), cache=True)
+    changed = [not np.allclose(w0, w) for w0, w in zip(initial, a.get_weights())]
+    assert sum(changed) >= 4, "training must move the head and the unfrozen convs"
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-5)
+
+
+def test_runs_are_repeatable_with_a_seed():
+    a, _ = _train(np.random.default_rng(0), cache=True, seed=5)
+    b, _ = _train(np.random.default_rng(0), cache=True, seed=5)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_split_model_cuts_at_the_last_cut_point_below_k():
+    model = _vgg()
+    base = backbone_of(model)
+    prefix, suffix, cut = training.split_model(model, layer_index(base, "block3_pool") + 1)
+    assert cut == "block3_pool"
+    x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(suffix(prefix(x)), model(x), rtol=1e-5, atol=1e-6)
+    assert {id(v) for v in suffix.weights} <= {id(v) for v in model.weights}
+    assert training.split_model(model, 1) is None  # only the input layer is frozen
+
+
+def test_feature_cache_is_shared_by_equal_prefixes_and_bounded():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (6, 32, 32, 3)).astype("uint8")
+    cache = training.FeatureCache()
+    first = training.build_model("vgg16", 2, weights="hed", input_size=32, width=4)
+    second = training.build_model("vgg16", 2, weights="hed", input_size=32, removed=2, width=4)
+    k = layer_index(backbone_of(first), "block3_pool") + 1
+    for model in (first, second):
+        prefix, _, cut = training.split_model(model, k)
+        feats = cache.features(prefix, cut, images)
+    assert (cache.misses, cache.hits) == (1, 1) and feats.shape == (6, 4, 4, 256)
+    other = rng.integers(0, 255, (6, 32, 32, 3)).astype("uint8")
+    cache.features(prefix, cut, other)
+    assert cache.misses == 2
+    tiny = training.FeatureCache(max_bytes=feats.nbytes)
+    tiny.features(prefix, cut, images)
+    tiny.features(prefix, cut, other)
+    assert len(tiny) == 1 and tiny.nbytes <= feats.nbytes  # the older entry was evicted
+
+
+def test_resolve_frozen():
+    model = training.build_model("inception_v3", 2, weights=None, input_size=75, width=4)
+    assert training.resolve_frozen(model, None) == 249  # Keras's guide: train the top 2 blocks
+    assert training.resolve_frozen(model, "mixed5") == 165
+    assert training.resolve_frozen(model, "all") == 311
+    assert training.resolve_frozen(model, "17") == 17
+    with pytest.raises(ValueError, match="out of range.*311"):
+        training.resolve_frozen(model, 400)
+
+
+def test_reduced_learning_rate_instead_of_freezing(rng):
+    keras.utils.set_random_seed(0)
+    model = _vgg()
+    base = backbone_of(model)
+    before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in base.layers}
+    training.fine_tune(model, _splits(rng), _recipe(head_epochs=0, transferred_lr_scale=0.0, fine_tune_learning_rate=0.05))
+    after = {layer.name: layer.get_weights() for layer in base.layers}
+    # scale 0: layers [:k] get no update, the rest do
+    for name in ("block1_conv1", "block2_conv2"):
+        for w0, w1 in zip(before[name], after[name]):
+            np.testing.assert_array_equal(w0, w1)
+    assert not np.allclose(before["block4_conv1"][0], after["block4_conv1"][0])
+    assert all(layer.trainable for layer in base.layers)
+
+
+def test_binary_auxiliary_head_trains_through_the_recipe(rng):
+    model = _vgg(head="binary_auxiliary")
+    histories = training.fine_tune(model, _splits(rng), _recipe())
+    assert "val_binary_loss" in histories["fine_tune"]
+    metrics = training.evaluate(model, _splits(rng).val)
+    assert 0 <= metrics["accuracy"] <= 1
+
+
+def test_evaluate_reports_per_class_metrics(rng):
+    model = _vgg()
+    s = _splits(rng)
+    metrics = training.evaluate(model, s.val)
+    assert set(metrics["per_class"]) == {"c0", "c1", "c2"}
+    assert np.sum(metrics["confusion_matrix"]) == len(s.val)
+
+
+class _Kill(keras.callbacks.Callback):
+    """Stands in for SIGKILL: stop training after ``n`` epochs in all (across stages)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.seen = n, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seen += 1
+        if self.seen >= self.n:
+            raise KeyboardInterrupt
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, rng):
+    run = str(tmp_path / "run")
+    s = _splits(rng)
+    recipe = _recipe(head_epochs=2, fine_tune_epochs=3)
+    keras.utils.set_random_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        training.fine_tune(_vgg(), s, recipe, run_dir=run, callbacks=[_Kill(4)])  # 2 head epochs, dies after fine-tune epoch 2
+    state = json.load(open(os.path.join(run, "state.json")))
+    assert state == {"head": "done"}
+    assert os.path.exists(os.path.join(run, "backup", "fine_tune", "latest.weights.h5"))
+    model = _vgg()
+    histories = training.fine_tune(model, s, recipe, run_dir=run, resume=True)
+    assert "head" not in histories  # finished stage loaded, not retrained
+    assert len(histories["fine_tune"]["loss"]) == 1  # epochs 1-2 restored, only epoch 3 ran
+    assert json.load(open(os.path.join(run, "state.json"))) == {"head": "done", "fine_tune": "done"}
+    assert not os.path.exists(os.path.join(run, "backup", "fine_tune"))
+    assert len(open(os.path.join(run, "fine_tune.csv")).read().splitlines()) == 1 + 3
