@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from keras_transfer.backbones import list_backbones
@@ -68,6 +69,26 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"keras-transfer {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        lost = _worker_lost(err)
+        if lost is None:
+            raise
+        print(f"keras-transfer {args.command}: error: {lost}", file=sys.stderr)
+        return 3
+
+
+def _worker_lost(err: Exception):
+    """The clear message for a multi-worker run whose peer died, else None."""
+    if "tensorflow" not in sys.modules:
+        return None
+    import tensorflow as tf
+
+    from keras_transfer.distribute import WORKER_LOST
+
+    if isinstance(err, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
+                        tf.errors.AbortedError)) and os.environ.get("TF_CONFIG"):
+        return WORKER_LOST.format(error=str(err).strip().splitlines()[0][:200])
+    return None
 
 
 if __name__ == "__main__":

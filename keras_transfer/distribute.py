@@ -18,6 +18,9 @@ import json
 import os
 import shutil
 
+WORKER_LOST = ("a worker of the multi-worker cluster stopped or cannot be reached ({error}). Training "
+               "cannot go on without it: restart every worker with the same command and TF_CONFIG.")
+
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 
 
@@ -40,11 +43,13 @@ def strategy_for(strategy: str = "auto", devices: str | list | None = None, verb
         raise ValueError(f"--strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}.")
     if isinstance(devices, str):
         devices = [d.strip() for d in devices.split(",") if d.strip()]
-    gpus = tf.config.list_logical_devices("GPU")
+    if strategy == "auto" and _cluster_size(_cluster()) > 1:
+        strategy = "multi_worker"
+    # MultiWorkerMirroredStrategy must be created before anything initialises TF's context,
+    # so devices are only looked at (physically, which does not initialise it) after that.
+    gpus = [] if strategy == "multi_worker" else tf.config.list_physical_devices("GPU")
     if strategy == "auto":
-        if _cluster_size(_cluster()) > 1:
-            strategy = "multi_worker"
-        elif devices and len(devices) > 1 or len(gpus) > 1:
+        if devices and len(devices) > 1 or len(gpus) > 1:
             strategy = "mirrored"
         elif devices or len(gpus) == 1:
             strategy = "one_device"
@@ -53,11 +58,15 @@ def strategy_for(strategy: str = "auto", devices: str | list | None = None, verb
     if strategy == "multi_worker":
         if _cluster_size(_cluster()) < 2:
             raise ValueError("--strategy multi_worker needs TF_CONFIG with a cluster of 2 or more tasks.")
-        result = tf.distribute.MultiWorkerMirroredStrategy()
+        # A collective that waits longer than this fails instead of hanging forever when a
+        # worker is gone (a closed socket is usually reported sooner, by gRPC).
+        timeout = float(os.environ.get("KERAS_TRANSFER_COLLECTIVE_TIMEOUT", "600"))
+        result = tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout))
     elif strategy == "mirrored":
         result = tf.distribute.MirroredStrategy(devices=devices or None)
     elif strategy == "one_device":
-        result = tf.distribute.OneDeviceStrategy((devices or [gpus[0].name if gpus else "/cpu:0"])[0])
+        result = tf.distribute.OneDeviceStrategy((devices or ["/gpu:0" if gpus else "/cpu:0"])[0])
     else:
         result = tf.distribute.get_strategy()
     if verbose:
@@ -72,14 +81,17 @@ def describe(strategy) -> str:
     except RuntimeError:  # the default strategy has no device list
         devices = ["the default device"]
     text = f"distribute: {name} with {strategy.num_replicas_in_sync} replica(s) on {', '.join(devices)}"
-    if name.startswith("MultiWorker"):
+    if is_multi_worker(strategy):
         resolver = strategy.cluster_resolver
         text += f" ({resolver.task_type} {resolver.task_id} of {_cluster_size(_cluster())} tasks)"
     return text
 
 
 def is_multi_worker(strategy) -> bool:
-    return type(strategy).__name__.startswith("MultiWorker") and strategy.extended._in_multi_worker_mode()
+    """True for a MultiWorkerMirroredStrategy that really spans several tasks."""
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
 
 
 def is_chief(strategy) -> bool:
@@ -111,7 +123,7 @@ def enable_mixed_precision() -> str:
     import keras
     import tensorflow as tf
 
-    if not tf.config.list_logical_devices("GPU"):
+    if not tf.config.list_physical_devices("GPU"):
         print("mixed precision: no GPU, staying in float32")
         return "float32"
     keras.mixed_precision.set_global_policy("mixed_float16")

@@ -125,10 +125,13 @@ def train(config: TrainConfig, run_dir: str, resume: bool = False, progress: boo
             **config.head_options())
         histories = training.fine_tune(model, splits, config.recipe(), run_dir=work_dir, strategy=strategy,
                                        resume=resume)
+        fingerprint = training.weights_fingerprint(model)
+        print(f"weights fingerprint {fingerprint} ({'chief' if chief else 'worker'})", flush=True)
         metrics = training.evaluate(model, splits.test if len(splits.test) else splits.val)
         metrics.update(backbone=config.backbone, weights=str(config.weights), removed=config.removed,
                        frozen=training.resolve_frozen(model, config.frozen), head=config.head,
-                       train_images=len(splits.train), skipped_files=len(splits.skipped))
+                       train_images=len(splits.train), skipped_files=len(splits.skipped),
+                       weights_fingerprint=fingerprint)
         if not chief:
             return metrics
         stages = [(s, plots.read_csv_log(os.path.join(run_dir, f"{s}.csv")) or histories.get(s, {}))

@@ -15,12 +15,13 @@ import collections
 import dataclasses
 import hashlib
 import os
+import weakref
 
 import keras
 import numpy as np
 
 from keras_transfer import data as data_lib
-from keras_transfer import heads
+from keras_transfer import distribute, heads
 from keras_transfer.backbones import build_base
 from keras_transfer.files import atomic_path, read_json, write_json
 from keras_transfer.surgery import backbone_of, chop, cut_points, freeze, layer_index, units
@@ -193,13 +194,123 @@ class FeatureCache:
             self._entries.move_to_end(key)
             return self._entries[key]
         self.misses += 1
-        out = prefix.predict(images.astype("float32"), batch_size=batch_size, verbose=0) if len(images) else \
-            np.zeros((0, *prefix.output.shape[1:]), "float32")
+        out = batched_call(prefix, images, batch_size)
         if out.nbytes <= self.max_bytes:
             self._entries[key] = out
             while self.nbytes > self.max_bytes:
                 self._entries.popitem(last=False)
         return out
+
+
+_compiled_calls: "weakref.WeakKeyDictionary[keras.Model, object]" = weakref.WeakKeyDictionary()
+
+
+def batched_call(model: keras.Model, images: np.ndarray, batch_size: int = 64):
+    """``model(images)`` in inference mode, batch by batch, as numpy (a dict for dict outputs).
+
+    A compiled call rather than ``Model.predict``: it works the same under every tf.distribute
+    strategy (``predict`` shares ``fit``'s multi-worker bug) and with no strategy at all.
+    """
+    import tensorflow as tf
+
+    call = _compiled_calls.get(model)
+    if call is None:
+        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+        call = _compiled_calls[model] = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    chunks = [call(tf.constant(images[i:i + batch_size], tf.float32)) for i in range(0, len(images), batch_size)]
+    if not chunks:
+        out = model.output
+        spec = out if isinstance(out, dict) else {"": out}
+        empty = {k: np.zeros((0, *v.shape[1:]), "float32") for k, v in spec.items()}
+        return empty if isinstance(out, dict) else empty[""]
+    if isinstance(chunks[0], dict):
+        return {k: np.concatenate([np.asarray(c[k]) for c in chunks]) for k in chunks[0]}
+    return np.concatenate([np.asarray(c) for c in chunks])
+
+
+def fit_multi_worker(fit_model: keras.Model, full_model: keras.Model, train_ds, val_ds, epochs: int, strategy,
+                     csv_path: str | None = None) -> dict:
+    """A plain training loop for ``MultiWorkerMirroredStrategy``: ``strategy.run`` per replica,
+    gradients all-reduced by the optimizer, ``strategy.reduce(SUM, axis=None)`` for the loss.
+
+    Uses the loss, weights and optimizer ``fit_model`` was compiled with. Every worker runs it;
+    the weights stay identical because every update is the same all-reduced gradient.
+    """
+    import tensorflow as tf
+
+    args = heads.compile_args(full_model)
+    losses = args["loss"] if isinstance(args["loss"], dict) else {"": args["loss"]}
+    weights = args.get("loss_weights") or {k: 1.0 for k in losses}
+    loss_fns = {k: keras.losses.get({"class_name": v, "config": {"reduction": None}}) for k, v in losses.items()}
+    optimizer = fit_model.optimizer
+
+    def total_loss(y, pred):
+        y = y if isinstance(y, dict) else {"": y}
+        pred = pred if isinstance(pred, dict) else {"": pred}
+        per_example = sum(weights[k] * tf.cast(tf.reshape(loss_fns[k](y[k], pred[k]), [-1]), tf.float32) for k in loss_fns)
+        return per_example
+
+    def class_part(y, pred):
+        return (y["class"], pred["class"]) if isinstance(pred, dict) else (y, pred)
+
+    @tf.function
+    def train_step(batch):
+        x, y = batch[0], batch[1]
+
+        def replica(x, y):
+            with tf.GradientTape() as tape:
+                pred = fit_model(x, training=True)
+                per_example = total_loss(y, pred)
+                loss = tf.nn.compute_average_loss(per_example)
+            grads = tape.gradient(loss, fit_model.trainable_variables)
+            optimizer.apply(grads, fit_model.trainable_variables)
+            yc, pc = class_part(y, pred)
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.cast(yc, tf.int64), tf.argmax(pc, axis=-1)), tf.float32))
+            return tf.reduce_sum(per_example), correct, tf.cast(tf.shape(per_example)[0], tf.float32)
+
+        sums = strategy.run(replica, args=(x, y))
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, s, axis=None) for s in sums]
+
+    @tf.function
+    def eval_step(batch):
+        x, y = batch[0], batch[1]
+
+        def replica(x, y):
+            pred = fit_model(x, training=False)
+            per_example = total_loss(y, pred)
+            yc, pc = class_part(y, pred)
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.cast(yc, tf.int64), tf.argmax(pc, axis=-1)), tf.float32))
+            return tf.reduce_sum(per_example), correct, tf.cast(tf.shape(per_example)[0], tf.float32)
+
+        sums = strategy.run(replica, args=(x, y))
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, s, axis=None) for s in sums]
+
+    def run_epoch(step, dataset):
+        totals = np.zeros(3)
+        for batch in strategy.experimental_distribute_dataset(dataset):
+            totals += [float(v) for v in step(batch)]
+        return totals[0] / max(totals[2], 1), totals[1] / max(totals[2], 1)
+
+    history: dict[str, list] = collections.defaultdict(list)
+    for epoch in range(epochs):
+        loss, acc = run_epoch(train_step, train_ds)
+        history["loss"].append(loss)
+        history["accuracy"].append(acc)
+        line = f"epoch {epoch + 1}/{epochs} - loss {loss:.4f} - accuracy {acc:.4f}"
+        if val_ds is not None:
+            val_loss, val_acc = run_epoch(eval_step, val_ds)
+            history["val_loss"].append(val_loss)
+            history["val_accuracy"].append(val_acc)
+            line += f" - val_loss {val_loss:.4f} - val_accuracy {val_acc:.4f}"
+        print(line, flush=True)
+    if csv_path:
+        import csv
+
+        with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["epoch", *history])
+            writer.writerows([i, *(history[k][i] for k in history)] for i in range(epochs))
+    return dict(history)
 
 
 # ---------------------------------------------------------------- callbacks
@@ -282,7 +393,8 @@ def fine_tune(model: keras.Model, splits: data_lib.Splits, recipe: Recipe | None
             continue
         scaled = stage == "fine_tune" and recipe.transferred_lr_scale is not None
         freeze(model, 0 if scaled else k)
-        parts = split_model(model, k) if (recipe.cache_features and not recipe.augment and not scaled) else None
+        with strategy.scope():  # Keras ties a model to the strategy it was created under
+            parts = split_model(model, k) if (recipe.cache_features and not recipe.augment and not scaled) else None
         if parts is None:
             fit_model, x_train, x_val = model, splits.train.images, splits.val.images
             how = "end to end"
@@ -315,9 +427,14 @@ def fine_tune(model: keras.Model, splits: data_lib.Splits, recipe: Recipe | None
             if recipe.tensorboard:
                 cbs.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard", stage)))
         cbs += list(callbacks or [])  # after the checkpoints, so they have seen the epoch first
-        history = fit_model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=cbs,
-                                class_weight=class_weight, verbose=recipe.verbose, shuffle=False)
-        histories[stage] = history.history
+        if distribute.is_multi_worker(strategy):
+            # Keras 3.15's fit() fails under MultiWorkerMirroredStrategy (keras-team/keras#20585)
+            histories[stage] = fit_multi_worker(fit_model, model, train_ds, val_ds, epochs, strategy,
+                                                os.path.join(run_dir, f"{stage}.csv") if run_dir else None)
+        else:
+            history = fit_model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=cbs,
+                                    class_weight=class_weight, verbose=recipe.verbose, shuffle=False)
+            histories[stage] = history.history
         if run_dir:
             with atomic_path(weights_path) as tmp:
                 model.save_weights(tmp)
@@ -330,10 +447,7 @@ def fine_tune(model: keras.Model, splits: data_lib.Splits, recipe: Recipe | None
 
 def predict_classes(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Class probabilities ``(N, n)`` for uint8/float images ``(N, H, W, 3)``."""
-    if not len(images):
-        return np.zeros((0, model.output_shape[-1] if not heads.is_multi_output(model) else 0), "float32")
-    out = model.predict(images.astype("float32"), batch_size=batch_size, verbose=0)
-    return np.asarray(heads.class_probabilities(model, out))
+    return np.asarray(heads.class_probabilities(model, batched_call(model, images, batch_size)))
 
 
 def evaluate(model: keras.Model, split: data_lib.ImageSet, batch_size: int = 64) -> dict:
@@ -355,3 +469,8 @@ def evaluate(model: keras.Model, split: data_lib.ImageSet, batch_size: int = 64)
     }
 
 
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """A short hash of every weight: equal on every worker of a correct multi-worker run."""
+    return _fingerprint(model.get_weights())[:16]

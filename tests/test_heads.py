@@ -103,3 +103,18 @@ def test_bad_class_count_is_refused(vgg, bad):
 def test_unknown_head_is_refused(vgg):
     with pytest.raises(ValueError, match="Unknown head 'mlp'.*gap_dense"):
         heads.build_classifier(vgg, 3, head="mlp")
+
+
+@pytest.mark.parametrize("head", ["gap_dense", "binary_auxiliary"])
+def test_mixed_precision_keeps_the_outputs_in_float32(head, rng):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        base = build_base("vgg16", weights=None, input_shape=(32, 32, 3))
+        model = heads.build_classifier(base, 3, head=head, width=8)
+        assert base.get_layer("block1_conv1").compute_dtype == "float16"
+        out = model(rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32"))
+        probs = heads.class_probabilities(model, out)
+        assert probs.dtype == "float32"
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(probs).sum(axis=1), 1.0, rtol=1e-5)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -1,0 +1,128 @@
+"""tf.distribute without a GPU, as TensorFlow's own tests do it: logical CPU devices for
+MirroredStrategy, several processes on 127.0.0.1 for MultiWorkerMirroredStrategy."""
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from keras_transfer import distribute
+
+HERE = os.path.dirname(__file__)
+PY = sys.executable
+
+
+def _env(**extra):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.path.dirname(HERE), **extra}
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+@pytest.mark.parametrize("path", ["plain", "cached"])
+def test_mirrored_over_two_logical_cpus_equals_one_device(path):
+    out = subprocess.run([PY, os.path.join(HERE, "mirrored_job.py"), path], capture_output=True, text=True,
+                         timeout=600, env=_env())
+    assert out.returncode == 0, out.stderr[-3000:]
+    diff = float(re.search(r"max_weight_diff (\S+)", out.stdout).group(1))
+    assert diff < 1e-4, out.stdout
+    assert "MirroredStrategy with 2 replica(s)" in out.stdout
+
+
+def test_auto_strategy_on_this_machine_is_the_default_one(monkeypatch, capsys):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    strategy = distribute.strategy_for("auto")
+    assert strategy.num_replicas_in_sync == 1 and distribute.is_chief(strategy)
+    assert "1 replica(s)" in capsys.readouterr().out
+
+
+def test_bad_strategy_arguments(monkeypatch):
+    with pytest.raises(ValueError, match="choose one of"):
+        distribute.strategy_for("horovod")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
+        distribute.strategy_for("auto")
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}))
+    with pytest.raises(ValueError, match="2 or more tasks"):
+        distribute.strategy_for("multi_worker")
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _cluster_env(ports, index, tmp):
+    config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
+    return _env(TF_CONFIG=json.dumps(config), TMPDIR=str(tmp), KERAS_TRANSFER_COLLECTIVE_TIMEOUT="60")
+
+
+def _train_args(data_dir, run, epochs=1):
+    return [PY, "-m", "keras_transfer", "train", "--data", str(data_dir), "--backbone", "vgg16", "--weights", "none",
+            "--input-size", "32", "--removed", "3", "--width", "8", "--epochs", str(epochs),
+            "--fine-tune-epochs", str(epochs), "--batch-size", "4", "--out", str(run)]
+
+
+@pytest.fixture(scope="module")
+def guitars(tmp_path_factory):
+    from keras_transfer import data
+
+    return data.sample_guitars(str(tmp_path_factory.mktemp("mw") / "data"), n_per_class=8, seed=0, size=48)
+
+
+@pytest.mark.slow
+def test_two_workers_end_with_identical_weights_and_one_export(guitars, tmp_path):
+    run = tmp_path / "run"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    ports = _free_ports(2)
+    start = time.time()
+    procs = [subprocess.Popen(_train_args(guitars, run), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=_cluster_env(ports, i, scratch)) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=400)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    seconds = time.time() - start
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    prints = [re.search(r"weights fingerprint (\w+) \((\w+)\)", o).groups() for o in outs]
+    assert prints[0][0] == prints[1][0], "both workers must end with the same weights"
+    assert [p[1] for p in prints] == ["chief", "worker"]
+    assert os.listdir(run / "export") == ["1"]  # written once, by the chief
+    assert json.load(open(run / "metrics.json"))["weights_fingerprint"] == prints[0][0]
+    assert os.listdir(scratch) == [], "workers clean up their temporary folders"
+    print(f"2-worker run: {seconds:.1f} s")
+
+
+@pytest.mark.slow
+def test_a_killed_worker_makes_the_other_fail_clearly_and_soon(guitars, tmp_path):
+    ports = _free_ports(2)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    procs = [subprocess.Popen(_train_args(guitars, tmp_path / "run", epochs=200), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=_cluster_env(ports, i, scratch))
+             for i in range(2)]
+    try:
+        for line in procs[1].stdout:  # wait until training has started on the worker
+            if line.startswith("epoch 1/"):
+                break
+        procs[1].kill()
+        start = time.time()
+        out = procs[0].communicate(timeout=180)[0]
+        waited = time.time() - start
+    finally:
+        for p in procs:
+            p.kill()
+    assert procs[0].returncode == 3, out[-3000:]
+    assert "a worker of the multi-worker cluster stopped" in out
+    assert waited < 120
