@@ -68,6 +68,23 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from keras_transfer import tuning
+
+    config = tuning.SearchConfig(
+        data_dir=args.data, dataset=args.dataset, backbone=args.backbone, weights=args.weights,
+        input_size=args.input_size, tuner=args.tuner, trials=args.trials,
+        removed_range=tuning.parse_range(args.removed_range), widths=tuple(args.widths),
+        dropouts=tuple(args.dropouts), learning_rates=tuple(args.learning_rates), head_kinds=tuple(args.heads),
+        epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, batch_size=args.batch_size,
+        limit_per_class=args.limit_per_class, validation_split=args.val_split, test_split=args.test_split,
+        seed=args.seed, cache_features=not args.no_cache, retrain_best=not args.no_retrain,
+        strategy=args.strategy, devices=args.devices)
+    out = args.out or os.path.join("runs", f"search-{args.backbone}-{args.dataset or os.path.basename(os.path.normpath(args.data))}")
+    tuning.search(config, out)
+    return 0
+
+
 def cmd_export(args) -> int:
     from keras_transfer import runs
 
@@ -118,6 +135,32 @@ def add_commands(sub, add_backbone_args) -> None:
     p.add_argument("--out", metavar="RUN_DIR", default=None, help="run folder (default: runs/<backbone>-<data>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
     p.set_defaults(func=cmd_train, weights="imagenet")
+
+    from keras_transfer.heads import HEADS
+    from keras_transfer.tuning import TUNERS
+
+    p = sub.add_parser("tune", help="Keras Tuner search over removed x frozen layers (resumable, distributable)",
+                       description="Search how many units to remove and to freeze (plus head width, dropout, "
+                                   "learning rate). Re-running the same command resumes; KERASTUNER_TUNER_ID/"
+                                   "ORACLE_IP/ORACLE_PORT make it a distributed chief or worker. Writes "
+                                   "results.csv, heatmap.png, best.json and exports the retrained best model.")
+    _add_data_args(p)
+    add_backbone_args(p)
+    p.add_argument("--tuner", default="random", choices=TUNERS)
+    p.add_argument("--trials", type=int, default=12, help="max trials (random, bayesian)")
+    p.add_argument("--removed-range", default=None, metavar="A:B", help="units to remove, inclusive (default 0:3)")
+    p.add_argument("--widths", type=int, nargs="+", default=[256, 1024], help="head widths to try")
+    p.add_argument("--dropouts", type=float, nargs="+", default=[0.0, 0.5], help="dropout rates to try")
+    p.add_argument("--learning-rates", type=float, nargs="+", default=[1e-4, 1e-3], help="fine-tuning rates to try")
+    p.add_argument("--heads", nargs="+", default=["gap_dense"], choices=[h for h in HEADS if h != "keep_classifier"])
+    p.add_argument("--epochs", type=int, default=2, help="head epochs per trial")
+    p.add_argument("--fine-tune-epochs", type=int, default=3, help="fine-tuning epochs per trial")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--no-cache", action="store_true", help="do not share frozen-prefix features between trials")
+    p.add_argument("--no-retrain", action="store_true", help="skip retraining/exporting the best trial")
+    _add_distribute_args(p)
+    p.add_argument("--out", metavar="SEARCH_DIR", default=None, help="search folder (default: runs/search-<backbone>-<data>)")
+    p.set_defaults(func=cmd_tune, weights="imagenet", val_split=0.2)
 
     p = sub.add_parser("export", help="export a finished run as a new SavedModel version")
     p.add_argument("run_dir", metavar="RUN_DIR")

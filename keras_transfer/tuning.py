@@ -1,0 +1,309 @@
+"""Keras Tuner search over how many pretrained units to remove and to freeze.
+
+Zhi et al. (seed 000): the best number of layers to remove depends on the dataset and must be
+tuned. :class:`TransferHyperModel` makes that a Keras Tuner search space:
+
+- ``removed``: units dropped from the top of the backbone (``chop(removed=)``);
+- ``frozen_units``: freeze the backbone through its j-th remaining unit (0 = none frozen; the
+  top value = all frozen, head only), so a block is never split;
+- ``width``, ``dropout``: the head; ``learning_rate``: fine-tuning; optionally ``head``.
+
+Trials share one :class:`~keras_transfer.training.FeatureCache`: every trial whose frozen
+prefix is the same (same backbone, weights, input size and cut) reuses its features. Keras
+Tuner clears the Keras session before each build, so memory does not grow trial after trial.
+A search is resumable (``overwrite=False``) and runs distributed from Keras Tuner's
+``KERASTUNER_TUNER_ID`` / ``KERASTUNER_ORACLE_IP`` / ``KERASTUNER_ORACLE_PORT``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import time
+
+import keras
+import keras_tuner
+from keras_tuner.src.engine.tuner_utils import SaveBestEpoch  # the checkpoint Hyperband continues from
+import numpy as np
+
+from keras_transfer import data as data_lib
+from keras_transfer import training
+from keras_transfer.backbones import build_base, get_backbone
+from keras_transfer.surgery import chop, layer_index, units
+
+TUNERS = ("random", "bayesian", "hyperband")
+ALL = "all"
+
+
+class TransferHyperModel(keras_tuner.HyperModel):
+    """The removed x frozen search space on one backbone (see the module docstring).
+
+    Args:
+        backbone, weights, input_size: as for ``build_base``.
+        num_classes: classes of the data.
+        splits: the train/val data every trial trains on (``fit`` reads it).
+        removed_range: ``(lo, hi)`` units to remove, inclusive (default ``(0, min(3, n-1))``).
+        widths, dropouts, learning_rates: choices for the head and fine-tuning.
+        head_kinds: heads to choose among (``("gap_dense",)`` keeps it fixed).
+        recipe: epochs, batch size... of each trial (``frozen`` and the fine-tuning rate are tuned).
+        cache: the shared feature cache (a new one by default).
+        strategy: the tf.distribute strategy models are built under.
+    """
+
+    def __init__(self, backbone: str, num_classes: int, splits: data_lib.Splits | None = None,
+                 weights="imagenet", input_size: int | None = None, removed_range: tuple[int, int] | None = None,
+                 widths=(256, 1024), dropouts=(0.0, 0.5), learning_rates=(1e-4, 1e-3),
+                 head_kinds=("gap_dense",), recipe: training.Recipe | None = None,
+                 cache: training.FeatureCache | None = None, strategy=None, name: str | None = None):
+        super().__init__(name=name or f"transfer_{backbone}", tunable=True)
+        row = get_backbone(backbone)
+        self.backbone, self.weights, self.num_classes = backbone, weights, num_classes
+        self.input_size = input_size or row.default_size
+        # a random-init template gives unit names and layer indices without loading weights
+        self.template = build_base(backbone, weights=None, input_shape=(self.input_size, self.input_size, 3))
+        self.n_units = len(units(self.template))
+        lo, hi = removed_range if removed_range is not None else (0, min(3, self.n_units - 1))
+        if not 0 <= lo <= hi < self.n_units:
+            raise ValueError(f"removed range {lo}:{hi} must lie in 0:{self.n_units - 1} "
+                             f"({backbone} has {self.n_units} units).")
+        self.removed_range = (lo, hi)
+        for name_, values in (("widths", widths), ("dropouts", dropouts), ("learning_rates", learning_rates),
+                              ("head kinds", head_kinds)):
+            if not values:
+                raise ValueError(f"{name_} must offer at least one choice.")
+        self.widths, self.dropouts = [int(w) for w in widths], [float(d) for d in dropouts]
+        self.learning_rates, self.head_kinds = [float(r) for r in learning_rates], list(head_kinds)
+        self.splits = splits
+        self.recipe = recipe or training.Recipe(head_epochs=2, fine_tune_epochs=3, verbose=0)
+        self.cache = cache if cache is not None else training.FeatureCache()
+        self.strategy = strategy
+
+    # ---- search space -------------------------------------------------------------------
+    @property
+    def max_frozen_units(self) -> int:
+        """The top ``frozen_units`` value, meaning "all frozen" (units left at the shallowest cut + 1)."""
+        return self.n_units - self.removed_range[0] + 1
+
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        removed = hp.Int("removed", *self.removed_range)
+        head = hp.Choice("head", self.head_kinds) if len(self.head_kinds) > 1 else self.head_kinds[0]
+        options = {"width": hp.Choice("width", self.widths),
+                   "dropout": hp.Choice("dropout", self.dropouts) if len(self.dropouts) > 1 else self.dropouts[0]}
+        if head == "binary_auxiliary":
+            options["seed"] = self.recipe.seed
+        model = training.build_model(self.backbone, self.num_classes, weights=self.weights,
+                                     input_size=self.input_size, removed=removed, head=head,
+                                     include_top=head == "keep_classifier", strategy=self.strategy, **options)
+        self._compile(model)
+        return model
+
+    def _compile(self, model: keras.Model) -> None:
+        """Compile for Keras Tuner's checks; ``fit`` recompiles for each stage of the recipe."""
+        from keras_transfer import heads
+
+        model.compile(optimizer="rmsprop", **heads.compile_args(model))
+
+    def frozen_layers(self, removed: int, frozen_units: int) -> int:
+        """``frozen_units`` as a layer count ``k`` for a backbone with ``removed`` units dropped."""
+        remaining = units(self.template)[: self.n_units - removed]
+        if frozen_units <= 0:
+            return 0
+        if frozen_units > len(remaining):
+            return len(chop(self.template, removed=removed).layers) if removed else len(self.template.layers)
+        return layer_index(self.template, remaining[frozen_units - 1]) + 1
+
+    # ---- training -----------------------------------------------------------------------
+    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args, **kwargs) -> dict:
+        """Run the two-stage recipe; returns ``val_accuracy`` (best fine-tuning epoch), ``val_loss``
+        and ``seconds`` for Keras Tuner to record."""
+        if self.splits is None:
+            raise ValueError("TransferHyperModel needs splits= to train on.")
+        frozen_units = hp.Int("frozen_units", 0, self.max_frozen_units)
+        learning_rate = hp.Choice("learning_rate", self.learning_rates)
+        k = self.frozen_layers(hp.get("removed"), frozen_units)
+        recipe = dataclasses.replace(self.recipe, frozen=k, fine_tune_learning_rate=learning_rate)
+        if "epochs" in kwargs:  # Hyperband sets the budget; a continued trial skips the head stage
+            initial = kwargs.get("initial_epoch", 0)
+            recipe = dataclasses.replace(recipe, head_epochs=0 if initial else recipe.head_epochs,
+                                         fine_tune_epochs=max(kwargs["epochs"] - initial, 1))
+        start = time.perf_counter()
+        histories = training.fine_tune(model, self.splits, recipe, strategy=self.strategy, cache=self.cache)
+        seconds = time.perf_counter() - start
+        last = histories.get("fine_tune") or histories.get("head") or {}
+        for cb in kwargs.get("callbacks", []):  # Hyperband continues trials from this checkpoint
+            if isinstance(cb, SaveBestEpoch):
+                model.save_weights(cb.filepath)
+        if "val_accuracy" not in last:
+            raise ValueError("tuning needs a validation split (val_accuracy): use a validation fraction > 0.")
+        return {"val_accuracy": float(np.max(last["val_accuracy"])), "val_loss": float(np.min(last["val_loss"])),
+                "seconds": seconds}
+
+
+def make_tuner(hypermodel: TransferHyperModel, kind: str = "random", directory: str = "search",
+               project_name: str = "transfer", max_trials: int = 12, objective: str = "val_accuracy",
+               overwrite: bool = False, seed: int = 0, max_epochs: int = 6) -> keras_tuner.Tuner:
+    """A Keras Tuner tuner over ``hypermodel``; resumes an existing ``directory/project_name``."""
+    common = dict(objective=keras_tuner.Objective(objective, "max" if "acc" in objective else "min"),
+                  directory=directory, project_name=project_name, overwrite=overwrite, seed=seed)
+    if kind == "random":
+        return keras_tuner.RandomSearch(hypermodel, max_trials=max_trials, **common)
+    if kind == "bayesian":
+        return keras_tuner.BayesianOptimization(hypermodel, max_trials=max_trials, **common)
+    if kind == "hyperband":
+        return keras_tuner.Hyperband(hypermodel, max_epochs=max_epochs, factor=3, **common)
+    raise ValueError(f"--tuner {kind!r}: choose one of {', '.join(TUNERS)}.")
+
+
+# ---- results ----------------------------------------------------------------------------
+
+RESULT_COLUMNS = ("trial_id", "status", "removed", "frozen_units", "frozen_layers", "head", "width", "dropout",
+                  "learning_rate", "val_accuracy", "val_loss", "seconds", "message")
+
+
+def trial_rows(tuner: keras_tuner.Tuner, hypermodel: TransferHyperModel) -> list[dict]:
+    """One row per trial (every status), in trial order."""
+    rows = []
+    for trial_id, trial in sorted(tuner.oracle.trials.items()):
+        values = trial.hyperparameters.values
+        metrics = {name: trial.metrics.get_best_value(name) for name in ("val_accuracy", "val_loss", "seconds")
+                   if trial.metrics.exists(name)}
+        removed, frozen_units = values.get("removed"), values.get("frozen_units")
+        rows.append({
+            "trial_id": trial_id, "status": trial.status, "removed": removed, "frozen_units": frozen_units,
+            "frozen_layers": hypermodel.frozen_layers(removed, frozen_units) if None not in (removed, frozen_units) else None,
+            "head": values.get("head", hypermodel.head_kinds[0]), "width": values.get("width"),
+            "dropout": values.get("dropout", hypermodel.dropouts[0]), "learning_rate": values.get("learning_rate"),
+            **metrics, "message": (trial.message or "").strip().splitlines()[-1][:200] if trial.message else "",
+        })
+    return rows
+
+
+def write_results(rows: list[dict], out_dir: str) -> dict:
+    """``results.csv`` and ``heatmap.png`` in ``out_dir``; returns the best completed row."""
+    from keras_transfer import plots
+    from keras_transfer.files import atomic_path
+
+    with atomic_path(os.path.join(out_dir, "results.csv")) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    done = [r for r in rows if r["status"] == "COMPLETED" and r.get("val_accuracy") is not None]
+    if not done:
+        return {}
+    cells: dict[tuple[int, int], float] = {}
+    for r in done:
+        key = (r["removed"], r["frozen_units"])
+        cells[key] = max(cells.get(key, -np.inf), r["val_accuracy"])
+    plots.heatmap(cells, os.path.join(out_dir, "heatmap.png"), x_label="frozen units (0 = none; top = all)",
+                  y_label="removed units", title="best validation accuracy per (removed, frozen)")
+    return max(done, key=lambda r: r["val_accuracy"])
+
+
+def format_top(rows: list[dict], n: int = 5) -> str:
+    done = sorted((r for r in rows if r["status"] == "COMPLETED"), key=lambda r: -r["val_accuracy"])[:n]
+    lines = [f"{'trial':>6} {'removed':>7} {'frozen':>6} {'k':>4} {'width':>5} {'drop':>4} {'lr':>7} {'val_acc':>7} {'s':>6}"]
+    for r in done:
+        lines.append(f"{r['trial_id']:>6} {r['removed']:>7} {r['frozen_units']:>6} {r['frozen_layers']:>4} "
+                     f"{r['width']:>5} {r['dropout']:>4} {r['learning_rate']:>7.0e} {r['val_accuracy']:>7.3f} "
+                     f"{r.get('seconds', float('nan')):>6.1f}")
+    return "\n".join(lines)
+
+
+# ---- the tune command ---------------------------------------------------------------------
+
+@dataclasses.dataclass
+class SearchConfig:
+    data_dir: str | None = None
+    dataset: str | None = None
+    backbone: str = "vgg16"
+    weights: str | None = "imagenet"
+    input_size: int | None = None
+    tuner: str = "random"
+    trials: int = 12
+    removed_range: tuple[int, int] | None = None
+    widths: tuple = (256, 1024)
+    dropouts: tuple = (0.0, 0.5)
+    learning_rates: tuple = (1e-4, 1e-3)
+    head_kinds: tuple = ("gap_dense",)
+    epochs: int = 2
+    fine_tune_epochs: int = 3
+    batch_size: int = 32
+    limit_per_class: int | None = None
+    validation_split: float = 0.2
+    test_split: float = 0.15
+    seed: int = 0
+    cache_features: bool = True
+    retrain_best: bool = True
+    strategy: str = "auto"
+    devices: str | None = None
+
+
+def parse_range(text: str | None) -> tuple[int, int] | None:
+    """``"a:b"`` -> ``(a, b)``; ``"n"`` -> ``(n, n)``."""
+    if not text:
+        return None
+    try:
+        lo, _, hi = text.partition(":")
+        return int(lo), int(hi or lo)
+    except ValueError:
+        raise ValueError(f"--removed-range {text!r}: write it as a:b, e.g. 0:3.") from None
+
+
+def search(config: SearchConfig, out_dir: str, verbose: int = 1) -> dict:
+    """Run (or resume, or join as a distributed worker) a search; on the chief write
+    ``results.csv``, ``heatmap.png``, ``best.json`` and retrain + export the best trial."""
+    from keras_tuner.src.distribute import utils as dist_utils
+
+    from keras_transfer import distribute, export
+    from keras_transfer.files import write_json
+
+    strategy = distribute.strategy_for(config.strategy, config.devices)
+    size = config.input_size or get_backbone(config.backbone).default_size
+    splits = data_lib.load(config.data_dir, config.dataset, size, config.validation_split, config.test_split,
+                           config.seed, config.limit_per_class, progress=verbose > 0)
+    print(splits.summary())
+    recipe = training.Recipe(head_epochs=config.epochs, fine_tune_epochs=config.fine_tune_epochs,
+                             batch_size=config.batch_size, cache_features=config.cache_features,
+                             seed=config.seed, verbose=0, patience=None)
+    hypermodel = TransferHyperModel(config.backbone, splits.num_classes, splits, weights=config.weights,
+                                    input_size=size, removed_range=config.removed_range, widths=config.widths,
+                                    dropouts=config.dropouts, learning_rates=config.learning_rates,
+                                    head_kinds=config.head_kinds, recipe=recipe, strategy=strategy)
+    os.makedirs(out_dir, exist_ok=True)
+    tuner = make_tuner(hypermodel, config.tuner, directory=out_dir, project_name="trials",
+                       max_trials=config.trials, seed=config.seed,
+                       max_epochs=config.epochs + config.fine_tune_epochs)
+    resumed = len(tuner.oracle.trials)
+    if resumed:
+        print(f"resuming the search in {out_dir}: {resumed} trial(s) kept")
+    role = os.environ.get("KERASTUNER_TUNER_ID", "")
+    tuner.search(verbose=verbose)
+    if dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle():
+        print(f"tuner {role}: no trials left, done")
+        return {}
+    rows = trial_rows(tuner, hypermodel)
+    best = write_results(rows, out_dir)
+    failed = [r for r in rows if r["status"] == "FAILED"]
+    for r in failed:
+        print(f"trial {r['trial_id']} FAILED: {r['message']}")
+    if not best:
+        raise RuntimeError(f"all {len(rows)} trial(s) failed; see the messages above and {out_dir}/results.csv")
+    print(f"\n{sum(r['status'] == 'COMPLETED' for r in rows)} completed, {len(failed)} failed; top trials:")
+    print(format_top(rows))
+    summary = {"best": best, "trials": len(rows), "failed": len(failed), "cache_hits": hypermodel.cache.hits,
+               "cache_misses": hypermodel.cache.misses}
+    if config.retrain_best:
+        print(f"\nretraining the best trial ({best['trial_id']}) on the train split; testing on the test split")
+        hp = tuner.oracle.get_trial(best["trial_id"]).hyperparameters
+        model = hypermodel.build(hp)
+        k = hypermodel.frozen_layers(hp.get("removed"), hp.get("frozen_units"))
+        final = dataclasses.replace(recipe, frozen=k, fine_tune_learning_rate=hp.get("learning_rate"), verbose=verbose)
+        training.fine_tune(model, splits, final, strategy=strategy, cache=hypermodel.cache)
+        metrics = training.evaluate(model, splits.test if len(splits.test) else splits.val)
+        summary["test_accuracy"] = metrics["accuracy"]
+        summary["export"] = export.export(model, os.path.join(out_dir, "export"), splits.class_names,
+                                          {"backbone": config.backbone, "best_trial": best})
+        print(f"best model: test accuracy {metrics['accuracy']:.3f}; exported to {summary['export']}")
+    write_json(os.path.join(out_dir, "best.json"), summary)
+    return summary
