@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # Every trial and stage builds new models, so TF warns about "retracing" each time; in the
+    # CLI that is noise, not advice (library users keep TF's logging as they set it).
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:

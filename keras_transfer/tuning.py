@@ -274,12 +274,13 @@ def search(config: SearchConfig, out_dir: str, verbose: int = 1) -> dict:
     tuner = make_tuner(hypermodel, config.tuner, directory=out_dir, project_name="trials",
                        max_trials=config.trials, seed=config.seed,
                        max_epochs=config.epochs + config.fine_tune_epochs)
-    resumed = len(tuner.oracle.trials)
+    is_worker = dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle()
+    resumed = 0 if is_worker else len(tuner.oracle.trials)  # a worker's oracle is a remote client
     if resumed:
         print(f"resuming the search in {out_dir}: {resumed} trial(s) kept")
     role = os.environ.get("KERASTUNER_TUNER_ID", "")
     tuner.search(verbose=verbose)
-    if dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle():
+    if is_worker:
         print(f"tuner {role}: no trials left, done")
         return {}
     rows = trial_rows(tuner, hypermodel)

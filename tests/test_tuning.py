@@ -1,0 +1,182 @@
+import csv
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras_tuner
+import numpy as np
+import pytest
+
+from keras_transfer import data, training, tuning
+
+HERE = os.path.dirname(__file__)
+
+
+def _splits(n=24, size=32):
+    rng = np.random.default_rng(0)
+    y = (np.arange(n) % 2).astype("int32")
+    x = np.clip(rng.normal(70 + 100 * y[:, None, None, None], 30, (n, size, size, 3)), 0, 255).astype("uint8")
+    return data.split(data.ImageSet(x, y, ["a", "b"]), 0.25, 0.0)
+
+
+def _hypermodel(**kw):
+    recipe = training.Recipe(head_epochs=1, fine_tune_epochs=1, batch_size=8, verbose=0, patience=None)
+    return tuning.TransferHyperModel("vgg16", 2, _splits(), weights=None, input_size=32, widths=(8,),
+                                     recipe=recipe, **kw)
+
+
+def test_search_space_is_declared_where_it_is_used():
+    hm = _hypermodel(removed_range=(0, 3))
+    hp = keras_tuner.HyperParameters()
+    model = hm.build(hp)
+    assert set(hp.values) == {"removed", "width", "dropout"}  # frozen and lr are declared in fit
+    assert hp.get("removed") == 0 and model.optimizer is not None
+    assert hm.max_frozen_units == 14
+
+
+def test_frozen_units_map_to_unit_boundaries():
+    hm = _hypermodel(removed_range=(0, 3))
+    assert hm.frozen_layers(0, 0) == 0                       # none frozen
+    assert hm.frozen_layers(0, 1) == 2                       # through block1_conv1
+    assert hm.frozen_layers(3, 8) == 12                      # through block4_conv1
+    assert hm.frozen_layers(3, 11) == 15                     # past the last unit left: all frozen
+    assert hm.frozen_layers(0, 14) == 19
+
+
+def test_bad_ranges_are_refused():
+    with pytest.raises(ValueError, match="removed range 0:13 must lie in 0:12"):
+        _hypermodel(removed_range=(0, 13))
+    with pytest.raises(ValueError, match="--tuner 'grid'"):
+        tuning.make_tuner(_hypermodel(), "grid")
+    with pytest.raises(ValueError, match="a:b"):
+        tuning.parse_range("one")
+
+
+@pytest.mark.parametrize("kind", ["random", "bayesian", "hyperband"])
+def test_every_trial_completes_and_results_are_written(kind, tmp_path):
+    """Keras Tuner logs a failed trial and returns normally; this catches that (e.g. the
+    missing-tensorboard failure of keras-tuner 1.4.8 on TF 2.21)."""
+    hm = _hypermodel(removed_range=(0, 2))
+    tuner = tuning.make_tuner(hm, kind, str(tmp_path), max_trials=3, max_epochs=2)
+    tuner.search(verbose=0)
+    rows = tuning.trial_rows(tuner, hm)
+    assert rows and all(r["status"] == "COMPLETED" for r in rows), [r["message"] for r in rows]
+    assert all(0 <= r["val_accuracy"] <= 1 and r["seconds"] > 0 for r in rows)
+    best = tuning.write_results(rows, str(tmp_path))
+    assert best["val_accuracy"] == max(r["val_accuracy"] for r in rows)
+    with open(tmp_path / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) and set(tuning.RESULT_COLUMNS) <= set(table[0])
+    assert (tmp_path / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    assert "val_acc" in tuning.format_top(rows)
+
+
+def test_trials_share_frozen_prefix_features():
+    hm = _hypermodel(removed_range=(1, 1))
+    for frozen_units in (12, 12):  # the same (removed, frozen) twice: second trial computes nothing
+        hp = keras_tuner.HyperParameters()
+        hp.Fixed("removed", 1)
+        hp.Fixed("frozen_units", frozen_units)
+        hp.Fixed("learning_rate", 1e-3)
+        hm.fit(hp, hm.build(hp))
+    assert hm.cache.misses == 4 and hm.cache.hits == 4  # (head, fine-tune) x (train, val)
+
+
+def _tune_cmd(data_dir, out, trials):
+    return [sys.executable, "-m", "keras_transfer", "tune", "--data", str(data_dir), "--backbone", "vgg16",
+            "--weights", "none", "--input-size", "32", "--trials", str(trials), "--epochs", "1",
+            "--fine-tune-epochs", "2", "--widths", "8", "--batch-size", "4", "--removed-range", "0:3",
+            "--no-retrain", "--out", str(out)]
+
+
+def _env(**extra):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.path.dirname(HERE)}
+    for k in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "TF_CONFIG"):
+        env.pop(k, None)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def guitars(tmp_path_factory):
+    return data.sample_guitars(str(tmp_path_factory.mktemp("tune") / "g"), n_per_class=6, seed=0, size=40)
+
+
+def _trial_states(out):
+    states = {}
+    for path in glob.glob(os.path.join(out, "trials", "trial_*", "trial.json")):
+        with open(path) as f:
+            trial = json.load(f)
+        states[trial["trial_id"]] = (trial["status"], json.dumps(trial["hyperparameters"]["values"], sort_keys=True))
+    return states
+
+
+@pytest.mark.slow
+def test_a_search_killed_mid_trial_resumes_and_keeps_finished_trials(guitars, tmp_path):
+    out = tmp_path / "search"
+    proc = subprocess.Popen(_tune_cmd(guitars, out, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:  # SIGKILL once one trial is finished and the next one is running
+            states = _trial_states(out)
+            if sum(s == "COMPLETED" for s, _ in states.values()) >= 1 and any(s == "RUNNING" for s, _ in states.values()):
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    before = {k: v for k, v in _trial_states(out).items() if v[0] == "COMPLETED"}
+    assert before, "no trial finished before the kill"
+    again = subprocess.run(_tune_cmd(guitars, out, 4), capture_output=True, text=True, timeout=400, env=_env())
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "resuming the search" in again.stdout
+    after = _trial_states(out)
+    for trial_id, state in before.items():
+        assert after[trial_id] == state, "a finished trial must be kept as it was"
+    assert sum(s == "COMPLETED" for s, _ in after.values()) == 4
+    with open(out / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_distributed_search_chief_and_two_workers_finish_by_themselves(guitars, tmp_path):
+    out = tmp_path / "dist"
+    port = str(_free_port())
+    procs = {}
+    start = time.time()
+    for tuner_id in ("chief", "tuner0", "tuner1"):
+        env = _env(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=port)
+        procs[tuner_id] = subprocess.Popen(_tune_cmd(guitars, out, 4), stdout=subprocess.PIPE,
+                                           stderr=subprocess.STDOUT, text=True, env=env)
+        if tuner_id == "chief":
+            time.sleep(3)  # let the oracle start listening
+    outs = {}
+    try:
+        for tuner_id, p in procs.items():
+            outs[tuner_id] = p.communicate(timeout=400)[0]  # every process is bounded
+    finally:
+        for p in procs.values():
+            p.kill()
+    seconds = time.time() - start
+    assert {t: p.returncode for t, p in procs.items()} == {"chief": 0, "tuner0": 0, "tuner1": 0}, \
+        {t: o[-1500:] for t, o in outs.items()}
+    done = [sum(line.startswith("[head]") for line in outs[w].splitlines()) for w in ("tuner0", "tuner1")]
+    assert sum(done) == 4, "the workers run every trial; the chief only serves the oracle"
+    assert not any(line.startswith("[head]") for line in outs["chief"].splitlines())
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all(r["status"] == "COMPLETED" for r in rows)
+    assert "top trials" in outs["chief"]
+    print(f"distributed search: 4 trials in {seconds:.1f} s, trials per worker {done}")
