@@ -36,6 +36,15 @@ def cmd_inspect(args) -> int:
     unit_rows = [r for r in rows if r.unit]
     print(f"\n{base.name}: {len(rows)} layers, {sum(r.cut_point for r in rows)} cut points, "
           f"{len(unit_rows)} units ({unit_rows[0].name} … {unit_rows[-1].name}).")
+    if args.filters:
+        from keras_transfer import plots
+
+        conv = next(layer for layer in base.layers if getattr(layer, "kernel", None) is not None
+                    and len(layer.kernel.shape) == 4 and layer.kernel.shape[2] == 3)
+        row = backbones.get_backbone(args.backbone)
+        plots.filters(conv.get_weights()[0], args.filters, bgr=row.preprocess_mode == "caffe",
+                      title=f"{base.name} {conv.name} filters (weights={args.weights})")
+        print(f"wrote {args.filters}: the {conv.kernel.shape[-1]} filters of {conv.name}")
     print("  --removed N drops the top N units; --frozen K freezes layers [:K] "
           f"(unit boundaries: {', '.join(str(k) for k in surgery.freeze_points(base))}).")
     return 0
@@ -54,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "unit and trainable for every layer of a backbone.")
     _add_backbone_args(p, default_weights="none")
     p.add_argument("--cut-points-only", action="store_true", help="list only the cut points")
+    p.add_argument("--filters", metavar="PNG", default=None, help="also draw the first conv layer's filters to PNG")
     p.set_defaults(func=cmd_inspect)
 
     from keras_transfer import cli_commands  # the train/tune/export/... commands

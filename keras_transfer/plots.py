@@ -115,8 +115,10 @@ def heatmap(values: dict[tuple[int, int], float], path: str, x_label: str = "fro
     return _save(fig, path)
 
 
-def filters(kernel: np.ndarray, path: str, title: str = "first-layer filters", columns: int = 16) -> str:
-    """A conv kernel ``(h, w, 3, n)`` as ``n`` small RGB tiles, each scaled to its own range."""
+def filters(kernel: np.ndarray, path: str, title: str = "first-layer filters", columns: int = 16,
+            bgr: bool = False) -> str:
+    """A conv kernel ``(h, w, 3, n)`` as ``n`` small RGB tiles, each scaled to its own range.
+    ``bgr``: the kernel reads BGR input (Caffe-style backbones such as VGG16), so flip it."""
     plt = _pyplot()
     n = kernel.shape[-1]
     rows = int(np.ceil(n / columns))
@@ -126,6 +128,6 @@ def filters(kernel: np.ndarray, path: str, title: str = "first-layer filters", c
         if i < n:
             f = kernel[..., i]
             f = (f - f.min()) / max(f.max() - f.min(), 1e-8)
-            ax.imshow(f[..., ::-1] if f.shape[-1] == 3 else f, interpolation="nearest")
+            ax.imshow(f[..., ::-1] if bgr and f.shape[-1] == 3 else f, interpolation="nearest")
     fig.suptitle(title)
     return _save(fig, path)

@@ -27,6 +27,16 @@ from keras_transfer.files import atomic_path, read_json, write_json
 from keras_transfer.surgery import backbone_of, chop, cut_points, freeze, layer_index, units
 
 STATE_FILE = "state.json"
+MAX_FEATURE_RATIO = 4  # cache a frozen prefix only if its output is at most 4x the image's size
+
+
+def _default_cache_bytes() -> int:
+    """min(4 GiB, a quarter of this machine's memory)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 16 * 1024**3
+    return int(min(4 * 1024**3, total // 4))
 
 
 # ---------------------------------------------------------------- building
@@ -132,7 +142,9 @@ def split_model(model: keras.Model, k: int):
 
     ``prefix``: raw images -> the output of the last cut point below ``k`` (all frozen);
     ``suffix``: those features -> the model's outputs, sharing every layer with ``model``.
-    ``None`` when no cut point above the input is frozen (nothing worth caching).
+    ``None`` when caching is not worth it: no cut point above the input is frozen, or the
+    cut's output is more than ``MAX_FEATURE_RATIO`` times the size of the image (low layers:
+    storing their output costs far more memory than recomputing it costs time).
     """
     base = backbone_of(model)
     points = [layer_index(base, p) for p in cut_points(base)]
@@ -141,6 +153,8 @@ def split_model(model: keras.Model, k: int):
         return None
     c = max(below)
     cut = base.layers[c]
+    if np.prod(cut.output.shape[1:]) > MAX_FEATURE_RATIO * np.prod(model.input_shape[1:]):
+        return None  # e.g. VGG16's block1 output: 21x the image's floats, and little compute saved
     images = keras.Input(tuple(model.input_shape[1:]), name="images")
     frozen_part = keras.Model(base.inputs, cut.output, name=f"{base.name}_prefix")
     prefix = keras.Model(images, frozen_part(model.get_layer("preprocess")(images)), name="prefix")
@@ -167,12 +181,13 @@ class FeatureCache:
     Key: (the prefix's cut layer, a hash of its weights, a hash of the images). So two trials
     with the same backbone, weights, input size and frozen prefix compute features once, and a
     different prefix can never be served stale features. Rule for what is kept: least recently
-    used entries are evicted once the total passes ``max_bytes``; an entry larger than
-    ``max_bytes`` by itself is used once and not kept.
+    used entries are evicted once the total passes ``max_bytes`` (default: 4 GiB or a quarter
+    of the machine's memory, whichever is less); an entry larger than ``max_bytes`` by itself
+    is used once and not kept. Low cuts are never cached at all (see :func:`split_model`).
     """
 
-    def __init__(self, max_bytes: int = 4 * 1024**3):
-        self.max_bytes = int(max_bytes)
+    def __init__(self, max_bytes: int | None = None):
+        self.max_bytes = int(max_bytes if max_bytes is not None else _default_cache_bytes())
         self._entries: collections.OrderedDict[tuple, np.ndarray] = collections.OrderedDict()
         self.hits = 0
         self.misses = 0

@@ -29,3 +29,10 @@ def test_console_script_help():
     assert out.returncode == 0 and "inspect" in out.stdout
     out = subprocess.run([exe, "inspect", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--cut-points-only" in out.stdout
+
+
+def test_inspect_draws_first_layer_filters(tmp_path, capsys):
+    png = tmp_path / "filters.png"
+    assert main(["inspect", "--backbone", "vgg16", "--input-size", "32", "--weights", "hed", "--filters", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "64 filters of block1_conv1" in capsys.readouterr().out

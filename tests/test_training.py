@@ -151,3 +151,10 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, rng):
     assert json.load(open(os.path.join(run, "state.json"))) == {"head": "done", "fine_tune": "done"}
     assert not os.path.exists(os.path.join(run, "backup", "fine_tune"))
     assert len(open(os.path.join(run, "fine_tune.csv")).read().splitlines()) == 1 + 3
+
+
+def test_low_cuts_are_not_cached():
+    model = _vgg()
+    # block1 output is 64 channels at full resolution: 21x the image, not worth storing
+    assert training.split_model(model, layer_index(backbone_of(model), "block1_conv2") + 1) is None
+    assert training.split_model(model, layer_index(backbone_of(model), "block2_pool") + 1)[2] == "block2_pool"

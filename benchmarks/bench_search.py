@@ -1,0 +1,144 @@
+"""Wall time of a 12-trial removed x frozen search on ELPV (VGG16 hed, small input), side by side:
+
+  plain      no feature caching (every trial trains end to end)
+  per-trial  frozen-prefix features cached within a trial only
+  shared     one FeatureCache for the whole search (what `keras-transfer tune` does)
+
+All three run the same seeded random search (the same 12 trials). Resident memory is printed
+after every trial of the shared run: it must stay flat. With --workers N, instead time the same
+search through the CLI with a chief and N workers on 127.0.0.1 against a chief and 1 worker.
+
+    python benchmarks/bench_search.py [--trials 12] [--size 64] [--per-class 100]
+    python benchmarks/bench_search.py --workers 2
+"""
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from keras_transfer import data, training, tuning
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Measured(tuning.TransferHyperModel):
+    """Records memory after each trial; optionally empties the cache per trial."""
+
+    def __init__(self, *args, share=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.share, self.rss = share, []
+
+    def fit(self, hp, model, *args, **kwargs):
+        if not self.share:
+            self.cache = training.FeatureCache()
+        result = super().fit(hp, model, *args, **kwargs)
+        self.rss.append((rss_mb(), self.cache.nbytes / 2**20))
+        return result
+
+
+def run(mode, splits, args, out):
+    recipe = training.Recipe(head_epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, batch_size=32,
+                             cache_features=mode != "plain", seed=0, verbose=0, patience=None)
+    hm = Measured("vgg16", splits.num_classes, splits, weights="hed", input_size=args.size, removed_range=(0, 3),
+                  recipe=recipe, share=mode == "shared")
+    tuner = tuning.make_tuner(hm, "random", out, project_name=mode, max_trials=args.trials, seed=args.seed,
+                              overwrite=True)
+    start = time.perf_counter()
+    tuner.search(verbose=0)
+    seconds = time.perf_counter() - start
+    rows = tuning.trial_rows(tuner, hm)
+    assert all(r["status"] == "COMPLETED" for r in rows), [r["message"] for r in rows]
+    return seconds, rows, hm
+
+
+def in_process(args):
+    splits = data.load(dataset="elpv", image_size=args.size, limit=args.per_class, seed=args.seed,
+                       validation_split=0.2, progress=False)
+    print(f"ELPV binary: {len(splits.train)} train / {len(splits.val)} val at {args.size}x{args.size}; VGG16 hed; "
+          f"{args.trials} trials of {args.epochs}+{args.fine_tune_epochs} epochs, removed 0..3 x frozen units")
+    out = tempfile.mkdtemp(prefix="bench-search-")
+    results = {}
+    try:
+        for mode in ("plain", "per-trial", "shared"):
+            seconds, rows, hm = run(mode, splits, args, out)
+            results[mode] = seconds
+            extra = f"  cache hits {hm.cache.hits} / misses {hm.cache.misses}" if mode == "shared" else ""
+            print(f"{mode:<10} {seconds:7.1f} s{extra}", flush=True)
+            if mode == "shared":
+                print("RSS after each trial (MB):           " + " ".join(f"{r:5.0f}" for r, _ in hm.rss))
+                print("  of which the shared feature cache: " + " ".join(f"{c:5.0f}" for _, c in hm.rss))
+                print("  RSS without the cache:             " + " ".join(f"{r - c:5.0f}" for r, c in hm.rss))
+                (r3, c3), (rn, cn) = hm.rss[2], hm.rss[-1]
+                print(f"growth trial 3 -> {len(hm.rss)}: RSS {rn - r3:+.0f} MB, without the cache {(rn - cn) - (r3 - c3):+.0f} MB")
+                best = max(rows, key=lambda r: r["val_accuracy"])
+                print(f"best trial: removed {best['removed']}, frozen units {best['frozen_units']} "
+                      f"(k={best['frozen_layers']}), width {best['width']}, dropout {best['dropout']}, "
+                      f"lr {best['learning_rate']:g}: val accuracy {best['val_accuracy']:.3f}")
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    print(f"speed-up shared vs plain {results['plain'] / results['shared']:.1f}x, "
+          f"shared vs per-trial {results['per-trial'] / results['shared']:.1f}x")
+
+
+def distributed(args):
+    def free_port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return str(s.getsockname()[1])
+
+    def search(workers):
+        out = tempfile.mkdtemp(prefix="bench-dist-")
+        cmd = [sys.executable, "-m", "keras_transfer", "tune", "--dataset", "elpv", "--limit-per-class",
+               str(args.per_class), "--backbone", "vgg16", "--weights", "hed", "--input-size", str(args.size),
+               "--trials", str(args.trials), "--epochs", str(args.epochs), "--fine-tune-epochs",
+               str(args.fine_tune_epochs), "--removed-range", "0:3", "--no-retrain", "--out", out]
+        port = free_port()
+        env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": port}
+        start = time.perf_counter()
+        procs = [subprocess.Popen(cmd, env={**env, "KERASTUNER_TUNER_ID": "chief"}, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)]
+        time.sleep(3)
+        procs += [subprocess.Popen(cmd, env={**env, "KERASTUNER_TUNER_ID": f"tuner{i}"}, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL) for i in range(workers)]
+        try:
+            codes = [p.wait(timeout=3600) for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+        seconds = time.perf_counter() - start
+        shutil.rmtree(out, ignore_errors=True)
+        if any(codes):
+            raise SystemExit(f"a tuner process failed: exit codes {codes}")
+        return seconds
+
+    one = search(1)
+    many = search(args.workers)
+    print(f"{args.trials}-trial search, chief + 1 worker: {one:.1f} s; chief + {args.workers} workers: {many:.1f} s; "
+          f"speed-up {one / many:.2f}x on {os.cpu_count()} cores")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--per-class", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=2, help="head epochs per trial")
+    parser.add_argument("--fine-tune-epochs", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=0, help="time a distributed search with this many workers")
+    args = parser.parse_args()
+    distributed(args) if args.workers else in_process(args)
+
+
+if __name__ == "__main__":
+    main()
