@@ -69,7 +69,7 @@ def in_process(args):
     out = tempfile.mkdtemp(prefix="bench-search-")
     results = {}
     try:
-        for mode in ("plain", "per-trial", "shared"):
+        for mode in args.modes:
             seconds, rows, hm = run(mode, splits, args, out)
             results[mode] = seconds
             extra = f"  cache hits {hm.cache.hits} / misses {hm.cache.misses}" if mode == "shared" else ""
@@ -86,8 +86,9 @@ def in_process(args):
                       f"lr {best['learning_rate']:g}: val accuracy {best['val_accuracy']:.3f}")
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    print(f"speed-up shared vs plain {results['plain'] / results['shared']:.1f}x, "
-          f"shared vs per-trial {results['per-trial'] / results['shared']:.1f}x")
+    if {"plain", "per-trial", "shared"} <= set(results):
+        print(f"speed-up shared vs plain {results['plain'] / results['shared']:.1f}x, "
+              f"shared vs per-trial {results['per-trial'] / results['shared']:.1f}x")
 
 
 def distributed(args):
@@ -135,6 +136,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=2, help="head epochs per trial")
     parser.add_argument("--fine-tune-epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--modes", nargs="+", default=["plain", "per-trial", "shared"],
+                        choices=["plain", "per-trial", "shared"], help="which searches to time")
     parser.add_argument("--workers", type=int, default=0, help="time a distributed search with this many workers")
     args = parser.parse_args()
     distributed(args) if args.workers else in_process(args)
