@@ -7,10 +7,6 @@ import datetime
 import os
 
 
-def _frozen(value: str):
-    return int(value) if value.lstrip("-").isdigit() else value
-
-
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     from keras_transfer.data import BUILTIN_DATASETS
 
@@ -117,7 +113,7 @@ def add_commands(sub, add_backbone_args) -> None:
     _add_data_args(p)
     add_backbone_args(p)
     p.add_argument("--removed", type=int, default=0, help="drop the top N units of the backbone (see inspect)")
-    p.add_argument("--frozen", type=_frozen, default=None,
+    p.add_argument("--frozen", default=None,
                    help="fine-tuning freezes backbone layers [:K] (a count, a layer name, or 'all'; "
                         "default: all but the top 2 units)")
     _add_model_args(p)

@@ -8,7 +8,6 @@ cache possible. Everything becomes RGB in [0, 255]; models preprocess inside the
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import csv
 import dataclasses
@@ -484,6 +483,3 @@ def sample_guitars(out_dir: str, n_per_class: int = 40, seed: int = 0, size: int
 
     return write_sample(out_dir, n_per_class, seed, size)
 
-
-def class_histogram(labels) -> collections.Counter:
-    return collections.Counter(int(y) for y in labels)

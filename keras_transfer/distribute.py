@@ -106,7 +106,7 @@ def is_chief(strategy) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
-def worker_dir(run_dir: str) -> str:
+def worker_dir() -> str:
     """A worker's private scratch folder (multi-worker Keras wants every worker to write)."""
     import tempfile
 

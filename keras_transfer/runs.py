@@ -105,7 +105,7 @@ def train(config: TrainConfig, run_dir: str, resume: bool = False, progress: boo
     if config.mixed_precision:
         distribute.enable_mixed_precision()
     chief = distribute.is_chief(strategy)
-    work_dir = run_dir if chief else distribute.worker_dir(run_dir)
+    work_dir = run_dir if chief else distribute.worker_dir()
     if chief:
         prepare_run_dir(run_dir, config, resume)
     else:

@@ -231,7 +231,8 @@ def batched_call(model: keras.Model, images: np.ndarray, batch_size: int = 64):
     call = _compiled_calls.get(model)
     if call is None:
         spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
-        call = _compiled_calls[model] = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        ref = weakref.ref(model)  # a strong reference here would keep the key (and the model) alive forever
+        call = _compiled_calls[model] = tf.function(lambda x: ref()(x, training=False), input_signature=[spec])
     chunks = [call(tf.constant(images[i:i + batch_size], tf.float32)) for i in range(0, len(images), batch_size)]
     if not chunks:
         out = model.output

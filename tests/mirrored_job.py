@@ -32,6 +32,5 @@ mirrored = distribute.strategy_for("mirrored", "/cpu:0,/cpu:1")
 assert mirrored.num_replicas_in_sync == 2
 two = train(mirrored, 8, cache)
 one = train(distribute.strategy_for("one_device", "/cpu:0"), 16, cache)
-initial_changed = True
 print("max_weight_diff", max(float(np.abs(a - b).max()) for a, b in zip(two, one)))
 print("max_weight", max(float(np.abs(a).max()) for a in one))

@@ -158,3 +158,14 @@ def test_low_cuts_are_not_cached():
     # block1 output is 64 channels at full resolution: 21x the image, not worth storing
     assert training.split_model(model, layer_index(backbone_of(model), "block1_conv2") + 1) is None
     assert training.split_model(model, layer_index(backbone_of(model), "block2_pool") + 1)[2] == "block2_pool"
+
+
+def test_compiled_inference_does_not_keep_models_alive():
+    import gc
+
+    model = _vgg()
+    training.batched_call(model, np.zeros((3, 32, 32, 3), "uint8"))
+    assert len(training._compiled_calls) >= 1
+    del model
+    gc.collect()
+    assert len(training._compiled_calls) == 0  # tuner trials build many models: each must be freed
