@@ -10,7 +10,8 @@ tuned. :class:`TransferHyperModel` makes that a Keras Tuner search space:
 
 Trials share one :class:`~keras_transfer.training.FeatureCache`: every trial whose frozen
 prefix is the same (same backbone, weights, input size and cut) reuses its features. Keras
-Tuner clears the Keras session before each build, so memory does not grow trial after trial.
+Tuner clears the Keras session before each build, and each trial's traced graphs are let go
+(:func:`~keras_transfer.tf_fixes.forget_custom_gradients`), so memory does not grow trial after trial.
 A search is resumable (``overwrite=False``) and runs distributed from Keras Tuner's
 ``KERASTUNER_TUNER_ID`` / ``KERASTUNER_ORACLE_IP`` / ``KERASTUNER_ORACLE_PORT``.
 """
@@ -31,6 +32,7 @@ from keras_transfer import data as data_lib
 from keras_transfer import training
 from keras_transfer.backbones import build_base, get_backbone
 from keras_transfer.surgery import chop, layer_index, units
+from keras_transfer.tf_fixes import forget_custom_gradients
 
 TUNERS = ("random", "bayesian", "hyperband")
 ALL = "all"
@@ -128,7 +130,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
             recipe = dataclasses.replace(recipe, head_epochs=0 if initial else recipe.head_epochs,
                                          fine_tune_epochs=max(kwargs["epochs"] - initial, 1))
         start = time.perf_counter()
-        histories = training.fine_tune(model, self.splits, recipe, strategy=self.strategy, cache=self.cache)
+        with forget_custom_gradients():  # else every trial's traced graphs stay in memory
+            histories = training.fine_tune(model, self.splits, recipe, strategy=self.strategy, cache=self.cache)
         seconds = time.perf_counter() - start
         last = histories.get("fine_tune") or histories.get("head") or {}
         for cb in kwargs.get("callbacks", []):  # Hyperband continues trials from this checkpoint
@@ -143,9 +146,13 @@ class TransferHyperModel(keras_tuner.HyperModel):
 def make_tuner(hypermodel: TransferHyperModel, kind: str = "random", directory: str = "search",
                project_name: str = "transfer", max_trials: int = 12, objective: str = "val_accuracy",
                overwrite: bool = False, seed: int = 0, max_epochs: int = 6) -> keras_tuner.Tuner:
-    """A Keras Tuner tuner over ``hypermodel``; resumes an existing ``directory/project_name``."""
+    """A Keras Tuner tuner over ``hypermodel``; resumes an existing ``directory/project_name``.
+
+    The same ``seed`` gives the same trials. (Keras Tuner reads a seed of 0 as "none" and draws
+    a random one, ``seed or random.randint(...)``, so the oracle gets ``seed + 1``.)
+    """
     common = dict(objective=keras_tuner.Objective(objective, "max" if "acc" in objective else "min"),
-                  directory=directory, project_name=project_name, overwrite=overwrite, seed=seed)
+                  directory=directory, project_name=project_name, overwrite=overwrite, seed=seed + 1)
     if kind == "random":
         return keras_tuner.RandomSearch(hypermodel, max_trials=max_trials, **common)
     if kind == "bayesian":
