@@ -11,6 +11,7 @@ import dataclasses
 from typing import Union
 
 import keras
+import numpy as np
 
 from keras_transfer.backbones import Backbone, backbone_for
 
@@ -211,6 +212,27 @@ def freeze_points(model: keras.Model) -> list[int]:
     base = backbone_of(model)
     ks = [0] + [layer_index(base, u) + 1 for u in units(base)] + [len(base.layers)]
     return sorted(set(ks))
+
+
+def multiply_adds(layers) -> int:
+    """Multiply-adds per image of one call of each of ``layers``, from their kernels.
+
+    A kernel's size times its output's spatial positions: exact for Conv2D, DepthwiseConv2D,
+    SeparableConv2D and Dense; layers without a kernel (pooling, BatchNorm, Add) count 0.
+    Nested models count their own layers.
+    """
+    total = 0
+    for layer in layers:
+        if isinstance(layer, keras.Model):
+            total += multiply_adds(layer.layers)
+            continue
+        kernels = [w for w in layer.weights if "kernel" in w.path.rsplit("/", 1)[-1]]
+        if kernels:
+            positions = 1
+            for d in layer.output.shape[1:-1]:
+                positions *= int(d)
+            total += positions * sum(int(np.prod(w.shape)) for w in kernels)
+    return total
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,7 @@ import pytest
 from keras_transfer import surgery
 from keras_transfer.backbones import BACKBONES, build_base
 from keras_transfer.heads import gap_dense
-from keras_transfer.surgery import chop, cut_points, describe, freeze, layer_index
+from keras_transfer.surgery import chop, cut_points, describe, freeze, layer_index, multiply_adds
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))
@@ -159,6 +159,18 @@ def test_describe_rows(small_base):
     assert by_name["mixed7"].cut_point and by_name["mixed7"].unit
     assert not by_name["mixed9_0"].cut_point
     assert by_name["mixed10"].output_shape == (None, 1, 1, 2048)
-    assert by_name["conv2d"].params == 3 * 3 * 3 * 32
+    first_conv = next(r for r in rows if r.type == "Conv2D")  # Keras numbers its name per process
+    assert first_conv.index == 1 and first_conv.params == 3 * 3 * 3 * 32
     table = surgery.format_table(rows, only_cut_points=True)
     assert "mixed9_0" not in table and table.count(" U ") == 11
+
+
+def test_multiply_adds_count_kernels_at_every_output_position():
+    x = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(4, 3, padding="same")
+    dense = keras.layers.Dense(5)
+    y = dense(keras.layers.GlobalAveragePooling2D()(conv(x)))
+    keras.Model(x, y)
+    assert multiply_adds([conv]) == 8 * 8 * (3 * 3 * 3 * 4)
+    assert multiply_adds([dense]) == 4 * 5
+    assert multiply_adds([keras.layers.ReLU()]) == 0

@@ -155,9 +155,22 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, rng):
 
 def test_low_cuts_are_not_cached():
     model = _vgg()
-    # block1 output is 64 channels at full resolution: 21x the image, not worth storing
-    assert training.split_model(model, layer_index(backbone_of(model), "block1_conv2") + 1) is None
-    assert training.split_model(model, layer_index(backbone_of(model), "block2_pool") + 1)[2] == "block2_pool"
+    base = backbone_of(model)
+    # a step: the prefix forward + 3x the rest (VGG16 through block4_pool here)
+    assert training.saved_fraction(model, layer_index(base, "block1_conv2")) < 0.1
+    assert training.split_model(model, layer_index(base, "block1_conv2") + 1) is None
+    assert training.split_model(model, layer_index(base, "block2_pool") + 1) is None
+    assert 0.35 < training.saved_fraction(model, layer_index(base, "block3_pool")) < 0.45  # 761 / (761 + 3 x 377)
+    assert training.split_model(model, layer_index(base, "block3_pool") + 1)[2] == "block3_pool"
+
+
+def test_features_too_big_for_the_cache_are_not_computed(capsys):
+    s = _splits(np.random.default_rng(0))
+    recipe = training.Recipe(head_epochs=1, fine_tune_epochs=0, batch_size=8, verbose=0, patience=None)
+    cache = training.FeatureCache(max_bytes=1000)
+    training.fine_tune(_vgg(), s, recipe, cache=cache)
+    assert (cache.misses, len(cache)) == (0, 0)
+    assert "would not fit the feature cache" in capsys.readouterr().out
 
 
 def test_compiled_inference_does_not_keep_models_alive():
