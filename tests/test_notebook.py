@@ -18,6 +18,7 @@ def test_guitar_notebook_end_to_end(tmp_path, monkeypatch):
         "KT_BACKBONE": "vgg16", "KT_WEIGHTS": "hed",  # offline: no download is tried
         "KT_IMAGE_SIZE": "48", "KT_SAMPLE_PER_CLASS": "8", "KT_HEAD_EPOCHS": "1", "KT_FINE_TUNE_EPOCHS": "1",
         "KT_WIDTH": "16", "KT_BATCH_SIZE": "8", "KT_TRIALS": "2", "KT_TRIAL_EPOCHS": "1",
+        "KT_SEARCH_SIZE": "32",  # the search runs on smaller copies, as by default
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
     for key, value in small.items():
@@ -28,6 +29,7 @@ def test_guitar_notebook_end_to_end(tmp_path, monkeypatch):
     outputs = "\n".join(o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", []))
     assert "SYNTHETIC sample" in outputs
     assert "switching to VGG16" not in outputs  # hed was asked for: no download was tried
+    assert "searching on 32x32 copies" in outputs
     result = json.load(open(tmp_path / "out" / "notebook_result.json"))
     assert os.path.exists(os.path.join(result["export"], "saved_model.pb"))
     assert result["reload_max_diff"] < 1e-5
