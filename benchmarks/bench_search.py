@@ -5,7 +5,8 @@
   shared     one FeatureCache for the whole search (what `keras-transfer tune` does)
 
 All three run the same seeded random search (the same 12 trials). Resident memory is printed
-after every trial of the shared run: it must stay flat. With --workers N, instead time the same
+after every trial of the shared run: it must stay flat. A per-trial table shows where the time
+goes, and the best speed-up caching could reach on these trials. With --workers N, instead time the same
 search through the CLI with a chief and N workers on 127.0.0.1 against a chief and 1 worker.
 
     python benchmarks/bench_search.py [--trials 12] [--size 64] [--per-class 100]
@@ -20,6 +21,8 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 from keras_transfer import data, training, tuning
 
 
@@ -32,16 +35,25 @@ def rss_mb() -> float:
 
 
 class Measured(tuning.TransferHyperModel):
-    """Records memory after each trial; optionally empties the cache per trial."""
+    """Records each trial's wall time (build + fit), how its fine-tuning stage trained, and
+    memory after it; optionally empties the cache per trial."""
 
     def __init__(self, *args, share=True, **kwargs):
         super().__init__(*args, **kwargs)
-        self.share, self.rss = share, []
+        self.share, self.rss, self.trials = share, [], []
+
+    def build(self, hp):
+        self._started = time.perf_counter()
+        return super().build(hp)
 
     def fit(self, hp, model, *args, **kwargs):
         if not self.share:
             self.cache = training.FeatureCache()
         result = super().fit(hp, model, *args, **kwargs)
+        k = self.frozen_layers(hp.get("removed"), hp.get("frozen_units"))
+        parts = training.split_model(model, k)
+        self.trials.append({"seconds": time.perf_counter() - self._started, "k": k, "hp": dict(hp.values),
+                            "stage2": f"cached {parts[2]}" if parts else "end to end"})
         self.rss.append((rss_mb(), self.cache.nbytes / 2**20))
         return result
 
@@ -61,17 +73,35 @@ def run(mode, splits, args, out):
     return seconds, rows, hm
 
 
+def per_trial_table(runs, rows):
+    """Seconds per trial in each mode, and what caching cannot speed up: trials whose
+    fine-tuning stage trains (nearly) the whole backbone run end to end on every path."""
+    modes = list(runs)
+    shared = runs.get("shared") or runs[modes[-1]]
+    print("\ntrial removed frozen(k)  fine-tuning stage in the cached modes   " + "  ".join(f"{m:>9}" for m in modes))
+    for m in modes:  # the same seeded trials in every mode, else the comparison means nothing
+        assert [t["hp"] for t in runs[m].trials] == [t["hp"] for t in shared.trials], f"{m} ran other trials"
+    for i, (row, t) in enumerate(zip(rows, shared.trials)):
+        print(f"{i:>5} {row['removed']:>7} {row['frozen_units']:>3} ({t['k']:>2})  {t['stage2']:<38} "
+              + "  ".join(f"{runs[m].trials[i]['seconds']:8.1f}s" for m in modes))
+    if "plain" in runs and "shared" in runs:
+        plain = sum(t["seconds"] for t in runs["plain"].trials)
+        floor = sum(t["seconds"] for t in runs["shared"].trials if t["stage2"] == "end to end")
+        print(f"trials whose fine-tuning runs end to end take {floor:.0f} s of the shared search: even if every "
+              f"other trial took 0 s, shared caching could reach at most {plain / floor:.1f}x" if floor else "")
+
+
 def in_process(args):
     splits = data.load(dataset="elpv", image_size=args.size, limit=args.per_class, seed=args.seed,
                        validation_split=0.2, progress=False)
     print(f"ELPV binary: {len(splits.train)} train / {len(splits.val)} val at {args.size}x{args.size}; VGG16 hed; "
           f"{args.trials} trials of {args.epochs}+{args.fine_tune_epochs} epochs, removed 0..3 x frozen units")
     out = tempfile.mkdtemp(prefix="bench-search-")
-    results = {}
+    results, runs = {}, {}
     try:
         for mode in args.modes:
             seconds, rows, hm = run(mode, splits, args, out)
-            results[mode] = seconds
+            results[mode], runs[mode] = seconds, hm
             extra = f"  cache hits {hm.cache.hits} / misses {hm.cache.misses}" if mode == "shared" else ""
             print(f"{mode:<10} {seconds:7.1f} s{extra}", flush=True)
             if mode == "shared":
@@ -80,10 +110,15 @@ def in_process(args):
                 print("  RSS without the cache:             " + " ".join(f"{r - c:5.0f}" for r, c in hm.rss))
                 (r3, c3), (rn, cn) = hm.rss[2], hm.rss[-1]
                 print(f"growth trial 3 -> {len(hm.rss)}: RSS {rn - r3:+.0f} MB, without the cache {(rn - cn) - (r3 - c3):+.0f} MB")
+                if len(hm.rss) >= 5:  # the trend, less noisy than two points: least-squares slope from trial 3 on
+                    no_cache = [r - c for r, c in hm.rss[2:]]
+                    slope = np.polyfit(np.arange(len(no_cache)), no_cache, 1)[0]
+                    print(f"trend of RSS without the cache, trial 3 -> {len(hm.rss)}: {slope:+.1f} MB per trial")
                 best = max(rows, key=lambda r: r["val_accuracy"])
                 print(f"best trial: removed {best['removed']}, frozen units {best['frozen_units']} "
                       f"(k={best['frozen_layers']}), width {best['width']}, dropout {best['dropout']}, "
                       f"lr {best['learning_rate']:g}: val accuracy {best['val_accuracy']:.3f}")
+        per_trial_table(runs, rows)
     finally:
         shutil.rmtree(out, ignore_errors=True)
     if {"plain", "per-trial", "shared"} <= set(results):
