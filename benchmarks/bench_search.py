@@ -50,9 +50,10 @@ class Measured(tuning.TransferHyperModel):
         if not self.share:
             self.cache = training.FeatureCache()
         result = super().fit(hp, model, *args, **kwargs)
+        seconds = time.perf_counter() - self._started  # before the split below, which is not part of the trial
         k = self.frozen_layers(hp.get("removed"), hp.get("frozen_units"))
         parts = training.split_model(model, k)
-        self.trials.append({"seconds": time.perf_counter() - self._started, "k": k, "hp": dict(hp.values),
+        self.trials.append({"seconds": seconds, "k": k, "hp": dict(hp.values),
                             "stage2": f"cached {parts[2]}" if parts else "end to end"})
         self.rss.append((rss_mb(), self.cache.nbytes / 2**20))
         return result
@@ -108,8 +109,10 @@ def in_process(args):
                 print("RSS after each trial (MB):           " + " ".join(f"{r:5.0f}" for r, _ in hm.rss))
                 print("  of which the shared feature cache: " + " ".join(f"{c:5.0f}" for _, c in hm.rss))
                 print("  RSS without the cache:             " + " ".join(f"{r - c:5.0f}" for r, c in hm.rss))
-                (r3, c3), (rn, cn) = hm.rss[2], hm.rss[-1]
-                print(f"growth trial 3 -> {len(hm.rss)}: RSS {rn - r3:+.0f} MB, without the cache {(rn - cn) - (r3 - c3):+.0f} MB")
+                if len(hm.rss) >= 3:
+                    (r3, c3), (rn, cn) = hm.rss[2], hm.rss[-1]
+                    print(f"growth trial 3 -> {len(hm.rss)}: RSS {rn - r3:+.0f} MB, "
+                          f"without the cache {(rn - cn) - (r3 - c3):+.0f} MB")
                 if len(hm.rss) >= 5:  # the trend, less noisy than two points: least-squares slope from trial 3 on
                     no_cache = [r - c for r, c in hm.rss[2:]]
                     slope = np.polyfit(np.arange(len(no_cache)), no_cache, 1)[0]

@@ -228,9 +228,7 @@ def multiply_adds(layers) -> int:
             continue
         kernels = [w for w in layer.weights if "kernel" in w.path.rsplit("/", 1)[-1]]
         if kernels:
-            positions = 1
-            for d in layer.output.shape[1:-1]:
-                positions *= int(d)
+            positions = int(np.prod(layer.output.shape[1:-1]))  # 1 for Dense on (batch, features)
             total += positions * sum(int(np.prod(w.shape)) for w in kernels)
     return total
 
