@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from keras_transfer import images as images_lib
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 BUILTIN_DATASETS = ("elpv", "elpv_4class", "fashion_mnist", "digits")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
@@ -89,41 +91,19 @@ class Splits:
 
 # ---------------------------------------------------------------- decoding one file
 
-def _to_rgb_array(image) -> np.ndarray:
-    """Any PIL image -> (H, W, 3) uint8 RGB; 16-bit scaled down, alpha composited on white."""
-    from PIL import Image
-
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(arr[..., None], 3, axis=-1)
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
-    return np.asarray(image.convert("RGB"))
-
-
 def read_image(path: str, image_size: tuple[int, int]) -> np.ndarray:
-    """Decode one file to ``(h, w, 3)`` uint8 RGB at ``image_size``; raises ValueError if unusable."""
-    from PIL import Image, UnidentifiedImageError
+    """Decode one file to ``(h, w, 3)`` uint8 RGB at ``image_size`` through the one path that
+    training, ``predict`` and serving share (:mod:`keras_transfer.images`); raises ValueError
+    if the file is unusable."""
+    return images_lib.read_image(path, image_size)
 
-    if os.path.getsize(path) == 0:
-        raise ValueError("empty file (0 bytes)")
-    try:
-        with Image.open(path) as image:
-            image.load()  # decodes fully: a truncated file fails here, not later in training
-            rgb = _to_rgb_array(image)
-    except UnidentifiedImageError:
-        raise ValueError("not an image Pillow can read") from None
-    except (OSError, SyntaxError) as err:
-        raise ValueError(f"cannot decode: {err}") from None
-    if rgb.shape[:2] != tuple(image_size):
-        rgb = np.asarray(Image.fromarray(rgb).resize(image_size[::-1], Image.BILINEAR))
-    return rgb
+
+def skip_reason(err: BaseException) -> str:
+    """A one-line reason for a skipped file: ValueErrors are ours, anything else is named."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if isinstance(err, ValueError) and text:
+        return text[:300]
+    return f"{type(err).__name__}: {text}"[:300] if text else type(err).__name__
 
 
 # ---------------------------------------------------------------- folders
@@ -174,8 +154,8 @@ def load_folder(root: str, image_size: tuple[int, int] | int, workers: int | Non
                                           unit="img", disable=not progress):
             try:
                 images.append(future.result())
-            except ValueError as err:
-                skipped.append(SkippedFile(path, str(err)))
+            except Exception as err:  # noqa: BLE001 - one bad file is reported, never the end of a run
+                skipped.append(SkippedFile(path, skip_reason(err)))
                 continue
             labels.append(label)
             paths.append(path)
@@ -293,21 +273,13 @@ def write_skipped_report(skipped: Sequence[SkippedFile], path: str) -> None:
 
 # ---------------------------------------------------------------- built-in datasets
 
-def _resize_all(images: np.ndarray, image_size: tuple[int, int], batch: int = 2048) -> np.ndarray:
-    """(N, h, w[, c]) uint8 -> (N, H, W, 3) uint8, resized with bilinear filtering."""
-    import tensorflow as tf
-
+def _resize_all(images: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """(N, h, w[, c]) uint8 -> (N, H, W, 3) uint8 through the shared resize."""
     if images.ndim == 3:
         images = images[..., None]
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
-    if tuple(images.shape[1:3]) == tuple(image_size):
-        return np.ascontiguousarray(images, dtype=np.uint8)
-    out = np.empty((len(images), *image_size, 3), dtype=np.uint8)
-    for i in range(0, len(images), batch):
-        resized = tf.image.resize(images[i:i + batch].astype("float32"), image_size)
-        out[i:i + batch] = np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
-    return out
+    return images_lib.resize_array(images, image_size)
 
 
 def elpv(image_size=300, variant: str = "binary", limit: int | None = None, seed: int = 0) -> ImageSet:

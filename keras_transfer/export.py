@@ -12,8 +12,10 @@ Signatures, both returning ``probabilities`` (N, n) float32, ``class_ids`` (N,) 
 ``class_names`` (N,) string:
 
 - ``serving_default`` (= ``serve``): ``images`` uint8 ``[N, H, W, 3]`` RGB of any H, W; resized
-  inside to the model's input size.
-- ``serve_bytes``: ``images`` string ``[N]``, each an encoded JPEG/PNG/BMP/GIF file.
+  inside to the model's input size by the resize training used (:mod:`keras_transfer.images`).
+- ``serve_bytes``: ``images`` string ``[N]``, each an encoded JPEG/PNG/BMP/GIF file, decoded by
+  TensorFlow (no EXIF rotation, no CMYK: :meth:`Predictor.predict_files` decodes as training
+  did and is what ``keras-transfer predict`` uses).
 
 A version is written into a hidden temporary folder and renamed into place, so a failed
 export leaves every earlier version intact and a server never sees half a model.
@@ -31,6 +33,7 @@ import keras
 import numpy as np
 
 from keras_transfer import heads
+from keras_transfer import images as images_lib
 
 LABELS_FILE = "labels.json"
 KERAS_FILE = "model.keras"
@@ -45,27 +48,28 @@ def _versions(out_dir: str) -> list[int]:
 def _serving_functions(model: keras.Model, class_names):
     import tensorflow as tf
 
-    height, width = model.input_shape[1:3]
+    size = tuple(model.input_shape[1:3])
     names = tf.constant(list(class_names))
 
-    def classify(images_float):
-        probabilities = heads.class_probabilities(model, model(images_float, training=False))
+    def classify(pixels):
+        probabilities = heads.class_probabilities(model, model(pixels, training=False))
         probabilities = tf.cast(probabilities, tf.float32)
         ids = tf.argmax(probabilities, axis=-1)
         return {"probabilities": probabilities, "class_ids": ids, "class_names": tf.gather(names, ids)}
 
-    def resize(images):
-        return tf.image.resize(tf.cast(images, tf.float32), (height, width))
-
     def serve(images):
-        return classify(resize(images))
+        return classify(images_lib.resize(images, size))  # the resize training used
 
     def decode_one(encoded):
-        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-        return tf.image.resize(tf.cast(image, tf.float32), (height, width))
+        # JPEG with the accurate IDCT, as Pillow decodes it (TF's default fast one is off by up to
+        # 5 grey levels, which moved served probabilities by 0.68 in tests/test_export.py)
+        image = tf.cond(tf.io.is_jpeg(encoded),
+                        lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
+                        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
+        return images_lib.resize(tf.ensure_shape(image, (None, None, 3)), size)
 
     def serve_bytes(images):
-        return classify(tf.map_fn(decode_one, images, fn_output_signature=tf.TensorSpec((height, width, 3), tf.float32)))
+        return classify(tf.map_fn(decode_one, images, fn_output_signature=tf.TensorSpec((*size, 3), tf.float32)))
 
     return serve, serve_bytes
 
@@ -145,31 +149,26 @@ class Predictor:
         return {k: v.numpy() for k, v in out.items()}
 
     def predict_files(self, paths) -> tuple[list[dict], list[tuple[str, str]]]:
-        """Classify image files; returns (results, skipped) where skipped lists (path, reason)."""
-        import tensorflow as tf
+        """Classify image files; returns (results, skipped) where skipped lists (path, reason).
+
+        Files are decoded as training decoded them (:func:`keras_transfer.images.decode_file`:
+        EXIF orientation, every colour mode) and sent to ``serving_default``, which resizes
+        them as training did: the answers are the trained model's.
+        """
+        from keras_transfer.data import skip_reason
 
         results, skipped = [], []
         for path in paths:
             try:
-                with open(path, "rb") as f:
-                    encoded = f.read()
-                out = self.saved_model.signatures["serve_bytes"](images=tf.constant([encoded]))
-            except (OSError, tf.errors.InvalidArgumentError) as err:
-                skipped.append((path, _reason(err)))
+                pixels = images_lib.decode_file(path)
+            except Exception as err:  # noqa: BLE001 - an unreadable file is reported, not fatal
+                skipped.append((path, skip_reason(err)))
                 continue
-            probs = out["probabilities"].numpy()[0]
+            probs = self.predict_images(pixels[None])["probabilities"][0]
             i = int(np.argmax(probs))
             results.append({"path": path, "class": self.class_names[i], "probability": float(probs[i]),
                             "probabilities": {c: float(p) for c, p in zip(self.class_names, probs)}})
         return results, skipped
-
-
-def _reason(err: Exception) -> str:
-    """TF's one useful line ("Unknown image file format...") out of a graph error."""
-    text = getattr(err, "message", None) or str(err)
-    lines = [ln.strip() for ln in text.splitlines()
-             if ln.strip() and not ln.startswith(("Graph execution error", "Detected at node", "<stack traces", "\t", "[["))]
-    return (lines[0] if lines else text)[:300]
 
 
 def load(path: str) -> Predictor:

@@ -64,3 +64,40 @@ def make_class_folder(root, rng, n_good=8):
     with open(os.path.join(blue, "readme.txt"), "w") as f:
         f.write("not an image\n")
     return bad
+
+
+def write_bomb_png(path, side=30000):
+    """A valid PNG header declaring side x side pixels: Pillow refuses it (DecompressionBombError,
+    not an OSError) before reading any pixel."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
+    return path
+
+
+def write_textured(path, rng, side=160, quality=95):
+    """Fine texture (1-2 pixel stripes and noise) several times larger than a model's input:
+    what a resize without antialiasing gets wrong."""
+    yy, xx = np.mgrid[:side, :side]
+    base = rng.integers(0, 255, 3)
+    stripes = ((xx + 2 * yy) % 3 == 0)[..., None] * rng.integers(60, 160, 3)
+    arr = np.clip(base * 0.5 + stripes + rng.normal(0, 30, (side, side, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(arr).save(path, **({"quality": quality} if path.lower().endswith((".jpg", ".jpeg")) else {}))
+    return path
+
+
+def write_exif_rotated_jpeg(path, size=(40, 20), orientation=6):
+    """A wide JPEG whose EXIF says 'rotate 90 degrees': a viewer shows it tall."""
+    arr = np.zeros((size[1], size[0], 3), np.uint8)
+    arr[:, : size[0] // 2] = (255, 0, 0)  # left half red
+    image = Image.fromarray(arr)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(path, exif=exif.tobytes(), quality=95)
+    return path

@@ -183,3 +183,60 @@ def test_skipped_report_csv(folder, tmp_path):
     data.write_skipped_report(ds.skipped, str(path))
     lines = path.read_text().splitlines()
     assert lines[0] == "path,reason" and len(lines) == 1 + len(bad)
+
+
+def test_no_single_file_ends_a_run(tmp_path, rng, monkeypatch):
+    """Failures the loader never raised before: a broken symlink (FileNotFoundError before
+    decoding), a decompression bomb (PIL's DecompressionBombError is no OSError) and anything
+    else a decoder may raise (RuntimeError here). Each is skipped with its reason; the rest load."""
+    from imagefiles import write_bomb_png
+
+    from keras_transfer import images
+
+    for c in ("a", "b"):
+        os.makedirs(tmp_path / c)
+        for i in range(3):
+            write_good(str(tmp_path / c / f"{i}.png"), rng)
+    os.symlink(str(tmp_path / "gone.png"), str(tmp_path / "a" / "dangling.png"))
+    write_bomb_png(str(tmp_path / "b" / "bomb.png"))
+    write_good(str(tmp_path / "b" / "cursed.png"), rng)
+    real = images.decode_file
+
+    def flaky(path):
+        if path.endswith("cursed.png"):
+            raise RuntimeError("decoder exploded")
+        return real(path)
+
+    monkeypatch.setattr(images, "decode_file", flaky)
+    ds = data.load_folder(str(tmp_path), 16, progress=False)
+    reasons = {os.path.basename(s.path): s.reason for s in ds.skipped}
+    assert set(reasons) == {"dangling.png", "bomb.png", "cursed.png"}
+    assert reasons["dangling.png"].startswith("FileNotFoundError")
+    assert "DecompressionBomb" in reasons["bomb.png"]
+    assert reasons["cursed.png"] == "RuntimeError: decoder exploded"
+    assert ds.counts() == {"a": 3, "b": 3}
+
+
+def test_photos_are_used_upright_as_a_viewer_shows_them(tmp_path):
+    from imagefiles import write_exif_rotated_jpeg
+
+    path = write_exif_rotated_jpeg(str(tmp_path / "rotated.jpg"), size=(40, 20), orientation=6)
+    from keras_transfer import images
+
+    upright = images.decode_file(path)
+    assert upright.shape == (40, 20, 3)  # stored 40 wide x 20 high; EXIF 6 turns it a quarter
+    assert upright[:20].mean(axis=(0, 1))[0] > 200 and upright[20:].mean(axis=(0, 1))[0] < 60  # red on top
+
+
+def test_the_loader_resizes_with_the_shared_antialiased_resize(tmp_path, rng):
+    from imagefiles import write_textured
+
+    from keras_transfer import images
+
+    os.makedirs(tmp_path / "a")
+    os.makedirs(tmp_path / "b")
+    path = write_textured(str(tmp_path / "a" / "t.png"), rng)
+    write_textured(str(tmp_path / "b" / "u.png"), rng)
+    loaded = data.load_folder(str(tmp_path), 32, progress=False)
+    full = images.decode_file(path)
+    np.testing.assert_array_equal(loaded.images[loaded.paths.index(path)], images.resize_array(full, (32, 32)))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_transfer import export, training
+from keras_transfer import data, export, images, training
 from imagefiles import write_good
 
 
@@ -35,7 +35,7 @@ def test_reloaded_savedmodel_equals_the_keras_model(model, exported, batch):
 def test_any_image_size_is_resized_inside(model, exported):
     x = np.random.default_rng(0).integers(0, 256, (2, 50, 70, 3)).astype(np.uint8)
     out = export.load(exported[0]).predict_images(x)
-    expected = model.predict(tf.image.resize(x.astype("float32"), (32, 32)).numpy(), verbose=0)
+    expected = model.predict(images.resize(x, (32, 32)).numpy(), verbose=0)
     np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
 
 
@@ -100,3 +100,46 @@ def test_class_names_must_match_outputs(model, tmp_path):
 def test_load_without_an_export_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="keras-transfer export"):
         export.load(str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def textured_run(tmp_path_factory):
+    """A trained-looking model whose answers depend on the pixels (HED weights, standardised
+    features, a random classifier), and PNG + JPEG files 5x larger than its input, finely textured."""
+    from imagefiles import write_textured
+
+    root = tmp_path_factory.mktemp("textured")
+    rng = np.random.default_rng(7)
+    for c in ("a", "b", "c"):
+        os.makedirs(root / c)
+        for i in range(3):
+            write_textured(str(root / c / f"{i}.png"), rng)
+            write_textured(str(root / c / f"{i}.jpg"), rng, quality=92)
+    loaded = data.load_folder(str(root), 32, progress=False)
+    model = training.build_model("vgg16", 3, weights="hed", input_size=32, removed=3, width=0, normalize=True)
+    training.init_head(model, data.Splits(loaded, loaded.subset([]), loaded.subset([]), loaded.class_names),
+                       training.Recipe(linear_probe=False))
+    classifier = model.get_layer("head").get_layer("predictions")
+    classifier.set_weights([rng.normal(0, 2.0 / np.sqrt(classifier.kernel.shape[0]), classifier.kernel.shape).astype("float32"), np.zeros(3, "float32")])
+    out = str(root / "export")
+    return model, loaded, export.export(model, out, ["a", "b", "c"])
+
+
+@pytest.mark.parametrize("ext,tolerance", [(".png", 1e-3), (".jpg", 1e-2)])
+def test_served_probabilities_are_the_trained_models(textured_run, ext, tolerance):
+    model, loaded, version = textured_run
+    paths = [p for p in loaded.paths if p.endswith(ext)]
+    trained = training.predict_classes(model, loaded.images[[loaded.paths.index(p) for p in paths]])
+    assert trained.max(axis=1).min() < 0.99 and np.ptp(trained[:, 0]) > 0.2, "a model whose answers depend on pixels"
+    predictor = export.load(version)
+    results, skipped = predictor.predict_files(paths)  # what `keras-transfer predict` does
+    assert not skipped
+    via_predict = np.array([[r["probabilities"][c] for c in "abc"] for r in results])
+    np.testing.assert_allclose(via_predict, trained, atol=tolerance)
+    encoded = tf.constant([open(p, "rb").read() for p in paths])
+    via_bytes = predictor.saved_model.signatures["serve_bytes"](images=encoded)["probabilities"].numpy()
+    np.testing.assert_allclose(via_bytes, trained, atol=tolerance)
+    # the test has teeth: the old serving resize (no antialiasing) moves these answers a lot
+    full = np.stack([images.decode_file(p) for p in paths])
+    plain = training.predict_classes(model, tf.image.resize(full.astype("float32"), (32, 32)).numpy())
+    assert np.abs(plain - trained).max() > 10 * tolerance
