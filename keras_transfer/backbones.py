@@ -136,16 +136,37 @@ def get_backbone(name: str) -> Backbone:
 
 
 def backbone_for(model: keras.Model) -> Backbone:
-    """The table row of a model built by :func:`build_base` or ``keras.applications``."""
+    """The table row of a model built by :func:`build_base` or ``keras.applications``, or of a
+    classifier built the seed tutorial's way (the backbone's layers inlined in one model with
+    its head, ``Model(base.input, Dense(...)(GAP()(base.output)))``), recognised by unit names."""
     if model.name in BACKBONES:
         return BACKBONES[model.name]
     for row in BACKBONES.values():
         if row.keras_name and re.fullmatch(row.keras_name, model.name):
             return row
+    inlined = _inlined_backbone(model)
+    if inlined is not None:
+        return inlined
     raise ValueError(
         f"Model {model.name!r} is not a known backbone; build it with "
         f"keras_transfer.build_base(one of {', '.join(BACKBONES)})."
     )
+
+
+def _inlined_backbone(model: keras.Model) -> Backbone | None:
+    """The row whose units are the model's own layers (all of them, or at least the lowest two
+    in order for a chopped one); the row matching the most units wins (VGG19 holds VGG16's names)."""
+    names = {layer.name for layer in model.layers}
+    best, best_count = None, 1
+    for row in BACKBONES.values():
+        declared = list(row.units(model)) if callable(row.units) else list(row.units)
+        present = [n for n in declared if n in names]
+        complete = present == declared
+        if not present or (callable(row.units) and not complete) or present != declared[:len(present)]:
+            continue
+        if len(present) > best_count:
+            best, best_count = row, len(present)
+    return best
 
 
 def hed_weights_path() -> str:

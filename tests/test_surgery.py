@@ -174,3 +174,45 @@ def test_multiply_adds_count_kernels_at_every_output_position():
     assert multiply_adds([conv]) == 8 * 8 * (3 * 3 * 3 * 4)
     assert multiply_adds([dense]) == 4 * 5
     assert multiply_adds([keras.layers.ReLU()]) == 0
+
+
+def _tutorial_inception(num_classes=3):
+    """The seed tutorial's classifier, built its way: backbone layers and head in one model."""
+    from keras.applications import InceptionV3
+    from keras.layers import Dense, GlobalAveragePooling2D
+
+    base_model = InceptionV3(weights=None, include_top=False, input_shape=(75, 75, 3))
+    x = base_model.output
+    x = GlobalAveragePooling2D()(x)
+    x = Dense(1024, activation="relu")(x)
+    predictions = Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs=base_model.input, outputs=predictions)
+
+
+def test_surgery_works_on_the_tutorials_own_model():
+    model = _tutorial_inception()
+    assert surgery.units(model) == [f"mixed{i}" for i in range(11)]
+    assert surgery.backbone_of(model) is model  # indices are this model's own layers
+    freeze(model, 249)
+    tutorial = _tutorial_inception()
+    for layer in tutorial.layers[:249]:  # the tutorial's loop
+        layer.trainable = False
+    for layer in tutorial.layers[249:]:
+        layer.trainable = True
+    assert [layer.trainable for layer in model.layers] == [layer.trainable for layer in tutorial.layers]
+    rows = describe(model)
+    assert len(rows) == len(model.layers) and rows[248].name == "mixed8" and rows[248].unit
+    assert not rows[248].trainable and rows[249].trainable
+    assert "mixed9_0" not in cut_points(model)
+    assert chop(model, removed=1).layers[-1].name == "mixed9"
+    assert surgery.frozen_count(model) == 249
+
+
+def test_inlined_vgg19_is_not_taken_for_vgg16():
+    from keras_transfer.backbones import backbone_for
+
+    base = keras.applications.VGG19(weights=None, include_top=False, input_shape=(32, 32, 3))
+    flat = keras.Model(base.input, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(base.output)))
+    assert backbone_for(flat).name == "vgg19"
+    with pytest.raises(ValueError, match="known backbone"):
+        surgery.units(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
