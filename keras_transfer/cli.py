@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -13,7 +14,7 @@ def _weights(value: str):
     return None if value.lower() == "none" else value
 
 
-def _add_backbone_args(p: argparse.ArgumentParser, default_weights: str = "imagenet") -> None:
+def _add_backbone_args(p: argparse.ArgumentParser, default_weights: str = "imagenet", include_top: bool = True) -> None:
     p.add_argument("--backbone", default="vgg16", choices=list_backbones(),
                    help="pretrained architecture (default: %(default)s)")
     p.add_argument("--weights", type=_weights, default=default_weights,
@@ -21,8 +22,9 @@ def _add_backbone_args(p: argparse.ArgumentParser, default_weights: str = "image
                         "or 'none' (default: %(default)s)")
     p.add_argument("--input-size", type=int, default=None,
                    help="input side in pixels (default: the backbone's ImageNet size)")
-    p.add_argument("--include-top", action="store_true",
-                   help="keep the 1000-way ImageNet classifier")
+    if include_top:
+        p.add_argument("--include-top", action="store_true",
+                       help="keep the 1000-way ImageNet classifier")
 
 
 def cmd_inspect(args) -> int:
@@ -74,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # the library logs what it does (stages, cache use...); the command line shows it as it happens
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package_logger = logging.getLogger("keras_transfer")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
     # Every trial and stage builds new models, so TF warns about "retracing" each time; in the
     # CLI that is noise, not advice (library users keep TF's logging as they set it).
     import tensorflow as tf

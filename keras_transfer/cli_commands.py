@@ -31,22 +31,31 @@ def _add_distribute_args(p: argparse.ArgumentParser) -> None:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     from keras_transfer.heads import HEADS
+    from keras_transfer.recipes import RECIPE_NAMES
 
     p.add_argument("--head", default="gap_dense", choices=list(HEADS), help="head on the backbone (default: %(default)s)")
-    p.add_argument("--width", type=int, default=1024, help="hidden units of the head (default: %(default)s)")
-    p.add_argument("--dropout", type=float, default=0.0, help="dropout after the head's hidden layer")
+    p.add_argument("--recipe", default="default", choices=RECIPE_NAMES,
+                   help="fine-tuning recipe: default, tutorial (seed tutorial: RMSprop head, SGD 1e-4), "
+                        "keras_io (keras.io guide) (default: %(default)s)")
+    p.add_argument("--width", type=int, default=None, help="hidden units of the head, 0 for none (default: the recipe's)")
+    p.add_argument("--dropout", type=float, default=None, help="dropout before the classifier (default: the recipe's)")
     p.add_argument("--binary-weight", type=float, default=0.4, help="B of the binary_auxiliary head's loss")
     p.add_argument("--batch-size", type=int, default=32, help="per-replica batch size (default: %(default)s)")
     p.add_argument("--augment", action="store_true", help="random flip/rotation/zoom while training (disables feature caching)")
 
 
-def cmd_train(args) -> int:
+# options a command uses itself rather than passing on in its config
+RUN_OPTIONS = {"train": ("out", "resume"), "tune": ("out",)}
+
+
+def train_config(args):
+    """``train``'s options as a :class:`keras_transfer.runs.TrainConfig` (every option but RUN_OPTIONS)."""
     from keras_transfer import runs
 
-    config = runs.TrainConfig(
+    return runs.TrainConfig(
         data_dir=args.data, dataset=args.dataset, backbone=args.backbone, weights=args.weights,
         include_top=args.include_top, input_size=args.input_size, removed=args.removed, frozen=args.frozen,
-        head=args.head, width=args.width, dropout=args.dropout, binary_weight=args.binary_weight,
+        head=args.head, recipe=args.recipe, width=args.width, dropout=args.dropout, binary_weight=args.binary_weight,
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, fine_tune_learning_rate=args.fine_tune_learning_rate,
         transferred_lr_scale=args.transferred_lr_scale, augment=args.augment, cache_features=not args.no_cache,
@@ -54,6 +63,12 @@ def cmd_train(args) -> int:
         limit_per_class=args.limit_per_class, validation_split=args.val_split, test_split=args.test_split,
         seed=args.seed, tensorboard=args.tensorboard, strategy=args.strategy, devices=args.devices,
         mixed_precision=args.mixed_precision)
+
+
+def cmd_train(args) -> int:
+    from keras_transfer import runs
+
+    config = train_config(args)
     out = args.out or os.path.join("runs", f"{args.backbone}-{args.dataset or os.path.basename(os.path.normpath(args.data))}"
                                            f"-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     metrics = runs.train(config, out, resume=args.resume)
@@ -64,18 +79,25 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_tune(args) -> int:
+def search_config(args):
+    """``tune``'s options as a :class:`keras_transfer.tuning.SearchConfig` (every option but RUN_OPTIONS)."""
     from keras_transfer import tuning
 
-    config = tuning.SearchConfig(
+    return tuning.SearchConfig(
         data_dir=args.data, dataset=args.dataset, backbone=args.backbone, weights=args.weights,
-        input_size=args.input_size, tuner=args.tuner, trials=args.trials,
+        input_size=args.input_size, recipe=args.recipe, tuner=args.tuner, trials=args.trials,
         removed_range=tuning.parse_range(args.removed_range), widths=tuple(args.widths),
         dropouts=tuple(args.dropouts), learning_rates=tuple(args.learning_rates), head_kinds=tuple(args.heads),
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, batch_size=args.batch_size,
         limit_per_class=args.limit_per_class, validation_split=args.val_split, test_split=args.test_split,
         seed=args.seed, cache_features=not args.no_cache, retrain_best=not args.no_retrain,
-        strategy=args.strategy, devices=args.devices)
+        strategy=args.strategy, devices=args.devices, mixed_precision=args.mixed_precision)
+
+
+def cmd_tune(args) -> int:
+    from keras_transfer import tuning
+
+    config = search_config(args)
     out = args.out or os.path.join("runs", f"search-{args.backbone}-{args.dataset or os.path.basename(os.path.normpath(args.data))}")
     tuning.search(config, out)
     return 0
@@ -119,8 +141,10 @@ def add_commands(sub, add_backbone_args) -> None:
     _add_model_args(p)
     p.add_argument("--epochs", type=int, default=5, help="stage 1 epochs: the head alone (default: %(default)s)")
     p.add_argument("--fine-tune-epochs", type=int, default=5, help="stage 2 epochs (default: %(default)s)")
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="stage 1 RMSprop learning rate")
-    p.add_argument("--fine-tune-learning-rate", type=float, default=1e-4, help="stage 2 SGD learning rate")
+    p.add_argument("--learning-rate", type=float, default=None, help="stage 1 learning rate (default: the recipe's)")
+    p.add_argument("--fine-tune-learning-rate", type=float, default=None,
+                   help="stage 2 learning rate of the head; unfrozen backbone layers train at a tenth of it in "
+                        "the default recipe (default: the recipe's)")
     p.add_argument("--transferred-lr-scale", type=float, default=None,
                    help="instead of freezing layers [:K], train them at this fraction of the learning rate")
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience; -1 disables it")
@@ -133,6 +157,7 @@ def add_commands(sub, add_backbone_args) -> None:
     p.set_defaults(func=cmd_train, weights="imagenet")
 
     from keras_transfer.heads import HEADS
+    from keras_transfer.recipes import RECIPE_NAMES
     from keras_transfer.tuning import TUNERS
 
     p = sub.add_parser("tune", help="Keras Tuner search over removed x frozen layers (resumable, distributable)",
@@ -141,7 +166,8 @@ def add_commands(sub, add_backbone_args) -> None:
                                    "ORACLE_IP/ORACLE_PORT make it a distributed chief or worker. Writes "
                                    "results.csv, heatmap.png, best.json and exports the retrained best model.")
     _add_data_args(p)
-    add_backbone_args(p)
+    add_backbone_args(p, include_top=False)  # keep_classifier is not searched, so the top is never kept
+    p.add_argument("--recipe", default="default", choices=RECIPE_NAMES, help="each trial's recipe (default: %(default)s)")
     p.add_argument("--tuner", default="random", choices=TUNERS)
     p.add_argument("--trials", type=int, default=12, help="max trials (random, bayesian)")
     p.add_argument("--removed-range", default=None, metavar="A:B", help="units to remove, inclusive (default 0:3)")

@@ -2,6 +2,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from keras_transfer.cli import main
 
 
@@ -36,3 +38,63 @@ def test_inspect_draws_first_layer_filters(tmp_path, capsys):
     assert main(["inspect", "--backbone", "vgg16", "--input-size", "32", "--weights", "hed", "--filters", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "64 filters of block1_conv1" in capsys.readouterr().out
+
+
+# a value other than the default for options whose type alone does not say what is valid
+_VALUES = {"--weights": ["hed"], "--frozen": ["block3_pool"], "--removed-range": ["1:2"], "--devices": ["/cpu:0,/cpu:1"],
+           "--data": ["some/folder"], "--patience": ["-1"], "--widths": ["64"], "--dropouts": ["0.3"],
+           "--learning-rates": ["0.01"]}
+
+
+def _other_value(action):
+    """Arguments that set ``action`` to something other than its default."""
+    if action.option_strings[0] in _VALUES:
+        return _VALUES[action.option_strings[0]]
+    if action.nargs == 0:  # store_true
+        return []
+    if action.choices:
+        default = action.default[0] if isinstance(action.default, list) else action.default
+        return [next(c for c in action.choices if c != default)]
+    return ["7"] if action.type is int else ["0.37"] if action.type is float else ["x"]
+
+
+def _subparser(name):
+    import argparse
+
+    from keras_transfer.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_every_option_reaches_the_config(command):
+    """Walk the command's parser: setting any option to a non-default value changes its config
+    (or is one of the few options the command itself uses), so nothing is silently dropped."""
+    import dataclasses
+
+    from keras_transfer import cli_commands
+
+    build = {"train": cli_commands.train_config, "tune": cli_commands.search_config}[command]
+    parser = _subparser(command)
+    base_argv = ["--dataset", "digits"]
+    baseline = dataclasses.asdict(build(parser.parse_args(base_argv)))
+    options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert len(options) > 15
+    for action in options:
+        flag = action.option_strings[0]
+        argv = ([] if flag in ("--data", "--dataset") else base_argv) + [flag, *_other_value(action)]
+        if flag == "--dataset":
+            argv = ["--dataset", "elpv"]
+        args = parser.parse_args(argv)
+        if action.dest in cli_commands.RUN_OPTIONS[command]:
+            assert getattr(args, action.dest) != action.default
+            continue
+        changed = {k for k, v in dataclasses.asdict(build(args)).items() if v != baseline[k]}
+        assert changed, f"{command} {flag} is accepted but reaches nothing in the config"
+
+
+def test_tune_refuses_options_it_cannot_apply(capsys):
+    with pytest.raises(SystemExit):
+        _subparser("tune").parse_args(["--dataset", "digits", "--include-top"])
+    assert "--include-top" in capsys.readouterr().err
