@@ -47,38 +47,73 @@ def _check_feature_map(base: keras.Model, head: str) -> None:
         )
 
 
+FEATURE_NORM = "feature_norm"
+
+
+def _pooled(x, normalize: bool):
+    """GAP, then (``normalize``) per-feature standardisation with the training images' statistics.
+
+    A ``keras.layers.Normalization`` that :func:`adapt_feature_norm` fills in before the head
+    trains: the classifier then sees what a standardised logistic regression sees. (BatchNorm
+    would need many steps for its moving averages; a few epochs on a small dataset are not.)
+    """
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    if normalize:
+        x = layers.Normalization(axis=-1, name=FEATURE_NORM)(x)
+    return x
+
+
 def _hidden(x, width: int, dropout: float):
-    x = layers.Dense(width, activation="relu", name="head_dense")(x)
+    """``Dense(width, relu)`` (none when ``width`` is 0), then dropout before the classifier."""
+    if width:
+        x = layers.Dense(width, activation="relu", name="head_dense")(x)
     if dropout:
         x = layers.Dropout(dropout, name="head_dropout")(x)
     return x
 
 
-def _softmax(x, num_classes: int, name: str = "predictions"):
-    return layers.Dense(num_classes, activation="softmax", dtype="float32", name=name)(x)
+def _softmax(x, num_classes: int, name: str = "predictions", zero_init: bool = False):
+    # A zero classifier starts every image at the uniform distribution (loss ln n), so the first
+    # steps cannot blow up however large the features are.
+    init = "zeros" if zero_init else "glorot_uniform"
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", kernel_initializer=init, name=name)(x)
 
 
-def gap_dense(base: keras.Model, num_classes: int, width: int = 1024, dropout: float = 0.0) -> keras.Model:
-    """The seed tutorial's head: GlobalAveragePooling2D -> Dense(width, relu) -> Dense(n, softmax).
+def gap_dense(base: keras.Model, num_classes: int, width: int = 1024, dropout: float = 0.0,
+              normalize: bool = False) -> keras.Model:
+    """GlobalAveragePooling2D -> [standardise] -> [Dense(width, relu)] -> [Dropout] -> Dense(n, softmax).
+
+    The seed tutorial's head is ``width=1024``; the default recipe's is ``width=0,
+    dropout=0.2, normalize=True`` (see :mod:`keras_transfer.recipes`).
 
     Args:
         base: a backbone from ``build_base`` (possibly chopped) whose output is a feature map
             ``(N, h, w, C)``.
         num_classes: ``n``, the size of the softmax.
-        width: units of the hidden Dense layer (the tutorial's 1024).
-        dropout: dropout rate after the hidden layer (0 disables it).
+        width: units of the hidden Dense layer (0: none, a linear classifier).
+        dropout: dropout rate before the classifier (0 disables it).
+        normalize: standardise the pooled features (statistics set by :func:`adapt_feature_norm`,
+            which ``training.fine_tune`` calls) and start the classifier at zero.
     """
     _check_classes(num_classes)
     _check_feature_map(base, "gap_dense")
+    _check_head_options(width, dropout)
 
     def head(x):
-        x = layers.GlobalAveragePooling2D(name="gap")(x)
-        return _softmax(_hidden(x, width, dropout), num_classes)
+        return _softmax(_hidden(_pooled(x, normalize), width, dropout), num_classes, zero_init=normalize)
 
     return _assemble(base, head, f"{base.name}_gap_dense")
 
 
-def keep_classifier(base: keras.Model, num_classes: int, width: int = 1024, dropout: float = 0.0) -> keras.Model:
+def _check_head_options(width, dropout) -> None:
+    if isinstance(width, bool) or not isinstance(width, int) or width < 0:
+        raise ValueError(f"width must be an integer >= 0 (0: no hidden layer). Received: width={width!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
+
+
+def keep_classifier(base: keras.Model, num_classes: int, width: int = 1024, dropout: float = 0.0,
+                    normalize: bool = True) -> keras.Model:
     """Keep the source network's ImageNet classification layer and stack new layers on it
     (Shermin et al. 2019, seed 003): ``... -> pretrained 1000-way softmax -> log ->
     LayerNormalization -> Dense(width, relu) -> Dense(n, softmax)``.
@@ -93,8 +128,13 @@ def keep_classifier(base: keras.Model, num_classes: int, width: int = 1024, drop
 
     Args:
         base: a backbone built with ``include_top=True`` (its output is ``(N, 1000)``).
+        normalize: must be True: this head always normalises (LayerNormalization, above).
     """
     _check_classes(num_classes)
+    _check_head_options(width, dropout)
+    if not normalize:
+        raise ValueError("keep_classifier always normalises the classifier's scores (LayerNormalization). "
+                         "Received: normalize=False")
     top = base.layers[-1]
     if not isinstance(top, layers.Dense) or len(base.output.shape) != 2:
         raise ValueError(
@@ -128,6 +168,7 @@ def binary_auxiliary(
     dropout: float = 0.0,
     seed: int = 0,
     binary_weight: float = 0.4,
+    normalize: bool = False,
 ) -> keras.Model:
     """The gap_dense head plus a second output that predicts a random fixed partition of the
     classes into {0, 1} (Borthakur & Einhorn, seed 004).
@@ -140,13 +181,15 @@ def binary_auxiliary(
     if not 0.0 <= binary_weight <= 1.0:
         raise ValueError(f"binary_weight must be in [0, 1], got {binary_weight}.")
     _check_feature_map(base, "binary_auxiliary")
+    _check_head_options(width, dropout)
     mapping = class_partition(num_classes, seed)
 
     def head(x):
-        x = _hidden(layers.GlobalAveragePooling2D(name="gap")(x), width, dropout)
-        y_b = layers.Dense(1, activation="sigmoid", dtype="float32", name="binary_logit")(x)
+        x = _hidden(_pooled(x, normalize), width, dropout)
+        y_b = layers.Dense(1, activation="sigmoid", dtype="float32", name="binary_logit",
+                           kernel_initializer="zeros" if normalize else "glorot_uniform")(x)
         y_b = ClassPartition(mapping, seed=seed, binary_weight=binary_weight, name="binary")(y_b)
-        return {"class": _softmax(x, num_classes, name="class"), "binary": y_b}
+        return {"class": _softmax(x, num_classes, name="class", zero_init=normalize), "binary": y_b}
 
     return _assemble(base, head, f"{base.name}_binary_auxiliary")
 
@@ -174,18 +217,22 @@ def is_multi_output(model: keras.Model) -> bool:
     return isinstance(model.output, dict)
 
 
-def compile_args(model: keras.Model) -> dict:
+def compile_args(model: keras.Model, label_smoothing: float = 0.0) -> dict:
     """``loss``, ``loss_weights`` and ``metrics`` for ``model.compile`` that fit its head.
 
     Labels are integer class ids (sparse); for the binary auxiliary head the targets are
     ``{"class": y, "binary": mapping[y]}`` (see :func:`targets`).
     """
+    from keras_transfer.recipes import SparseSmoothedCrossentropy
+
+    class_loss = (SparseSmoothedCrossentropy(label_smoothing) if label_smoothing
+                  else "sparse_categorical_crossentropy")
     partition = partition_of(model)
     if partition is None:
-        return {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
+        return {"loss": class_loss, "metrics": ["accuracy"]}
     b = partition.binary_weight
     return {
-        "loss": {"class": "sparse_categorical_crossentropy", "binary": "binary_crossentropy"},
+        "loss": {"class": class_loss, "binary": "binary_crossentropy"},
         "loss_weights": {"class": 1.0 - b, "binary": b},
         "metrics": {"class": ["accuracy"], "binary": ["accuracy"]},
     }
@@ -205,3 +252,40 @@ def targets(model: keras.Model, labels):
 def class_probabilities(model: keras.Model, outputs):
     """The class-probability part of ``model``'s outputs."""
     return outputs["class"] if isinstance(outputs, dict) else outputs
+
+
+def feature_norm(model: keras.Model):
+    """The head's feature-standardisation layer, or None if the head has none."""
+    head = model.get_layer("head")
+    return next((layer for layer in head.layers if layer.name == FEATURE_NORM), None)
+
+
+def adapt_feature_norm(model: keras.Model, base_features) -> bool:
+    """Set the head's standardisation to the mean and variance of the pooled ``base_features``
+    (the backbone's outputs ``(N, h, w, C)`` on the training images); False if it has none."""
+    layer = feature_norm(model)
+    if layer is None:
+        return False
+    pooled = np.concatenate([np.mean(np.asarray(base_features[i:i + 256], dtype="float64"), axis=(1, 2))
+                             for i in range(0, len(base_features), 256)])
+    layer.adapt(pooled.astype("float32"))
+    return True
+
+
+def linear_classifier(model: keras.Model):
+    """The softmax layer of a linear head (GAP -> [standardise] -> [dropout] -> Dense), else None."""
+    if partition_of(model) is not None:
+        return None
+    head = model.get_layer("head")
+    if any(isinstance(layer, (layers.Dense,)) and layer.name != "predictions" for layer in head.layers):
+        return None
+    return next((layer for layer in head.layers if layer.name == "predictions"), None)
+
+
+def pooled_features(model: keras.Model, base_features) -> np.ndarray:
+    """What the classifier of a linear head sees: GAP of ``base_features``, standardised if the
+    head standardises (inference mode: dropout does nothing)."""
+    pooled = np.concatenate([np.mean(np.asarray(base_features[i:i + 256], dtype="float32"), axis=(1, 2))
+                             for i in range(0, len(base_features), 256)]) if len(base_features) else np.zeros((0, 1))
+    norm = feature_norm(model)
+    return np.asarray(norm(pooled)) if norm is not None else pooled

@@ -18,11 +18,12 @@ import time
 import keras
 
 from keras_transfer import data as data_lib
-from keras_transfer import distribute, export, plots, training
+from keras_transfer import distribute, export, plots, recipes, training
 from keras_transfer.files import atomic_path, read_json, write_json
 
 # config fields that must match for --resume to continue the same run
-_IDENTITY = ("data_dir", "dataset", "backbone", "weights", "input_size", "removed", "head", "include_top", "seed")
+_IDENTITY = ("data_dir", "dataset", "backbone", "weights", "input_size", "removed", "head", "include_top", "seed",
+             "recipe", "width", "dropout")
 
 
 @dataclasses.dataclass
@@ -36,14 +37,15 @@ class TrainConfig:
     removed: int = 0
     frozen: int | str | None = None
     head: str = "gap_dense"
-    width: int = 1024
-    dropout: float = 0.0
+    recipe: str = "default"  # see keras_transfer.recipes; the fields left None below come from it
+    width: int | None = None
+    dropout: float | None = None
     binary_weight: float = 0.4
     epochs: int = 5
     fine_tune_epochs: int = 5
     batch_size: int = 32
-    learning_rate: float = 1e-3
-    fine_tune_learning_rate: float = 1e-4
+    learning_rate: float | None = None
+    fine_tune_learning_rate: float | None = None
     transferred_lr_scale: float | None = None
     augment: bool = False
     cache_features: bool = True
@@ -59,16 +61,21 @@ class TrainConfig:
     mixed_precision: bool = False
     verbose: int | str = "auto"
 
-    def recipe(self) -> training.Recipe:
-        return training.Recipe(
+    def make_recipe(self) -> recipes.Recipe:
+        """The named recipe with this run's epochs, rates, batch size... (``None``: the recipe's)."""
+        recipe = recipes.recipe(
+            self.recipe, width=self.width, dropout=self.dropout,
             head_epochs=self.epochs, fine_tune_epochs=self.fine_tune_epochs, frozen=self.frozen,
             head_learning_rate=self.learning_rate, fine_tune_learning_rate=self.fine_tune_learning_rate,
             transferred_lr_scale=self.transferred_lr_scale, batch_size=self.batch_size, augment=self.augment,
-            cache_features=self.cache_features, patience=self.patience, class_weight=self.class_weight,
+            cache_features=self.cache_features, class_weight=self.class_weight,
             seed=self.seed, tensorboard=self.tensorboard, verbose=self.verbose)
+        return dataclasses.replace(recipe, patience=self.patience)  # None here means "no early stopping"
 
     def head_options(self) -> dict:
-        options = {"width": self.width, "dropout": self.dropout}
+        options = self.make_recipe().head_options()
+        if self.head == "keep_classifier":
+            options["normalize"] = True  # it always normalises (LayerNormalization)
         if self.head == "binary_auxiliary":
             options.update(seed=self.seed, binary_weight=self.binary_weight)
         return options
@@ -123,7 +130,7 @@ def train(config: TrainConfig, run_dir: str, resume: bool = False, progress: boo
             config.backbone, splits.num_classes, weights=config.weights, input_size=splits.image_size[0],
             removed=config.removed, head=config.head, include_top=config.include_top, strategy=strategy,
             **config.head_options())
-        histories = training.fine_tune(model, splits, config.recipe(), run_dir=work_dir, strategy=strategy,
+        histories = training.fine_tune(model, splits, config.make_recipe(), run_dir=work_dir, strategy=strategy,
                                        resume=resume)
         fingerprint = training.weights_fingerprint(model)
         print(f"weights fingerprint {fingerprint} ({'chief' if chief else 'worker'})", flush=True)

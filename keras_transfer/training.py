@@ -1,7 +1,8 @@
-"""The fine-tuning recipe of the seed tutorial, made repeatable, resumable and fast.
+"""Two-stage fine-tuning, made repeatable, resumable and fast.
 
-Stage 1 trains the head with the whole backbone frozen (RMSprop); stage 2 freezes the first
-``k`` backbone layers, unfreezes the rest and trains with SGD(lr=1e-4, momentum=0.9).
+Stage 1 trains the head with the whole backbone frozen; stage 2 freezes the first ``k``
+backbone layers and trains the rest. What each stage's optimiser, schedule, loss and head are
+is a :class:`~keras_transfer.recipes.Recipe` (``default``, the seed tutorial's, keras.io's).
 
 When the first layers are frozen and no augmentation runs before them, their output never
 changes, so it is computed once (:class:`FeatureCache`) and only the rest of the network is
@@ -17,14 +18,19 @@ import hashlib
 import os
 import weakref
 
+import logging
+
 import keras
 import numpy as np
 
 from keras_transfer import data as data_lib
-from keras_transfer import distribute, heads
+from keras_transfer import distribute, heads, recipes
 from keras_transfer.backbones import build_base
 from keras_transfer.files import atomic_path, read_json, write_json
+from keras_transfer.recipes import Recipe, ScaledSGD  # noqa: F401 - part of this module's API
 from keras_transfer.surgery import backbone_of, chop, cut_points, freeze, layer_index, multiply_adds, units
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 # Cache a frozen prefix only if skipping it saves at least this share of a training step's
@@ -89,56 +95,6 @@ def resolve_frozen(model: keras.Model, frozen) -> int:
     return int(frozen)
 
 
-# ---------------------------------------------------------------- recipe
-
-@dataclasses.dataclass
-class Recipe:
-    """What :func:`fine_tune` does; the defaults are the seed tutorial's."""
-
-    head_epochs: int = 5
-    fine_tune_epochs: int = 5
-    frozen: int | str | None = None  # stage 2 freezes backbone layers [:frozen]; None: all but the top 2 units
-    head_optimizer: str = "rmsprop"
-    head_learning_rate: float = 1e-3
-    fine_tune_learning_rate: float = 1e-4
-    momentum: float = 0.9
-    # Borthakur & Einhorn (seed 004): instead of freezing layers [:frozen] in stage 2, train
-    # them at fine_tune_learning_rate * transferred_lr_scale.
-    transferred_lr_scale: float | None = None
-    batch_size: int = 32
-    augment: bool = False
-    cache_features: bool = True
-    patience: int | None = 3  # early stopping on val_loss; None disables it
-    class_weight: bool = False
-    seed: int = 0
-    tensorboard: bool = False
-    verbose: int | str = "auto"
-
-
-@keras.saving.register_keras_serializable(package="keras_transfer")
-class ScaledSGD(keras.optimizers.SGD):
-    """SGD whose gradients for some variables are scaled by ``scale``.
-
-    With plain SGD and momentum the update is linear in the gradient, so this is exactly a
-    learning rate of ``learning_rate * scale`` for those variables (the transferred layers).
-    """
-
-    def __init__(self, scaled_paths=(), scale: float = 0.1, **kwargs):
-        super().__init__(**kwargs)
-        self.scaled_paths = list(scaled_paths)
-        self.scale = float(scale)
-        self._scaled = set(self.scaled_paths)
-
-    def apply(self, grads, trainable_variables=None):
-        variables = trainable_variables if trainable_variables is not None else self._trainable_variables
-        grads = [g * self.scale if g is not None and v.path in self._scaled else g
-                 for g, v in zip(grads, variables)]
-        return super().apply(grads, trainable_variables)
-
-    def get_config(self):
-        return {**super().get_config(), "scaled_paths": self.scaled_paths, "scale": self.scale}
-
-
 # ---------------------------------------------------------------- frozen-prefix cache
 
 def split_model(model: keras.Model, k: int):
@@ -159,15 +115,22 @@ def split_model(model: keras.Model, k: int):
     cut = base.layers[c]
     if saved_fraction(model, c) < MIN_SAVED_FRACTION:
         return None
-    images = keras.Input(tuple(model.input_shape[1:]), name="images")
-    frozen_part = keras.Model(base.inputs, cut.output, name=f"{base.name}_prefix")
-    prefix = keras.Model(images, frozen_part(model.get_layer("preprocess")(images)), name="prefix")
+    prefix = prefix_model(model, cut.name)
     features = keras.Input(tuple(cut.output.shape[1:]), name="features")
     x = features
     if c < len(base.layers) - 1:
         x = keras.Model(cut.output, base.output, name=f"{base.name}_suffix")(features)
     suffix = keras.Model(features, model.get_layer("head")(x), name="suffix")
     return prefix, suffix, cut.name
+
+
+def prefix_model(model: keras.Model, cut_name: str | None = None) -> keras.Model:
+    """Raw images -> the backbone's output at ``cut_name`` (default: its top), sharing weights."""
+    base = backbone_of(model)
+    cut = base.get_layer(cut_name) if cut_name else base.layers[-1]
+    images = keras.Input(tuple(model.input_shape[1:]), name="images")
+    frozen_part = keras.Model(base.inputs, cut.output, name=f"{base.name}_prefix")
+    return keras.Model(images, frozen_part(model.get_layer("preprocess")(images)), name="prefix")
 
 
 def saved_fraction(model: keras.Model, c: int) -> float:
@@ -261,8 +224,15 @@ def batched_call(model: keras.Model, images: np.ndarray, batch_size: int = 64):
     return np.concatenate([np.asarray(c) for c in chunks])
 
 
+def _unreduced(loss):
+    """A per-example version of a loss given by name or as a Keras Loss object."""
+    if isinstance(loss, str):
+        return keras.losses.get({"class_name": loss, "config": {"reduction": None}})
+    return type(loss).from_config({**loss.get_config(), "reduction": None})
+
+
 def fit_multi_worker(fit_model: keras.Model, full_model: keras.Model, train_ds, val_ds, epochs: int, strategy,
-                     csv_path: str | None = None) -> dict:
+                     csv_path: str | None = None, label_smoothing: float = 0.0) -> dict:
     """A plain training loop for ``MultiWorkerMirroredStrategy``: ``strategy.run`` per replica,
     gradients all-reduced by the optimizer, ``strategy.reduce(SUM, axis=None)`` for the loss.
 
@@ -271,10 +241,10 @@ def fit_multi_worker(fit_model: keras.Model, full_model: keras.Model, train_ds, 
     """
     import tensorflow as tf
 
-    args = heads.compile_args(full_model)
+    args = heads.compile_args(full_model, label_smoothing)
     losses = args["loss"] if isinstance(args["loss"], dict) else {"": args["loss"]}
     weights = args.get("loss_weights") or {k: 1.0 for k in losses}
-    loss_fns = {k: keras.losses.get({"class_name": v, "config": {"reduction": None}}) for k, v in losses.items()}
+    loss_fns = {k: _unreduced(v) for k, v in losses.items()}
     optimizer = fit_model.optimizer
 
     def total_loss(y, pred):
@@ -368,18 +338,143 @@ class SaveBest(keras.callbacks.Callback):
                 self.full_model.save_weights(tmp)
 
 
+# ---------------------------------------------------------------- one stage
+
+def freeze_for_stage(model: keras.Model, recipe: Recipe, stage: str, k: int) -> bool:
+    """Freeze backbone layers ``[:k]`` as ``stage`` wants; True if they train at a reduced rate instead."""
+    scaled = stage == "fine_tune" and recipe.transferred_lr_scale is not None
+    freeze(model, 0 if scaled else k)
+    if recipe.bn_inference:  # keras.io: fine-tuning a small dataset must not retune BatchNorm statistics
+        for layer in backbone_of(model).layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    return scaled
+
+
+def lr_scales(model: keras.Model, recipe: Recipe, stage: str, k: int) -> dict[str, float]:
+    """Per-variable learning-rate factors of ``stage``: the head at 1, the unfrozen backbone at
+    ``backbone_lr_scale``, layers ``[:k]`` at ``transferred_lr_scale`` when they are not frozen."""
+    if stage == "head":
+        return {}
+    base = backbone_of(model)
+    scales = {}
+    for i, layer in enumerate(base.layers):
+        below = i < k and recipe.transferred_lr_scale is not None
+        factor = recipe.transferred_lr_scale if below else recipe.backbone_lr_scale
+        scales.update({v.path: float(factor) for v in layer.trainable_weights})
+    return {p: f for p, f in scales.items() if f != 1.0}
+
+
+def _stage_inputs(model, splits, recipe, stage, k, scaled, strategy, cache):
+    """``(fit_model, x_train, x_val, how, at_top)``: cached frozen-prefix features when
+    worthwhile, else raw images; ``at_top``: the cached features are the backbone's outputs."""
+    with strategy.scope():  # Keras ties a model to the strategy it was created under
+        parts = split_model(model, k) if (recipe.cache_features and not recipe.augment and not scaled) else None
+    if parts is not None and not cache.fits(parts[0], len(splits.train) + len(splits.val)):
+        logger.info("[%s] %s features would not fit the feature cache (%.0f MB): training end to end",
+                    stage, parts[2], cache.max_bytes / 2**20)
+        parts = None
+    if parts is None:
+        return model, splits.train.images, splits.val.images, "end to end", False
+    prefix, suffix, cut_name = parts
+    x_train = cache.features(prefix, cut_name, splits.train.images, recipe.batch_size)
+    x_val = cache.features(prefix, cut_name, splits.val.images, recipe.batch_size)
+    at_top = cut_name == backbone_of(model).layers[-1].name
+    return suffix, x_train, x_val, f"on cached {cut_name} features", at_top
+
+
+def init_head(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, base_train=None, base_val=None) -> None:
+    """Before the head trains: standardise its features with the training images' statistics and,
+    for a linear head under ``recipe.linear_probe``, start it at the converged linear probe (LP-FT).
+
+    ``base_train``/``base_val``: the backbone's outputs on the train/val images if already at hand.
+    """
+    probe_it = recipe.linear_probe and heads.linear_classifier(model) is not None
+    if heads.feature_norm(model) is None and not probe_it:
+        return
+    if base_train is None:
+        base_train = batched_call(prefix_model(model), splits.train.images, recipe.batch_size)
+    heads.adapt_feature_norm(model, base_train)
+    if not probe_it:
+        return
+    if base_val is None and len(splits.val):
+        base_val = batched_call(prefix_model(model), splits.val.images, recipe.batch_size)
+    from keras_transfer.probe import fit_linear
+
+    x_val = heads.pooled_features(model, base_val) if base_val is not None else None
+    fitted = fit_linear(heads.pooled_features(model, base_train), splits.train.labels, len(splits.class_names),
+                        x_val, splits.val.labels if x_val is not None else None, seed=recipe.seed)
+    heads.linear_classifier(model).set_weights([fitted.kernel, fitted.bias])
+
+
+def _callbacks(model, recipe, stage, run_dir, resume, has_val, extra):
+    monitor = "val_loss" if has_val else "loss"
+    cbs = []
+    if recipe.patience is not None and has_val:
+        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=recipe.patience,
+                                                 restore_best_weights=True))
+    if run_dir:
+        cbs += [
+            keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup", stage), double_checkpoint=True),
+            keras.callbacks.CSVLogger(os.path.join(run_dir, f"{stage}.csv"), append=resume),
+            SaveBest(model, os.path.join(run_dir, "best.weights.h5"), monitor),
+        ]
+        if recipe.tensorboard:
+            cbs.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard", stage)))
+    return cbs + list(extra or [])  # after the checkpoints, so they have seen the epoch first
+
+
+def train_stage(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, stage: str, epochs: int, k: int,
+                strategy=None, cache: FeatureCache | None = None, run_dir: str | None = None,
+                resume: bool = False, callbacks: list | None = None) -> dict:
+    """One stage of the recipe: ``"head"`` (``k`` = every backbone layer) or ``"fine_tune"``.
+
+    Freezes ``[:k]``, standardises the head's features if it is the head stage, compiles the
+    model being fitted (the classifier, or its trainable suffix on cached features) with the
+    recipe's optimiser, loss and schedule, and fits. Returns the Keras history dict.
+    """
+    import tensorflow as tf
+
+    strategy = strategy or tf.distribute.get_strategy()
+    cache = cache if cache is not None else FeatureCache()
+    base = backbone_of(model)
+    scaled = freeze_for_stage(model, recipe, stage, k)
+    fit_model, x_train, x_val, how, at_top = _stage_inputs(model, splits, recipe, stage, k, scaled, strategy, cache)
+    if stage == "head":
+        init_head(model, splits, recipe, x_train if at_top else None, x_val if at_top else None)
+    logger.info("[%s] %d epoch(s), backbone layers [:%d] of %d frozen%s, training %s", stage, epochs,
+                0 if scaled else k, len(base.layers),
+                f" (layers [:{k}] at lr x{recipe.transferred_lr_scale})" if scaled else "", how)
+    batch = recipe.batch_size * strategy.num_replicas_in_sync
+    steps = epochs * max(1, -(-len(x_train) // batch))
+    with strategy.scope():
+        fit_model.compile(optimizer=recipes.optimizer(recipe, stage, steps, lr_scales(model, recipe, stage, k)),
+                          **heads.compile_args(model, recipe.label_smoothing))
+    seed = recipe.seed + (0 if stage == "head" else 1)
+    augment = data_lib.augmentation(recipe.seed) if (recipe.augment and fit_model is model) else None
+    train_ds = data_lib.to_dataset(x_train, heads.targets(model, splits.train.labels), batch, shuffle=True,
+                                   seed=seed, augment=augment)
+    has_val = len(splits.val) > 0
+    val_ds = data_lib.to_dataset(x_val, heads.targets(model, splits.val.labels), batch) if has_val else None
+    if distribute.is_multi_worker(strategy):
+        # Keras 3.15's fit() fails under MultiWorkerMirroredStrategy (keras-team/keras#20585)
+        return fit_multi_worker(fit_model, model, train_ds, val_ds, epochs, strategy,
+                                os.path.join(run_dir, f"{stage}.csv") if run_dir else None, recipe.label_smoothing)
+    class_weight = data_lib.class_weights(splits.train) if recipe.class_weight else None
+    history = fit_model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
+                            callbacks=_callbacks(model, recipe, stage, run_dir, resume, has_val, callbacks),
+                            verbose=recipe.verbose, shuffle=False)
+    return history.history
+
+
 # ---------------------------------------------------------------- the recipe
 
-def _stage_optimizer(recipe: Recipe, stage: str, model: keras.Model, k: int):
-    if stage == "head":
-        return keras.optimizers.get({"class_name": recipe.head_optimizer,
-                                     "config": {"learning_rate": recipe.head_learning_rate}})
-    if recipe.transferred_lr_scale is not None:
-        base = backbone_of(model)
-        paths = [v.path for layer in base.layers[:k] for v in layer.trainable_weights]
-        return ScaledSGD(paths, recipe.transferred_lr_scale,
-                         learning_rate=recipe.fine_tune_learning_rate, momentum=recipe.momentum)
-    return keras.optimizers.SGD(learning_rate=recipe.fine_tune_learning_rate, momentum=recipe.momentum)
+def _stage_val_loss(history: dict, recipe: Recipe) -> float | None:
+    """The val_loss of the weights a stage ended with (the best epoch if early stopping restored it)."""
+    losses = history.get("val_loss")
+    if not losses:
+        return None
+    return float(min(losses) if recipe.patience is not None else losses[-1])
 
 
 def fine_tune(model: keras.Model, splits: data_lib.Splits, recipe: Recipe | None = None, run_dir: str | None = None,
@@ -390,88 +485,45 @@ def fine_tune(model: keras.Model, splits: data_lib.Splits, recipe: Recipe | None
     Args:
         model: a classifier from :mod:`keras_transfer.heads`, built inside ``strategy.scope()``.
         splits: train/val(/test) images from :mod:`keras_transfer.data`.
-        recipe: epochs, optimizers, frozen layers, batch size, augmentation...
+        recipe: a :class:`~keras_transfer.recipes.Recipe` (default: ``recipes.recipe("default")``).
         run_dir: where checkpoints (``backup/``, ``best.weights.h5``), CSV logs and the stage
             state go; ``None`` keeps nothing on disk.
         resume: continue a killed run from ``run_dir``: finished stages are loaded, the
             interrupted one restarts from its last epoch (Keras ``BackupAndRestore``).
         cache: a :class:`FeatureCache` to share frozen-prefix features (tuning trials do).
     """
-    import tensorflow as tf
-
     recipe = recipe or Recipe()
-    strategy = strategy or tf.distribute.get_strategy()
     cache = cache if cache is not None else FeatureCache()
     keras.utils.set_random_seed(recipe.seed)
     base = backbone_of(model)
-    k_fine = resolve_frozen(model, recipe.frozen)
+    if recipe.class_weight and heads.is_multi_output(model):
+        raise ValueError("class_weight does not apply to the binary_auxiliary head (two outputs). "
+                         "Received: class_weight=True")
     if run_dir:
         os.makedirs(run_dir, exist_ok=True)
     state = read_json(os.path.join(run_dir, STATE_FILE), {}) if (run_dir and resume) else {}
     histories: dict[str, dict] = {}
-    stages = [("head", recipe.head_epochs, len(base.layers)), ("fine_tune", recipe.fine_tune_epochs, k_fine)]
-    has_val = len(splits.val) > 0
-    monitor = "val_loss" if has_val else "loss"
-    if recipe.class_weight and heads.is_multi_output(model):
-        raise ValueError("--class-weight does not apply to the binary_auxiliary head (two outputs).")
-    class_weight = data_lib.class_weights(splits.train) if recipe.class_weight else None
-
-    for stage_index, (stage, epochs, k) in enumerate(stages):
+    stages = [("head", recipe.head_epochs, len(base.layers)),
+              ("fine_tune", recipe.fine_tune_epochs, resolve_frozen(model, recipe.frozen))]
+    for stage, epochs, k in stages:
         weights_path = os.path.join(run_dir, f"{stage}.weights.h5") if run_dir else None
         if state.get(stage) == "done" and weights_path and os.path.exists(weights_path):
             model.load_weights(weights_path)
-            print(f"[{stage}] already finished in {run_dir}: loaded its weights")
+            logger.info("[%s] already finished in %s: loaded its weights", stage, run_dir)
             continue
         if epochs <= 0:
             continue
-        scaled = stage == "fine_tune" and recipe.transferred_lr_scale is not None
-        freeze(model, 0 if scaled else k)
-        with strategy.scope():  # Keras ties a model to the strategy it was created under
-            parts = split_model(model, k) if (recipe.cache_features and not recipe.augment and not scaled) else None
-        if parts is not None and not cache.fits(parts[0], len(splits.train) + len(splits.val)):
-            print(f"[{stage}] {parts[2]} features would not fit the feature cache "
-                  f"({cache.max_bytes / 2**20:.0f} MB): training end to end")
-            parts = None
-        if parts is None:
-            fit_model, x_train, x_val = model, splits.train.images, splits.val.images
-            how = "end to end"
-        else:
-            prefix, fit_model, cut_name = parts
-            x_train = cache.features(prefix, cut_name, splits.train.images, recipe.batch_size)
-            x_val = cache.features(prefix, cut_name, splits.val.images, recipe.batch_size)
-            how = f"on cached {cut_name} features"
-        frozen_now = 0 if scaled else k
-        print(f"[{stage}] {epochs} epoch(s), backbone layers [:{frozen_now}] of {len(base.layers)} frozen"
-              + (f" (layers [:{k}] at lr x{recipe.transferred_lr_scale})" if scaled else "") + f", training {how}")
-        with strategy.scope():
-            fit_model.compile(optimizer=_stage_optimizer(recipe, stage, model, k), **heads.compile_args(model))
-        n_replicas = strategy.num_replicas_in_sync
-        batch = recipe.batch_size * n_replicas
-        augment = data_lib.augmentation(recipe.seed) if (recipe.augment and parts is None) else None
-        train_ds = data_lib.to_dataset(x_train, heads.targets(model, splits.train.labels), batch, shuffle=True,
-                                       seed=recipe.seed + stage_index, augment=augment)
-        val_ds = data_lib.to_dataset(x_val, heads.targets(model, splits.val.labels), batch) if has_val else None
-        cbs = []
-        if recipe.patience is not None and has_val:
-            cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=recipe.patience,
-                                                     restore_best_weights=True))
-        if run_dir:
-            cbs += [
-                keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup", stage), double_checkpoint=True),
-                keras.callbacks.CSVLogger(os.path.join(run_dir, f"{stage}.csv"), append=resume),
-                SaveBest(model, os.path.join(run_dir, "best.weights.h5"), monitor),
-            ]
-            if recipe.tensorboard:
-                cbs.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard", stage)))
-        cbs += list(callbacks or [])  # after the checkpoints, so they have seen the epoch first
-        if distribute.is_multi_worker(strategy):
-            # Keras 3.15's fit() fails under MultiWorkerMirroredStrategy (keras-team/keras#20585)
-            histories[stage] = fit_multi_worker(fit_model, model, train_ds, val_ds, epochs, strategy,
-                                                os.path.join(run_dir, f"{stage}.csv") if run_dir else None)
-        else:
-            history = fit_model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=cbs,
-                                    class_weight=class_weight, verbose=recipe.verbose, shuffle=False)
-            histories[stage] = history.history
+        before = model.get_weights() if (stage == "fine_tune" and recipe.keep_best) else None
+        histories[stage] = train_stage(model, splits, recipe, stage, epochs, k, strategy, cache, run_dir, resume,
+                                       callbacks)
+        val_loss = _stage_val_loss(histories[stage], recipe)
+        if stage == "head" and val_loss is not None:
+            state["head_val_loss"] = val_loss
+        if before is not None and val_loss is not None and val_loss > state.get("head_val_loss", np.inf):
+            model.set_weights(before)  # fine-tuning never beat the head alone: keep the head's weights
+            logger.info("[fine_tune] best val_loss %.4f > the head stage's %.4f: kept the head stage's weights",
+                        val_loss, state["head_val_loss"])
+            histories[stage]["kept_head_weights"] = True
         if run_dir:
             with atomic_path(weights_path) as tmp:
                 model.save_weights(tmp)

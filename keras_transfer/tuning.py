@@ -29,7 +29,7 @@ from keras_tuner.src.engine.tuner_utils import SaveBestEpoch  # the checkpoint H
 import numpy as np
 
 from keras_transfer import data as data_lib
-from keras_transfer import training
+from keras_transfer import recipes, training
 from keras_transfer.backbones import build_base, get_backbone
 from keras_transfer.surgery import chop, layer_index, units
 from keras_transfer.tf_fixes import forget_custom_gradients
@@ -91,7 +91,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
         removed = hp.Int("removed", *self.removed_range)
         head = hp.Choice("head", self.head_kinds) if len(self.head_kinds) > 1 else self.head_kinds[0]
         options = {"width": hp.Choice("width", self.widths),
-                   "dropout": hp.Choice("dropout", self.dropouts) if len(self.dropouts) > 1 else self.dropouts[0]}
+                   "dropout": hp.Choice("dropout", self.dropouts) if len(self.dropouts) > 1 else self.dropouts[0],
+                   "normalize": self.recipe.normalize or head == "keep_classifier"}
         if head == "binary_auxiliary":
             options["seed"] = self.recipe.seed
         model = training.build_model(self.backbone, self.num_classes, weights=self.weights,
@@ -233,6 +234,7 @@ class SearchConfig:
     dropouts: tuple = (0.0, 0.5)
     learning_rates: tuple = (1e-4, 1e-3)
     head_kinds: tuple = ("gap_dense",)
+    recipe: str = "default"
     epochs: int = 2
     fine_tune_epochs: int = 3
     batch_size: int = 32
@@ -244,6 +246,7 @@ class SearchConfig:
     retrain_best: bool = True
     strategy: str = "auto"
     devices: str | None = None
+    mixed_precision: bool = False
 
 
 def parse_range(text: str | None) -> tuple[int, int] | None:
@@ -266,13 +269,16 @@ def search(config: SearchConfig, out_dir: str, verbose: int = 1) -> dict:
     from keras_transfer.files import write_json
 
     strategy = distribute.strategy_for(config.strategy, config.devices)
+    if config.mixed_precision:
+        distribute.enable_mixed_precision()
     size = config.input_size or get_backbone(config.backbone).default_size
     splits = data_lib.load(config.data_dir, config.dataset, size, config.validation_split, config.test_split,
                            config.seed, config.limit_per_class, progress=verbose > 0)
     print(splits.summary())
-    recipe = training.Recipe(head_epochs=config.epochs, fine_tune_epochs=config.fine_tune_epochs,
-                             batch_size=config.batch_size, cache_features=config.cache_features,
-                             seed=config.seed, verbose=0, patience=None)
+    recipe = dataclasses.replace(
+        recipes.recipe(config.recipe, head_epochs=config.epochs, fine_tune_epochs=config.fine_tune_epochs,
+                       batch_size=config.batch_size, cache_features=config.cache_features, seed=config.seed,
+                       verbose=0), patience=None)
     hypermodel = TransferHyperModel(config.backbone, splits.num_classes, splits, weights=config.weights,
                                     input_size=size, removed_range=config.removed_range, widths=config.widths,
                                     dropouts=config.dropouts, learning_rates=config.learning_rates,
