@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import sys
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -86,7 +87,8 @@ def search_config(args):
     return tuning.SearchConfig(
         data_dir=args.data, dataset=args.dataset, backbone=args.backbone, weights=args.weights,
         input_size=args.input_size, recipe=args.recipe, tuner=args.tuner, trials=args.trials,
-        removed_range=tuning.parse_range(args.removed_range), widths=tuple(args.widths),
+        removed_range=tuning.parse_range(args.removed_range, "--removed-range"),
+        frozen_range=tuning.parse_range(args.frozen_range, "--frozen-range"), widths=tuple(args.widths),
         dropouts=tuple(args.dropouts), learning_rates=tuple(args.learning_rates), head_kinds=tuple(args.heads),
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, batch_size=args.batch_size,
         limit_per_class=args.limit_per_class, validation_split=args.val_split, test_split=args.test_split,
@@ -113,7 +115,9 @@ def cmd_export(args) -> int:
 def cmd_predict(args) -> int:
     from keras_transfer import export
 
-    results = export.predict(args.model_dir, args.images)
+    results, skipped = export.load(args.model_dir).predict_files(args.images)
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
     for r in results:
         print(f"{r['path']}\t{r['class']}\t{r['probability']:.4f}")
     return 0 if len(results) == len(args.images) else 1
@@ -171,6 +175,8 @@ def add_commands(sub, add_backbone_args) -> None:
     p.add_argument("--tuner", default="random", choices=TUNERS)
     p.add_argument("--trials", type=int, default=12, help="max trials (random, bayesian)")
     p.add_argument("--removed-range", default=None, metavar="A:B", help="units to remove, inclusive (default 0:3)")
+    p.add_argument("--frozen-range", default=None, metavar="A:B",
+                   help="frozen_units to try, inclusive (freeze through the j-th unit; default: all)")
     p.add_argument("--widths", type=int, nargs="+", default=[256, 1024], help="head widths to try")
     p.add_argument("--dropouts", type=float, nargs="+", default=[0.0, 0.5], help="dropout rates to try")
     p.add_argument("--learning-rates", type=float, nargs="+", default=[1e-4, 1e-3], help="fine-tuning rates to try")

@@ -14,9 +14,12 @@ logical CPU devices, which is how the tests exercise the mirrored path without a
 
 from __future__ import annotations
 
+import logging
 import json
 import os
 import shutil
+
+logger = logging.getLogger(__name__)
 
 WORKER_LOST = ("a worker of the multi-worker cluster stopped or cannot be reached ({error}). Training "
                "cannot go on without it: restart every worker with the same command and TF_CONFIG.")
@@ -70,7 +73,7 @@ def strategy_for(strategy: str = "auto", devices: str | list | None = None, verb
     else:
         result = tf.distribute.get_strategy()
     if verbose:
-        print(describe(result))
+        logger.info(describe(result))
     return result
 
 
@@ -124,8 +127,8 @@ def enable_mixed_precision() -> str:
     import tensorflow as tf
 
     if not tf.config.list_physical_devices("GPU"):
-        print("mixed precision: no GPU, staying in float32")
+        logger.info("mixed precision: no GPU, staying in float32")
         return "float32"
     keras.mixed_precision.set_global_policy("mixed_float16")
-    print("mixed precision: mixed_float16 (softmax in float32)")
+    logger.info("mixed precision: mixed_float16 (softmax in float32)")
     return "mixed_float16"

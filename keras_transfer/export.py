@@ -24,6 +24,7 @@ export leaves every earlier version intact and a server never sees half a model.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -34,6 +35,8 @@ import numpy as np
 
 from keras_transfer import heads
 from keras_transfer import images as images_lib
+
+logger = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.json"
 KERAS_FILE = "model.keras"
@@ -178,10 +181,8 @@ def load(path: str) -> Predictor:
 
 def predict(path: str, image_paths) -> list[dict]:
     """Classify image files with the export at ``path``; unreadable files raise nothing, they
-    are reported on stderr and left out."""
-    import sys
-
+    are logged as warnings and left out."""
     results, skipped = load(path).predict_files(image_paths)
     for p, reason in skipped:
-        print(f"skipped {p}: {reason}", file=sys.stderr)
+        logger.warning("skipped %s: %s", p, reason)
     return results

@@ -79,12 +79,12 @@ def _softmax(x, num_classes: int, name: str = "predictions", zero_init: bool = F
     return layers.Dense(num_classes, activation="softmax", dtype="float32", kernel_initializer=init, name=name)(x)
 
 
-def gap_dense(base: keras.Model, num_classes: int, width: int = 1024, dropout: float = 0.0,
-              normalize: bool = False) -> keras.Model:
+def gap_dense(base: keras.Model, num_classes: int, width: int = 0, dropout: float = 0.2,
+              normalize: bool = True) -> keras.Model:
     """GlobalAveragePooling2D -> [standardise] -> [Dense(width, relu)] -> [Dropout] -> Dense(n, softmax).
 
-    The seed tutorial's head is ``width=1024``; the default recipe's is ``width=0,
-    dropout=0.2, normalize=True`` (see :mod:`keras_transfer.recipes`).
+    The defaults are the default recipe's head (see :mod:`keras_transfer.recipes`); the seed
+    tutorial's is ``width=1024, dropout=0, normalize=False`` (``recipe("tutorial").head_options()``).
 
     Args:
         base: a backbone from ``build_base`` (possibly chopped) whose output is a feature map

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import os
 import time
@@ -20,6 +21,8 @@ import keras
 from keras_transfer import data as data_lib
 from keras_transfer import distribute, export, plots, recipes, training
 from keras_transfer.files import atomic_path, read_json, write_json
+
+logger = logging.getLogger(__name__)
 
 # config fields that must match for --resume to continue the same run
 _IDENTITY = ("data_dir", "dataset", "backbone", "weights", "input_size", "removed", "head", "include_top", "seed",
@@ -121,11 +124,11 @@ def train(config: TrainConfig, run_dir: str, resume: bool = False, progress: boo
         splits = data_lib.load(config.data_dir, config.dataset, config.input_size or _default_size(config),
                                config.validation_split, config.test_split, config.seed, config.limit_per_class,
                                progress=progress)
-        print(splits.summary())
+        logger.info(splits.summary())
         if chief:
             data_lib.write_skipped_report(splits.skipped, os.path.join(run_dir, "skipped.csv"))
             for s in splits.skipped:
-                print(f"  skipped {s.path}: {s.reason}")
+                logger.warning(f"  skipped {s.path}: {s.reason}")
         model = training.build_model(
             config.backbone, splits.num_classes, weights=config.weights, input_size=splits.image_size[0],
             removed=config.removed, head=config.head, include_top=config.include_top, strategy=strategy,
@@ -133,7 +136,7 @@ def train(config: TrainConfig, run_dir: str, resume: bool = False, progress: boo
         histories = training.fine_tune(model, splits, config.make_recipe(), run_dir=work_dir, strategy=strategy,
                                        resume=resume)
         fingerprint = training.weights_fingerprint(model)
-        print(f"weights fingerprint {fingerprint} ({'chief' if chief else 'worker'})", flush=True)
+        logger.info(f"weights fingerprint {fingerprint} ({'chief' if chief else 'worker'})")
         metrics = training.evaluate(model, splits.test if len(splits.test) else splits.val)
         metrics.update(backbone=config.backbone, weights=str(config.weights), removed=config.removed,
                        frozen=training.resolve_frozen(model, config.frozen), head=config.head,

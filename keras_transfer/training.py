@@ -305,7 +305,7 @@ def fit_multi_worker(fit_model: keras.Model, full_model: keras.Model, train_ds, 
             history["val_loss"].append(val_loss)
             history["val_accuracy"].append(val_acc)
             line += f" - val_loss {val_loss:.4f} - val_accuracy {val_acc:.4f}"
-        print(line, flush=True)
+        logger.info(line)
     if csv_path:
         import csv
 

@@ -18,6 +18,7 @@ A search is resumable (``overwrite=False``) and runs distributed from Keras Tune
 
 from __future__ import annotations
 
+import logging
 import csv
 import dataclasses
 import os
@@ -34,6 +35,8 @@ from keras_transfer.backbones import build_base, get_backbone
 from keras_transfer.surgery import chop, layer_index, units
 from keras_transfer.tf_fixes import forget_custom_gradients
 
+logger = logging.getLogger(__name__)
+
 TUNERS = ("random", "bayesian", "hyperband")
 ALL = "all"
 
@@ -46,6 +49,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
         num_classes: classes of the data.
         splits: the train/val data every trial trains on (``fit`` reads it).
         removed_range: ``(lo, hi)`` units to remove, inclusive (default ``(0, min(3, n-1))``).
+        frozen_range: ``(lo, hi)`` for ``frozen_units``, inclusive (default: all of ``0..max_frozen_units``);
+            a high ``lo`` keeps every trial, and retraining its winner, cheap on a CPU.
         widths, dropouts, learning_rates: choices for the head and fine-tuning.
         head_kinds: heads to choose among (``("gap_dense",)`` keeps it fixed).
         recipe: epochs, batch size... of each trial (``frozen`` and the fine-tuning rate are tuned).
@@ -55,7 +60,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
 
     def __init__(self, backbone: str, num_classes: int, splits: data_lib.Splits | None = None,
                  weights="imagenet", input_size: int | None = None, removed_range: tuple[int, int] | None = None,
-                 widths=(256, 1024), dropouts=(0.0, 0.5), learning_rates=(1e-4, 1e-3),
+                 frozen_range: tuple[int, int] | None = None, widths=(256, 1024), dropouts=(0.0, 0.5), learning_rates=(1e-4, 1e-3),
                  head_kinds=("gap_dense",), recipe: training.Recipe | None = None,
                  cache: training.FeatureCache | None = None, strategy=None, name: str | None = None):
         super().__init__(name=name or f"transfer_{backbone}", tunable=True)
@@ -70,6 +75,11 @@ class TransferHyperModel(keras_tuner.HyperModel):
             raise ValueError(f"removed range {lo}:{hi} must lie in 0:{self.n_units - 1} "
                              f"({backbone} has {self.n_units} units).")
         self.removed_range = (lo, hi)
+        f_lo, f_hi = frozen_range if frozen_range is not None else (0, self.max_frozen_units)
+        if not 0 <= f_lo <= f_hi <= self.max_frozen_units:
+            raise ValueError(f"frozen_range must lie in 0:{self.max_frozen_units} (the top value freezes everything). "
+                             f"Received: frozen_range={frozen_range}")
+        self.frozen_range = (f_lo, f_hi)
         for name_, values in (("widths", widths), ("dropouts", dropouts), ("learning_rates", learning_rates),
                               ("head kinds", head_kinds)):
             if not values:
@@ -122,7 +132,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         and ``seconds`` for Keras Tuner to record."""
         if self.splits is None:
             raise ValueError("TransferHyperModel needs splits= to train on.")
-        frozen_units = hp.Int("frozen_units", 0, self.max_frozen_units)
+        frozen_units = hp.Int("frozen_units", *self.frozen_range)
         learning_rate = hp.Choice("learning_rate", self.learning_rates)
         k = self.frozen_layers(hp.get("removed"), frozen_units)
         recipe = dataclasses.replace(self.recipe, frozen=k, fine_tune_learning_rate=learning_rate)
@@ -230,6 +240,7 @@ class SearchConfig:
     tuner: str = "random"
     trials: int = 12
     removed_range: tuple[int, int] | None = None
+    frozen_range: tuple[int, int] | None = None
     widths: tuple = (256, 1024)
     dropouts: tuple = (0.0, 0.5)
     learning_rates: tuple = (1e-4, 1e-3)
@@ -249,7 +260,7 @@ class SearchConfig:
     mixed_precision: bool = False
 
 
-def parse_range(text: str | None) -> tuple[int, int] | None:
+def parse_range(text: str | None, name: str = "removed_range") -> tuple[int, int] | None:
     """``"a:b"`` -> ``(a, b)``; ``"n"`` -> ``(n, n)``."""
     if not text:
         return None
@@ -257,7 +268,7 @@ def parse_range(text: str | None) -> tuple[int, int] | None:
         lo, _, hi = text.partition(":")
         return int(lo), int(hi or lo)
     except ValueError:
-        raise ValueError(f"--removed-range {text!r}: write it as a:b, e.g. 0:3.") from None
+        raise ValueError(f"{name} must be written a:b, e.g. 0:3. Received: {name}={text!r}") from None
 
 
 def search(config: SearchConfig, out_dir: str, verbose: int = 1) -> dict:
@@ -274,13 +285,14 @@ def search(config: SearchConfig, out_dir: str, verbose: int = 1) -> dict:
     size = config.input_size or get_backbone(config.backbone).default_size
     splits = data_lib.load(config.data_dir, config.dataset, size, config.validation_split, config.test_split,
                            config.seed, config.limit_per_class, progress=verbose > 0)
-    print(splits.summary())
+    logger.info(splits.summary())
     recipe = dataclasses.replace(
         recipes.recipe(config.recipe, head_epochs=config.epochs, fine_tune_epochs=config.fine_tune_epochs,
                        batch_size=config.batch_size, cache_features=config.cache_features, seed=config.seed,
                        verbose=0), patience=None)
     hypermodel = TransferHyperModel(config.backbone, splits.num_classes, splits, weights=config.weights,
-                                    input_size=size, removed_range=config.removed_range, widths=config.widths,
+                                    input_size=size, removed_range=config.removed_range, frozen_range=config.frozen_range,
+                                    widths=config.widths,
                                     dropouts=config.dropouts, learning_rates=config.learning_rates,
                                     head_kinds=config.head_kinds, recipe=recipe, strategy=strategy)
     os.makedirs(out_dir, exist_ok=True)
@@ -290,25 +302,25 @@ def search(config: SearchConfig, out_dir: str, verbose: int = 1) -> dict:
     is_worker = dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle()
     resumed = 0 if is_worker else len(tuner.oracle.trials)  # a worker's oracle is a remote client
     if resumed:
-        print(f"resuming the search in {out_dir}: {resumed} trial(s) kept")
+        logger.info(f"resuming the search in {out_dir}: {resumed} trial(s) kept")
     role = os.environ.get("KERASTUNER_TUNER_ID", "")
     tuner.search(verbose=verbose)
     if is_worker:
-        print(f"tuner {role}: no trials left, done")
+        logger.info(f"tuner {role}: no trials left, done")
         return {}
     rows = trial_rows(tuner, hypermodel)
     best = write_results(rows, out_dir)
     failed = [r for r in rows if r["status"] == "FAILED"]
     for r in failed:
-        print(f"trial {r['trial_id']} FAILED: {r['message']}")
+        logger.warning(f"trial {r['trial_id']} FAILED: {r['message']}")
     if not best:
         raise RuntimeError(f"all {len(rows)} trial(s) failed; see the messages above and {out_dir}/results.csv")
-    print(f"\n{sum(r['status'] == 'COMPLETED' for r in rows)} completed, {len(failed)} failed; top trials:")
-    print(format_top(rows))
+    logger.info(f"{sum(r['status'] == 'COMPLETED' for r in rows)} completed, {len(failed)} failed; top trials:")
+    logger.info(format_top(rows))
     summary = {"best": best, "trials": len(rows), "failed": len(failed), "cache_hits": hypermodel.cache.hits,
                "cache_misses": hypermodel.cache.misses}
     if config.retrain_best:
-        print(f"\nretraining the best trial ({best['trial_id']}) on the train split; testing on the test split")
+        logger.info(f"retraining the best trial ({best['trial_id']}) on the train split; testing on the test split")
         hp = tuner.oracle.get_trial(best["trial_id"]).hyperparameters
         model = hypermodel.build(hp)
         k = hypermodel.frozen_layers(hp.get("removed"), hp.get("frozen_units"))
@@ -318,6 +330,6 @@ def search(config: SearchConfig, out_dir: str, verbose: int = 1) -> dict:
         summary["test_accuracy"] = metrics["accuracy"]
         summary["export"] = export.export(model, os.path.join(out_dir, "export"), splits.class_names,
                                           {"backbone": config.backbone, "best_trial": best})
-        print(f"best model: test accuracy {metrics['accuracy']:.3f}; exported to {summary['export']}")
+        logger.info(f"best model: test accuracy {metrics['accuracy']:.3f}; exported to {summary['export']}")
     write_json(os.path.join(out_dir, "best.json"), summary)
     return summary

@@ -1,9 +1,12 @@
 """Run by test_distribute.py in a fresh process: TF's logical devices must be set up before any
 other TF use. Trains the same model under MirroredStrategy over 2 logical CPU devices (per-replica
 batch 8) and under one device (batch 16) from the same seed; prints the largest weight difference."""
+import logging
 import sys
 
 import tensorflow as tf
+
+logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")  # the library logs the strategy
 
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)

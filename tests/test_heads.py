@@ -13,7 +13,7 @@ def vgg():
 
 
 def test_gap_dense_is_the_tutorials_head(vgg):
-    model = heads.gap_dense(chop(vgg, removed=3), 3, width=16, dropout=0.2)
+    model = heads.gap_dense(chop(vgg, removed=3), 3, width=16, dropout=0.2, normalize=False)
     assert [layer.name for layer in model.layers] == ["images", "preprocess", "vgg16", "head"]
     head = model.get_layer("head")
     assert [layer.name for layer in head.layers] == ["features", "gap", "head_dense", "head_dropout", "predictions"]
@@ -118,3 +118,16 @@ def test_mixed_precision_keeps_the_outputs_in_float32(head, rng):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(probs).sum(axis=1), 1.0, rtol=1e-5)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_default_gap_dense_is_the_default_recipes_linear_head(vgg):
+    from keras_transfer import recipes
+
+    model = heads.gap_dense(vgg, 3)
+    head = model.get_layer("head")
+    assert [layer.name for layer in head.layers] == ["features", "gap", "feature_norm", "head_dropout", "predictions"]
+    assert heads.linear_classifier(model) is head.get_layer("predictions")
+    np.testing.assert_array_equal(head.get_layer("predictions").kernel.numpy(), 0)  # starts at the uniform distribution
+    assert recipes.recipe().head_options() == {"width": 0, "dropout": 0.2, "normalize": True}
+    with pytest.raises(ValueError, match="Received: width=-1"):
+        heads.gap_dense(vgg, 3, width=-1)

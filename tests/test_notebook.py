@@ -30,6 +30,7 @@ def test_guitar_notebook_end_to_end(tmp_path, monkeypatch):
     assert "SYNTHETIC sample" in outputs
     assert "switching to VGG16" not in outputs  # hed was asked for: no download was tried
     assert "searching on 32x32 copies" in outputs
+    assert "winner at 48px: test accuracy" in outputs  # the winner is retrained at full size, and exported
     result = json.load(open(tmp_path / "out" / "notebook_result.json"))
     assert os.path.exists(os.path.join(result["export"], "saved_model.pb"))
     assert result["reload_max_diff"] < 1e-5
