@@ -147,7 +147,7 @@ def add_commands(sub, add_backbone_args) -> None:
     p.add_argument("--fine-tune-epochs", type=int, default=5, help="stage 2 epochs (default: %(default)s)")
     p.add_argument("--learning-rate", type=float, default=None, help="stage 1 learning rate (default: the recipe's)")
     p.add_argument("--fine-tune-learning-rate", type=float, default=None,
-                   help="stage 2 learning rate of the head; unfrozen backbone layers train at a tenth of it in "
+                   help="stage 2 learning rate of the head; unfrozen backbone layers train at 0.3x it in "
                         "the default recipe (default: the recipe's)")
     p.add_argument("--transferred-lr-scale", type=float, default=None,
                    help="instead of freezing layers [:K], train them at this fraction of the learning rate")

@@ -87,14 +87,14 @@ def test_tutorial_recipe_trains_through_the_cli_config(tmp_path):
     assert 0 <= metrics["accuracy"] <= 1
 
 
-def test_stage_two_trains_the_backbone_at_a_tenth_of_the_heads_rate(digits):
+def test_stage_two_trains_the_backbone_at_a_lower_rate_than_the_head(digits):
     recipe = recipes.recipe(head_epochs=0, fine_tune_epochs=1, frozen="block4_conv1", verbose=0)
     model = _model(digits, recipe, weights=None)
     training.freeze_for_stage(model, recipe, "fine_tune", 12)  # layers [:12]: through block4_conv1
     scales = training.lr_scales(model, recipe, "fine_tune", 12)
     base = backbone_of(model)
     conv = base.get_layer("block4_conv2")
-    assert scales[conv.kernel.path] == 0.1 and scales[conv.bias.path] == 0.1
+    assert scales[conv.kernel.path] == scales[conv.bias.path] == recipe.backbone_lr_scale < 1
     assert base.get_layer("block4_conv1").kernel.path not in scales  # frozen: not trained at all
     head_paths = {v.path for v in model.get_layer("head").trainable_weights}
     assert head_paths and not head_paths & set(scales)

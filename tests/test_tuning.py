@@ -55,6 +55,9 @@ def test_bad_ranges_are_refused():
         tuning.make_tuner(_hypermodel(), "grid")
     with pytest.raises(ValueError, match="a:b"):
         tuning.parse_range("one")
+    with pytest.raises(ValueError, match=r"Received: frozen_range=\(0, 15\)"):
+        _hypermodel(removed_range=(0, 3), frozen_range=(0, 15))
+    assert _hypermodel(removed_range=(0, 3), frozen_range=(10, 14)).frozen_range == (10, 14)
 
 
 @pytest.mark.parametrize("kind", ["random", "bayesian", "hyperband"])
