@@ -7,6 +7,8 @@ import datetime
 import os
 import sys
 
+import numpy as np
+
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     from keras_transfer.data import BUILTIN_DATASETS
@@ -23,11 +25,14 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 def _add_distribute_args(p: argparse.ArgumentParser) -> None:
     from keras_transfer.distribute import STRATEGIES
+    from keras_transfer.precision import PRECISIONS
 
     p.add_argument("--strategy", default="auto", choices=STRATEGIES,
                    help="tf.distribute strategy (default: auto: TF_CONFIG -> multi-worker, GPUs -> mirrored)")
     p.add_argument("--devices", default=None, help="devices to mirror over, e.g. /gpu:0,/gpu:1")
-    p.add_argument("--mixed-precision", action="store_true", help="float16 compute on GPU (softmax stays float32)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="compute precision: auto = float16 on GPUs, bfloat16 on CPUs with bf16 instructions, "
+                        "else float32 (softmax and exports stay float32) (default: %(default)s)")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -43,6 +48,33 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--binary-weight", type=float, default=0.4, help="B of the binary_auxiliary head's loss")
     p.add_argument("--batch-size", type=int, default=32, help="per-replica batch size (default: %(default)s)")
     p.add_argument("--augment", action="store_true", help="random flip/rotation/zoom while training (disables feature caching)")
+
+
+def _removed(value: str):
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of units or 'auto', got {value!r}") from None
+
+
+def cmd_probe(args) -> int:
+    from keras_transfer import data, probe
+    from keras_transfer.backbones import build_base, get_backbone
+
+    size = args.input_size or get_backbone(args.backbone).default_size
+    splits = data.load(args.data, args.dataset, size, args.val_split, args.test_split, args.seed,
+                       args.limit_per_class, progress=True)
+    images = np.concatenate([splits.train.images, splits.val.images])  # never the test images
+    labels = np.concatenate([splits.train.labels, splits.val.labels])
+    base = build_base(args.backbone, weights=args.weights, input_shape=(size, size, 3))
+    out = args.out or os.path.join("runs", f"probe-{args.backbone}-{args.dataset or os.path.basename(os.path.normpath(args.data))}")
+    result = probe.probe_cuts(base, images, labels, splits.class_names, out, args.sample, args.seed, args.batch_size)
+    print(probe.format_rows(result))
+    print(f"\nrecommended: --removed {result['recommended_removed']} (ends at {result['recommended_layer']}); "
+          f"wrote {out}/probe.json and {out}/probe.png")
+    return 0
 
 
 # options a command uses itself rather than passing on in its config
@@ -63,7 +95,7 @@ def train_config(args):
         class_weight=args.class_weight, patience=None if args.patience < 0 else args.patience,
         limit_per_class=args.limit_per_class, validation_split=args.val_split, test_split=args.test_split,
         seed=args.seed, tensorboard=args.tensorboard, strategy=args.strategy, devices=args.devices,
-        mixed_precision=args.mixed_precision)
+        precision=args.precision)
 
 
 def cmd_train(args) -> int:
@@ -93,7 +125,7 @@ def search_config(args):
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, batch_size=args.batch_size,
         limit_per_class=args.limit_per_class, validation_split=args.val_split, test_split=args.test_split,
         seed=args.seed, cache_features=not args.no_cache, retrain_best=not args.no_retrain,
-        strategy=args.strategy, devices=args.devices, mixed_precision=args.mixed_precision)
+        strategy=args.strategy, devices=args.devices, precision=args.precision)
 
 
 def cmd_tune(args) -> int:
@@ -138,7 +170,8 @@ def add_commands(sub, add_backbone_args) -> None:
                                    "split, plots, and a SavedModel export to RUN_DIR/export.")
     _add_data_args(p)
     add_backbone_args(p)
-    p.add_argument("--removed", type=int, default=0, help="drop the top N units of the backbone (see inspect)")
+    p.add_argument("--removed", type=_removed, default=0,
+                   help="drop the top N units of the backbone (see inspect), or 'auto': as `probe` recommends")
     p.add_argument("--frozen", default=None,
                    help="fine-tuning freezes backbone layers [:K] (a count, a layer name, or 'all'; "
                         "default: all but the top 2 units)")
@@ -147,7 +180,7 @@ def add_commands(sub, add_backbone_args) -> None:
     p.add_argument("--fine-tune-epochs", type=int, default=5, help="stage 2 epochs (default: %(default)s)")
     p.add_argument("--learning-rate", type=float, default=None, help="stage 1 learning rate (default: the recipe's)")
     p.add_argument("--fine-tune-learning-rate", type=float, default=None,
-                   help="stage 2 learning rate of the head; unfrozen backbone layers train at 0.3x it in "
+                   help="stage 2 learning rate of the head; unfrozen backbone layers train at 0.1x it in "
                         "the default recipe (default: the recipe's)")
     p.add_argument("--transferred-lr-scale", type=float, default=None,
                    help="instead of freezing layers [:K], train them at this fraction of the learning rate")
@@ -174,7 +207,8 @@ def add_commands(sub, add_backbone_args) -> None:
     p.add_argument("--recipe", default="default", choices=RECIPE_NAMES, help="each trial's recipe (default: %(default)s)")
     p.add_argument("--tuner", default="random", choices=TUNERS)
     p.add_argument("--trials", type=int, default=12, help="max trials (random, bayesian)")
-    p.add_argument("--removed-range", default=None, metavar="A:B", help="units to remove, inclusive (default 0:3)")
+    p.add_argument("--removed-range", default=None, metavar="A:B",
+                   help="units to remove, inclusive (default 0:3); 'auto': the probe's recommendation +-1")
     p.add_argument("--frozen-range", default=None, metavar="A:B",
                    help="frozen_units to try, inclusive (freeze through the j-th unit; default: all)")
     p.add_argument("--widths", type=int, nargs="+", default=[256, 1024], help="head widths to try")
@@ -189,6 +223,17 @@ def add_commands(sub, add_backbone_args) -> None:
     _add_distribute_args(p)
     p.add_argument("--out", metavar="SEARCH_DIR", default=None, help="search folder (default: runs/search-<backbone>-<data>)")
     p.set_defaults(func=cmd_tune, weights="imagenet", val_split=0.2)
+
+    p = sub.add_parser("probe", help="score every cut of a backbone on your data (LogME, linear probe) before training",
+                       description="One forward pass computes pooled features at every cut (0..n-1 units removed); "
+                                   "each is scored by LogME and a 5-fold linear probe. Prints a table, writes "
+                                   "probe.json and probe.png, and recommends --removed.")
+    _add_data_args(p)
+    add_backbone_args(p, default_weights="imagenet", include_top=False)
+    p.add_argument("--sample", type=int, default=1000, help="probe at most this many images (stratified; default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--out", metavar="DIR", default=None, help="where probe.json/png go (default: runs/probe-<backbone>-<data>)")
+    p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("export", help="export a finished run as a new SavedModel version")
     p.add_argument("run_dir", metavar="RUN_DIR")

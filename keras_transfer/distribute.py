@@ -118,17 +118,3 @@ def worker_dir() -> str:
 
 def remove_worker_dir(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
-
-
-def enable_mixed_precision() -> str:
-    """float16 compute with float32 variables on GPU; heads keep their softmax in float32.
-    On a machine with no GPU it is left off (float16 on CPU is slower, not faster)."""
-    import keras
-    import tensorflow as tf
-
-    if not tf.config.list_physical_devices("GPU"):
-        logger.info("mixed precision: no GPU, staying in float32")
-        return "float32"
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    logger.info("mixed precision: mixed_float16 (softmax in float32)")
-    return "mixed_float16"

@@ -19,7 +19,7 @@ import keras
 from keras import layers
 
 from keras_transfer.backbones import backbone_for
-from keras_transfer.layers import ClassPartition, LogProbabilities, Preprocess
+from keras_transfer.layers import ClassPartition, LogProbabilities, Preprocess, Standardize
 
 INPUT_NAME = "images"
 
@@ -54,13 +54,14 @@ VARIANCE_FLOOR = 0.01  # of the mean feature variance: see adapt_feature_norm
 def _pooled(x, normalize: bool):
     """GAP, then (``normalize``) per-feature standardisation with the training images' statistics.
 
-    A ``keras.layers.Normalization`` that :func:`adapt_feature_norm` fills in before the head
-    trains: the classifier then sees what a standardised logistic regression sees. (BatchNorm
-    would need many steps for its moving averages; a few epochs on a small dataset are not.)
+    A :class:`~keras_transfer.layers.Standardize` that :func:`adapt_feature_norm` fills in
+    before the head trains: the classifier then sees what a standardised logistic regression
+    sees. (BatchNorm would need many steps for its moving averages; a few epochs on a small
+    dataset are not.)
     """
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     if normalize:
-        x = layers.Normalization(axis=-1, name=FEATURE_NORM)(x)
+        x = Standardize(name=FEATURE_NORM)(x)
     return x
 
 
@@ -269,15 +270,14 @@ def adapt_feature_norm(model: keras.Model, base_features) -> bool:
         return False
     pooled = np.concatenate([np.mean(np.asarray(base_features[i:i + 256], dtype="float64"), axis=(1, 2))
                              for i in range(0, len(base_features), 256)])
-    layer.adapt(pooled.astype("float32"))
+    variance = pooled.var(axis=0)
     # Floor each feature's variance at VARIANCE_FLOOR x the mean variance. Some pooled ReLU features
     # are nearly constant on the training images (VGG16 on Fashion-MNIST: 1% of them have variance
-    # < 3e-4, the median 1.8); Keras divides by max(std, 1e-7), so once fine-tuning moves the
+    # < 3e-4, the median 1.8); divided by their tiny standard deviations, once fine-tuning moves the
     # backbone a little those features jump by hundreds of standard deviations (measured: val loss
     # 0.92 -> 10 in one epoch at a backbone rate of 1e-5).
-    variance = np.asarray(layer.adapt_variance)
-    layer.adapt_variance.assign(np.maximum(variance, VARIANCE_FLOOR * variance.mean()).astype("float32"))
-    layer.finalize_state()
+    layer.mean.assign(pooled.mean(axis=0).astype("float32"))
+    layer.variance.assign(np.maximum(variance, VARIANCE_FLOOR * variance.mean()).astype("float32"))
     return True
 
 

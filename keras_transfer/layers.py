@@ -88,3 +88,27 @@ class ClassPartition(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "mapping": self.mapping, "seed": self.seed,
                 "binary_weight": self.binary_weight}
+
+
+@keras.saving.register_keras_serializable(package="keras_transfer")
+class Standardize(keras.layers.Layer):
+    """``(x - mean) / sqrt(variance)`` per feature, with non-trainable ``mean`` and ``variance``
+    set from the training images (``heads.adapt_feature_norm``).
+
+    Not ``keras.layers.Normalization``: that layer keeps constants derived from its variables,
+    which ``set_weights`` does not refresh, so a model whose weights were copied in standardised
+    with mean 0 and variance 1. Here the call reads the variables themselves.
+    """
+
+    def build(self, input_shape):
+        dim = int(input_shape[-1])
+        self.mean = self.add_weight(shape=(dim,), initializer="zeros", trainable=False, name="mean")
+        self.variance = self.add_weight(shape=(dim,), initializer="ones", trainable=False, name="variance")
+
+    def call(self, x):
+        mean = ops.cast(self.mean, x.dtype)
+        scale = ops.cast(ops.rsqrt(ops.maximum(self.variance, 1e-12)), x.dtype)
+        return (x - mean) * scale
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

@@ -131,3 +131,21 @@ def filters(kernel: np.ndarray, path: str, title: str = "first-layer filters", c
             ax.imshow(f[..., ::-1] if bgr and f.shape[-1] == 3 else f, interpolation="nearest")
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def probe_scores(rows, path: str, recommended: int | None = None, title: str = "where to cut") -> str:
+    """LogME and linear-probe accuracy against units removed (``rows``: probe.CutScore)."""
+    plt = _pyplot()
+    removed = [r.removed for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.plot(removed, [r.probe_accuracy for r in rows], "o-", color="tab:blue", label="linear probe (5-fold)")
+    ax.set_xlabel("units removed (0 = the whole backbone)")
+    ax.set_ylabel("linear-probe accuracy", color="tab:blue")
+    ax.set_xticks(removed, [f"{r.removed}\n{r.layer}" for r in rows], fontsize=6, rotation=90)
+    twin = ax.twinx()
+    twin.plot(removed, [r.logme for r in rows], "s--", color="tab:orange", label="LogME")
+    twin.set_ylabel("LogME (higher is better)", color="tab:orange")
+    if recommended is not None:
+        ax.axvline(recommended, color="k", ls=":", lw=1)
+    ax.set_title(title)
+    return _save(fig, path)

@@ -70,3 +70,151 @@ def fit_linear(x_train: np.ndarray, y_train: np.ndarray, num_classes: int, x_val
     kernel, bias = _as_softmax(clf, num_classes)
     logger.info("linear probe: C=%g, val accuracy %s", clf.C, "n/a" if val_accuracy is None else f"{val_accuracy:.3f}")
     return LinearProbe(kernel, bias, float(clf.C), val_accuracy)
+
+
+# ---------------------------------------------------------------- LogME
+
+def _evidence(s2: np.ndarray, z: np.ndarray, y_norm2: float, n: int, d: int, alpha: float, beta: float):
+    """Log evidence / n of Bayesian linear regression ``y = F w + noise`` at prior precision
+    ``alpha`` and noise precision ``beta``, from the SVD of F (``s2``: squared singular values,
+    ``z = U^T y``). Returns (evidence, gamma, |m|^2, |F m - y|^2)."""
+    shrink = beta * s2 / (alpha + beta * s2)
+    m2 = float(np.sum(shrink ** 2 * z ** 2 / np.maximum(s2, 1e-300)))  # |m|^2, m = V diag(beta s/(alpha+beta s^2)) z
+    residual = float(np.sum(((1 - shrink) * z) ** 2) + max(y_norm2 - float(np.sum(z ** 2)), 0.0))
+    gamma = float(np.sum(shrink))
+    log_det = float(np.sum(np.log(alpha + beta * s2))) + (d - len(s2)) * np.log(alpha)
+    evidence = (d / 2 * np.log(alpha) + n / 2 * np.log(beta) - beta / 2 * residual - alpha / 2 * m2
+                - log_det / 2 - n / 2 * np.log(2 * np.pi))
+    return evidence / n, gamma, m2, residual
+
+
+def logme_target(s2: np.ndarray, u: np.ndarray, y: np.ndarray, d: int, iterations: int = 100, tol: float = 1e-5):
+    """Maximum log evidence / n for one target ``y`` (n,), by MacKay's fixed point
+    (You et al. 2021, Algorithm 1); returns (evidence, alpha, beta)."""
+    n = len(y)
+    z = u.T @ y
+    y_norm2 = float(y @ y)
+    alpha, beta = 1.0, 1.0
+    for _ in range(iterations):
+        _, gamma, m2, residual = _evidence(s2, z, y_norm2, n, d, alpha, beta)
+        new_alpha = gamma / max(m2, 1e-12)
+        new_beta = (n - gamma) / max(residual, 1e-12)
+        done = abs(new_alpha - alpha) / alpha < tol and abs(new_beta - beta) / beta < tol
+        alpha, beta = new_alpha, new_beta
+        if done:
+            break
+    return _evidence(s2, z, y_norm2, n, d, alpha, beta)[0], alpha, beta
+
+
+def logme(features: np.ndarray, labels: np.ndarray) -> float:
+    """LogME (You et al. 2021): the mean over classes of the maximum log evidence per image of a
+    Bayesian linear model from ``features`` (n, D) to the class's one-hot column. Higher is better;
+    comparable across layers of one network on one dataset. One SVD for all classes."""
+    f = np.asarray(features, dtype=np.float64)
+    u, s, _ = np.linalg.svd(f, full_matrices=False)
+    s2 = s ** 2
+    keep = s2 > s2.max() * 1e-12 if len(s2) else s2 > 0
+    u, s2 = u[:, keep], s2[keep]
+    classes = np.unique(labels)
+    return float(np.mean([logme_target(s2, u, (labels == c).astype(np.float64), f.shape[1])[0] for c in classes]))
+
+
+def cv_linear_probe(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0, C: float = 0.1) -> float:
+    """Mean accuracy of a standardised logistic regression over stratified ``folds``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    folds = max(2, min(folds, int(np.bincount(labels).min())))
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+    return float(cross_val_score(clf, features, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed)).mean())
+
+
+# ---------------------------------------------------------------- where to cut
+
+@dataclasses.dataclass
+class CutScore:
+    removed: int  # units removed to end here
+    layer: str  # the layer the chopped model ends at
+    logme: float
+    probe_accuracy: float
+
+
+def cut_candidates(base) -> list[tuple[int, str]]:
+    """``(removed, end layer)`` for every number of units one can remove, 0 first."""
+    from keras_transfer.surgery import chop, units
+
+    return [(r, chop(base, removed=r).layers[-1].name) for r in range(len(units(base)))]
+
+
+def pooled_features_at(base, layer_names: list[str], images: np.ndarray, batch_size: int = 32) -> list[np.ndarray]:
+    """GAP features of ``images`` (raw RGB) at each of ``layer_names``, in one forward pass."""
+    import keras
+
+    from keras_transfer.backbones import backbone_for
+    from keras_transfer.layers import Preprocess
+    from keras_transfer.training import batched_call
+
+    inputs = keras.Input(tuple(base.input_shape[1:]), name="images")
+    tapped = keras.Model(base.inputs, [base.get_layer(n).output for n in layer_names])
+    outputs = tapped(Preprocess(backbone_for(base).preprocess_mode)(inputs))
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    pooled = keras.Model(inputs, [keras.layers.GlobalAveragePooling2D()(o) if len(o.shape) == 4 else o for o in outputs])
+    out = batched_call(pooled, images, batch_size)
+    return [np.asarray(o, dtype=np.float32) for o in (out if isinstance(out, (list, tuple)) else [out])]
+
+
+def score_cuts(base, images: np.ndarray, labels: np.ndarray, batch_size: int = 32, seed: int = 0) -> list[CutScore]:
+    """LogME and a 5-fold linear probe of the pooled features at every cut (0..n-1 units removed)."""
+    candidates = cut_candidates(base)
+    features = pooled_features_at(base, [name for _, name in candidates], images, batch_size)
+    rows = []
+    for (removed, name), f in zip(candidates, features):
+        standardised = (f - f.mean(0)) / np.maximum(f.std(0), 1e-6)
+        rows.append(CutScore(removed, name, logme(standardised, labels), cv_linear_probe(f, labels, seed=seed)))
+        logger.info("removed %2d (ends at %-14s) LogME %.4f  linear probe %.3f", removed, name,
+                    rows[-1].logme, rows[-1].probe_accuracy)
+    return rows
+
+
+def recommend(rows: list[CutScore]) -> CutScore:
+    """The cut with the best linear-probe accuracy; LogME breaks ties, then fewer units removed."""
+    return max(rows, key=lambda r: (round(r.probe_accuracy, 3), r.logme, -r.removed))
+
+
+def probe_cuts(base, images: np.ndarray, labels: np.ndarray, class_names, out_dir: str | None = None,
+               sample: int = 1000, seed: int = 0, batch_size: int = 32) -> dict:
+    """Score every cut of ``base`` on (a stratified sample of at most ``sample``) images; with
+    ``out_dir``, write ``probe.json`` and ``probe.png``. Returns the JSON's content."""
+    import os
+
+    from keras_transfer import plots
+    from keras_transfer.files import write_json
+
+    index = np.arange(len(labels))
+    if len(index) > sample:
+        rng = np.random.default_rng(seed)
+        per_class = max(2, sample // len(class_names))
+        index = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class]
+                                        for c in range(len(class_names))]))
+        logger.info("probing on a stratified sample of %d of the %d images", len(index), len(labels))
+    rows = score_cuts(base, images[index], labels[index], batch_size, seed)
+    best = recommend(rows)
+    result = {"backbone": base.name, "input_size": list(base.input_shape[1:3]), "images": int(len(index)),
+              "sampled_from": int(len(labels)), "recommended_removed": best.removed, "recommended_layer": best.layer,
+              "cuts": [dataclasses.asdict(r) for r in rows]}
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        write_json(os.path.join(out_dir, "probe.json"), result)
+        plots.probe_scores(rows, os.path.join(out_dir, "probe.png"), best.removed,
+                           title=f"{base.name}: where to cut ({len(index)} images)")
+    return result
+
+
+def format_rows(result: dict) -> str:
+    lines = [f"{'removed':>7}  {'ends at':<16} {'LogME':>9} {'probe acc':>9}"]
+    for r in result["cuts"]:
+        mark = "  <- recommended" if r["removed"] == result["recommended_removed"] else ""
+        lines.append(f"{r['removed']:>7}  {r['layer']:<16} {r['logme']:>9.4f} {r['probe_accuracy']:>9.3f}{mark}")
+    return "\n".join(lines)

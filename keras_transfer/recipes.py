@@ -14,7 +14,7 @@ the default is the one that measured best (the numbers are in README and the not
   a logistic regression on them would be; variances floored, see ``heads.adapt_feature_norm``);
   a linear classifier that starts at the converged, validation-regularised logistic regression
   on those features (LP-FT, Kumar et al. 2022), then AdamW with warm-up, cosine decay, dropout
-  and label smoothing; in stage 2 the unfrozen backbone layers train at 0.3x the head's rate
+  and label smoothing; in stage 2 the unfrozen backbone layers train at 0.1x the head's rate
   (1e-4), BatchNorm in inference mode; if no fine-tuning epoch beats the head stage's
   validation loss, the head stage's weights are kept. Raw VGG features (mean |x| 5-10, max in
   the hundreds) make the tutorial's RMSprop head diverge (first-epoch loss 46-52 on the
@@ -49,7 +49,7 @@ class Recipe:
     head_learning_rate: float = 1e-3
     fine_tune_optimizer: str = "adamw"
     fine_tune_learning_rate: float = 1e-4  # the head's rate in stage 2
-    backbone_lr_scale: float = 0.3  # unfrozen backbone layers train at fine_tune_learning_rate x this
+    backbone_lr_scale: float = 0.1  # unfrozen backbone layers train at fine_tune_learning_rate x this
     momentum: float = 0.9  # SGD only
     weight_decay: float = 1e-4  # AdamW only
     warmup_fraction: float = 0.1  # of each stage's steps, then cosine decay to 0; 0 with decay=False: constant

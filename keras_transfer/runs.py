@@ -19,7 +19,7 @@ import time
 import keras
 
 from keras_transfer import data as data_lib
-from keras_transfer import distribute, export, plots, recipes, training
+from keras_transfer import distribute, export, plots, precision, recipes, training
 from keras_transfer.files import atomic_path, read_json, write_json
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class TrainConfig:
     weights: str | None = "imagenet"
     include_top: bool = False
     input_size: int | None = None
-    removed: int = 0
+    removed: int | str = 0  # or "auto": the probe's recommendation on the training images
     frozen: int | str | None = None
     head: str = "gap_dense"
     recipe: str = "default"  # see keras_transfer.recipes; the fields left None below come from it
@@ -61,7 +61,7 @@ class TrainConfig:
     tensorboard: bool = False
     strategy: str = "auto"
     devices: str | None = None
-    mixed_precision: bool = False
+    precision: str = "auto"  # see keras_transfer.precision
     verbose: int | str = "auto"
 
     def make_recipe(self) -> recipes.Recipe:
@@ -109,11 +109,15 @@ def train(config: TrainConfig, run_dir: str, resume: bool = False, progress: boo
 
     Returns ``metrics.json``'s content plus ``export`` (the version folder) and ``seconds``.
     Under a multi-worker strategy every worker trains; only the chief writes the run folder.
+    Models compute in ``config.precision`` (the global Keras policy is restored afterwards).
     """
+    with precision.using(config.precision):
+        return _train(config, run_dir, resume, progress)
+
+
+def _train(config: TrainConfig, run_dir: str, resume: bool, progress: bool) -> dict:
     start = time.time()
     strategy = distribute.strategy_for(config.strategy, config.devices)
-    if config.mixed_precision:
-        distribute.enable_mixed_precision()
     chief = distribute.is_chief(strategy)
     work_dir = run_dir if chief else distribute.worker_dir()
     if chief:
@@ -131,14 +135,15 @@ def train(config: TrainConfig, run_dir: str, resume: bool = False, progress: boo
                 logger.warning(f"  skipped {s.path}: {s.reason}")
         model = training.build_model(
             config.backbone, splits.num_classes, weights=config.weights, input_size=splits.image_size[0],
-            removed=config.removed, head=config.head, include_top=config.include_top, strategy=strategy,
+            removed=removed_for(config, splits, run_dir if chief else None), head=config.head,
+            include_top=config.include_top, strategy=strategy,
             **config.head_options())
         histories = training.fine_tune(model, splits, config.make_recipe(), run_dir=work_dir, strategy=strategy,
                                        resume=resume)
         fingerprint = training.weights_fingerprint(model)
         logger.info(f"weights fingerprint {fingerprint} ({'chief' if chief else 'worker'})")
         metrics = training.evaluate(model, splits.test if len(splits.test) else splits.val)
-        metrics.update(backbone=config.backbone, weights=str(config.weights), removed=config.removed,
+        metrics.update(backbone=config.backbone, weights=str(config.weights), removed=_removed_of(model),
                        frozen=training.resolve_frozen(model, config.frozen), head=config.head,
                        train_images=len(splits.train), skipped_files=len(splits.skipped),
                        weights_fingerprint=fingerprint)
@@ -158,6 +163,34 @@ def train(config: TrainConfig, run_dir: str, resume: bool = False, progress: boo
     finally:
         if not chief:
             distribute.remove_worker_dir(work_dir)
+
+
+def removed_for(config: TrainConfig, splits, out_dir: str | None = None) -> int:
+    """``config.removed``, or with ``"auto"`` the probe's recommendation on the training images
+    (``probe.json``/``probe.png`` written to ``out_dir``)."""
+    if config.removed != "auto":
+        return int(config.removed)
+    from keras_transfer import probe
+    from keras_transfer.backbones import build_base
+
+    size = splits.image_size
+    base = build_base(config.backbone, weights=config.weights, input_shape=(*size, 3))
+    result = probe.probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names, out_dir,
+                              seed=config.seed, batch_size=config.batch_size)
+    logger.info("removed auto: the probe recommends removing %d unit(s) (ending at %s)",
+                result["recommended_removed"], result["recommended_layer"])
+    return result["recommended_removed"]
+
+
+def _removed_of(model) -> int:
+    """How many units the model's backbone lacks against the full architecture."""
+    from keras_transfer.backbones import backbone_for
+    from keras_transfer.surgery import backbone_of, units
+
+    base = backbone_of(model)
+    row = backbone_for(base)
+    declared = row.units(base) if callable(row.units) else row.units
+    return len(declared) - len(units(base))
 
 
 def _default_size(config: TrainConfig) -> int:

@@ -179,8 +179,9 @@ class FeatureCache:
         self._entries.clear()
 
     def fits(self, prefix: keras.Model, n_images: int) -> bool:
-        """Whether ``n_images`` features of ``prefix`` (float32) fit in ``max_bytes``."""
-        return 4 * n_images * int(np.prod(prefix.output.shape[1:])) <= self.max_bytes
+        """Whether ``n_images`` features of ``prefix`` (in its compute dtype) fit in ``max_bytes``."""
+        itemsize = 2 if "16" in str(prefix.output.dtype) else 4  # bfloat16/float16 features take half
+        return itemsize * n_images * int(np.prod(prefix.output.shape[1:])) <= self.max_bytes
 
     def features(self, prefix: keras.Model, cut_name: str, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
         key = (cut_name, tuple(prefix.input_shape), _fingerprint(prefix.get_weights()), _fingerprint([images]))
@@ -201,7 +202,7 @@ _compiled_calls: "weakref.WeakKeyDictionary[keras.Model, object]" = weakref.Weak
 
 
 def batched_call(model: keras.Model, images: np.ndarray, batch_size: int = 64):
-    """``model(images)`` in inference mode, batch by batch, as numpy (a dict for dict outputs).
+    """``model(images)`` in inference mode, batch by batch, as numpy (a dict or list for several outputs).
 
     A compiled call rather than ``Model.predict``: it works the same under every tf.distribute
     strategy (``predict`` shares ``fit``'s multi-worker bug) and with no strategy at all.
@@ -221,6 +222,8 @@ def batched_call(model: keras.Model, images: np.ndarray, batch_size: int = 64):
         return empty if isinstance(out, dict) else empty[""]
     if isinstance(chunks[0], dict):
         return {k: np.concatenate([np.asarray(c[k]) for c in chunks]) for k in chunks[0]}
+    if isinstance(chunks[0], (list, tuple)):
+        return [np.concatenate([np.asarray(c[i]) for c in chunks]) for i in range(len(chunks[0]))]
     return np.concatenate([np.asarray(c) for c in chunks])
 
 
@@ -338,6 +341,38 @@ class SaveBest(keras.callbacks.Callback):
                 self.full_model.save_weights(tmp)
 
 
+class SeesClassifier(keras.callbacks.Callback):
+    """Gives the callbacks it wraps the full classifier while Keras fits only its trainable
+    suffix on cached features (the suffix shares the classifier's layers, so the weights a
+    callback reads or saves are the model's). A ``stop_training`` they set reaches the fit.
+    """
+
+    HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_train_batch_begin",
+             "on_train_batch_end", "on_test_begin", "on_test_end", "on_test_batch_begin", "on_test_batch_end")
+
+    def __init__(self, callbacks, classifier: keras.Model):
+        super().__init__()
+        self.classifier = classifier
+        self.inner = keras.callbacks.CallbackList(list(callbacks), model=classifier)
+
+    def set_params(self, params):
+        self.inner.set_params(params)
+
+    def set_model(self, model):
+        self.fitted = model  # the suffix Keras fits; the wrapped callbacks keep the classifier
+
+    def _forward(self, hook, *args, **kwargs):
+        if hook == "on_train_begin":
+            self.classifier.stop_training = False
+        getattr(self.inner, hook)(*args, **kwargs)
+        if getattr(self.classifier, "stop_training", False):
+            self.fitted.stop_training = True
+
+
+for _hook in SeesClassifier.HOOKS:
+    setattr(SeesClassifier, _hook, lambda self, *a, _h=_hook, **k: self._forward(_h, *a, **k))
+
+
 # ---------------------------------------------------------------- one stage
 
 def freeze_for_stage(model: keras.Model, recipe: Recipe, stage: str, k: int) -> bool:
@@ -407,7 +442,7 @@ def init_head(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, base_
     heads.linear_classifier(model).set_weights([fitted.kernel, fitted.bias])
 
 
-def _callbacks(model, recipe, stage, run_dir, resume, has_val, extra):
+def _callbacks(model, fit_model, recipe, stage, run_dir, resume, has_val, extra):
     monitor = "val_loss" if has_val else "loss"
     cbs = []
     if recipe.patience is not None and has_val:
@@ -421,7 +456,10 @@ def _callbacks(model, recipe, stage, run_dir, resume, has_val, extra):
         ]
         if recipe.tensorboard:
             cbs.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard", stage)))
-    return cbs + list(extra or [])  # after the checkpoints, so they have seen the epoch first
+    extra = list(extra or [])
+    if extra and fit_model is not model:
+        extra = [SeesClassifier(extra, model)]  # the caller's callbacks see the classifier, not the suffix
+    return cbs + extra  # after the checkpoints, so they have seen the epoch first
 
 
 def train_stage(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, stage: str, epochs: int, k: int,
@@ -462,7 +500,7 @@ def train_stage(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, sta
                                 os.path.join(run_dir, f"{stage}.csv") if run_dir else None, recipe.label_smoothing)
     class_weight = data_lib.class_weights(splits.train) if recipe.class_weight else None
     history = fit_model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
-                            callbacks=_callbacks(model, recipe, stage, run_dir, resume, has_val, callbacks),
+                            callbacks=_callbacks(model, fit_model, recipe, stage, run_dir, resume, has_val, callbacks),
                             verbose=recipe.verbose, shuffle=False)
     return history.history
 

@@ -26,7 +26,6 @@ import time
 
 import keras
 import keras_tuner
-from keras_tuner.src.engine.tuner_utils import SaveBestEpoch  # the checkpoint Hyperband continues from
 import numpy as np
 
 from keras_transfer import data as data_lib
@@ -142,12 +141,12 @@ class TransferHyperModel(keras_tuner.HyperModel):
                                          fine_tune_epochs=max(kwargs["epochs"] - initial, 1))
         start = time.perf_counter()
         with forget_custom_gradients():  # else every trial's traced graphs stay in memory
-            histories = training.fine_tune(model, self.splits, recipe, strategy=self.strategy, cache=self.cache)
+            # Keras Tuner's callbacks (its best-epoch checkpoint, which Hyperband continues from, and
+            # the user's) see the classifier even when a stage fits its suffix on cached features
+            histories = training.fine_tune(model, self.splits, recipe, strategy=self.strategy, cache=self.cache,
+                                           callbacks=kwargs.get("callbacks"))
         seconds = time.perf_counter() - start
         last = histories.get("fine_tune") or histories.get("head") or {}
-        for cb in kwargs.get("callbacks", []):  # Hyperband continues trials from this checkpoint
-            if isinstance(cb, SaveBestEpoch):
-                model.save_weights(cb.filepath)
         if "val_accuracy" not in last:
             raise ValueError("tuning needs a validation split (val_accuracy): use a validation fraction > 0.")
         return {"val_accuracy": float(np.max(last["val_accuracy"])), "val_loss": float(np.min(last["val_loss"])),
@@ -239,7 +238,7 @@ class SearchConfig:
     input_size: int | None = None
     tuner: str = "random"
     trials: int = 12
-    removed_range: tuple[int, int] | None = None
+    removed_range: tuple[int, int] | str | None = None  # "auto": the probe's recommendation +-1
     frozen_range: tuple[int, int] | None = None
     widths: tuple = (256, 1024)
     dropouts: tuple = (0.0, 0.5)
@@ -257,13 +256,30 @@ class SearchConfig:
     retrain_best: bool = True
     strategy: str = "auto"
     devices: str | None = None
-    mixed_precision: bool = False
+    precision: str = "auto"  # see keras_transfer.precision
 
 
-def parse_range(text: str | None, name: str = "removed_range") -> tuple[int, int] | None:
-    """``"a:b"`` -> ``(a, b)``; ``"n"`` -> ``(n, n)``."""
+def _removed_range(config: SearchConfig, splits, size: int, out_dir: str):
+    """``config.removed_range``, or with ``"auto"`` the probe's recommendation +-1 unit (every
+    process of a distributed search computes the same one from the same data)."""
+    if config.removed_range != "auto":
+        return config.removed_range
+    from keras_transfer import probe
+
+    base = build_base(config.backbone, weights=config.weights, input_shape=(size, size, 3))
+    result = probe.probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names, out_dir,
+                              seed=config.seed, batch_size=config.batch_size)
+    best, top = result["recommended_removed"], len(result["cuts"]) - 1
+    logger.info("removed range auto: the probe recommends %d; searching %d:%d", best, max(0, best - 1), min(top, best + 1))
+    return max(0, best - 1), min(top, best + 1)
+
+
+def parse_range(text: str | None, name: str = "removed_range") -> tuple[int, int] | str | None:
+    """``"a:b"`` -> ``(a, b)``; ``"n"`` -> ``(n, n)``; ``"auto"`` stays ``"auto"``."""
     if not text:
         return None
+    if text == "auto":
+        return text
     try:
         lo, _, hi = text.partition(":")
         return int(lo), int(hi or lo)
@@ -273,15 +289,21 @@ def parse_range(text: str | None, name: str = "removed_range") -> tuple[int, int
 
 def search(config: SearchConfig, out_dir: str, verbose: int = 1) -> dict:
     """Run (or resume, or join as a distributed worker) a search; on the chief write
-    ``results.csv``, ``heatmap.png``, ``best.json`` and retrain + export the best trial."""
+    ``results.csv``, ``heatmap.png``, ``best.json`` and retrain + export the best trial.
+    Models compute in ``config.precision`` (the global Keras policy is restored afterwards)."""
+    from keras_transfer import precision
+
+    with precision.using(config.precision):
+        return _search(config, out_dir, verbose)
+
+
+def _search(config: SearchConfig, out_dir: str, verbose: int) -> dict:
     from keras_tuner.src.distribute import utils as dist_utils
 
     from keras_transfer import distribute, export
     from keras_transfer.files import write_json
 
     strategy = distribute.strategy_for(config.strategy, config.devices)
-    if config.mixed_precision:
-        distribute.enable_mixed_precision()
     size = config.input_size or get_backbone(config.backbone).default_size
     splits = data_lib.load(config.data_dir, config.dataset, size, config.validation_split, config.test_split,
                            config.seed, config.limit_per_class, progress=verbose > 0)
@@ -291,7 +313,8 @@ def search(config: SearchConfig, out_dir: str, verbose: int = 1) -> dict:
                        batch_size=config.batch_size, cache_features=config.cache_features, seed=config.seed,
                        verbose=0), patience=None)
     hypermodel = TransferHyperModel(config.backbone, splits.num_classes, splits, weights=config.weights,
-                                    input_size=size, removed_range=config.removed_range, frozen_range=config.frozen_range,
+                                    input_size=size, removed_range=_removed_range(config, splits, size, out_dir),
+                                    frozen_range=config.frozen_range,
                                     widths=config.widths,
                                     dropouts=config.dropouts, learning_rates=config.learning_rates,
                                     head_kinds=config.head_kinds, recipe=recipe, strategy=strategy)

@@ -41,8 +41,8 @@ def test_inspect_draws_first_layer_filters(tmp_path, capsys):
 
 
 # a value other than the default for options whose type alone does not say what is valid
-_VALUES = {"--weights": ["hed"], "--frozen": ["block3_pool"], "--removed-range": ["1:2"], "--frozen-range": ["9:12"], "--devices": ["/cpu:0,/cpu:1"],
-           "--data": ["some/folder"], "--patience": ["-1"], "--widths": ["64"], "--dropouts": ["0.3"],
+_VALUES = {"--weights": ["hed"], "--frozen": ["block3_pool"], "--removed": ["auto"], "--removed-range": ["1:2"], "--frozen-range": ["9:12"], "--devices": ["/cpu:0,/cpu:1"],
+           "--data": ["some/folder"], "--patience": ["-1"], "--precision": ["float32"], "--widths": ["64"], "--dropouts": ["0.3"],
            "--learning-rates": ["0.01"]}
 
 

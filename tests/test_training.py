@@ -185,3 +185,31 @@ def test_compiled_inference_does_not_keep_models_alive():
     del model
     gc.collect()
     assert len(training._compiled_calls) == 0  # tuner trials build many models: each must be freed
+
+
+def test_callbacks_see_and_save_the_classifier_when_features_are_cached(tmp_path, rng):
+    seen = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((self.model, tuple(self.model.input_shape)))
+
+    path = str(tmp_path / "checkpoint.keras")
+    model, s = _vgg(), _splits(rng)
+    histories = training.fine_tune(model, s, _recipe(keep_best=False),
+                                   callbacks=[Spy(), keras.callbacks.ModelCheckpoint(path)])
+    assert len(seen) == 4 and all(m is model and shape == (None, 32, 32, 3) for m, shape in seen)
+    assert histories["fine_tune"]["loss"]  # both stages trained on cached features (block5_pool, block3_pool)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(training.predict_classes(reloaded, s.val.images),
+                               training.predict_classes(model, s.val.images), atol=1e-5)
+
+
+def test_a_callback_can_stop_cached_training():
+    class StopAfterOne(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    histories = training.fine_tune(_vgg(), _splits(np.random.default_rng(0)), _recipe(head_epochs=3, fine_tune_epochs=3),
+                                   callbacks=[StopAfterOne()])
+    assert len(histories["head"]["loss"]) == 1 and len(histories["fine_tune"]["loss"]) == 1

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import keras_tuner
 import numpy as np
 import pytest
@@ -196,3 +197,22 @@ def test_distributed_search_chief_and_two_workers_finish_by_themselves(guitars, 
     assert len(rows) == 4 and all(r["status"] == "COMPLETED" for r in rows)
     assert "top trials" in outs["chief"]
     print(f"distributed search: 4 trials in {seconds:.1f} s, trials per worker {done}")
+
+
+_TRIAL_CALLS = []
+
+
+class _TrialSpy(keras.callbacks.Callback):
+    """Keras Tuner deep-copies search callbacks, so calls are recorded in a module list."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        _TRIAL_CALLS.append((self.model.name, tuple(self.model.input_shape), "val_accuracy" in (logs or {})))
+
+
+def test_keras_tuner_callbacks_run_in_trials_and_see_the_classifier(tmp_path):
+    _TRIAL_CALLS.clear()
+    tuner = tuning.make_tuner(_hypermodel(removed_range=(0, 1)), "random", directory=str(tmp_path), max_trials=2)
+    tuner.search(callbacks=[_TrialSpy()], verbose=0)
+    assert len(_TRIAL_CALLS) == 2 * 2  # 2 trials x (1 head + 1 fine-tuning epoch)
+    assert all(shape == (None, 32, 32, 3) and has_val for _, shape, has_val in _TRIAL_CALLS)
+    assert glob.glob(os.path.join(str(tmp_path), "transfer", "trial_*", "checkpoint.weights.h5"))  # its best-epoch save

@@ -1,0 +1,60 @@
+"""Choosing the compute precision, and training/caching in bfloat16."""
+import keras
+import numpy as np
+import pytest
+
+from keras_transfer import data, precision, recipes, training
+
+
+@pytest.mark.parametrize("gpu,flags,expected", [
+    (True, set(), "float16"),
+    (False, {"avx2", "avx512_bf16"}, "bfloat16"),
+    (False, {"amx_bf16", "amx_tile"}, "bfloat16"),
+    (False, {"avx2", "avx512f"}, "float32"),
+])
+def test_auto_picks_by_device_and_cpu_flags(gpu, flags, expected):
+    assert precision.choose("auto", gpu=gpu, flags=flags) == expected
+
+
+def test_float16_on_a_cpu_and_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="Received: precision='float16'"):
+        precision.choose("float16", gpu=False, flags={"avx512_bf16"})
+    with pytest.raises(ValueError, match="Received: precision='half'"):
+        precision.choose("half", gpu=False, flags=set())
+    assert precision.choose("float32", gpu=True, flags=set()) == "float32"
+
+
+def test_cpu_flags_are_read_from_this_machine():
+    flags = precision.cpu_flags()
+    assert isinstance(flags, frozenset) and (not flags or "fpu" in flags or "sse2" in flags)
+
+
+def test_using_restores_the_previous_policy():
+    before = keras.mixed_precision.global_policy().name
+    with precision.using("bfloat16", gpu=False, flags={"avx512_bf16"}) as chosen:
+        assert chosen == "bfloat16" and keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == before
+
+
+def test_bfloat16_cached_features_give_the_float32_answers():
+    rng = np.random.default_rng(0)
+    y = (np.arange(24) % 3).astype("int32")
+    x = np.clip(rng.normal(60 + 60 * y[:, None, None, None], 30, (24, 32, 32, 3)), 0, 255).astype("uint8")
+    splits = data.split(data.ImageSet(x, y, ["a", "b", "c"]), 0.25, 0.0, seed=0)
+    recipe = recipes.recipe(head_epochs=1, fine_tune_epochs=0, batch_size=8, verbose=0)
+    f32 = training.build_model("vgg16", 3, weights="hed", input_size=32, removed=3)
+    training.fine_tune(f32, splits, recipe)
+    with precision.using("bfloat16", gpu=False, flags={"avx512_bf16"}):
+        bf16 = training.build_model("vgg16", 3, weights="hed", input_size=32, removed=3)
+        bf16.set_weights(f32.get_weights())
+        cache = training.FeatureCache()
+        prefix, suffix, cut = training.split_model(bf16, len(bf16.get_layer("vgg16").layers))
+        features = cache.features(prefix, cut, splits.val.images)
+        assert "bfloat16" in str(features.dtype)  # half the memory of float32 features
+        cached = np.asarray(training.batched_call(suffix, features.astype("float32")))
+        served = training.predict_classes(bf16, splits.val.images)
+    assert served.dtype == np.float32  # outputs stay float32
+    reference = training.predict_classes(f32, splits.val.images)
+    np.testing.assert_allclose(cached, reference, atol=0.05)
+    np.testing.assert_allclose(served, reference, atol=0.05)
+    assert (served.argmax(1) == reference.argmax(1)).mean() >= 0.8

@@ -1,0 +1,80 @@
+"""LogME and the linear probe on features with known answers."""
+import numpy as np
+import pytest
+
+from keras_transfer import probe
+
+
+def _data(n=120, d=16, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    informative = rng.normal(0, 0.3, (n, d)) + np.eye(classes, d)[labels] * 3
+    noise = rng.normal(0, 1, (n, d))
+    return informative, noise, labels
+
+
+def test_features_that_determine_the_labels_score_higher_than_noise():
+    informative, noise, labels = _data()
+    assert probe.logme(informative, labels) > probe.logme(noise, labels) + 0.1
+    assert probe.cv_linear_probe(informative, labels) > 0.95 > 0.6 > probe.cv_linear_probe(noise, labels)
+
+
+def test_the_fixed_point_maximises_the_directly_computed_evidence():
+    """At the returned (alpha, beta) the evidence formula equals the Gaussian log density of y under
+    y ~ N(0, I/beta + F F^T/alpha), computed directly, and no nearby (alpha, beta) is higher."""
+    informative, _, labels = _data(n=60, d=8)
+    y = (labels == 1).astype(float)
+    f = informative
+    u, s, _ = np.linalg.svd(f, full_matrices=False)
+    evidence, alpha, beta = probe.logme_target(s ** 2, u, y, f.shape[1])
+
+    def direct(a, b):
+        cov = np.eye(len(y)) / b + f @ f.T / a
+        sign, logdet = np.linalg.slogdet(cov)
+        return (-0.5 * (logdet + y @ np.linalg.solve(cov, y) + len(y) * np.log(2 * np.pi))) / len(y)
+
+    assert evidence == pytest.approx(direct(alpha, beta), rel=1e-6, abs=1e-8)
+    for a, b in ((alpha * 1.3, beta), (alpha / 1.3, beta), (alpha, beta * 1.3), (alpha, beta / 1.3)):
+        assert direct(a, b) < direct(alpha, beta)
+
+
+def test_fit_linear_matches_scikit_learns_probabilities_binary_and_multiclass():
+    from sklearn.linear_model import LogisticRegression
+
+    for classes in (2, 3):
+        informative, _, labels = _data(classes=classes)
+        fitted = probe.fit_linear(informative, labels, classes, grid=(1.0,))
+        logits = informative @ fitted.kernel + fitted.bias
+        ours = np.exp(logits - logits.max(1, keepdims=True))
+        ours /= ours.sum(1, keepdims=True)
+        theirs = LogisticRegression(C=1.0, max_iter=3000).fit(informative, labels).predict_proba(informative)
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def test_probe_command_scores_every_cut_and_recommends(tmp_path, capsys):
+    import json
+
+    from keras_transfer.cli import main
+
+    out = tmp_path / "probe"
+    assert main(["probe", "--dataset", "digits", "--limit-per-class", "8", "--backbone", "vgg16", "--weights", "hed",
+                 "--input-size", "32", "--out", str(out)]) == 0
+    result = json.load(open(out / "probe.json"))
+    assert [c["removed"] for c in result["cuts"]] == list(range(13))
+    assert result["cuts"][3]["layer"] == "block4_pool"
+    assert all(np.isfinite(c["logme"]) and 0 <= c["probe_accuracy"] <= 1 for c in result["cuts"])
+    assert 0 <= result["recommended_removed"] < 13
+    assert (out / "probe.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"recommended: --removed {result['recommended_removed']}" in capsys.readouterr().out
+
+
+def test_train_removed_auto_uses_the_probe(tmp_path):
+    import json
+
+    from keras_transfer import runs
+
+    config = runs.TrainConfig(dataset="digits", backbone="vgg16", weights="hed", input_size=32, removed="auto",
+                              epochs=1, fine_tune_epochs=0, limit_per_class=6, precision="float32", verbose=0)
+    metrics = runs.train(config, str(tmp_path / "run"), progress=False)
+    chosen = json.load(open(tmp_path / "run" / "probe.json"))["recommended_removed"]
+    assert metrics["removed"] == chosen
