@@ -74,14 +74,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is at the time (tests and notebooks replace it)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _show_library_log() -> None:
+    """The library logs what it does (stages, cache use...); the command line shows it as it happens."""
+    package_logger = logging.getLogger("keras_transfer")
+    if not any(isinstance(h, _StdoutHandler) for h in package_logger.handlers):
+        handler = _StdoutHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    # the library logs what it does (stages, cache use...); the command line shows it as it happens
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    package_logger = logging.getLogger("keras_transfer")
-    package_logger.addHandler(handler)
-    package_logger.setLevel(logging.INFO)
+    _show_library_log()
     # Every trial and stage builds new models, so TF warns about "retracing" each time; in the
     # CLI that is noise, not advice (library users keep TF's logging as they set it).
     import tensorflow as tf

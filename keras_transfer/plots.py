@@ -149,3 +149,26 @@ def probe_scores(rows, path: str, recommended: int | None = None, title: str = "
         ax.axvline(recommended, color="k", ls=":", lw=1)
     ax.set_title(title)
     return _save(fig, path)
+
+
+def layer_removal(result: dict, path: str) -> str:
+    """Test accuracy (mean +- std over seeds) against units removed, frozen and fine-tuned, with
+    the probe's accuracy on the same axes (Zhi et al. 2017's question on the user's data)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    removed = result["config"]["removed"]
+    for mode, style in (("frozen", "o-"), ("fine_tuned", "s-")):
+        rows = result["accuracy"].get(mode, {})
+        xs = [r for r in removed if str(r) in rows]
+        ax.errorbar(xs, [rows[str(r)]["mean"] for r in xs], yerr=[rows[str(r)]["std"] for r in xs], fmt=style,
+                    capsize=3, label=f"{mode.replace('_', '-')} (test, mean ± std over seeds)")
+    probe_rows = result.get("probe_accuracy", {})
+    xs = [r for r in removed if str(r) in probe_rows]
+    ax.plot(xs, [probe_rows[str(r)] for r in xs], "^--", color="grey", label="linear probe (5-fold, train)")
+    taus = "; ".join(f"tau(probe, {m}) = {t['tau']:+.2f}" for m, t in result.get("kendall_tau", {}).items())
+    ax.set_xlabel("units removed from the top")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"layer removal: {result['config']['backbone']} on {result['config'].get('dataset') or 'your data'}"
+                 + (f"\n{taus}" if taus else ""), fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, path)

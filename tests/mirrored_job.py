@@ -23,9 +23,15 @@ def train(strategy, per_replica_batch, cache):
     y = (np.arange(32) % 2).astype("int32")
     x = np.clip(rng.normal(80 + 90 * y[:, None, None, None], 30, (32, 32, 32, 3)), 0, 255).astype("uint8")
     splits = data.split(data.ImageSet(x, y, ["a", "b"]), 0.0, 0.0)
-    model = training.build_model("vgg16", 2, weights=None, input_size=32, removed=3, width=8, strategy=strategy)
-    recipe = training.Recipe(head_epochs=2, fine_tune_epochs=2, frozen="block3_pool", batch_size=per_replica_batch,
-                             patience=None, verbose=0, cache_features=cache, seed=3)
+    # the same gradient arithmetic on 1 or 2 replicas: a recipe with no random masks (dropout draws
+    # different masks per replica) and no Adam (its normalised step magnifies rounding differences)
+    from keras_transfer import recipes
+
+    recipe = recipes.recipe("tutorial", width=8, head_epochs=2, fine_tune_epochs=2, frozen="block3_pool",
+                            batch_size=per_replica_batch, verbose=0, cache_features=cache, seed=3)
+    recipe.patience = None
+    model = training.build_model("vgg16", 2, weights=None, input_size=32, removed=3, strategy=strategy,
+                                 **recipe.head_options())
     training.fine_tune(model, splits, recipe, strategy=strategy)
     return model.get_weights()
 

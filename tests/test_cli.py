@@ -48,6 +48,8 @@ _VALUES = {"--weights": ["hed"], "--frozen": ["block3_pool"], "--removed": ["aut
 
 def _other_value(action):
     """Arguments that set ``action`` to something other than its default."""
+    if action.option_strings[0] == "--weights" and action.default == "hed":
+        return ["none"]
     if action.option_strings[0] in _VALUES:
         return _VALUES[action.option_strings[0]]
     if action.nargs == 0:  # store_true
@@ -67,7 +69,7 @@ def _subparser(name):
     return sub.choices[name]
 
 
-@pytest.mark.parametrize("command", ["train", "tune"])
+@pytest.mark.parametrize("command", ["train", "tune", "experiment"])
 def test_every_option_reaches_the_config(command):
     """Walk the command's parser: setting any option to a non-default value changes its config
     (or is one of the few options the command itself uses), so nothing is silently dropped."""
@@ -75,17 +77,19 @@ def test_every_option_reaches_the_config(command):
 
     from keras_transfer import cli_commands
 
-    build = {"train": cli_commands.train_config, "tune": cli_commands.search_config}[command]
+    build = {"train": cli_commands.train_config, "tune": cli_commands.search_config,
+             "experiment": cli_commands.experiment_config}[command]
     parser = _subparser(command)
-    base_argv = ["--dataset", "digits"]
+    positional = ["layer-removal"] if command == "experiment" else []
+    base_argv = positional + ["--dataset", "digits"]
     baseline = dataclasses.asdict(build(parser.parse_args(base_argv)))
     options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
-    assert len(options) > 15
+    assert len(options) > 10
     for action in options:
         flag = action.option_strings[0]
-        argv = ([] if flag in ("--data", "--dataset") else base_argv) + [flag, *_other_value(action)]
+        argv = (positional if flag in ("--data", "--dataset") else base_argv) + [flag, *_other_value(action)]
         if flag == "--dataset":
-            argv = ["--dataset", "elpv"]
+            argv = positional + ["--dataset", "elpv"]
         args = parser.parse_args(argv)
         if action.dest in cli_commands.RUN_OPTIONS[command]:
             assert getattr(args, action.dest) != action.default

@@ -39,7 +39,8 @@ def test_the_head_starts_at_the_linear_probe(digits):
     train = heads.pooled_features(model, training.batched_call(prefix, digits.train.images))
     val = heads.pooled_features(model, training.batched_call(prefix, digits.val.images))
     np.testing.assert_allclose(train.mean(axis=0), 0, atol=1e-3)  # standardised by the training images' statistics
-    np.testing.assert_allclose(train.std(axis=0)[train.std(axis=0) > 0], 1, atol=1e-2)
+    std = train.std(axis=0)
+    assert np.all(std <= 1 + 1e-3) and np.median(std) == pytest.approx(1, abs=1e-3)  # nearly constant ones: floored
     probe = fit_linear(train, digits.train.labels, digits.num_classes, val, digits.val.labels)
     head_acc = training.evaluate(model, digits.val)["accuracy"]
     assert head_acc == pytest.approx(probe.val_accuracy)

@@ -1,0 +1,126 @@
+"""The seed papers' experiments on a user's data: one function each, several seeds, resumable.
+
+``layer_removal`` (Zhi et al. 2017, seed 000): test accuracy against units removed, with the
+rest of the backbone frozen (head only) and fine-tuned (the default recipe's two stages), over
+several seeded splits; the probe's scores on the same figure, and Kendall's tau between the
+probe's ranking of the cuts and the fine-tuned one. Every finished cell is written to
+``results.json`` at once, so a killed run keeps it and the same command goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+
+import numpy as np
+
+from keras_transfer import data, plots, precision, probe, recipes, training
+from keras_transfer.backbones import build_base
+from keras_transfer.files import read_json, write_json
+
+logger = logging.getLogger(__name__)
+
+MODES = ("frozen", "fine_tuned")
+
+
+@dataclasses.dataclass
+class LayerRemovalConfig:
+    data_dir: str | None = None
+    dataset: str | None = "elpv"
+    backbone: str = "vgg16"
+    weights: str | None = "hed"
+    input_size: int = 128
+    limit_per_class: int | None = 150
+    removed: tuple = (0, 1, 2, 3, 4, 5, 6)
+    seeds: tuple = (0, 1)
+    head_epochs: int = 5
+    fine_tune_epochs: int = 5
+    batch_size: int = 32
+    precision: str = "auto"
+
+
+def _cell(config: LayerRemovalConfig, splits, removed: int, mode: str, seed: int, cache) -> float:
+    recipe = recipes.recipe(head_epochs=config.head_epochs, batch_size=config.batch_size, seed=seed, verbose=0,
+                            fine_tune_epochs=config.fine_tune_epochs if mode == "fine_tuned" else 0)
+    model = training.build_model(config.backbone, splits.num_classes, weights=config.weights,
+                                 input_size=config.input_size, removed=removed, **recipe.head_options())
+    training.fine_tune(model, splits, recipe, cache=cache)
+    return training.evaluate(model, splits.test)["accuracy"]
+
+
+def _summary(cells: dict, probes: dict, config: LayerRemovalConfig) -> dict:
+    from scipy.stats import kendalltau
+
+    table = {}
+    for mode in MODES:
+        for r in config.removed:
+            values = [cells[k] for k in cells if k.endswith(f"/{r}/{mode}")]
+            if values:
+                table.setdefault(mode, {})[str(r)] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
+                                                       "n": len(values)}
+    probe_mean = {str(r): float(np.mean([p[str(r)] for p in probes.values() if str(r) in p])) for r in config.removed
+                  if any(str(r) in p for p in probes.values())}
+    tau = {}
+    for mode, rows in table.items():
+        common = [r for r in rows if r in probe_mean]
+        if len(common) >= 3:
+            t, p = kendalltau([probe_mean[r] for r in common], [rows[r]["mean"] for r in common])
+            tau[mode] = {"tau": float(t), "p_value": float(p), "cuts": len(common)}
+    return {"accuracy": table, "probe_accuracy": probe_mean, "kendall_tau": tau}
+
+
+def layer_removal(config: LayerRemovalConfig, out_dir: str) -> dict:
+    """Run (or resume) the experiment in ``out_dir``; returns ``results.json``'s content."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "results.json")
+    saved = read_json(path, {})
+    if saved and saved.get("config") != _jsonable(config):
+        raise ValueError(f"{out_dir!r} holds a layer-removal run with other settings; choose another out_dir "
+                         "(nothing was overwritten).")
+    cells, probes = saved.get("cells", {}), saved.get("probe", {})
+    total = len(config.seeds) * len(config.removed) * len(MODES)
+    with precision.using(config.precision):
+        for seed in config.seeds:
+            splits = data.load(config.data_dir, config.dataset, config.input_size, 0.2, 0.2, seed,
+                               config.limit_per_class, progress=False)
+            cache = training.FeatureCache()
+            if str(seed) not in probes:
+                base = build_base(config.backbone, weights=config.weights,
+                                  input_shape=(config.input_size, config.input_size, 3))
+                scores = probe.score_cuts(base, splits.train.images, splits.train.labels, config.batch_size, seed)
+                probes[str(seed)] = {str(s.removed): s.probe_accuracy for s in scores if s.removed in config.removed}
+                write_json(path, {"config": _jsonable(config), "cells": cells, "probe": probes})
+            for removed in config.removed:
+                for mode in MODES:
+                    key = f"{seed}/{removed}/{mode}"
+                    if key in cells:
+                        continue
+                    start = time.perf_counter()
+                    cells[key] = _cell(config, splits, removed, mode, seed, cache)
+                    write_json(path, {"config": _jsonable(config), "cells": cells, "probe": probes})
+                    logger.info("cell %d/%d: seed %d, removed %d, %s: test accuracy %.3f (%.0f s)", len(cells), total,
+                                seed, removed, mode, cells[key], time.perf_counter() - start)
+    result = {"config": _jsonable(config), "cells": cells, "probe": probes, **_summary(cells, probes, config)}
+    write_json(path, result)
+    plots.layer_removal(result, os.path.join(out_dir, "layer_removal.png"))
+    return result
+
+
+def _jsonable(config) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+def format_summary(result: dict) -> str:
+    acc = result["accuracy"]
+    lines = [f"{'removed':>7}  {'frozen':>13}  {'fine-tuned':>13}  {'probe':>6}"]
+    for r in result["config"]["removed"]:
+        cols = []
+        for mode in MODES:
+            c = acc.get(mode, {}).get(str(r))
+            cols.append(f"{c['mean']:.3f} ± {c['std']:.3f}" if c else f"{'-':>13}")
+        lines.append(f"{r:>7}  {cols[0]:>13}  {cols[1]:>13}  {result['probe_accuracy'].get(str(r), float('nan')):>6.3f}")
+    for mode, t in result["kendall_tau"].items():
+        lines.append(f"Kendall tau (probe vs {mode}): {t['tau']:+.2f} (p = {t['p_value']:.2f}, {t['cuts']} cuts)")
+    return "\n".join(lines)
