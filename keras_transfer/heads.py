@@ -268,7 +268,7 @@ def adapt_feature_norm(model: keras.Model, base_features) -> bool:
     layer = feature_norm(model)
     if layer is None:
         return False
-    pooled = np.concatenate([np.mean(np.asarray(base_features[i:i + 256], dtype="float64"), axis=(1, 2))
+    pooled = np.concatenate([np.mean(np.asarray(base_features[i:i + 256]).astype("float64"), axis=(1, 2))
                              for i in range(0, len(base_features), 256)])
     variance = pooled.var(axis=0)
     # Floor each feature's variance at VARIANCE_FLOOR x the mean variance. Some pooled ReLU features
@@ -294,7 +294,10 @@ def linear_classifier(model: keras.Model):
 def pooled_features(model: keras.Model, base_features) -> np.ndarray:
     """What the classifier of a linear head sees: GAP of ``base_features``, standardised if the
     head standardises (inference mode: dropout does nothing)."""
-    pooled = np.concatenate([np.mean(np.asarray(base_features[i:i + 256], dtype="float32"), axis=(1, 2))
+    pooled = np.concatenate([np.mean(np.asarray(base_features[i:i + 256]).astype("float32"), axis=(1, 2))
                              for i in range(0, len(base_features), 256)]) if len(base_features) else np.zeros((0, 1))
     norm = feature_norm(model)
-    return np.asarray(norm(pooled)) if norm is not None else pooled
+    if norm is None:
+        return pooled
+    # in float32 numpy, whatever the model computes in (bfloat16 would cost the probe precision)
+    return (pooled - np.asarray(norm.mean, "float32")) / np.sqrt(np.maximum(np.asarray(norm.variance, "float32"), 1e-12))
