@@ -6,13 +6,17 @@ import pytest
 from keras_transfer import data, precision, recipes, training
 
 
+@pytest.mark.parametrize("bf16_ok", [True, False])
 @pytest.mark.parametrize("gpu,flags,expected", [
     (True, set(), "float16"),
     (False, {"avx2", "avx512_bf16"}, "bfloat16"),
     (False, {"amx_bf16", "amx_tile"}, "bfloat16"),
     (False, {"avx2", "avx512f"}, "float32"),
 ])
-def test_auto_picks_by_device_and_cpu_flags(gpu, flags, expected):
+def test_auto_picks_by_device_and_cpu_flags(gpu, flags, expected, bf16_ok, monkeypatch):
+    monkeypatch.setattr(precision, "AUTO_BF16_ON_CPU", bf16_ok)  # what the quality benchmark decides
+    if expected == "bfloat16" and not bf16_ok:
+        expected = "float32"
     assert precision.choose("auto", gpu=gpu, flags=flags) == expected
 
 
