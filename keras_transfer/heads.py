@@ -130,13 +130,11 @@ def keep_classifier(base: keras.Model, num_classes: int, width: int = 1024, drop
 
     Args:
         base: a backbone built with ``include_top=True`` (its output is ``(N, 1000)``).
-        normalize: must be True: this head always normalises (LayerNormalization, above).
+        normalize: accepted so that every head takes a recipe's ``head_options()``; this head
+            always normalises (the LayerNormalization above is what the paper's method needs).
     """
     _check_classes(num_classes)
     _check_head_options(width, dropout)
-    if not normalize:
-        raise ValueError("keep_classifier always normalises the classifier's scores (LayerNormalization). "
-                         "Received: normalize=False")
     top = base.layers[-1]
     if not isinstance(top, layers.Dense) or len(base.output.shape) != 2:
         raise ValueError(
@@ -262,14 +260,20 @@ def feature_norm(model: keras.Model):
     return next((layer for layer in head.layers if layer.name == FEATURE_NORM), None)
 
 
+def _gap(base_features, dtype: str, chunk: int = 256) -> np.ndarray:
+    """Global average pooling of ``(N, h, w, C)`` features in numpy, a chunk at a time (they may
+    be bfloat16 and large)."""
+    return np.concatenate([np.mean(np.asarray(base_features[i:i + chunk]).astype(dtype), axis=(1, 2))
+                           for i in range(0, len(base_features), chunk)])
+
+
 def adapt_feature_norm(model: keras.Model, base_features) -> bool:
     """Set the head's standardisation to the mean and variance of the pooled ``base_features``
     (the backbone's outputs ``(N, h, w, C)`` on the training images); False if it has none."""
     layer = feature_norm(model)
     if layer is None:
         return False
-    pooled = np.concatenate([np.mean(np.asarray(base_features[i:i + 256]).astype("float64"), axis=(1, 2))
-                             for i in range(0, len(base_features), 256)])
+    pooled = _gap(base_features, "float64")
     variance = pooled.var(axis=0)
     # Floor each feature's variance at VARIANCE_FLOOR x the mean variance. Some pooled ReLU features
     # are nearly constant on the training images (VGG16 on Fashion-MNIST: 1% of them have variance
@@ -294,8 +298,7 @@ def linear_classifier(model: keras.Model):
 def pooled_features(model: keras.Model, base_features) -> np.ndarray:
     """What the classifier of a linear head sees: GAP of ``base_features``, standardised if the
     head standardises (inference mode: dropout does nothing)."""
-    pooled = np.concatenate([np.mean(np.asarray(base_features[i:i + 256]).astype("float32"), axis=(1, 2))
-                             for i in range(0, len(base_features), 256)]) if len(base_features) else np.zeros((0, 1))
+    pooled = _gap(base_features, "float32")
     norm = feature_norm(model)
     if norm is None:
         return pooled

@@ -4,8 +4,9 @@ What is served is what was trained: a file becomes pixels through :func:`decode_
 (Pillow: EXIF orientation applied, every mode made RGB) and :func:`resize` (TensorFlow's
 antialiased bilinear resize, rounded to whole grey levels as a uint8 image stores them). The
 exported model runs the same :func:`resize` in its graph, so an image served at any size gives
-the pixels training saw. Only ``serve_bytes`` decodes inside the graph (``tf.io.decode_image``,
-which ignores EXIF orientation and CMYK); README says so.
+the pixels training saw. Only ``serve_bytes`` decodes inside the graph (JPEG with TensorFlow's
+accurate IDCT, which gives Pillow's pixels; other formats with ``tf.io.decode_image``); it
+cannot apply EXIF orientation or read CMYK, and README says so.
 
 Why antialiased: a plain bilinear resize samples 4 pixels per output pixel, so shrinking a
 photo several times skips most of its texture and gives pixels tens of grey levels away from

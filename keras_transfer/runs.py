@@ -77,8 +77,6 @@ class TrainConfig:
 
     def head_options(self) -> dict:
         options = self.make_recipe().head_options()
-        if self.head == "keep_classifier":
-            options["normalize"] = True  # it always normalises (LayerNormalization)
         if self.head == "binary_auxiliary":
             options.update(seed=self.seed, binary_weight=self.binary_weight)
         return options
@@ -133,9 +131,10 @@ def _train(config: TrainConfig, run_dir: str, resume: bool, progress: bool) -> d
             data_lib.write_skipped_report(splits.skipped, os.path.join(run_dir, "skipped.csv"))
             for s in splits.skipped:
                 logger.warning(f"  skipped {s.path}: {s.reason}")
+        removed = removed_for(config, splits, run_dir if chief else None)
         model = training.build_model(
             config.backbone, splits.num_classes, weights=config.weights, input_size=splits.image_size[0],
-            removed=removed_for(config, splits, run_dir if chief else None), head=config.head,
+            removed=removed, head=config.head,
             include_top=config.include_top, strategy=strategy,
             **config.head_options())
         histories = training.fine_tune(model, splits, config.make_recipe(), run_dir=work_dir, strategy=strategy,
@@ -143,7 +142,7 @@ def _train(config: TrainConfig, run_dir: str, resume: bool, progress: bool) -> d
         fingerprint = training.weights_fingerprint(model)
         logger.info(f"weights fingerprint {fingerprint} ({'chief' if chief else 'worker'})")
         metrics = training.evaluate(model, splits.test if len(splits.test) else splits.val)
-        metrics.update(backbone=config.backbone, weights=str(config.weights), removed=_removed_of(model),
+        metrics.update(backbone=config.backbone, weights=str(config.weights), removed=removed,
                        frozen=training.resolve_frozen(model, config.frozen), head=config.head,
                        train_images=len(splits.train), skipped_files=len(splits.skipped),
                        weights_fingerprint=fingerprint)
@@ -180,17 +179,6 @@ def removed_for(config: TrainConfig, splits, out_dir: str | None = None) -> int:
     logger.info("removed auto: the probe recommends removing %d unit(s) (ending at %s)",
                 result["recommended_removed"], result["recommended_layer"])
     return result["recommended_removed"]
-
-
-def _removed_of(model) -> int:
-    """How many units the model's backbone lacks against the full architecture."""
-    from keras_transfer.backbones import backbone_for
-    from keras_transfer.surgery import backbone_of, units
-
-    base = backbone_of(model)
-    row = backbone_for(base)
-    declared = row.units(base) if callable(row.units) else row.units
-    return len(declared) - len(units(base))
 
 
 def _default_size(config: TrainConfig) -> int:

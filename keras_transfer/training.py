@@ -427,13 +427,14 @@ def init_head(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, base_
     probe_it = recipe.linear_probe and heads.linear_classifier(model) is not None
     if heads.feature_norm(model) is None and not probe_it:
         return
+    prefix = prefix_model(model) if base_train is None or (probe_it and base_val is None) else None
     if base_train is None:
-        base_train = batched_call(prefix_model(model), splits.train.images, recipe.batch_size)
+        base_train = batched_call(prefix, splits.train.images, recipe.batch_size)
     heads.adapt_feature_norm(model, base_train)
     if not probe_it:
         return
     if base_val is None and len(splits.val):
-        base_val = batched_call(prefix_model(model), splits.val.images, recipe.batch_size)
+        base_val = batched_call(prefix, splits.val.images, recipe.batch_size)
     from keras_transfer.probe import fit_linear
 
     x_val = heads.pooled_features(model, base_val) if base_val is not None else None

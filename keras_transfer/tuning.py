@@ -101,7 +101,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         head = hp.Choice("head", self.head_kinds) if len(self.head_kinds) > 1 else self.head_kinds[0]
         options = {"width": hp.Choice("width", self.widths),
                    "dropout": hp.Choice("dropout", self.dropouts) if len(self.dropouts) > 1 else self.dropouts[0],
-                   "normalize": self.recipe.normalize or head == "keep_classifier"}
+                   "normalize": self.recipe.normalize}
         if head == "binary_auxiliary":
             options["seed"] = self.recipe.seed
         model = training.build_model(self.backbone, self.num_classes, weights=self.weights,
