@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 
+from keras_transfer import cli_experiments
+
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     from keras_transfer.data import BUILTIN_DATASETS
@@ -74,28 +76,6 @@ def cmd_probe(args) -> int:
     print(probe.format_rows(result))
     print(f"\nrecommended: --removed {result['recommended_removed']} (ends at {result['recommended_layer']}); "
           f"wrote {out}/probe.json and {out}/probe.png")
-    return 0
-
-
-def experiment_config(args):
-    """``experiment layer-removal``'s options as a LayerRemovalConfig."""
-    from keras_transfer import experiments
-
-    return experiments.LayerRemovalConfig(
-        data_dir=args.data, dataset=None if args.data else args.dataset, backbone=args.backbone,
-        weights=args.weights, input_size=args.input_size or 128, limit_per_class=args.limit_per_class,
-        removed=tuple(range(args.removed_max + 1)), seeds=tuple(range(args.seeds)), head_epochs=args.epochs,
-        fine_tune_epochs=args.fine_tune_epochs, batch_size=args.batch_size, precision=args.precision)
-
-
-def cmd_experiment(args) -> int:
-    from keras_transfer import experiments
-
-    config = experiment_config(args)
-    out = args.out or os.path.join("runs", f"experiment-layer-removal-{args.backbone}-{args.dataset or 'data'}")
-    result = experiments.layer_removal(config, out)
-    print(experiments.format_summary(result))
-    print(f"\nwrote {out}/results.json and {out}/layer_removal.png")
     return 0
 
 
@@ -257,25 +237,7 @@ def add_commands(sub, add_backbone_args) -> None:
     p.add_argument("--out", metavar="DIR", default=None, help="where probe.json/png go (default: runs/probe-<backbone>-<data>)")
     p.set_defaults(func=cmd_probe)
 
-    p = sub.add_parser("experiment", help="rerun a seed paper's experiment on your data (resumable)",
-                       description="layer-removal (Zhi et al. 2017): test accuracy against units removed, frozen "
-                                   "and fine-tuned, over several seeded 60/20/20 splits, with the probe's scores and "
-                                   "Kendall's tau. Writes results.json (every finished cell, so a killed run goes on "
-                                   "with the same command) and layer_removal.png.")
-    p.add_argument("name", choices=["layer-removal"])
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--data", metavar="DIR", help="folder with one sub-folder of images per class")
-    source.add_argument("--dataset", metavar="NAME", default="elpv", help="built-in dataset (default: %(default)s)")
-    p.add_argument("--limit-per-class", type=int, default=150, help="images per class (default: %(default)s)")
-    add_backbone_args(p, default_weights="hed", include_top=False)
-    p.add_argument("--removed-max", type=int, default=6, help="remove 0..N units (default: %(default)s)")
-    p.add_argument("--seeds", type=int, default=2, help="seeded splits, each a full sweep (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=5, help="head epochs per cell (default: %(default)s)")
-    p.add_argument("--fine-tune-epochs", type=int, default=5, help="fine-tuning epochs per cell (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--out", metavar="DIR", default=None, help="default: runs/experiment-layer-removal-<backbone>-<data>")
-    p.set_defaults(func=cmd_experiment)
+    cli_experiments.add_parser(sub, add_backbone_args)
 
     p = sub.add_parser("export", help="export a finished run as a new SavedModel version")
     p.add_argument("run_dir", metavar="RUN_DIR")

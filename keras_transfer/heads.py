@@ -142,14 +142,15 @@ def keep_classifier(base: keras.Model, num_classes: int, width: int = 1024, drop
             "include_top=True (and do not chop it)."
         )
     from_softmax = keras.activations.serialize(top.activation) == "softmax"
+    return _assemble(base, lambda x: on_classifier(x, num_classes, width, dropout, from_softmax),
+                     f"{base.name}_keep_classifier")
 
-    def head(x):
-        if from_softmax:
-            x = LogProbabilities(name="log_probabilities")(x)
-        x = layers.LayerNormalization(name="classifier_norm")(x)
-        return _softmax(_hidden(x, width, dropout), num_classes)
 
-    return _assemble(base, head, f"{base.name}_keep_classifier")
+def on_classifier(scores, num_classes: int, width: int, dropout: float, from_softmax: bool):
+    """The new layers :func:`keep_classifier` stacks on a source classifier's ``scores``."""
+    x = LogProbabilities(name="log_probabilities")(scores) if from_softmax else scores
+    x = layers.LayerNormalization(name="classifier_norm")(x)
+    return _softmax(_hidden(x, width, dropout), num_classes)
 
 
 def class_partition(num_classes: int, seed: int) -> list[int]:

@@ -172,3 +172,62 @@ def layer_removal(result: dict, path: str) -> str:
                  + (f"\n{taus}" if taus else ""), fontsize=9)
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def transferability(result: dict, path: str) -> str:
+    """Accuracy on B against the number of units copied, one panel per A/B split, as Yosinski
+    et al.'s Figure 2: BnB, BnB+, AnB, AnB+ (mean ± std over seeds) and baseB at n = 0."""
+    plt = _pyplot()
+    splits = list(result["accuracy"])
+    fig, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4), squeeze=False)
+    styles = {"BnB": ("o-", "tab:blue"), "BnB+": ("o--", "tab:red"), "AnB": ("D-", "tab:blue"),
+              "AnB+": ("D--", "tab:red")}
+    for ax, split in zip(axes[0], splits):
+        conds = result["accuracy"][split]
+        base = conds["baseB"]["0"]
+        ax.errorbar([0], [base["mean"]], yerr=[base["std"]], fmt="ks", capsize=3, label="baseB")
+        for condition, (fmt, colour) in styles.items():
+            rows = conds.get(condition, {})
+            ns = sorted(int(n) for n in rows)
+            ax.errorbar(ns, [rows[str(n)]["mean"] for n in ns], yerr=[rows[str(n)]["std"] for n in ns], fmt=fmt,
+                        color=colour, mfc="white" if condition.startswith("B") else colour, capsize=3, label=condition)
+        ax.set_xticks(range(len(result["units"]) + 1), ["base"] + [f"{i}\n{u}" for i, u in enumerate(result["units"], 1)],
+                      fontsize=7)
+        ax.set_xlabel("units copied from the base network (n)")
+        ax.set_ylabel("test accuracy on B")
+        ax.set_title(f"{split} split", fontsize=9)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def keep_classifier(result: dict, path: str) -> str:
+    """Accuracy on B against frozen depth, source classifier kept vs dropped (Shermin et al.)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    units = result["units"]
+    for head, fmt in (("dropped", "o-"), ("kept", "s-")):
+        rows = result["accuracy"].get(head, {})
+        xs = sorted(int(f) for f in rows)
+        ax.errorbar(xs, [rows[str(f)]["mean"] for f in xs], yerr=[rows[str(f)]["std"] for f in xs], fmt=fmt,
+                    capsize=3, label=f"source classifier {head} (mean ± std over seeds)")
+    ax.set_xticks(range(len(units) + 1), ["0"] + [f"{i}\n{u}" for i, u in enumerate(units, 1)], fontsize=7)
+    ax.set_xlabel("units frozen (the rest fine-tuned)")
+    ax.set_ylabel("test accuracy on B")
+    ax.set_title("keep the source classifier? (Shermin et al. 2019)", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def paired_differences(groups: dict, path: str, title: str, ylabel: str) -> str:
+    """One column per condition: each seed's paired difference as a dot, mean ± std as a bar."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.6 * len(groups) + 2, 4))
+    for i, (name, values) in enumerate(groups.items()):
+        ax.scatter(np.full(len(values), i, dtype=float) + np.linspace(-0.08, 0.08, len(values)), values, s=14,
+                   color="grey", zorder=3)
+        ax.errorbar([i], [np.mean(values)], yerr=[np.std(values)], fmt="D", color="tab:red", capsize=5, zorder=4)
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_xticks(range(len(groups)), list(groups), fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)

@@ -43,7 +43,7 @@ def test_inspect_draws_first_layer_filters(tmp_path, capsys):
 # a value other than the default for options whose type alone does not say what is valid
 _VALUES = {"--weights": ["hed"], "--frozen": ["block3_pool"], "--removed": ["auto"], "--removed-range": ["1:2"], "--frozen-range": ["9:12"], "--devices": ["/cpu:0,/cpu:1"],
            "--data": ["some/folder"], "--patience": ["-1"], "--precision": ["float32"], "--widths": ["64"], "--dropouts": ["0.3"],
-           "--learning-rates": ["0.01"]}
+           "--learning-rates": ["0.01"], "--b-per-class": ["5"], "--a-classes": ["0,1"]}
 
 
 def _other_value(action):
@@ -69,29 +69,41 @@ def _subparser(name):
     return sub.choices[name]
 
 
-@pytest.mark.parametrize("command", ["train", "tune", "experiment"])
+COMMANDS = ["train", "tune", "experiment layer-removal", "experiment transferability", "experiment keep-classifier",
+            "experiment binary-aux"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_option_reaches_the_config(command):
     """Walk the command's parser: setting any option to a non-default value changes its config
     (or is one of the few options the command itself uses), so nothing is silently dropped."""
     import dataclasses
 
-    from keras_transfer import cli_commands
+    from keras_transfer import cli_commands, cli_experiments
 
+    name, _, experiment = command.partition(" ")
     build = {"train": cli_commands.train_config, "tune": cli_commands.search_config,
-             "experiment": cli_commands.experiment_config}[command]
-    parser = _subparser(command)
-    positional = ["layer-removal"] if command == "experiment" else []
+             "experiment": cli_experiments.experiment_config}[name]
+    parser = _subparser(name)
+    positional = [experiment] if experiment else []
+    if experiment:  # the experiment's own sub-parser holds its options
+        parser = next(a for a in parser._actions if a.dest == "name").choices[experiment]
+        positional = []
+
+    def parse(argv):
+        return _subparser(name).parse_args([experiment, *argv]) if experiment else parser.parse_args(argv)
+
     base_argv = positional + ["--dataset", "digits"]
-    baseline = dataclasses.asdict(build(parser.parse_args(base_argv)))
+    baseline = dataclasses.asdict(build(parse(base_argv)))
     options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
-    assert len(options) > 10
+    assert len(options) > 8
     for action in options:
         flag = action.option_strings[0]
         argv = (positional if flag in ("--data", "--dataset") else base_argv) + [flag, *_other_value(action)]
         if flag == "--dataset":
             argv = positional + ["--dataset", "elpv"]
-        args = parser.parse_args(argv)
-        if action.dest in cli_commands.RUN_OPTIONS[command]:
+        args = parse(argv)
+        if action.dest in cli_commands.RUN_OPTIONS[name]:
             assert getattr(args, action.dest) != action.default
             continue
         changed = {k for k, v in dataclasses.asdict(build(args)).items() if v != baseline[k]}

@@ -1,7 +1,7 @@
 """The seed papers' experiments in a tiny configuration: structure, figure and resuming, not accuracy."""
 import json
 
-from keras_transfer import experiments
+from keras_transfer.experiments import layer_removal
 from keras_transfer.cli import main
 
 
@@ -12,10 +12,10 @@ def test_layer_removal_tiny_run_and_resume(tmp_path, capsys):
             "--out", str(out)]
     assert main(argv) == 0
     result = json.load(open(out / "results.json"))
-    assert set(result["cells"]) == {f"0/{r}/{m}" for r in range(3) for m in experiments.MODES}
+    assert set(result["cells"]) == {f"0/{r}/{m}" for r in range(3) for m in layer_removal.MODES}
     assert all(0 <= v <= 1 for v in result["cells"].values())
-    assert set(result["accuracy"]) == set(experiments.MODES) and set(result["probe_accuracy"]) == {"0", "1", "2"}
-    assert set(result["kendall_tau"]) == set(experiments.MODES)
+    assert set(result["accuracy"]) == set(layer_removal.MODES) and set(result["probe_accuracy"]) == {"0", "1", "2"}
+    assert set(result["kendall_tau"]) == set(layer_removal.MODES)
     assert (out / "layer_removal.png").read_bytes()[:4] == b"\x89PNG"
     assert "Kendall tau" in capsys.readouterr().out
     # killed after its cells? the same command finds them all and trains nothing new
@@ -25,3 +25,101 @@ def test_layer_removal_tiny_run_and_resume(tmp_path, capsys):
     assert main(argv) == 0
     again = json.load(open(out / "results.json"))
     assert {k: again["cells"][k] for k in result["cells"]} == result["cells"] and len(again["cells"]) == len(cells)
+
+
+# ---------------------------------------------------------------- the A/B experiments (small conv net)
+
+import numpy as np
+import pytest
+
+from keras_transfer.experiments import smallnet
+
+TINY = ["--dataset", "digits", "--limit-per-class", "12", "--input-size", "16", "--seeds", "1", "--epochs", "1",
+        "--width", "4", "--precision", "float32"]
+
+
+@pytest.fixture
+def few_steps(monkeypatch):
+    monkeypatch.setattr(smallnet, "MIN_STEPS", 1)  # the real floor (for few-shot B) would make tiny runs slow
+
+
+def _png(path):
+    return path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_transferability_tiny_run_resumes_without_retraining(tmp_path, capsys, caplog, few_steps):
+    out = tmp_path / "tr"
+    argv = ["experiment", "transferability", *TINY, "--a-classes", "0,1,2,3,4", "--out", str(out)]
+    assert main(argv) == 0
+    result = json.load(open(out / "results.json"))
+    conditions = ("BnB", "BnB+", "AnB", "AnB+")
+    expected = {f"{split}/0/{c}/{n}" for split in ("random", "named") for c in conditions for n in range(1, 6)}
+    assert set(result["cells"]) == expected | {"random/0/baseB/0", "named/0/baseB/0"}
+    assert set(result["accuracy"]) == {"random", "named"} and result["splits"]["named"] == list("01234")
+    assert set(result["accuracy"]["named"]) == {"baseB", *conditions}
+    assert _png(out / "transferability.png") and "AnB+" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "sources").iterdir()) == sorted(
+        f"{s}-0-base{p}.keras" for s in ("random", "named") for p in "AB")
+    # a killed run: the same command trains only what is missing, reusing the saved sources
+    del result["cells"]["named/0/AnB+/5"]
+    json.dump(result, open(out / "results.json", "w"))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="keras_transfer"):
+        assert main(argv) == 0
+    assert "trained" not in caplog.text and caplog.text.count("cell ") == 1
+    assert "named/0/AnB+/5" in json.load(open(out / "results.json"))["cells"]
+
+
+def test_an_experiment_folder_refuses_other_settings(tmp_path, capsys, few_steps):
+    out = tmp_path / "kc"
+    assert main(["experiment", "keep-classifier", *TINY, "--frozen-max", "0", "--out", str(out)]) == 0
+    before = (out / "results.json").read_text()
+    assert main(["experiment", "keep-classifier", *TINY, "--frozen-max", "1", "--out", str(out)]) == 2
+    assert "other settings; choose another out_dir" in capsys.readouterr().err
+    assert (out / "results.json").read_text() == before
+
+
+def test_keep_classifier_tiny_run(tmp_path, capsys, few_steps):
+    out = tmp_path / "kc"
+    assert main(["experiment", "keep-classifier", *TINY, "--frozen-max", "1", "--out", str(out)]) == 0
+    result = json.load(open(out / "results.json"))
+    assert set(result["cells"]) == {f"0/{h}/{f}" for h in ("dropped", "kept") for f in (0, 1)}
+    diff = result["accuracy"]["kept_minus_dropped"]["1"]["mean"]
+    assert diff == pytest.approx(result["cells"]["0/kept/1"] - result["cells"]["0/dropped/1"])
+    assert _png(out / "keep_classifier.png") and "kept - dropped" in capsys.readouterr().out
+
+
+def test_binary_aux_tiny_run_is_paired(tmp_path, capsys, few_steps):
+    out = tmp_path / "ba"
+    assert main(["experiment", "binary-aux", *TINY, "--b-per-class", "0,3", "--out", str(out)]) == 0
+    result = json.load(open(out / "results.json"))
+    conditions = {"A/all", *(f"{m}/{b}" for m in ("frozen", "reduced_lr") for b in ("all", "3"))}
+    assert set(result["accuracy"]) == conditions
+    for condition, row in result["accuracy"].items():
+        seed_cells = {s: result["cells"][f"0/{condition}/{s}"] for s in ("baseline", "binary")}
+        assert row["differences"] == [pytest.approx(seed_cells["binary"] - seed_cells["baseline"])]
+    assert _png(out / "binary_aux.png") and "binary - baseline" in capsys.readouterr().out
+
+
+def test_transfer_copies_and_freezes_the_first_units():
+    source = smallnet.build((16, 16, 3), 5, seed=0, width=4)
+    target = smallnet.transfer(source, smallnet.build((16, 16, 3), 3, seed=1, width=4), 2, freeze=True)
+    for name in smallnet.UNITS:
+        same = all(np.array_equal(a, b) for a, b in zip(source.get_layer(name).get_weights(),
+                                                         target.get_layer(name).get_weights()))
+        assert same == (name in ("conv1", "conv2")) and target.get_layer(name).trainable == (name not in ("conv1", "conv2"))
+    assert smallnet.transfer(source, smallnet.build((16, 16, 3), 3, seed=1, width=4), 2, freeze=False).get_layer("conv1").trainable
+    with pytest.raises(ValueError, match="Received: n=6"):
+        smallnet.transfer(source, target, 6, freeze=True)
+
+
+def test_reduced_rate_slows_the_transferred_units_only(few_steps):
+    from keras_transfer import data
+
+    images = np.random.default_rng(0).integers(0, 255, (32, 16, 16, 3), dtype=np.uint8)
+    part = data.ImageSet(images, np.arange(32) % 3, ["a", "b", "c"])
+    model = smallnet.build((16, 16, 3), 3, seed=0, width=4)
+    before = {n: model.get_layer(n).get_weights()[0].copy() for n in ("conv1", "fc5")}
+    smallnet.fit(model, part, part, 2, seed=0, lr_scales=smallnet.lr_scales_for(model, 1, 0.0))
+    assert np.array_equal(before["conv1"], model.get_layer("conv1").get_weights()[0])  # factor 0: unchanged
+    assert not np.array_equal(before["fc5"], model.get_layer("fc5").get_weights()[0])

@@ -1,10 +1,9 @@
-"""The seed papers' experiments on a user's data: one function each, several seeds, resumable.
+"""Zhi et al. 2017 (seed 000): how many upper layers should be removed for *this* data?
 
-``layer_removal`` (Zhi et al. 2017, seed 000): test accuracy against units removed, with the
-rest of the backbone frozen (head only) and fine-tuned (the default recipe's two stages), over
-several seeded splits; the probe's scores on the same figure, and Kendall's tau between the
-probe's ranking of the cuts and the fine-tuned one. Every finished cell is written to
-``results.json`` at once, so a killed run keeps it and the same command goes on.
+Test accuracy against units removed, with the rest of the backbone frozen (head only) and
+fine-tuned (the default recipe's two stages), over several seeded splits; the probe's scores
+on the same figure, and Kendall's tau between the probe's ranking of the cuts and the
+fine-tuned one.
 """
 
 from __future__ import annotations
@@ -12,13 +11,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import time
 
 import numpy as np
 
 from keras_transfer import data, plots, precision, probe, recipes, training
 from keras_transfer.backbones import build_base
-from keras_transfer.files import read_json, write_json
+from keras_transfer.experiments.results import Results
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +32,7 @@ class LayerRemovalConfig:
     input_size: int = 128
     limit_per_class: int | None = 150
     removed: tuple = (0, 1, 2, 3, 4, 5, 6)
-    seeds: tuple = (0, 1)
+    seeds: tuple = (0, 1, 2)
     head_epochs: int = 5
     fine_tune_epochs: int = 5
     batch_size: int = 32
@@ -71,45 +69,27 @@ def _summary(cells: dict, probes: dict, config: LayerRemovalConfig) -> dict:
     return {"accuracy": table, "probe_accuracy": probe_mean, "kendall_tau": tau}
 
 
-def layer_removal(config: LayerRemovalConfig, out_dir: str) -> dict:
+def run(config: LayerRemovalConfig, out_dir: str) -> dict:
     """Run (or resume) the experiment in ``out_dir``; returns ``results.json``'s content."""
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "results.json")
-    saved = read_json(path, {})
-    if saved and saved.get("config") != _jsonable(config):
-        raise ValueError(f"{out_dir!r} holds a layer-removal run with other settings; choose another out_dir "
-                         "(nothing was overwritten).")
-    cells, probes = saved.get("cells", {}), saved.get("probe", {})
-    total = len(config.seeds) * len(config.removed) * len(MODES)
+    results = Results(out_dir, "layer-removal", config, len(config.seeds) * len(config.removed) * len(MODES))
+    probes = results.extra.setdefault("probe", {})
     with precision.using(config.precision):
         for seed in config.seeds:
             splits = data.load(config.data_dir, config.dataset, config.input_size, 0.2, 0.2, seed,
                                config.limit_per_class, progress=False)
-            cache = training.FeatureCache()
             if str(seed) not in probes:
                 base = build_base(config.backbone, weights=config.weights,
                                   input_shape=(config.input_size, config.input_size, 3))
                 scores = probe.score_cuts(base, splits.train.images, splits.train.labels, config.batch_size, seed)
                 probes[str(seed)] = {str(s.removed): s.probe_accuracy for s in scores if s.removed in config.removed}
-                write_json(path, {"config": _jsonable(config), "cells": cells, "probe": probes})
+                results.save()
+            cache = training.FeatureCache()
             for removed in config.removed:
                 for mode in MODES:
-                    key = f"{seed}/{removed}/{mode}"
-                    if key in cells:
-                        continue
-                    start = time.perf_counter()
-                    cells[key] = _cell(config, splits, removed, mode, seed, cache)
-                    write_json(path, {"config": _jsonable(config), "cells": cells, "probe": probes})
-                    logger.info("cell %d/%d: seed %d, removed %d, %s: test accuracy %.3f (%.0f s)", len(cells), total,
-                                seed, removed, mode, cells[key], time.perf_counter() - start)
-    result = {"config": _jsonable(config), "cells": cells, "probe": probes, **_summary(cells, probes, config)}
-    write_json(path, result)
+                    results.cell(f"{seed}/{removed}/{mode}", lambda: _cell(config, splits, removed, mode, seed, cache))
+    result = results.save(**_summary(results.cells, probes, config))
     plots.layer_removal(result, os.path.join(out_dir, "layer_removal.png"))
     return result
-
-
-def _jsonable(config) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
 
 
 def format_summary(result: dict) -> str:

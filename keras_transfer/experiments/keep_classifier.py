@@ -1,0 +1,100 @@
+"""Shermin et al. 2019 (seed 003): transfer *with* the source network's classifier kept.
+
+A source network trained on classes A is transferred to classes B two ways, at each frozen
+depth (the first n units frozen, the rest fine-tuned): **dropped** (the usual way: the source
+classifier is replaced by a new softmax) and **kept** (the source softmax stays and new layers
+go on top of it, normalised as :func:`keras_transfer.heads.on_classifier` does:
+log -> LayerNormalization -> Dense -> softmax). Accuracy on B's test images against n.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import keras
+import numpy as np
+
+from keras_transfer import heads, plots, precision
+from keras_transfer.experiments import classsplits, smallnet
+from keras_transfer.experiments.results import Results
+
+HEADS = ("dropped", "kept")
+
+
+@dataclasses.dataclass
+class KeepClassifierConfig:
+    data_dir: str | None = None
+    dataset: str | None = "fashion_mnist"
+    a_classes: tuple | None = None
+    input_size: int = 28
+    limit_per_class: int | None = 500
+    seeds: tuple = (0, 1, 2)
+    frozen: tuple = (0, 1, 2, 3, 4, 5)
+    epochs: int = 8
+    width: int = 16
+    head_width: int = 64
+    precision: str = "auto"
+
+
+def _target(config, source: keras.Model, part, head: str, frozen: int, seed: int) -> keras.Model:
+    shape = part.train.images.shape[1:]
+    if head == "dropped":
+        model = smallnet.build(shape, part.num_classes, seed + 1000, config.width)
+        smallnet.transfer(source, model, len(smallnet.UNITS), freeze=False)
+        return smallnet.freeze_units(model, frozen)
+    body = smallnet.build(shape, source.output.shape[-1], seed, config.width)
+    body.set_weights(source.get_weights())
+    smallnet.freeze_units(body, frozen)
+    inputs = keras.Input(shape=shape, name="images")
+    outputs = heads.on_classifier(body(inputs), part.num_classes, config.head_width, 0.0, from_softmax=True)
+    return keras.Model(inputs, outputs, name="small_convnet_keep_classifier")
+
+
+def _cell(config, source, part, head, frozen, seed) -> float:
+    model = smallnet.fit(_target(config, source, part, head, frozen, seed), part.train, part.val, config.epochs, seed)
+    return smallnet.accuracy(model, part.test.images, part.test.labels)
+
+
+def summarise(cells: dict) -> dict:
+    """``{head: {frozen: {mean, std, seeds}}}`` and the paired difference kept - dropped."""
+    groups: dict = {}
+    for key, value in cells.items():
+        seed, head, frozen = key.split("/")
+        groups.setdefault(head, {}).setdefault(frozen, {})[seed] = value
+    out = {h: {f: _stats(list(v.values())) for f, v in fs.items()} for h, fs in groups.items()}
+    if set(HEADS) <= set(groups):
+        out["kept_minus_dropped"] = {f: _stats([groups["kept"][f][s] - v for s, v in d.items() if s in groups["kept"].get(f, {})])
+                                     for f, d in groups["dropped"].items()}
+    return out
+
+
+def _stats(values) -> dict:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "seeds": len(values)}
+
+
+def run(config: KeepClassifierConfig, out_dir: str) -> dict:
+    """Run (or resume) the experiment in ``out_dir``; returns ``results.json``'s content."""
+    results = Results(out_dir, "keep-classifier", config, len(config.seeds) * len(config.frozen) * len(HEADS))
+    pool = classsplits.load_pool(config.data_dir, config.dataset, config.input_size, config.limit_per_class)
+    with precision.using(config.precision):
+        for seed in config.seeds:
+            ab = classsplits.ab_splits(pool, config.a_classes, seed)
+            source = results.source(f"{seed}-baseA", lambda: smallnet.fit(
+                smallnet.build(ab.a.train.images.shape[1:], ab.a.num_classes, seed, config.width),
+                ab.a.train, ab.a.val, config.epochs, seed))
+            for frozen in config.frozen:
+                for head in HEADS:
+                    results.cell(f"{seed}/{head}/{frozen}", lambda: _cell(config, source, ab.b, head, frozen, seed))
+    result = results.save(accuracy=summarise(results.cells), units=list(smallnet.UNITS))
+    plots.keep_classifier(result, os.path.join(out_dir, "keep_classifier.png"))
+    return result
+
+
+def format_summary(result: dict) -> str:
+    acc = result["accuracy"]
+    lines = [f"{'frozen':>6}  {'dropped':>13}  {'kept':>13}  {'kept - dropped':>15}"]
+    for f in result["config"]["frozen"]:
+        row = [acc.get(k, {}).get(str(f)) for k in (*HEADS, "kept_minus_dropped")]
+        lines.append(f"{f:>6}  " + "  ".join(f"{r['mean']:+.3f} ± {r['std']:.3f}" if r else f"{'-':>13}" for r in row))
+    return "\n".join(lines)
