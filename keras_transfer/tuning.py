@@ -153,6 +153,46 @@ class TransferHyperModel(keras_tuner.HyperModel):
                 "seconds": seconds}
 
 
+def fixed_hyperparameters(config: dict) -> keras_tuner.HyperParameters:
+    """Hyperparameters holding ``config``'s values: ``build``/``fit`` read them instead of sampling."""
+    hp = keras_tuner.HyperParameters()
+    for name, value in config.items():
+        hp.Fixed(name, value)
+    return hp
+
+
+def successive_halving(hypermodel: TransferHyperModel, configs: list[dict], budgets=((1, 1), (2, 3)),
+                       keep: float = 1 / 3, on_trial=None) -> list[dict]:
+    """Successive halving (Jamieson & Talwalkar 2016) over explicit ``configs``: train every one
+    on the first ``(head_epochs, fine_tune_epochs)`` budget, keep the best ``keep`` share (by
+    validation accuracy) for the next budget, and so on. Cheap rungs on the shared feature cache
+    cost little, so the full budget is spent on few configurations.
+
+    Returns one row per trial (the config, ``rung``, ``val_accuracy``, ``val_loss``, ``seconds``);
+    ``on_trial(row)`` is called after each.
+    """
+    rows, candidates, recipe = [], list(configs), hypermodel.recipe
+    try:
+        for rung, (head_epochs, fine_tune_epochs) in enumerate(budgets):
+            hypermodel.recipe = dataclasses.replace(recipe, head_epochs=head_epochs, fine_tune_epochs=fine_tune_epochs)
+            scored = []
+            for config in candidates:
+                keras.backend.clear_session()
+                hp = fixed_hyperparameters(config)
+                row = {**config, "rung": rung, **hypermodel.fit(hp, hypermodel.build(hp))}
+                rows.append(row)
+                scored.append((row["val_accuracy"], -row["val_loss"], config))
+                if on_trial:
+                    on_trial(row)
+                logger.info("rung %d (%d+%d epochs): %s -> val accuracy %.3f", rung, head_epochs, fine_tune_epochs,
+                            config, row["val_accuracy"])
+            scored.sort(key=lambda s: s[:2], reverse=True)
+            candidates = [c for *_, c in scored[: max(1, int(np.ceil(len(scored) * keep)))]]
+    finally:
+        hypermodel.recipe = recipe
+    return rows
+
+
 def make_tuner(hypermodel: TransferHyperModel, kind: str = "random", directory: str = "search",
                project_name: str = "transfer", max_trials: int = 12, objective: str = "val_accuracy",
                overwrite: bool = False, seed: int = 0, max_epochs: int = 6) -> keras_tuner.Tuner:

@@ -216,3 +216,17 @@ def test_keras_tuner_callbacks_run_in_trials_and_see_the_classifier(tmp_path):
     assert len(_TRIAL_CALLS) == 2 * 2  # 2 trials x (1 head + 1 fine-tuning epoch)
     assert all(shape == (None, 32, 32, 3) and has_val for _, shape, has_val in _TRIAL_CALLS)
     assert glob.glob(os.path.join(str(tmp_path), "transfer", "trial_*", "checkpoint.weights.h5"))  # its best-epoch save
+
+
+def test_successive_halving_trains_the_best_share_longer():
+    hm = _hypermodel(removed_range=(0, 2))
+    configs = [{"removed": r, "frozen_units": hm.n_units - r} for r in (0, 1, 2)]
+    built = []
+    original_build = hm.build
+    hm.build = lambda hp: built.append(hp.get("removed")) or original_build(hp)
+    rows = tuning.successive_halving(hm, configs, budgets=((1, 1), (1, 2)), keep=1 / 3)
+    assert [r["rung"] for r in rows] == [0, 0, 0, 1]
+    assert built == [0, 1, 2, rows[-1]["removed"]]  # each trial built the configuration it reports
+    first = max(rows[:3], key=lambda r: (r["val_accuracy"], -r["val_loss"]))
+    assert (rows[-1]["removed"], rows[-1]["frozen_units"]) == (first["removed"], first["frozen_units"])
+    assert hm.recipe.fine_tune_epochs == 1  # the hypermodel's own recipe is given back

@@ -1,0 +1,149 @@
+"""Search time-to-best: the package's search against naive random search, on one small space.
+
+Space: VGG16 ``hed`` on ELPV (binary) at 64 px, ``removed`` 0..3 x trained units 0..3 (frozen_units =
+remaining units - trained; 0 trained = head only): 16 configurations, each a 2+3-epoch default
+recipe. Judged by one yardstick: every configuration's validation accuracy in an exhaustive
+sweep (run once, kept in ``benchmarks/results/search_sweep.json``; ``--resweep`` redoes it).
+
+- **naive**: random search without caching, float32. Its trials are the sweep's own (same
+  code, same settings), so its time-to-target is computed exactly from the sweep's per-trial
+  seconds: the mean over random orders of the time until a configuration within ``--tolerance``
+  of the sweep's best has been trained.
+- **package**: the per-cut probe prunes ``removed`` to its recommendation +-1, then successive
+  halving (``tuning.successive_halving``: every configuration for 1+1 epochs, the best third for
+  the full 2+3) on one shared feature cache, in ``--precision``. Measured live: the wall time
+  (probe included) until it has trained, at full budget, a configuration that the sweep scores
+  within ``--tolerance`` of the best.
+
+    python benchmarks/bench_time_to_best.py [--precision bfloat16] [--resweep]
+"""
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+from keras_transfer import data, precision, probe, recipes, training, tuning
+from keras_transfer.backbones import build_base
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SWEEP = os.path.join(HERE, "results", "search_sweep.json")
+SETTINGS = {"backbone": "vgg16", "weights": "hed", "dataset": "elpv", "size": 64, "per_class": 150,
+            "removed": [0, 1, 2, 3], "trained_units": [0, 1, 2, 3], "epochs": [2, 3], "seed": 0}
+
+
+def hypermodel(splits, cache_features: bool):
+    recipe = recipes.recipe(head_epochs=SETTINGS["epochs"][0], fine_tune_epochs=SETTINGS["epochs"][1], patience=None,
+                            cache_features=cache_features, seed=SETTINGS["seed"], verbose=0)
+    return tuning.TransferHyperModel("vgg16", splits.num_classes, splits, weights="hed", input_size=SETTINGS["size"],
+                                     removed_range=(0, 3), frozen_range=(0, 14), widths=(0,), dropouts=(0.2,),
+                                     learning_rates=(recipe.fine_tune_learning_rate,), recipe=recipe)
+
+
+def configs(hm, removed_values):
+    return [{"removed": r, "frozen_units": hm.n_units - r - t} for r in removed_values for t in SETTINGS["trained_units"]]
+
+
+def key(config) -> str:
+    return f"{config['removed']}/{config['frozen_units']}"
+
+
+def sweep(splits) -> dict:
+    if os.path.exists(SWEEP):
+        saved = json.load(open(SWEEP))
+        if saved["settings"] == SETTINGS:
+            return saved
+    hm = hypermodel(splits, cache_features=False)
+    rows = {}
+    with precision.using("float32"):
+        for config in configs(hm, SETTINGS["removed"]):
+            hm.cache = training.FeatureCache()
+            start = time.perf_counter()
+            hp = tuning.fixed_hyperparameters(config)
+            metrics = hm.fit(hp, hm.build(hp))
+            rows[key(config)] = {**metrics, "seconds": time.perf_counter() - start}  # build included
+            print(f"sweep {key(config):>6}: val accuracy {metrics['val_accuracy']:.3f}  {rows[key(config)]['seconds']:5.1f} s",
+                  flush=True)
+    result = {"settings": SETTINGS, "trials": rows}
+    os.makedirs(os.path.dirname(SWEEP), exist_ok=True)
+    json.dump(result, open(SWEEP, "w"), indent=2)
+    return result
+
+
+def naive_time_to_target(trials: dict, target: float, orders: int = 5000) -> tuple[float, float]:
+    names = list(trials)
+    seconds = np.array([trials[n]["seconds"] for n in names])
+    good = np.array([trials[n]["val_accuracy"] >= target for n in names])
+    rng = np.random.default_rng(0)
+    times = []
+    for _ in range(orders):
+        order = rng.permutation(len(names))
+        first = np.argmax(good[order])
+        times.append(seconds[order][: first + 1].sum())
+    return float(np.mean(times)), float(np.median(times))
+
+
+def package_search(splits, trials: dict, target: float, dtype: str):
+    start = time.perf_counter()
+    marks = []
+    with precision.using(dtype):
+        base = build_base("vgg16", weights="hed", input_shape=(SETTINGS["size"],) * 2 + (3,))
+        scores = probe.score_cuts(base, splits.train.images, splits.train.labels, 32, SETTINGS["seed"])
+        best = min(max(probe.recommend(scores).removed, SETTINGS["removed"][0]), SETTINGS["removed"][-1])
+        removed_values = [r for r in SETTINGS["removed"] if abs(r - best) <= 1]
+        probe_s = time.perf_counter() - start
+        hm = hypermodel(splits, cache_features=True)
+        final_rung = 1
+
+        def on_trial(row):
+            marks.append((time.perf_counter() - start, row))
+
+        tuning.successive_halving(hm, configs(hm, removed_values), budgets=((1, 1), tuple(SETTINGS["epochs"])),
+                                  on_trial=on_trial)
+    total = time.perf_counter() - start
+    reached = next((t for t, row in marks if row["rung"] == final_rung and trials[key(row)]["val_accuracy"] >= target), None)
+    return {"probe_removed": best, "removed_values": removed_values, "probe_seconds": probe_s, "total": total,
+            "time_to_target": reached, "trials": [(round(t, 1), key(r), r["rung"], r["val_accuracy"]) for t, r in marks]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--precision", default="bfloat16", choices=["float32", "bfloat16"])
+    parser.add_argument("--tolerance", type=float, default=0.01)
+    parser.add_argument("--resweep", action="store_true")
+    args = parser.parse_args()
+    if args.resweep and os.path.exists(SWEEP):
+        os.remove(SWEEP)
+    splits = data.load(dataset="elpv", image_size=SETTINGS["size"], limit=SETTINGS["per_class"], seed=SETTINGS["seed"],
+                       validation_split=0.2, progress=False)
+    print(f"ELPV binary: {len(splits.train)} train / {len(splits.val)} val at {SETTINGS['size']} px; VGG16 hed")
+    result = sweep(splits)
+    trials = result["trials"]
+    best = max(v["val_accuracy"] for v in trials.values())
+    target = best - args.tolerance + 1e-9
+    winners = [k for k, v in trials.items() if v["val_accuracy"] >= target]
+    naive_mean, naive_median = naive_time_to_target(trials, target)
+    sweep_total = sum(v["seconds"] for v in trials.values())
+    print(f"sweep: {len(trials)} configurations, {sweep_total:.0f} s; best val accuracy {best:.3f}; "
+          f"within {args.tolerance:.2f}: {', '.join(winners)} (removed/frozen_units)")
+    pkg = package_search(splits, trials, target, args.precision)
+    print(f"package: probe recommends removed {pkg['probe_removed']} ({pkg['probe_seconds']:.0f} s) -> removed "
+          f"{pkg['removed_values']}; successive halving, shared cache, {args.precision}; whole search {pkg['total']:.0f} s")
+    for t, k, rung, acc in pkg["trials"]:
+        print(f"  {t:7.1f} s  rung {rung}  {k:>6}  val {acc:.3f}  (sweep {trials[k]['val_accuracy']:.3f})")
+    print(f"\n{'search':<34} {'time to within ' + format(args.tolerance, '.2f') + ' of best':>26}")
+    print(f"{'naive random (no cache, float32)':<34} {naive_mean:>20.0f} s mean ({naive_median:.0f} s median)")
+    if pkg["time_to_target"] is None:
+        print(f"{'package (probe + halving + cache)':<34} {'never':>22} (its full-budget configurations all "
+              f"score lower in the sweep)")
+    else:
+        print(f"{'package (probe + halving + cache)':<34} {pkg['time_to_target']:>20.0f} s   "
+              f"speed-up {naive_mean / pkg['time_to_target']:.1f}x (mean)")
+    out = os.path.join(HERE, "results", f"time_to_best_{args.precision}.json")
+    json.dump({"target": target, "best": best, "naive_mean": naive_mean, "naive_median": naive_median, **pkg},
+              open(out, "w"), indent=2)
+
+
+if __name__ == "__main__":
+    main()
