@@ -94,7 +94,9 @@ def is_multi_worker(strategy) -> bool:
     """True for a MultiWorkerMirroredStrategy that really spans several tasks."""
     import tensorflow as tf
 
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
+    from keras_transfer.internals import in_multi_worker_mode
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and in_multi_worker_mode(strategy)
 
 
 def is_chief(strategy) -> bool:

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from keras_transfer.backbones import Backbone, backbone_for
+from keras_transfer.internals import inbound_node, keras_history
 
 LayerRef = Union[int, str]
 
@@ -46,16 +47,16 @@ def _layer_graph(model: keras.Model):
     by_id: dict[int, object] = {}
 
     def visit(tensor):
-        op, node_index, _ = tensor._keras_history
+        op, node_index, _ = keras_history(tensor)
         if op is None or id(op) in by_id:
             return
         by_id[id(op)] = op
-        node = op._inbound_nodes[node_index]
+        node = inbound_node(op, node_index)
         parents = [] if node.is_input or id(tensor) in stop else node.input_tensors
         preds[id(op)] = []
         for parent in parents:
             visit(parent)
-            parent_op = parent._keras_history[0]
+            parent_op = keras_history(parent)[0]
             if parent_op is not None and parent_op not in preds[id(op)]:
                 preds[id(op)].append(parent_op)
         order.append(op)  # post-order: every predecessor is already in
@@ -78,7 +79,7 @@ def cut_points(model: keras.Model) -> list[str]:
         parent_doms = [dom[id(p)] for p in preds[id(op)]]
         common = frozenset.intersection(*parent_doms) if parent_doms else frozenset()
         dom[id(op)] = common | {id(op)}
-    tops = [t._keras_history[0] for t in model.outputs]
+    tops = [keras_history(t)[0] for t in model.outputs]
     dominators = frozenset.intersection(*(dom[id(t)] for t in tops))
     return [layer.name for layer in model.layers if id(layer) in dominators]
 

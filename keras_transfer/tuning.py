@@ -11,7 +11,7 @@ tuned. :class:`TransferHyperModel` makes that a Keras Tuner search space:
 Trials share one :class:`~keras_transfer.training.FeatureCache`: every trial whose frozen
 prefix is the same (same backbone, weights, input size and cut) reuses its features. Keras
 Tuner clears the Keras session before each build, and each trial's traced graphs are let go
-(:func:`~keras_transfer.tf_fixes.forget_custom_gradients`), so memory does not grow trial after trial.
+(:func:`~keras_transfer.internals.forget_custom_gradients`), so memory does not grow trial after trial.
 A search is resumable (``overwrite=False``) and runs distributed from Keras Tuner's
 ``KERASTUNER_TUNER_ID`` / ``KERASTUNER_ORACLE_IP`` / ``KERASTUNER_ORACLE_PORT``.
 """
@@ -32,7 +32,7 @@ from keras_transfer import data as data_lib
 from keras_transfer import recipes, training
 from keras_transfer.backbones import build_base, get_backbone
 from keras_transfer.surgery import chop, layer_index, units
-from keras_transfer.tf_fixes import forget_custom_gradients
+from keras_transfer.internals import forget_custom_gradients, tuner_is_worker
 
 logger = logging.getLogger(__name__)
 
@@ -338,8 +338,6 @@ def search(config: SearchConfig, out_dir: str, verbose: int = 1) -> dict:
 
 
 def _search(config: SearchConfig, out_dir: str, verbose: int) -> dict:
-    from keras_tuner.src.distribute import utils as dist_utils
-
     from keras_transfer import distribute, export
     from keras_transfer.files import write_json
 
@@ -362,7 +360,7 @@ def _search(config: SearchConfig, out_dir: str, verbose: int) -> dict:
     tuner = make_tuner(hypermodel, config.tuner, directory=out_dir, project_name="trials",
                        max_trials=config.trials, seed=config.seed,
                        max_epochs=config.epochs + config.fine_tune_epochs)
-    is_worker = dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle()
+    is_worker = tuner_is_worker()
     resumed = 0 if is_worker else len(tuner.oracle.trials)  # a worker's oracle is a remote client
     if resumed:
         logger.info(f"resuming the search in {out_dir}: {resumed} trial(s) kept")
