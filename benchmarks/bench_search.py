@@ -146,7 +146,12 @@ def distributed(args):
         start = time.perf_counter()
         procs = [subprocess.Popen(cmd, env={**env, "KERASTUNER_TUNER_ID": "chief"}, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)]
-        time.sleep(3)
+        deadline = time.time() + 120  # the workers need the chief's oracle listening
+        while time.time() < deadline and procs[0].poll() is None:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", int(port))) == 0:
+                    break
+            time.sleep(0.1)
         procs += [subprocess.Popen(cmd, env={**env, "KERASTUNER_TUNER_ID": f"tuner{i}"}, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL) for i in range(workers)]
         try:

@@ -6,10 +6,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from helpers import SMALL_SIZE  # noqa: E402
 from keras_transfer import backbones  # noqa: E402
-
-# Small inputs keep CPU tests fast: each backbone at its minimum size, InceptionV3 at 75.
-SMALL_SIZE = {name: max(row.min_size, 32) for name, row in backbones.BACKBONES.items()}
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from keras_transfer import backbones
 from keras_transfer.backbones import BACKBONES, build_base
 from keras_transfer.layers import Preprocess
 
-from conftest import SMALL_SIZE
+from helpers import SMALL_SIZE
 
 
 def test_table_lists_the_architectures_the_package_promises():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_transfer import data
-from imagefiles import make_class_folder, write_16bit_png, write_good, write_rgba_png
+from helpers import make_class_folder, write_16bit_png, write_good, write_rgba_png
 
 
 @pytest.fixture
@@ -189,7 +189,7 @@ def test_no_single_file_ends_a_run(tmp_path, rng, monkeypatch):
     """Failures the loader never raised before: a broken symlink (FileNotFoundError before
     decoding), a decompression bomb (PIL's DecompressionBombError is no OSError) and anything
     else a decoder may raise (RuntimeError here). Each is skipped with its reason; the rest load."""
-    from imagefiles import write_bomb_png
+    from helpers import write_bomb_png
 
     from keras_transfer import images
 
@@ -218,7 +218,7 @@ def test_no_single_file_ends_a_run(tmp_path, rng, monkeypatch):
 
 
 def test_photos_are_used_upright_as_a_viewer_shows_them(tmp_path):
-    from imagefiles import write_exif_rotated_jpeg
+    from helpers import write_exif_rotated_jpeg
 
     path = write_exif_rotated_jpeg(str(tmp_path / "rotated.jpg"), size=(40, 20), orientation=6)
     from keras_transfer import images
@@ -229,7 +229,7 @@ def test_photos_are_used_upright_as_a_viewer_shows_them(tmp_path):
 
 
 def test_the_loader_resizes_with_the_shared_antialiased_resize(tmp_path, rng):
-    from imagefiles import write_textured
+    from helpers import write_textured
 
     from keras_transfer import images
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_transfer import data, export, images, training
-from imagefiles import write_good
+from helpers import write_good
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_load_without_an_export_says_what_to_do(tmp_path):
 def textured_run(tmp_path_factory):
     """A trained-looking model whose answers depend on the pixels (HED weights, standardised
     features, a random classifier), and PNG + JPEG files 5x larger than its input, finely textured."""
-    from imagefiles import write_textured
+    from helpers import write_textured
 
     root = tmp_path_factory.mktemp("textured")
     rng = np.random.default_rng(7)

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from keras_transfer.cli import main
-from imagefiles import make_class_folder
+from helpers import make_class_folder
 
 TRAIN = ["--backbone", "vgg16", "--weights", "none", "--input-size", "32", "--removed", "3",
          "--width", "8", "--epochs", "1", "--fine-tune-epochs", "1", "--batch-size", "8", "--val-split", "0.2",

@@ -3,7 +3,6 @@ import glob
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import keras_tuner
 import numpy as np
 import pytest
 
+from helpers import free_port, wait_for_port
 from keras_transfer import data, training, tuning
 
 HERE = os.path.dirname(__file__)
@@ -161,24 +161,18 @@ def test_a_search_killed_mid_trial_resumes_and_keeps_finished_trials(guitars, tm
         assert len(list(csv.DictReader(f))) == 4
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_distributed_search_chief_and_two_workers_finish_by_themselves(guitars, tmp_path):
     out = tmp_path / "dist"
-    port = str(_free_port())
+    port = free_port()
     procs = {}
     start = time.time()
     for tuner_id in ("chief", "tuner0", "tuner1"):
-        env = _env(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=port)
+        env = _env(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(port))
         procs[tuner_id] = subprocess.Popen(_tune_cmd(guitars, out, 4), stdout=subprocess.PIPE,
                                            stderr=subprocess.STDOUT, text=True, env=env)
         if tuner_id == "chief":
-            time.sleep(3)  # let the oracle start listening
+            wait_for_port(port, procs["chief"])  # the workers need the chief's oracle listening
     outs = {}
     try:
         for tuner_id, p in procs.items():

@@ -1,8 +1,38 @@
-"""Real image files for tests: good ones in many modes, and the broken kinds users have."""
+"""Helpers shared by the tests (imported as ``helpers``; conftest.py only holds fixtures).
+
+Small backbone sizes, real image files (good ones in many modes, and the broken kinds users
+have), and readiness checks for tests that start processes.
+"""
 import os
+import socket
+import time
 
 import numpy as np
 from PIL import Image
+
+from keras_transfer import backbones
+
+# Small inputs keep CPU tests fast: each backbone at its minimum size, InceptionV3 at 75.
+SMALL_SIZE = {name: max(row.min_size, 32) for name, row in backbones.BACKBONES.items()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc=None, timeout: float = 120.0) -> None:
+    """Return once something listens on 127.0.0.1:``port``; fail early if ``proc`` exits first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process exited (code {proc.returncode}) before listening on port {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listened on port {port} within {timeout:.0f} s")
 
 
 def write_good(path, rng, size=(40, 36), mode="RGB", colour=None):
