@@ -74,10 +74,15 @@ def add_parser(sub, add_backbone_args) -> None:
     _common(q, "fashion_mnist", 500, 28, 3, 8)
     _ab(q)
     q = names.add_parser("keep-classifier", help=EXPERIMENTS["keep-classifier"][3], description=EXPERIMENTS["keep-classifier"][3])
-    _common(q, "fashion_mnist", 500, 28, 3, 8)
+    _common(q, "fashion_mnist", 500, None, 3, 8)
+    q.add_argument("--input-size", type=int, default=None, help="image side (default: 28; with --backbone its ImageNet size)")
     _ab(q)
     q.add_argument("--frozen-max", type=int, default=5, help="freeze 0..N units (default: %(default)s)")
     q.add_argument("--head-width", type=int, default=64, help="units of the layer on the kept classifier (default: %(default)s)")
+    q.add_argument("--backbone", default=None, help="a pretrained source with its ImageNet classifier (e.g. vgg16) "
+                                                    "instead of the small net trained on A; targets all classes")
+    q.add_argument("--weights", default="imagenet", type=lambda v: None if v.lower() == "none" else v,
+                   help="the --backbone's weights: imagenet, a file, or none (default: %(default)s)")
     q = names.add_parser("binary-aux", help=EXPERIMENTS["binary-aux"][3], description=EXPERIMENTS["binary-aux"][3])
     _common(q, "fashion_mnist", 500, 28, 5, 8)
     _ab(q, a_classes=False)

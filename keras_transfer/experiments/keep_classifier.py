@@ -1,10 +1,15 @@
 """Shermin et al. 2019 (seed 003): transfer *with* the source network's classifier kept.
 
-A source network trained on classes A is transferred to classes B two ways, at each frozen
-depth (the first n units frozen, the rest fine-tuned): **dropped** (the usual way: the source
+A source network is transferred two ways, at each frozen depth (the first n units frozen, the
+rest fine-tuned): **dropped** (the usual way: the source
 classifier is replaced by a new softmax) and **kept** (the source softmax stays and new layers
 go on top of it, normalised as :func:`keras_transfer.heads.on_classifier` does:
-log -> LayerNormalization -> Dense -> softmax). Accuracy on B's test images against n.
+log -> LayerNormalization -> Dense -> softmax). Accuracy on the target's test images against n.
+
+Two sources: by default (``backbone=None``) the small conv net trained here on classes A,
+transferred to classes B; with ``backbone`` (e.g. ``"vgg16"``, ``weights="imagenet"``) that
+pretrained network with its ImageNet classifier, transferred to all the data's classes with the
+package's default recipe, at the backbone's ImageNet input size (the classifier needs it).
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import os
 import keras
 import numpy as np
 
-from keras_transfer import heads, plots, precision
+from keras_transfer import data, heads, plots, precision, recipes, training
+from keras_transfer.backbones import get_backbone
+from keras_transfer.surgery import backbone_of, units
 from keras_transfer.experiments import classsplits, smallnet
 from keras_transfer.experiments.results import Results
 
@@ -27,13 +34,15 @@ class KeepClassifierConfig:
     data_dir: str | None = None
     dataset: str | None = "fashion_mnist"
     a_classes: tuple | None = None
-    input_size: int = 28
+    input_size: int | None = None  # None: 28 for the small net, the backbone's ImageNet size
     limit_per_class: int | None = 500
     seeds: tuple = (0, 1, 2)
     frozen: tuple = (0, 1, 2, 3, 4, 5)
     epochs: int = 8
     width: int = 16
     head_width: int = 64
+    backbone: str | None = None  # a pretrained source (with weights) instead of the net trained on A
+    weights: str | None = "imagenet"
     precision: str = "auto"
 
 
@@ -73,20 +82,72 @@ def _stats(values) -> dict:
     return {"mean": float(np.mean(values)), "std": float(np.std(values)), "seeds": len(values)}
 
 
+def _pretrained_cell(config, splits, head: str, frozen: int, seed: int) -> float:
+    kept = head == "kept"
+    model = training.build_model(config.backbone, splits.num_classes, weights=config.weights,
+                                 input_size=_input_size(config), head="keep_classifier" if kept else "gap_dense",
+                                 include_top=kept, width=config.head_width if kept else 0)
+    names = units(backbone_of(model))
+    if frozen > len(names):
+        raise ValueError(f"{config.backbone} has {len(names)} units; choose frozen values in 0..{len(names)}. "
+                         f"Received: frozen={frozen}")
+    recipe = recipes.recipe(head_epochs=config.epochs, fine_tune_epochs=config.epochs, seed=seed, verbose=0,
+                            frozen=names[frozen - 1] if frozen else 0)
+    training.fine_tune(model, splits, recipe)
+    return training.evaluate(model, splits.test)["accuracy"]
+
+
+def _input_size(config) -> int:
+    if not config.backbone:
+        return config.input_size or 28
+    size = get_backbone(config.backbone).default_size
+    if config.input_size not in (None, size):
+        raise ValueError(f"a kept ImageNet classifier needs {config.backbone}'s input size {size}. "
+                         f"Received: input_size={config.input_size}")
+    return size
+
+
+def _run_seed(config, results, pool, seed) -> None:
+    if config.backbone:
+        splits = data.split(pool, 0.1, 0.2, seed)
+        for frozen in config.frozen:
+            for head in HEADS:
+                results.cell(f"{seed}/{head}/{frozen}", lambda: _pretrained_cell(config, splits, head, frozen, seed))
+        return
+    ab = classsplits.ab_splits(pool, config.a_classes, seed)
+    source = results.source(f"{seed}-baseA", lambda: smallnet.fit(
+        smallnet.build(ab.a.train.images.shape[1:], ab.a.num_classes, seed, config.width),
+        ab.a.train, ab.a.val, config.epochs, seed))
+    for frozen in config.frozen:
+        for head in HEADS:
+            results.cell(f"{seed}/{head}/{frozen}", lambda: _cell(config, source, ab.b, head, frozen, seed))
+
+
+def _check(config: KeepClassifierConfig) -> None:
+    """Refuse settings the chosen source would silently ignore."""
+    default = KeepClassifierConfig()
+    if config.backbone:
+        unused = [f for f in ("a_classes", "width") if getattr(config, f) != getattr(default, f)]
+        if unused:
+            raise ValueError(f"{', '.join(unused)} apply to the small net trained on classes A, not to a pretrained "
+                             f"backbone source. Received: backbone={config.backbone!r}, "
+                             + ", ".join(f"{f}={getattr(config, f)!r}" for f in unused))
+    elif config.weights != default.weights:
+        raise ValueError(f"weights apply to a pretrained backbone source; give backbone too (e.g. 'vgg16'). "
+                         f"Received: weights={config.weights!r}")
+
+
 def run(config: KeepClassifierConfig, out_dir: str) -> dict:
     """Run (or resume) the experiment in ``out_dir``; returns ``results.json``'s content."""
+    _check(config)
     results = Results(out_dir, "keep-classifier", config, len(config.seeds) * len(config.frozen) * len(HEADS))
-    pool = classsplits.load_pool(config.data_dir, config.dataset, config.input_size, config.limit_per_class)
+    pool = classsplits.load_pool(config.data_dir, config.dataset, _input_size(config), config.limit_per_class)
     with precision.using(config.precision):
         for seed in config.seeds:
-            ab = classsplits.ab_splits(pool, config.a_classes, seed)
-            source = results.source(f"{seed}-baseA", lambda: smallnet.fit(
-                smallnet.build(ab.a.train.images.shape[1:], ab.a.num_classes, seed, config.width),
-                ab.a.train, ab.a.val, config.epochs, seed))
-            for frozen in config.frozen:
-                for head in HEADS:
-                    results.cell(f"{seed}/{head}/{frozen}", lambda: _cell(config, source, ab.b, head, frozen, seed))
-    result = results.save(accuracy=summarise(results.cells), units=list(smallnet.UNITS))
+            _run_seed(config, results, pool, seed)
+    unit_names = units(backbone_of(training.build_model(config.backbone, 2, weights=None))) if config.backbone \
+        else list(smallnet.UNITS)
+    result = results.save(accuracy=summarise(results.cells), units=unit_names[: max(config.frozen)])
     plots.keep_classifier(result, os.path.join(out_dir, "keep_classifier.png"))
     return result
 
