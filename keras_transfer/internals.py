@@ -35,6 +35,40 @@ def in_multi_worker_mode(strategy) -> bool:
     return strategy.extended._in_multi_worker_mode()
 
 
+@contextlib.contextmanager
+def fit_under_multi_worker(model, sample_batch):
+    """Let ``model.fit``/``evaluate`` run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+
+    Keras 3.15 on TF 2.21 fails there twice: before training, ``_maybe_symbolic_build`` reduces
+    the first *distributed* batch eagerly, which the collective ops refuse ("Attempt to convert
+    a value (PerReplica...)"); and after every step it reduces the step's scalar logs with
+    ``strategy.reduce("MEAN", v, axis=0)``, which fails on a 0-d tensor ("Invalid reduction
+    dimension 0 for input with 0 dimensions"). For this model and inside this block only:
+    build from ``sample_batch`` (a local ``(x, y)`` batch), and return every log as a 1-vector
+    (the mean over axis 0 of all replicas' 1-vectors is the mean of their scalars). Callbacks,
+    class weights, loss scaling and metrics are then Keras's own.
+    """
+    import keras
+    import tensorflow as tf
+
+    cls = type(model)
+
+    def vector_logs(step):
+        return lambda data: keras.tree.map_structure(lambda v: tf.reshape(v, [1]), step(data))
+
+    patches = {"_maybe_symbolic_build": lambda iterator=None, data_batch=None: cls._maybe_symbolic_build(
+                   model, data_batch=sample_batch),
+               "train_step": vector_logs(model.train_step), "test_step": vector_logs(model.test_step)}
+    model.__dict__.update(patches)  # instance attributes shadow the class's methods
+    model.train_function = model.test_function = None  # trace again, with the wrapped steps
+    try:
+        yield model
+    finally:
+        for name in patches:
+            model.__dict__.pop(name, None)
+        model.train_function = model.test_function = None
+
+
 # ---- Keras Tuner's distributed search (keras_tuner.src.distribute.utils)
 
 def tuner_is_worker() -> bool:

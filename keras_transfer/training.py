@@ -13,12 +13,12 @@ tf.distribute strategy's scope (see :mod:`keras_transfer.distribute`).
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import hashlib
+import logging
 import os
 import weakref
-
-import logging
 
 import keras
 import numpy as np
@@ -27,6 +27,7 @@ from keras_transfer import data as data_lib
 from keras_transfer import distribute, heads, recipes
 from keras_transfer.backbones import build_base
 from keras_transfer.files import atomic_path, read_json, write_json
+from keras_transfer.internals import fit_under_multi_worker
 from keras_transfer.recipes import Recipe, ScaledSGD  # noqa: F401 - part of this module's API
 from keras_transfer.surgery import backbone_of, chop, cut_points, freeze, layer_index, multiply_adds, units
 
@@ -227,98 +228,6 @@ def batched_call(model: keras.Model, images: np.ndarray, batch_size: int = 64):
     return np.concatenate([np.asarray(c) for c in chunks])
 
 
-def _unreduced(loss):
-    """A per-example version of a loss given by name or as a Keras Loss object."""
-    if isinstance(loss, str):
-        return keras.losses.get({"class_name": loss, "config": {"reduction": None}})
-    return type(loss).from_config({**loss.get_config(), "reduction": None})
-
-
-def fit_multi_worker(fit_model: keras.Model, full_model: keras.Model, train_ds, val_ds, epochs: int, strategy,
-                     csv_path: str | None = None, label_smoothing: float = 0.0) -> dict:
-    """A plain training loop for ``MultiWorkerMirroredStrategy``: ``strategy.run`` per replica,
-    gradients all-reduced by the optimizer, ``strategy.reduce(SUM, axis=None)`` for the loss.
-
-    Uses the loss, weights and optimizer ``fit_model`` was compiled with. Every worker runs it;
-    the weights stay identical because every update is the same all-reduced gradient.
-    """
-    import tensorflow as tf
-
-    args = heads.compile_args(full_model, label_smoothing)
-    losses = args["loss"] if isinstance(args["loss"], dict) else {"": args["loss"]}
-    weights = args.get("loss_weights") or {k: 1.0 for k in losses}
-    loss_fns = {k: _unreduced(v) for k, v in losses.items()}
-    optimizer = fit_model.optimizer
-
-    def total_loss(y, pred):
-        y = y if isinstance(y, dict) else {"": y}
-        pred = pred if isinstance(pred, dict) else {"": pred}
-        per_example = sum(weights[k] * tf.cast(tf.reshape(loss_fns[k](y[k], pred[k]), [-1]), tf.float32) for k in loss_fns)
-        return per_example
-
-    def class_part(y, pred):
-        return (y["class"], pred["class"]) if isinstance(pred, dict) else (y, pred)
-
-    @tf.function
-    def train_step(batch):
-        x, y = batch[0], batch[1]
-
-        def replica(x, y):
-            with tf.GradientTape() as tape:
-                pred = fit_model(x, training=True)
-                per_example = total_loss(y, pred)
-                loss = tf.nn.compute_average_loss(per_example)
-            grads = tape.gradient(loss, fit_model.trainable_variables)
-            optimizer.apply(grads, fit_model.trainable_variables)
-            yc, pc = class_part(y, pred)
-            correct = tf.reduce_sum(tf.cast(tf.equal(tf.cast(yc, tf.int64), tf.argmax(pc, axis=-1)), tf.float32))
-            return tf.reduce_sum(per_example), correct, tf.cast(tf.shape(per_example)[0], tf.float32)
-
-        sums = strategy.run(replica, args=(x, y))
-        return [strategy.reduce(tf.distribute.ReduceOp.SUM, s, axis=None) for s in sums]
-
-    @tf.function
-    def eval_step(batch):
-        x, y = batch[0], batch[1]
-
-        def replica(x, y):
-            pred = fit_model(x, training=False)
-            per_example = total_loss(y, pred)
-            yc, pc = class_part(y, pred)
-            correct = tf.reduce_sum(tf.cast(tf.equal(tf.cast(yc, tf.int64), tf.argmax(pc, axis=-1)), tf.float32))
-            return tf.reduce_sum(per_example), correct, tf.cast(tf.shape(per_example)[0], tf.float32)
-
-        sums = strategy.run(replica, args=(x, y))
-        return [strategy.reduce(tf.distribute.ReduceOp.SUM, s, axis=None) for s in sums]
-
-    def run_epoch(step, dataset):
-        totals = np.zeros(3)
-        for batch in strategy.experimental_distribute_dataset(dataset):
-            totals += [float(v) for v in step(batch)]
-        return totals[0] / max(totals[2], 1), totals[1] / max(totals[2], 1)
-
-    history: dict[str, list] = collections.defaultdict(list)
-    for epoch in range(epochs):
-        loss, acc = run_epoch(train_step, train_ds)
-        history["loss"].append(loss)
-        history["accuracy"].append(acc)
-        line = f"epoch {epoch + 1}/{epochs} - loss {loss:.4f} - accuracy {acc:.4f}"
-        if val_ds is not None:
-            val_loss, val_acc = run_epoch(eval_step, val_ds)
-            history["val_loss"].append(val_loss)
-            history["val_accuracy"].append(val_acc)
-            line += f" - val_loss {val_loss:.4f} - val_accuracy {val_acc:.4f}"
-        logger.info(line)
-    if csv_path:
-        import csv
-
-        with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["epoch", *history])
-            writer.writerows([i, *(history[k][i] for k in history)] for i in range(epochs))
-    return dict(history)
-
-
 # ---------------------------------------------------------------- callbacks
 
 class SaveBest(keras.callbacks.Callback):
@@ -495,14 +404,12 @@ def train_stage(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, sta
                                    seed=seed, augment=augment)
     has_val = len(splits.val) > 0
     val_ds = data_lib.to_dataset(x_val, heads.targets(model, splits.val.labels), batch) if has_val else None
-    if distribute.is_multi_worker(strategy):
-        # Keras 3.15's fit() fails under MultiWorkerMirroredStrategy (keras-team/keras#20585)
-        return fit_multi_worker(fit_model, model, train_ds, val_ds, epochs, strategy,
-                                os.path.join(run_dir, f"{stage}.csv") if run_dir else None, recipe.label_smoothing)
     class_weight = data_lib.class_weights(splits.train) if recipe.class_weight else None
-    history = fit_model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
-                            callbacks=_callbacks(model, fit_model, recipe, stage, run_dir, resume, has_val, callbacks),
-                            verbose=recipe.verbose, shuffle=False)
+    multi_worker = distribute.is_multi_worker(strategy)
+    with fit_under_multi_worker(fit_model, next(iter(train_ds))) if multi_worker else contextlib.nullcontext():
+        history = fit_model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
+                                callbacks=_callbacks(model, fit_model, recipe, stage, run_dir, resume, has_val, callbacks),
+                                verbose=recipe.verbose, shuffle=False)
     return history.history
 
 
