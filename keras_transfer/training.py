@@ -398,19 +398,26 @@ def train_stage(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, sta
     with strategy.scope():
         fit_model.compile(optimizer=recipes.optimizer(recipe, stage, steps, lr_scales(model, recipe, stage, k)),
                           **heads.compile_args(model, recipe.label_smoothing))
-    seed = recipe.seed + (0 if stage == "head" else 1)
-    augment = data_lib.augmentation(recipe.seed) if (recipe.augment and fit_model is model) else None
-    train_ds = data_lib.to_dataset(x_train, heads.targets(model, splits.train.labels), batch, shuffle=True,
-                                   seed=seed, augment=augment)
-    has_val = len(splits.val) > 0
-    val_ds = data_lib.to_dataset(x_val, heads.targets(model, splits.val.labels), batch) if has_val else None
+    train_ds, val_ds = _stage_datasets(model, fit_model, splits, x_train, x_val, recipe, stage, batch)
     class_weight = data_lib.class_weights(splits.train) if recipe.class_weight else None
     multi_worker = distribute.is_multi_worker(strategy)
     with fit_under_multi_worker(fit_model, next(iter(train_ds))) if multi_worker else contextlib.nullcontext():
         history = fit_model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
-                                callbacks=_callbacks(model, fit_model, recipe, stage, run_dir, resume, has_val, callbacks),
+                                callbacks=_callbacks(model, fit_model, recipe, stage, run_dir, resume,
+                                                     val_ds is not None, callbacks),
                                 verbose=recipe.verbose, shuffle=False)
     return history.history
+
+
+def _stage_datasets(model, fit_model, splits, x_train, x_val, recipe, stage, batch):
+    """``(train_ds, val_ds)`` of ``x_train``/``x_val`` (images or cached features); ``val_ds`` None without a val split."""
+    seed = recipe.seed + (0 if stage == "head" else 1)
+    augment = data_lib.augmentation(recipe.seed) if (recipe.augment and fit_model is model) else None
+    train_ds = data_lib.to_dataset(x_train, heads.targets(model, splits.train.labels), batch, shuffle=True,
+                                   seed=seed, augment=augment)
+    if not len(splits.val):
+        return train_ds, None
+    return train_ds, data_lib.to_dataset(x_val, heads.targets(model, splits.val.labels), batch)
 
 
 # ---------------------------------------------------------------- the recipe
@@ -423,58 +430,79 @@ def _stage_val_loss(history: dict, recipe: Recipe) -> float | None:
     return float(min(losses) if recipe.patience is not None else losses[-1])
 
 
+class _StageState:
+    """Which stages of a run are finished (``run_dir/STATE_FILE``) and the head stage's val_loss."""
+
+    def __init__(self, run_dir: str | None, resume: bool):
+        self.run_dir = run_dir
+        if run_dir:
+            os.makedirs(run_dir, exist_ok=True)
+        self.values = read_json(os.path.join(run_dir, STATE_FILE), {}) if (run_dir and resume) else {}
+
+    def _weights(self, stage: str) -> str:
+        return os.path.join(self.run_dir, f"{stage}.weights.h5")
+
+    def load_finished(self, model: keras.Model, stage: str) -> bool:
+        """Load a stage an earlier run finished; False if it still has to run."""
+        if not (self.run_dir and self.values.get(stage) == "done" and os.path.exists(self._weights(stage))):
+            return False
+        model.load_weights(self._weights(stage))
+        logger.info("[%s] already finished in %s: loaded its weights", stage, self.run_dir)
+        return True
+
+    def finish(self, model: keras.Model, stage: str) -> None:
+        if self.run_dir:
+            with atomic_path(self._weights(stage)) as tmp:
+                model.save_weights(tmp)
+            self.values[stage] = "done"
+            write_json(os.path.join(self.run_dir, STATE_FILE), self.values)
+
+
+def _keep_best(model, stage: str, history: dict, recipe: Recipe, state: _StageState, before) -> None:
+    """Record the head stage's val_loss; after fine-tuning, go back to the head's weights (``before``)
+    if fine-tuning never beat it (``recipe.keep_best``)."""
+    val_loss = _stage_val_loss(history, recipe)
+    if stage == "head" and val_loss is not None:
+        state.values["head_val_loss"] = val_loss
+    if before is not None and val_loss is not None and val_loss > state.values.get("head_val_loss", np.inf):
+        model.set_weights(before)
+        logger.info("[fine_tune] best val_loss %.4f > the head stage's %.4f: kept the head stage's weights",
+                    val_loss, state.values["head_val_loss"])
+        history["kept_head_weights"] = True
+
+
+def stages(model: keras.Model, recipe: Recipe) -> list[tuple[str, int, int]]:
+    """``[(stage, epochs, k frozen backbone layers)]``: the head on a frozen backbone, then fine-tuning."""
+    return [("head", recipe.head_epochs, len(backbone_of(model).layers)),
+            ("fine_tune", recipe.fine_tune_epochs, resolve_frozen(model, recipe.frozen))]
+
+
 def fine_tune(model: keras.Model, splits: data_lib.Splits, recipe: Recipe | None = None, run_dir: str | None = None,
               strategy=None, resume: bool = False, cache: FeatureCache | None = None,
               callbacks: list | None = None) -> dict:
-    """Train ``model`` on ``splits`` with the two-stage recipe; returns ``{stage: history}``.
+    """Train ``model`` on ``splits`` with the two-stage recipe (:func:`train_stage` per stage);
+    returns ``{stage: history}``.
 
-    Args:
-        model: a classifier from :mod:`keras_transfer.heads`, built inside ``strategy.scope()``.
-        splits: train/val(/test) images from :mod:`keras_transfer.data`.
-        recipe: a :class:`~keras_transfer.recipes.Recipe` (default: ``recipes.recipe("default")``).
-        run_dir: where checkpoints (``backup/``, ``best.weights.h5``), CSV logs and the stage
-            state go; ``None`` keeps nothing on disk.
-        resume: continue a killed run from ``run_dir``: finished stages are loaded, the
-            interrupted one restarts from its last epoch (Keras ``BackupAndRestore``).
-        cache: a :class:`FeatureCache` to share frozen-prefix features (tuning trials do).
+    ``model``: a classifier from :mod:`keras_transfer.heads`, built inside ``strategy.scope()``;
+    ``recipe``: default ``recipes.recipe("default")``; ``run_dir``: where checkpoints, CSV logs and
+    the stage state go (None: nothing on disk); ``resume``: finished stages are loaded and the
+    interrupted one restarts from its last epoch; ``cache``: a shared :class:`FeatureCache`.
     """
     recipe = recipe or Recipe()
     cache = cache if cache is not None else FeatureCache()
     keras.utils.set_random_seed(recipe.seed)
-    base = backbone_of(model)
     if recipe.class_weight and heads.is_multi_output(model):
         raise ValueError("class_weight does not apply to the binary_auxiliary head (two outputs). "
                          "Received: class_weight=True")
-    if run_dir:
-        os.makedirs(run_dir, exist_ok=True)
-    state = read_json(os.path.join(run_dir, STATE_FILE), {}) if (run_dir and resume) else {}
-    histories: dict[str, dict] = {}
-    stages = [("head", recipe.head_epochs, len(base.layers)),
-              ("fine_tune", recipe.fine_tune_epochs, resolve_frozen(model, recipe.frozen))]
-    for stage, epochs, k in stages:
-        weights_path = os.path.join(run_dir, f"{stage}.weights.h5") if run_dir else None
-        if state.get(stage) == "done" and weights_path and os.path.exists(weights_path):
-            model.load_weights(weights_path)
-            logger.info("[%s] already finished in %s: loaded its weights", stage, run_dir)
-            continue
-        if epochs <= 0:
+    state, histories = _StageState(run_dir, resume), {}
+    for stage, epochs, k in stages(model, recipe):
+        if state.load_finished(model, stage) or epochs <= 0:
             continue
         before = model.get_weights() if (stage == "fine_tune" and recipe.keep_best) else None
         histories[stage] = train_stage(model, splits, recipe, stage, epochs, k, strategy, cache, run_dir, resume,
                                        callbacks)
-        val_loss = _stage_val_loss(histories[stage], recipe)
-        if stage == "head" and val_loss is not None:
-            state["head_val_loss"] = val_loss
-        if before is not None and val_loss is not None and val_loss > state.get("head_val_loss", np.inf):
-            model.set_weights(before)  # fine-tuning never beat the head alone: keep the head's weights
-            logger.info("[fine_tune] best val_loss %.4f > the head stage's %.4f: kept the head stage's weights",
-                        val_loss, state["head_val_loss"])
-            histories[stage]["kept_head_weights"] = True
-        if run_dir:
-            with atomic_path(weights_path) as tmp:
-                model.save_weights(tmp)
-            state[stage] = "done"
-            write_json(os.path.join(run_dir, STATE_FILE), state)
+        _keep_best(model, stage, histories[stage], recipe, state, before)
+        state.finish(model, stage)
     return histories
 
 
