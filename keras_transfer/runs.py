@@ -132,36 +132,38 @@ def _train(config: TrainConfig, run_dir: str, resume: bool, progress: bool) -> d
             for s in splits.skipped:
                 logger.warning(f"  skipped {s.path}: {s.reason}")
         removed = removed_for(config, splits, run_dir if chief else None)
-        model = training.build_model(
-            config.backbone, splits.num_classes, weights=config.weights, input_size=splits.image_size[0],
-            removed=removed, head=config.head,
-            include_top=config.include_top, strategy=strategy,
-            **config.head_options())
+        model = training.build_model(config.backbone, splits.num_classes, weights=config.weights,
+                                     input_size=splits.image_size[0], removed=removed, head=config.head,
+                                     include_top=config.include_top, strategy=strategy, **config.head_options())
         histories = training.fine_tune(model, splits, config.make_recipe(), run_dir=work_dir, strategy=strategy,
                                        resume=resume)
         fingerprint = training.weights_fingerprint(model)
         logger.info(f"weights fingerprint {fingerprint} ({'chief' if chief else 'worker'})")
-        metrics = training.evaluate(model, splits.test if len(splits.test) else splits.val)
-        metrics.update(backbone=config.backbone, weights=str(config.weights), removed=removed,
-                       frozen=training.resolve_frozen(model, config.frozen), head=config.head,
-                       train_images=len(splits.train), skipped_files=len(splits.skipped),
-                       weights_fingerprint=fingerprint)
-        if not chief:
-            return metrics
-        stages = [(s, plots.read_csv_log(os.path.join(run_dir, f"{s}.csv")) or histories.get(s, {}))
-                  for s in ("head", "fine_tune")]
-        plots.training_curves(stages, os.path.join(run_dir, "history.png"))
-        plots.confusion_matrix(metrics["confusion_matrix"], splits.class_names, os.path.join(run_dir, "confusion_matrix.png"))
-        with atomic_path(os.path.join(run_dir, "model.keras")) as tmp:
-            model.save(tmp)
-        metrics["export"] = export.export(model, os.path.join(run_dir, "export"), splits.class_names,
-                                          {"backbone": config.backbone, "test_accuracy": metrics["accuracy"]})
-        metrics["seconds"] = round(time.time() - start, 1)
-        write_json(os.path.join(run_dir, "metrics.json"), metrics)
+        metrics = {**training.evaluate(model, splits.test if len(splits.test) else splits.val),
+                   "backbone": config.backbone, "weights": str(config.weights), "removed": removed,
+                   "frozen": training.resolve_frozen(model, config.frozen), "head": config.head,
+                   "train_images": len(splits.train), "skipped_files": len(splits.skipped),
+                   "weights_fingerprint": fingerprint}
+        if chief:
+            _write_report(model, splits, histories, metrics, config, run_dir)
+            metrics["seconds"] = round(time.time() - start, 1)
+            write_json(os.path.join(run_dir, "metrics.json"), metrics)
         return metrics
     finally:
         if not chief:
             distribute.remove_worker_dir(work_dir)
+
+
+def _write_report(model, splits, histories: dict, metrics: dict, config: TrainConfig, run_dir: str) -> None:
+    """The chief's part of a run folder: curves, confusion matrix, model.keras and the export."""
+    stages = [(s, plots.read_csv_log(os.path.join(run_dir, f"{s}.csv")) or histories.get(s, {}))
+              for s in ("head", "fine_tune")]
+    plots.training_curves(stages, os.path.join(run_dir, "history.png"))
+    plots.confusion_matrix(metrics["confusion_matrix"], splits.class_names, os.path.join(run_dir, "confusion_matrix.png"))
+    with atomic_path(os.path.join(run_dir, "model.keras")) as tmp:
+        model.save(tmp)
+    metrics["export"] = export.export(model, os.path.join(run_dir, "export"), splits.class_names,
+                                      {"backbone": config.backbone, "test_accuracy": metrics["accuracy"]})
 
 
 def removed_for(config: TrainConfig, splits, out_dir: str | None = None) -> int:

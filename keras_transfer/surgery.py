@@ -137,14 +137,19 @@ def chop(model: keras.Model, removed: int | None = None, at: LayerRef | None = N
                 f"Use removed<={len(names) - 1}."
             )
     else:
-        index = layer_index(model, at)
-        name = model.layers[index].name
-        if name not in points:
-            raise ValueError(
-                f"{name!r} (layer {index}) is not a cut point of {model.name}: some path to the "
-                f"top bypasses it. Nearest cut points: {', '.join(_nearest(model, points, index))}."
-            )
+        index = _cut_point_index(model, at, points)
     return keras.Model(model.inputs, model.layers[index].output, name=model.name)
+
+
+def _cut_point_index(model: keras.Model, at: LayerRef, points: list[str]) -> int:
+    index = layer_index(model, at)
+    name = model.layers[index].name
+    if name not in points:
+        raise ValueError(
+            f"{name!r} (layer {index}) is not a cut point of {model.name}: some path to the "
+            f"top bypasses it. Nearest cut points: {', '.join(_nearest(model, points, index))}."
+        )
+    return index
 
 
 def _end_before_unit(model: keras.Model, names: list[str], removed: int, points: list[str]) -> int:

@@ -337,8 +337,40 @@ def search(config: SearchConfig, out_dir: str, verbose: int = 1) -> dict:
         return _search(config, out_dir, verbose)
 
 
+def _summarise(rows: list[dict], hypermodel: TransferHyperModel, out_dir: str) -> dict:
+    """Write results.csv/heatmap.png, log failures and the top trials; the search's summary."""
+    best = write_results(rows, out_dir)
+    failed = [r for r in rows if r["status"] == "FAILED"]
+    for r in failed:
+        logger.warning(f"trial {r['trial_id']} FAILED: {r['message']}")
+    if not best:
+        raise RuntimeError(f"all {len(rows)} trial(s) failed; see the messages above and {out_dir}/results.csv")
+    logger.info(f"{sum(r['status'] == 'COMPLETED' for r in rows)} completed, {len(failed)} failed; top trials:")
+    logger.info(format_top(rows))
+    return {"best": best, "trials": len(rows), "failed": len(failed), "cache_hits": hypermodel.cache.hits,
+            "cache_misses": hypermodel.cache.misses}
+
+
+def _retrain_best(tuner, hypermodel: TransferHyperModel, best: dict, splits, recipe, config: SearchConfig,
+                  out_dir: str, verbose: int) -> dict:
+    """Retrain the best trial on the train split, test it, export it; returns what the summary gains."""
+    from keras_transfer import export
+
+    logger.info(f"retraining the best trial ({best['trial_id']}) on the train split; testing on the test split")
+    hp = tuner.oracle.get_trial(best["trial_id"]).hyperparameters
+    model = hypermodel.build(hp)
+    k = hypermodel.frozen_layers(hp.get("removed"), hp.get("frozen_units"))
+    final = dataclasses.replace(recipe, frozen=k, fine_tune_learning_rate=hp.get("learning_rate"), verbose=verbose)
+    training.fine_tune(model, splits, final, strategy=hypermodel.strategy, cache=hypermodel.cache)
+    metrics = training.evaluate(model, splits.test if len(splits.test) else splits.val)
+    path = export.export(model, os.path.join(out_dir, "export"), splits.class_names,
+                         {"backbone": config.backbone, "best_trial": best})
+    logger.info(f"best model: test accuracy {metrics['accuracy']:.3f}; exported to {path}")
+    return {"test_accuracy": metrics["accuracy"], "export": path}
+
+
 def _search(config: SearchConfig, out_dir: str, verbose: int) -> dict:
-    from keras_transfer import distribute, export
+    from keras_transfer import distribute
     from keras_transfer.files import write_json
 
     strategy = distribute.strategy_for(config.strategy, config.devices)
@@ -369,28 +401,9 @@ def _search(config: SearchConfig, out_dir: str, verbose: int) -> dict:
     if is_worker:
         logger.info(f"tuner {role}: no trials left, done")
         return {}
-    rows = trial_rows(tuner, hypermodel)
-    best = write_results(rows, out_dir)
-    failed = [r for r in rows if r["status"] == "FAILED"]
-    for r in failed:
-        logger.warning(f"trial {r['trial_id']} FAILED: {r['message']}")
-    if not best:
-        raise RuntimeError(f"all {len(rows)} trial(s) failed; see the messages above and {out_dir}/results.csv")
-    logger.info(f"{sum(r['status'] == 'COMPLETED' for r in rows)} completed, {len(failed)} failed; top trials:")
-    logger.info(format_top(rows))
-    summary = {"best": best, "trials": len(rows), "failed": len(failed), "cache_hits": hypermodel.cache.hits,
-               "cache_misses": hypermodel.cache.misses}
+    summary = _summarise(trial_rows(tuner, hypermodel), hypermodel, out_dir)
+    best = summary["best"]
     if config.retrain_best:
-        logger.info(f"retraining the best trial ({best['trial_id']}) on the train split; testing on the test split")
-        hp = tuner.oracle.get_trial(best["trial_id"]).hyperparameters
-        model = hypermodel.build(hp)
-        k = hypermodel.frozen_layers(hp.get("removed"), hp.get("frozen_units"))
-        final = dataclasses.replace(recipe, frozen=k, fine_tune_learning_rate=hp.get("learning_rate"), verbose=verbose)
-        training.fine_tune(model, splits, final, strategy=strategy, cache=hypermodel.cache)
-        metrics = training.evaluate(model, splits.test if len(splits.test) else splits.val)
-        summary["test_accuracy"] = metrics["accuracy"]
-        summary["export"] = export.export(model, os.path.join(out_dir, "export"), splits.class_names,
-                                          {"backbone": config.backbone, "best_trial": best})
-        logger.info(f"best model: test accuracy {metrics['accuracy']:.3f}; exported to {summary['export']}")
+        summary.update(_retrain_best(tuner, hypermodel, best, splits, recipe, config, out_dir, verbose))
     write_json(os.path.join(out_dir, "best.json"), summary)
     return summary
