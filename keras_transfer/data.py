@@ -83,7 +83,7 @@ class Splits:
         lines += [f"  {name:<20} {counts[name]:>6} train" for name in self.class_names]
         if imbalance(self.train) > 1.5:
             lines.append(f"  classes are imbalanced ({imbalance(self.train):.1f}:1 largest to smallest); "
-                         "consider --class-weight")
+                         "consider class weights (class_weight=True)")
         if self.skipped:
             lines.append(f"  skipped {len(self.skipped)} unreadable file(s): see skipped.csv")
         return "\n".join(lines)
@@ -110,7 +110,8 @@ def skip_reason(err: BaseException) -> str:
 
 def _class_files(root: str) -> tuple[list[str], dict[str, list[str]], list[SkippedFile]]:
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"--data {root!r}: no such folder. Point it at a folder with one sub-folder per class.")
+        raise FileNotFoundError(f"no such folder: point data_dir at a folder with one sub-folder per class. "
+                                f"Received: data_dir={root!r}")
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
     skipped = [SkippedFile(os.path.join(root, f), "file at the top level: not in a class folder")
                for f in sorted(os.listdir(root)) if os.path.isfile(os.path.join(root, f)) and not f.startswith(".")]
@@ -143,7 +144,7 @@ def load_folder(root: str, image_size: tuple[int, int] | int, workers: int | Non
     classes, files, skipped = _class_files(root)
     if len(classes) < 2:
         raise ValueError(
-            f"--data {root!r} has {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); "
+            f"data_dir {root!r} has {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); "
             "transfer learning needs at least 2 classes, one sub-folder each."
         )
     jobs = [(path, label) for label, c in enumerate(classes) for path in files[c]]
@@ -399,7 +400,8 @@ def load(data_dir: str | None = None, dataset: str | None = None, image_size=224
          limit: int | None = None, progress: bool = True) -> Splits:
     """What the CLI calls: ``data_dir`` (a folder) or ``dataset`` (a built-in name) -> splits."""
     if (data_dir is None) == (dataset is None):
-        raise ValueError("give exactly one of --data DIR or --dataset NAME.")
+        raise ValueError(f"give exactly one of data_dir (a folder) or dataset (a built-in name). "
+                         f"Received: data_dir={data_dir!r}, dataset={dataset!r}")
     if data_dir:
         data = load_folder(data_dir, image_size, progress=progress)
         data = limit_per_class(data, limit, seed) if limit else data

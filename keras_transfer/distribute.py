@@ -43,7 +43,8 @@ def strategy_for(strategy: str = "auto", devices: str | list | None = None, verb
     import tensorflow as tf
 
     if strategy not in STRATEGIES:
-        raise ValueError(f"--strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}.")
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}; choose one of them. "
+                         f"Received: strategy={strategy!r}")
     if isinstance(devices, str):
         devices = [d.strip() for d in devices.split(",") if d.strip()]
     if strategy == "auto" and _cluster_size(_cluster()) > 1:
@@ -60,7 +61,8 @@ def strategy_for(strategy: str = "auto", devices: str | list | None = None, verb
             strategy = "default"
     if strategy == "multi_worker":
         if _cluster_size(_cluster()) < 2:
-            raise ValueError("--strategy multi_worker needs TF_CONFIG with a cluster of 2 or more tasks.")
+            raise ValueError("strategy='multi_worker' needs TF_CONFIG with a cluster of 2 or more tasks. "
+                             "Received: strategy='multi_worker'")
         # A collective that waits longer than this fails instead of hanging forever when a
         # worker is gone (a closed socket is usually reported sooner, by gRPC).
         timeout = float(os.environ.get("KERAS_TRANSFER_COLLECTIVE_TIMEOUT", "600"))

@@ -19,67 +19,16 @@ import time
 import keras
 
 from keras_transfer import data as data_lib
-from keras_transfer import distribute, export, plots, precision, recipes, training
+from keras_transfer import distribute, export, plots, precision, training
+from keras_transfer.config import TrainConfig  # noqa: F401 - runs.TrainConfig, as before
 from keras_transfer.files import atomic_path, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
-# config fields that must match for --resume to continue the same run
-_IDENTITY = ("data_dir", "dataset", "backbone", "weights", "input_size", "removed", "head", "include_top", "seed",
-             "recipe", "width", "dropout")
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    data_dir: str | None = None
-    dataset: str | None = None
-    backbone: str = "vgg16"
-    weights: str | None = "imagenet"
-    include_top: bool = False
-    input_size: int | None = None
-    removed: int | str = 0  # or "auto": the probe's recommendation on the training images
-    frozen: int | str | None = None
-    head: str = "gap_dense"
-    recipe: str = "default"  # see keras_transfer.recipes; the fields left None below come from it
-    width: int | None = None
-    dropout: float | None = None
-    binary_weight: float = 0.4
-    epochs: int = 5
-    fine_tune_epochs: int = 5
-    batch_size: int = 32
-    learning_rate: float | None = None
-    fine_tune_learning_rate: float | None = None
-    transferred_lr_scale: float | None = None
-    augment: bool = False
-    cache_features: bool = True
-    class_weight: bool = False
-    patience: int | None = 3
-    limit_per_class: int | None = None
-    validation_split: float = 0.15
-    test_split: float = 0.15
-    seed: int = 0
-    tensorboard: bool = False
-    strategy: str = "auto"
-    devices: str | None = None
-    precision: str = "auto"  # see keras_transfer.precision
-    verbose: int | str = "auto"
-
-    def make_recipe(self) -> recipes.Recipe:
-        """The named recipe with this run's epochs, rates, batch size... (``None``: the recipe's)."""
-        recipe = recipes.recipe(
-            self.recipe, width=self.width, dropout=self.dropout,
-            head_epochs=self.epochs, fine_tune_epochs=self.fine_tune_epochs, frozen=self.frozen,
-            head_learning_rate=self.learning_rate, fine_tune_learning_rate=self.fine_tune_learning_rate,
-            transferred_lr_scale=self.transferred_lr_scale, batch_size=self.batch_size, augment=self.augment,
-            cache_features=self.cache_features, class_weight=self.class_weight,
-            seed=self.seed, tensorboard=self.tensorboard, verbose=self.verbose)
-        return dataclasses.replace(recipe, patience=self.patience)  # None here means "no early stopping"
-
-    def head_options(self) -> dict:
-        options = self.make_recipe().head_options()
-        if self.head == "binary_auxiliary":
-            options.update(seed=self.seed, binary_weight=self.binary_weight)
-        return options
+# config fields that must match for resume=True to continue the same run
+_IDENTITY = {"data": ("data_dir", "dataset", "input_size", "seed"),
+             "model": ("backbone", "weights", "removed", "head", "include_top", "width", "dropout"),
+             "recipe": ("recipe",)}
 
 
 def prepare_run_dir(run_dir: str, config: TrainConfig, resume: bool) -> None:
@@ -87,16 +36,18 @@ def prepare_run_dir(run_dir: str, config: TrainConfig, resume: bool) -> None:
     saved = read_json(os.path.join(run_dir, "config.json"))
     if saved is not None:
         if not resume:
-            raise FileExistsError(f"--out {run_dir!r} already holds a run; pass --resume to continue it, "
-                                  "or choose another --out (nothing was overwritten).")
+            raise FileExistsError(f"run_dir {run_dir!r} already holds a run; resume it (resume=True) or choose "
+                                  f"another run_dir (nothing was overwritten). Received: run_dir={run_dir!r}")
         asked = dataclasses.asdict(config)
-        changed = [k for k in _IDENTITY if saved.get(k) != asked.get(k)]
+        changed = [f"{g}.{k}" for g, keys in _IDENTITY.items() for k in keys
+                   if saved.get(g, {}).get(k) != asked[g][k]]
         if changed:
-            raise ValueError(f"--resume: {run_dir!r} was started with different "
-                             + ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
-                             + "; resume with the same settings or choose another --out.")
+            raise ValueError(f"resume: {run_dir!r} was started with different "
+                             + ", ".join(f"{k}={saved.get(k.split('.')[0], {}).get(k.split('.')[1])!r}" for k in changed)
+                             + "; resume with the same settings or choose another run_dir.")
     elif os.path.isdir(run_dir) and os.listdir(run_dir):
-        raise FileExistsError(f"--out {run_dir!r} is a non-empty folder that is not a run; choose another --out.")
+        raise FileExistsError(f"run_dir {run_dir!r} is a non-empty folder that is not a run; choose another. "
+                              f"Received: run_dir={run_dir!r}")
     os.makedirs(run_dir, exist_ok=True)
     if saved is None:
         write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(config))
@@ -107,15 +58,15 @@ def train(config: TrainConfig, run_dir: str, resume: bool = False, progress: boo
 
     Returns ``metrics.json``'s content plus ``export`` (the version folder) and ``seconds``.
     Under a multi-worker strategy every worker trains; only the chief writes the run folder.
-    Models compute in ``config.precision`` (the global Keras policy is restored afterwards).
+    Models compute in ``config.distribute.precision`` (the global Keras policy is restored afterwards).
     """
-    with precision.using(config.precision):
+    with precision.using(config.distribute.precision):
         return _train(config, run_dir, resume, progress)
 
 
 def _train(config: TrainConfig, run_dir: str, resume: bool, progress: bool) -> dict:
     start = time.time()
-    strategy = distribute.strategy_for(config.strategy, config.devices)
+    strategy = distribute.strategy_for(config.distribute.strategy, config.distribute.devices)
     chief = distribute.is_chief(strategy)
     work_dir = run_dir if chief else distribute.worker_dir()
     if chief:
@@ -123,25 +74,23 @@ def _train(config: TrainConfig, run_dir: str, resume: bool, progress: bool) -> d
     else:
         os.makedirs(work_dir, exist_ok=True)
     try:
-        splits = data_lib.load(config.data_dir, config.dataset, config.input_size or _default_size(config),
-                               config.validation_split, config.test_split, config.seed, config.limit_per_class,
-                               progress=progress)
+        splits = config.data.load(config.model.backbone, progress=progress)
         logger.info(splits.summary())
         if chief:
             data_lib.write_skipped_report(splits.skipped, os.path.join(run_dir, "skipped.csv"))
             for s in splits.skipped:
                 logger.warning(f"  skipped {s.path}: {s.reason}")
         removed = removed_for(config, splits, run_dir if chief else None)
-        model = training.build_model(config.backbone, splits.num_classes, weights=config.weights,
-                                     input_size=splits.image_size[0], removed=removed, head=config.head,
-                                     include_top=config.include_top, strategy=strategy, **config.head_options())
+        model = training.build_model(config.model.backbone, splits.num_classes, weights=config.model.weights,
+                                     input_size=splits.image_size[0], removed=removed, head=config.model.head,
+                                     include_top=config.model.include_top, strategy=strategy, **config.head_options())
         histories = training.fine_tune(model, splits, config.make_recipe(), run_dir=work_dir, strategy=strategy,
                                        resume=resume)
         fingerprint = training.weights_fingerprint(model)
         logger.info(f"weights fingerprint {fingerprint} ({'chief' if chief else 'worker'})")
         metrics = {**training.evaluate(model, splits.test if len(splits.test) else splits.val),
-                   "backbone": config.backbone, "weights": str(config.weights), "removed": removed,
-                   "frozen": training.resolve_frozen(model, config.frozen), "head": config.head,
+                   "backbone": config.model.backbone, "weights": str(config.model.weights), "removed": removed,
+                   "frozen": training.resolve_frozen(model, config.recipe.frozen), "head": config.model.head,
                    "train_images": len(splits.train), "skipped_files": len(splits.skipped),
                    "weights_fingerprint": fingerprint}
         if chief:
@@ -163,30 +112,24 @@ def _write_report(model, splits, histories: dict, metrics: dict, config: TrainCo
     with atomic_path(os.path.join(run_dir, "model.keras")) as tmp:
         model.save(tmp)
     metrics["export"] = export.export(model, os.path.join(run_dir, "export"), splits.class_names,
-                                      {"backbone": config.backbone, "test_accuracy": metrics["accuracy"]})
+                                      {"backbone": config.model.backbone, "test_accuracy": metrics["accuracy"]})
 
 
 def removed_for(config: TrainConfig, splits, out_dir: str | None = None) -> int:
-    """``config.removed``, or with ``"auto"`` the probe's recommendation on the training images
+    """``config.model.removed``, or with ``"auto"`` the probe's recommendation on the training images
     (``probe.json``/``probe.png`` written to ``out_dir``)."""
-    if config.removed != "auto":
-        return int(config.removed)
+    if config.model.removed != "auto":
+        return int(config.model.removed)
     from keras_transfer import probe
     from keras_transfer.backbones import build_base
 
     size = splits.image_size
-    base = build_base(config.backbone, weights=config.weights, input_shape=(*size, 3))
+    base = build_base(config.model.backbone, weights=config.model.weights, input_shape=(*size, 3))
     result = probe.probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names, out_dir,
-                              seed=config.seed, batch_size=config.batch_size)
+                              seed=config.data.seed, batch_size=config.recipe.batch_size)
     logger.info("removed auto: the probe recommends removing %d unit(s) (ending at %s)",
                 result["recommended_removed"], result["recommended_layer"])
     return result["recommended_removed"]
-
-
-def _default_size(config: TrainConfig) -> int:
-    from keras_transfer.backbones import get_backbone
-
-    return get_backbone(config.backbone).default_size
 
 
 def export_run(run_dir: str) -> str:

@@ -91,7 +91,7 @@ def resolve_frozen(model: keras.Model, frozen) -> int:
         else:
             return layer_index(base, frozen) + 1
     if not 0 <= frozen <= len(base.layers):
-        raise ValueError(f"--frozen {frozen} is out of range: {base.name} has {len(base.layers)} layers "
+        raise ValueError(f"frozen={frozen} is out of range: {base.name} has {len(base.layers)} layers "
                          f"(use 0..{len(base.layers)}, 'all' or a layer name).")
     return int(frozen)
 

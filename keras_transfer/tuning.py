@@ -29,14 +29,14 @@ import keras_tuner
 import numpy as np
 
 from keras_transfer import data as data_lib
-from keras_transfer import recipes, training
+from keras_transfer import training
+from keras_transfer.config import TUNERS, SearchConfig, parse_range  # noqa: F401 - tuning.SearchConfig etc., as before
 from keras_transfer.backbones import build_base, get_backbone
 from keras_transfer.surgery import chop, layer_index, units
 from keras_transfer.internals import forget_custom_gradients, tuner_is_worker
 
 logger = logging.getLogger(__name__)
 
-TUNERS = ("random", "bayesian", "hyperband")
 ALL = "all"
 
 
@@ -209,7 +209,7 @@ def make_tuner(hypermodel: TransferHyperModel, kind: str = "random", directory: 
         return keras_tuner.BayesianOptimization(hypermodel, max_trials=max_trials, **common)
     if kind == "hyperband":
         return keras_tuner.Hyperband(hypermodel, max_epochs=max_epochs, factor=3, **common)
-    raise ValueError(f"--tuner {kind!r}: choose one of {', '.join(TUNERS)}.")
+    raise ValueError(f"kind must be one of {', '.join(TUNERS)}. Received: kind={kind!r}")
 
 
 # ---- results ----------------------------------------------------------------------------
@@ -269,71 +269,28 @@ def format_top(rows: list[dict], n: int = 5) -> str:
 
 # ---- the tune command ---------------------------------------------------------------------
 
-@dataclasses.dataclass
-class SearchConfig:
-    data_dir: str | None = None
-    dataset: str | None = None
-    backbone: str = "vgg16"
-    weights: str | None = "imagenet"
-    input_size: int | None = None
-    tuner: str = "random"
-    trials: int = 12
-    removed_range: tuple[int, int] | str | None = None  # "auto": the probe's recommendation +-1
-    frozen_range: tuple[int, int] | None = None
-    widths: tuple = (256, 1024)
-    dropouts: tuple = (0.0, 0.5)
-    learning_rates: tuple = (1e-4, 1e-3)
-    head_kinds: tuple = ("gap_dense",)
-    recipe: str = "default"
-    epochs: int = 2
-    fine_tune_epochs: int = 3
-    batch_size: int = 32
-    limit_per_class: int | None = None
-    validation_split: float = 0.2
-    test_split: float = 0.15
-    seed: int = 0
-    cache_features: bool = True
-    retrain_best: bool = True
-    strategy: str = "auto"
-    devices: str | None = None
-    precision: str = "auto"  # see keras_transfer.precision
-
-
 def _removed_range(config: SearchConfig, splits, size: int, out_dir: str):
-    """``config.removed_range``, or with ``"auto"`` the probe's recommendation +-1 unit (every
+    """``config.search.removed_range``, or with ``"auto"`` the probe's recommendation +-1 unit (every
     process of a distributed search computes the same one from the same data)."""
-    if config.removed_range != "auto":
-        return config.removed_range
+    if config.search.removed_range != "auto":
+        return config.search.removed_range
     from keras_transfer import probe
 
-    base = build_base(config.backbone, weights=config.weights, input_shape=(size, size, 3))
+    base = build_base(config.model.backbone, weights=config.model.weights, input_shape=(size, size, 3))
     result = probe.probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names, out_dir,
-                              seed=config.seed, batch_size=config.batch_size)
+                              seed=config.data.seed, batch_size=config.recipe.batch_size)
     best, top = result["recommended_removed"], len(result["cuts"]) - 1
     logger.info("removed range auto: the probe recommends %d; searching %d:%d", best, max(0, best - 1), min(top, best + 1))
     return max(0, best - 1), min(top, best + 1)
 
 
-def parse_range(text: str | None, name: str = "removed_range") -> tuple[int, int] | str | None:
-    """``"a:b"`` -> ``(a, b)``; ``"n"`` -> ``(n, n)``; ``"auto"`` stays ``"auto"``."""
-    if not text:
-        return None
-    if text == "auto":
-        return text
-    try:
-        lo, _, hi = text.partition(":")
-        return int(lo), int(hi or lo)
-    except ValueError:
-        raise ValueError(f"{name} must be written a:b, e.g. 0:3. Received: {name}={text!r}") from None
-
-
 def search(config: SearchConfig, out_dir: str, verbose: int = 1) -> dict:
     """Run (or resume, or join as a distributed worker) a search; on the chief write
     ``results.csv``, ``heatmap.png``, ``best.json`` and retrain + export the best trial.
-    Models compute in ``config.precision`` (the global Keras policy is restored afterwards)."""
+    Models compute in ``config.distribute.precision`` (the global Keras policy is restored afterwards)."""
     from keras_transfer import precision
 
-    with precision.using(config.precision):
+    with precision.using(config.distribute.precision):
         return _search(config, out_dir, verbose)
 
 
@@ -364,7 +321,7 @@ def _retrain_best(tuner, hypermodel: TransferHyperModel, best: dict, splits, rec
     training.fine_tune(model, splits, final, strategy=hypermodel.strategy, cache=hypermodel.cache)
     metrics = training.evaluate(model, splits.test if len(splits.test) else splits.val)
     path = export.export(model, os.path.join(out_dir, "export"), splits.class_names,
-                         {"backbone": config.backbone, "best_trial": best})
+                         {"backbone": config.model.backbone, "best_trial": best})
     logger.info(f"best model: test accuracy {metrics['accuracy']:.3f}; exported to {path}")
     return {"test_accuracy": metrics["accuracy"], "export": path}
 
@@ -373,25 +330,20 @@ def _search(config: SearchConfig, out_dir: str, verbose: int) -> dict:
     from keras_transfer import distribute
     from keras_transfer.files import write_json
 
-    strategy = distribute.strategy_for(config.strategy, config.devices)
-    size = config.input_size or get_backbone(config.backbone).default_size
-    splits = data_lib.load(config.data_dir, config.dataset, size, config.validation_split, config.test_split,
-                           config.seed, config.limit_per_class, progress=verbose > 0)
+    strategy = distribute.strategy_for(config.distribute.strategy, config.distribute.devices)
+    size = config.data.size(config.model.backbone)
+    splits = config.data.load(config.model.backbone, progress=verbose > 0)
     logger.info(splits.summary())
-    recipe = dataclasses.replace(
-        recipes.recipe(config.recipe, head_epochs=config.epochs, fine_tune_epochs=config.fine_tune_epochs,
-                       batch_size=config.batch_size, cache_features=config.cache_features, seed=config.seed,
-                       verbose=0), patience=None)
-    hypermodel = TransferHyperModel(config.backbone, splits.num_classes, splits, weights=config.weights,
+    recipe = dataclasses.replace(config.recipe.make(config.data.seed), verbose=0)
+    hypermodel = TransferHyperModel(config.model.backbone, splits.num_classes, splits, weights=config.model.weights,
                                     input_size=size, removed_range=_removed_range(config, splits, size, out_dir),
-                                    frozen_range=config.frozen_range,
-                                    widths=config.widths,
-                                    dropouts=config.dropouts, learning_rates=config.learning_rates,
-                                    head_kinds=config.head_kinds, recipe=recipe, strategy=strategy)
+                                    frozen_range=config.search.frozen_range, widths=config.search.widths,
+                                    dropouts=config.search.dropouts, learning_rates=config.search.learning_rates,
+                                    head_kinds=config.search.head_kinds, recipe=recipe, strategy=strategy)
     os.makedirs(out_dir, exist_ok=True)
-    tuner = make_tuner(hypermodel, config.tuner, directory=out_dir, project_name="trials",
-                       max_trials=config.trials, seed=config.seed,
-                       max_epochs=config.epochs + config.fine_tune_epochs)
+    tuner = make_tuner(hypermodel, config.search.tuner, directory=out_dir, project_name="trials",
+                       max_trials=config.search.trials, seed=config.data.seed,
+                       max_epochs=config.recipe.epochs + config.recipe.fine_tune_epochs)
     is_worker = tuner_is_worker()
     resumed = 0 if is_worker else len(tuner.oracle.trials)  # a worker's oracle is a remote client
     if resumed:
@@ -403,7 +355,7 @@ def _search(config: SearchConfig, out_dir: str, verbose: int) -> dict:
         return {}
     summary = _summarise(trial_rows(tuner, hypermodel), hypermodel, out_dir)
     best = summary["best"]
-    if config.retrain_best:
+    if config.search.retrain_best:
         summary.update(_retrain_best(tuner, hypermodel, best, splits, recipe, config, out_dir, verbose))
     write_json(os.path.join(out_dir, "best.json"), summary)
     return summary

@@ -66,10 +66,13 @@ def test_bfloat16_cached_features_give_the_float32_answers():
 
 def test_the_default_recipe_trains_in_bfloat16(tmp_path):
     """The linear probe, the standardisation and the cached stages all run under mixed_bfloat16."""
+    from keras_transfer import config as cfg
     from keras_transfer import runs
 
-    config = runs.TrainConfig(dataset="digits", backbone="vgg16", weights="hed", input_size=32, removed=3,
-                              epochs=1, fine_tune_epochs=1, limit_per_class=8, precision="bfloat16", verbose=0)
+    config = cfg.TrainConfig(cfg.DataConfig(dataset="digits", input_size=32, limit_per_class=8),
+                             cfg.ModelConfig(backbone="vgg16", weights="hed", removed=3),
+                             cfg.RecipeConfig(epochs=1, fine_tune_epochs=1, verbose=0),
+                             cfg.DistributeConfig(precision="bfloat16"))
     metrics = runs.train(config, str(tmp_path / "run"), progress=False)
     assert metrics["accuracy"] > 0.3  # ten classes: chance is 0.1
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards

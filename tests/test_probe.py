@@ -71,10 +71,13 @@ def test_probe_command_scores_every_cut_and_recommends(tmp_path, capsys):
 def test_train_removed_auto_uses_the_probe(tmp_path):
     import json
 
+    from keras_transfer import config as cfg
     from keras_transfer import runs
 
-    config = runs.TrainConfig(dataset="digits", backbone="vgg16", weights="hed", input_size=32, removed="auto",
-                              epochs=1, fine_tune_epochs=0, limit_per_class=6, precision="float32", verbose=0)
+    config = cfg.TrainConfig(cfg.DataConfig(dataset="digits", input_size=32, limit_per_class=6),
+                             cfg.ModelConfig(backbone="vgg16", weights="hed", removed="auto"),
+                             cfg.RecipeConfig(epochs=1, fine_tune_epochs=0, verbose=0),
+                             cfg.DistributeConfig(precision="float32"))
     metrics = runs.train(config, str(tmp_path / "run"), progress=False)
     chosen = json.load(open(tmp_path / "run" / "probe.json"))["recommended_removed"]
     assert metrics["removed"] == chosen

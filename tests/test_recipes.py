@@ -77,10 +77,12 @@ def test_tutorial_and_keras_io_recipes_are_one_argument_away():
 
 
 def test_tutorial_recipe_trains_through_the_cli_config(tmp_path):
+    from keras_transfer import config as cfg
     from keras_transfer import runs
 
-    config = runs.TrainConfig(dataset="digits", backbone="vgg16", weights=None, input_size=32, removed=3,
-                              recipe="tutorial", epochs=1, fine_tune_epochs=1, limit_per_class=4, verbose=0)
+    config = cfg.TrainConfig(cfg.DataConfig(dataset="digits", input_size=32, limit_per_class=4),
+                             cfg.ModelConfig(backbone="vgg16", weights=None, removed=3),
+                             cfg.RecipeConfig(recipe="tutorial", epochs=1, fine_tune_epochs=1, verbose=0))
     recipe = config.make_recipe()
     assert recipe.fine_tune_optimizer == "sgd" and recipe.head_epochs == 1
     assert config.head_options() == {"width": 1024, "dropout": 0.0, "normalize": False}

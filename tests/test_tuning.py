@@ -52,7 +52,7 @@ def test_frozen_units_map_to_unit_boundaries():
 def test_bad_ranges_are_refused():
     with pytest.raises(ValueError, match="removed range 0:13 must lie in 0:12"):
         _hypermodel(removed_range=(0, 13))
-    with pytest.raises(ValueError, match="--tuner 'grid'"):
+    with pytest.raises(ValueError, match="Received: kind='grid'"):
         tuning.make_tuner(_hypermodel(), "grid")
     with pytest.raises(ValueError, match="a:b"):
         tuning.parse_range("one")
