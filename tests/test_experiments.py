@@ -57,6 +57,8 @@ def test_transferability_tiny_run_resumes_without_retraining(tmp_path, capsys, c
     assert set(result["cells"]) == expected | {"random/0/baseB/0", "named/0/baseB/0"}
     assert set(result["accuracy"]) == {"random", "named"} and result["splits"]["named"] == list("01234")
     assert set(result["accuracy"]["named"]) == {"baseB", *conditions}
+    paired = result["minus_base_b"]["named"]["AnB"]["5"]["mean"]
+    assert paired == pytest.approx(result["cells"]["named/0/AnB/5"] - result["cells"]["named/0/baseB/0"])
     assert _png(out / "transferability.png") and "AnB+" in capsys.readouterr().out
     assert sorted(p.name for p in (out / "sources").iterdir()) == sorted(
         f"{s}-0-base{p}.keras" for s in ("random", "named") for p in "AB")

@@ -157,5 +157,6 @@ def format_summary(result: dict) -> str:
     lines = [f"{'frozen':>6}  {'dropped':>13}  {'kept':>13}  {'kept - dropped':>15}"]
     for f in result["config"]["frozen"]:
         row = [acc.get(k, {}).get(str(f)) for k in (*HEADS, "kept_minus_dropped")]
-        lines.append(f"{f:>6}  " + "  ".join(f"{r['mean']:+.3f} ± {r['std']:.3f}" if r else f"{'-':>13}" for r in row))
+        cells = [f"{r['mean']:{'+' if i == 2 else ''}.3f} ± {r['std']:.3f}" if r else "-" for i, r in enumerate(row)]
+        lines.append(f"{f:>6}  {cells[0]:>13}  {cells[1]:>13}  {cells[2]:>15}")
     return "\n".join(lines)

@@ -58,12 +58,16 @@ def _run_split(config, results, pool, split_name, a_classes, seed):
                          lambda: _transfer_cell(config, source, ab.b, n, freeze, seed))
 
 
-def summarise(cells: dict) -> dict:
-    """``{split: {condition: {n: {mean, std, n_seeds}}}}`` from ``"split/seed/condition/n"`` cells."""
+def summarise(cells: dict, against_base: bool = False) -> dict:
+    """``{split: {condition: {n: {mean, std, seeds}}}}`` from ``"split/seed/condition/n"`` cells;
+    with ``against_base``, of each cell minus baseB of the same split and seed (paired)."""
     groups: dict = {}
     for key, value in cells.items():
-        split, _, condition, n = key.split("/")
-        groups.setdefault(split, {}).setdefault(condition, {}).setdefault(n, []).append(value)
+        split, seed, condition, n = key.split("/")
+        base = cells.get(f"{split}/{seed}/baseB/0")
+        if against_base and (condition == "baseB" or base is None):
+            continue
+        groups.setdefault(split, {}).setdefault(condition, {}).setdefault(n, []).append(value - (base if against_base else 0))
     return {s: {c: {n: {"mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v)} for n, v in ns.items()}
                 for c, ns in conds.items()} for s, conds in groups.items()}
 
@@ -79,7 +83,8 @@ def run(config: TransferabilityConfig, out_dir: str) -> dict:
             for seed in config.seeds:
                 _run_split(config, results, pool, split_name, a_classes, seed)
     result = results.save(splits={k: list(v) if v else None for k, v in splits.items()},
-                          accuracy=summarise(results.cells), units=list(smallnet.UNITS))
+                          accuracy=summarise(results.cells), minus_base_b=summarise(results.cells, True),
+                          units=list(smallnet.UNITS))
     plots.transferability(result, os.path.join(out_dir, "transferability.png"))
     return result
 
@@ -93,4 +98,8 @@ def format_summary(result: dict) -> str:
         for n in range(1, len(result["units"]) + 1):
             row = [conds.get(c, {}).get(str(n)) for c in CONDITIONS]
             lines.append(f"{n:>3}  " + "  ".join(f"{r['mean']:.3f} ± {r['std']:.3f}" if r else f"{'-':>13}" for r in row))
+        lines.append("     minus baseB of the same seed (paired):")
+        for n in range(1, len(result["units"]) + 1):
+            row = [result["minus_base_b"][split].get(c, {}).get(str(n)) for c in CONDITIONS]
+            lines.append(f"{n:>3}  " + "  ".join(f"{r['mean']:+.3f} ± {r['std']:.3f}" if r else f"{'-':>14}" for r in row))
     return "\n".join(lines)
