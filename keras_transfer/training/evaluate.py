@@ -1,0 +1,41 @@
+"""Predictions and metrics of a trained classifier."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from keras_transfer import data as data_lib
+from keras_transfer import heads
+from keras_transfer.training.cache import _fingerprint, batched_call
+
+
+def predict_classes(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities ``(N, n)`` for uint8/float images ``(N, H, W, 3)``."""
+    return np.asarray(heads.class_probabilities(model, batched_call(model, images, batch_size)))
+
+
+def evaluate(model: keras.Model, split: data_lib.ImageSet, batch_size: int = 64) -> dict:
+    """Accuracy, per-class precision/recall/F1/support and the confusion matrix on ``split``."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    probs = predict_classes(model, split.images, batch_size)
+    pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, int)
+    labels = list(range(len(split.class_names)))
+    p, r, f, s = precision_recall_fscore_support(split.labels, pred, labels=labels, zero_division=0)
+    return {
+        "images": int(len(split)),
+        "accuracy": float(np.mean(pred == split.labels)) if len(split) else float("nan"),
+        "majority_class_rate": float(np.bincount(split.labels).max() / len(split)) if len(split) else float("nan"),
+        "per_class": {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+                      for i, name in enumerate(split.class_names)},
+        "confusion_matrix": confusion_matrix(split.labels, pred, labels=labels).tolist(),
+        "class_names": list(split.class_names),
+    }
+
+
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """A short hash of every weight: equal on every worker of a correct multi-worker run."""
+    return _fingerprint(model.get_weights())[:16]

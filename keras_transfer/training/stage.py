@@ -1,0 +1,155 @@
+"""One stage of a recipe (the head, or fine-tuning): freeze, choose cached inputs, compile, fit."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+import keras
+
+from keras_transfer import data as data_lib
+from keras_transfer import distribute, heads, recipes
+from keras_transfer.internals import fit_under_multi_worker
+from keras_transfer.recipes import Recipe
+from keras_transfer.surgery import backbone_of, freeze
+from keras_transfer.training.cache import FeatureCache, batched_call, prefix_model, split_model
+from keras_transfer.training.callbacks import SaveBest, SeesClassifier
+
+logger = logging.getLogger("keras_transfer.training")
+
+
+def freeze_for_stage(model: keras.Model, recipe: Recipe, stage: str, k: int) -> bool:
+    """Freeze backbone layers ``[:k]`` as ``stage`` wants; True if they train at a reduced rate instead."""
+    scaled = stage == "fine_tune" and recipe.transferred_lr_scale is not None
+    freeze(model, 0 if scaled else k)
+    if recipe.bn_inference:  # keras.io: fine-tuning a small dataset must not retune BatchNorm statistics
+        for layer in backbone_of(model).layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    return scaled
+
+
+def lr_scales(model: keras.Model, recipe: Recipe, stage: str, k: int) -> dict[str, float]:
+    """Per-variable learning-rate factors of ``stage``: the head at 1, the unfrozen backbone at
+    ``backbone_lr_scale``, layers ``[:k]`` at ``transferred_lr_scale`` when they are not frozen."""
+    if stage == "head":
+        return {}
+    base = backbone_of(model)
+    scales = {}
+    for i, layer in enumerate(base.layers):
+        below = i < k and recipe.transferred_lr_scale is not None
+        factor = recipe.transferred_lr_scale if below else recipe.backbone_lr_scale
+        scales.update({v.path: float(factor) for v in layer.trainable_weights})
+    return {p: f for p, f in scales.items() if f != 1.0}
+
+
+def _stage_inputs(model, splits, recipe, stage, k, scaled, strategy, cache):
+    """``(fit_model, x_train, x_val, how, at_top)``: cached frozen-prefix features when
+    worthwhile, else raw images; ``at_top``: the cached features are the backbone's outputs."""
+    with strategy.scope():  # Keras ties a model to the strategy it was created under
+        parts = split_model(model, k) if (recipe.cache_features and not recipe.augment and not scaled) else None
+    if parts is not None and not cache.fits(parts[0], len(splits.train) + len(splits.val)):
+        logger.info("[%s] %s features would not fit the feature cache (%.0f MB): training end to end",
+                    stage, parts[2], cache.max_bytes / 2**20)
+        parts = None
+    if parts is None:
+        return model, splits.train.images, splits.val.images, "end to end", False
+    prefix, suffix, cut_name = parts
+    x_train = cache.features(prefix, cut_name, splits.train.images, recipe.batch_size)
+    x_val = cache.features(prefix, cut_name, splits.val.images, recipe.batch_size)
+    at_top = cut_name == backbone_of(model).layers[-1].name
+    return suffix, x_train, x_val, f"on cached {cut_name} features", at_top
+
+
+def init_head(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, base_train=None, base_val=None) -> None:
+    """Before the head trains: standardise its features with the training images' statistics and,
+    for a linear head under ``recipe.linear_probe``, start it at the converged linear probe (LP-FT).
+
+    ``base_train``/``base_val``: the backbone's outputs on the train/val images if already at hand.
+    """
+    probe_it = recipe.linear_probe and heads.linear_classifier(model) is not None
+    if heads.feature_norm(model) is None and not probe_it:
+        return
+    prefix = prefix_model(model) if base_train is None or (probe_it and base_val is None) else None
+    if base_train is None:
+        base_train = batched_call(prefix, splits.train.images, recipe.batch_size)
+    heads.adapt_feature_norm(model, base_train)
+    if not probe_it:
+        return
+    if base_val is None and len(splits.val):
+        base_val = batched_call(prefix, splits.val.images, recipe.batch_size)
+    from keras_transfer.probe import fit_linear
+
+    x_val = heads.pooled_features(model, base_val) if base_val is not None else None
+    fitted = fit_linear(heads.pooled_features(model, base_train), splits.train.labels, len(splits.class_names),
+                        x_val, splits.val.labels if x_val is not None else None, seed=recipe.seed)
+    heads.linear_classifier(model).set_weights([fitted.kernel, fitted.bias])
+
+
+def _callbacks(model, fit_model, recipe, stage, run_dir, resume, has_val, extra):
+    monitor = "val_loss" if has_val else "loss"
+    cbs = []
+    if recipe.patience is not None and has_val:
+        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=recipe.patience,
+                                                 restore_best_weights=True))
+    if run_dir:
+        cbs += [
+            keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup", stage), double_checkpoint=True),
+            keras.callbacks.CSVLogger(os.path.join(run_dir, f"{stage}.csv"), append=resume),
+            SaveBest(model, os.path.join(run_dir, "best.weights.h5"), monitor),
+        ]
+        if recipe.tensorboard:
+            cbs.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard", stage)))
+    extra = list(extra or [])
+    if extra and fit_model is not model:
+        extra = [SeesClassifier(extra, model)]  # the caller's callbacks see the classifier, not the suffix
+    return cbs + extra  # after the checkpoints, so they have seen the epoch first
+
+
+def train_stage(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, stage: str, epochs: int, k: int,
+                strategy=None, cache: FeatureCache | None = None, run_dir: str | None = None,
+                resume: bool = False, callbacks: list | None = None) -> dict:
+    """One stage of the recipe: ``"head"`` (``k`` = every backbone layer) or ``"fine_tune"``.
+
+    Freezes ``[:k]``, standardises the head's features if it is the head stage, compiles the
+    model being fitted (the classifier, or its trainable suffix on cached features) with the
+    recipe's optimiser, loss and schedule, and fits. Returns the Keras history dict.
+    """
+    import tensorflow as tf
+
+    strategy = strategy or tf.distribute.get_strategy()
+    cache = cache if cache is not None else FeatureCache()
+    base = backbone_of(model)
+    scaled = freeze_for_stage(model, recipe, stage, k)
+    fit_model, x_train, x_val, how, at_top = _stage_inputs(model, splits, recipe, stage, k, scaled, strategy, cache)
+    if stage == "head":
+        init_head(model, splits, recipe, x_train if at_top else None, x_val if at_top else None)
+    logger.info("[%s] %d epoch(s), backbone layers [:%d] of %d frozen%s, training %s", stage, epochs,
+                0 if scaled else k, len(base.layers),
+                f" (layers [:{k}] at lr x{recipe.transferred_lr_scale})" if scaled else "", how)
+    batch = recipe.batch_size * strategy.num_replicas_in_sync
+    steps = epochs * max(1, -(-len(x_train) // batch))
+    with strategy.scope():
+        fit_model.compile(optimizer=recipes.optimizer(recipe, stage, steps, lr_scales(model, recipe, stage, k)),
+                          **heads.compile_args(model, recipe.label_smoothing))
+    train_ds, val_ds = _stage_datasets(model, fit_model, splits, x_train, x_val, recipe, stage, batch)
+    class_weight = data_lib.class_weights(splits.train) if recipe.class_weight else None
+    multi_worker = distribute.is_multi_worker(strategy)
+    with fit_under_multi_worker(fit_model, next(iter(train_ds))) if multi_worker else contextlib.nullcontext():
+        history = fit_model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
+                                callbacks=_callbacks(model, fit_model, recipe, stage, run_dir, resume,
+                                                     val_ds is not None, callbacks),
+                                verbose=recipe.verbose, shuffle=False)
+    return history.history
+
+
+def _stage_datasets(model, fit_model, splits, x_train, x_val, recipe, stage, batch):
+    """``(train_ds, val_ds)`` of ``x_train``/``x_val`` (images or cached features); ``val_ds`` None without a val split."""
+    seed = recipe.seed + (0 if stage == "head" else 1)
+    augment = data_lib.augmentation(recipe.seed) if (recipe.augment and fit_model is model) else None
+    train_ds = data_lib.to_dataset(x_train, heads.targets(model, splits.train.labels), batch, shuffle=True,
+                                   seed=seed, augment=augment)
+    if not len(splits.val):
+        return train_ds, None
+    return train_ds, data_lib.to_dataset(x_val, heads.targets(model, splits.val.labels), batch)

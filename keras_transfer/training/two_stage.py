@@ -1,0 +1,106 @@
+"""The two-stage recipe: the head on a frozen backbone, then fine-tuning; resumable."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import keras
+import numpy as np
+
+from keras_transfer import data as data_lib
+from keras_transfer import heads
+from keras_transfer.files import atomic_path, read_json, write_json
+from keras_transfer.recipes import Recipe
+from keras_transfer.surgery import backbone_of
+from keras_transfer.training.cache import FeatureCache
+from keras_transfer.training.model import resolve_frozen
+from keras_transfer.training.stage import train_stage
+
+logger = logging.getLogger("keras_transfer.training")
+
+STATE_FILE = "state.json"
+
+
+def _stage_val_loss(history: dict, recipe: Recipe) -> float | None:
+    """The val_loss of the weights a stage ended with (the best epoch if early stopping restored it)."""
+    losses = history.get("val_loss")
+    if not losses:
+        return None
+    return float(min(losses) if recipe.patience is not None else losses[-1])
+
+
+class _StageState:
+    """Which stages of a run are finished (``run_dir/STATE_FILE``) and the head stage's val_loss."""
+
+    def __init__(self, run_dir: str | None, resume: bool):
+        self.run_dir = run_dir
+        if run_dir:
+            os.makedirs(run_dir, exist_ok=True)
+        self.values = read_json(os.path.join(run_dir, STATE_FILE), {}) if (run_dir and resume) else {}
+
+    def _weights(self, stage: str) -> str:
+        return os.path.join(self.run_dir, f"{stage}.weights.h5")
+
+    def load_finished(self, model: keras.Model, stage: str) -> bool:
+        """Load a stage an earlier run finished; False if it still has to run."""
+        if not (self.run_dir and self.values.get(stage) == "done" and os.path.exists(self._weights(stage))):
+            return False
+        model.load_weights(self._weights(stage))
+        logger.info("[%s] already finished in %s: loaded its weights", stage, self.run_dir)
+        return True
+
+    def finish(self, model: keras.Model, stage: str) -> None:
+        if self.run_dir:
+            with atomic_path(self._weights(stage)) as tmp:
+                model.save_weights(tmp)
+            self.values[stage] = "done"
+            write_json(os.path.join(self.run_dir, STATE_FILE), self.values)
+
+
+def _keep_best(model, stage: str, history: dict, recipe: Recipe, state: _StageState, before) -> None:
+    """Record the head stage's val_loss; after fine-tuning, go back to the head's weights (``before``)
+    if fine-tuning never beat it (``recipe.keep_best``)."""
+    val_loss = _stage_val_loss(history, recipe)
+    if stage == "head" and val_loss is not None:
+        state.values["head_val_loss"] = val_loss
+    if before is not None and val_loss is not None and val_loss > state.values.get("head_val_loss", np.inf):
+        model.set_weights(before)
+        logger.info("[fine_tune] best val_loss %.4f > the head stage's %.4f: kept the head stage's weights",
+                    val_loss, state.values["head_val_loss"])
+        history["kept_head_weights"] = True
+
+
+def stages(model: keras.Model, recipe: Recipe) -> list[tuple[str, int, int]]:
+    """``[(stage, epochs, k frozen backbone layers)]``: the head on a frozen backbone, then fine-tuning."""
+    return [("head", recipe.head_epochs, len(backbone_of(model).layers)),
+            ("fine_tune", recipe.fine_tune_epochs, resolve_frozen(model, recipe.frozen))]
+
+
+def fine_tune(model: keras.Model, splits: data_lib.Splits, recipe: Recipe | None = None, run_dir: str | None = None,
+              strategy=None, resume: bool = False, cache: FeatureCache | None = None,
+              callbacks: list | None = None) -> dict:
+    """Train ``model`` on ``splits`` with the two-stage recipe (:func:`train_stage` per stage);
+    returns ``{stage: history}``.
+
+    ``model``: a classifier from :mod:`keras_transfer.heads`, built inside ``strategy.scope()``;
+    ``recipe``: default ``recipes.recipe("default")``; ``run_dir``: where checkpoints, CSV logs and
+    the stage state go (None: nothing on disk); ``resume``: finished stages are loaded and the
+    interrupted one restarts from its last epoch; ``cache``: a shared :class:`FeatureCache`.
+    """
+    recipe = recipe or Recipe()
+    cache = cache if cache is not None else FeatureCache()
+    keras.utils.set_random_seed(recipe.seed)
+    if recipe.class_weight and heads.is_multi_output(model):
+        raise ValueError("class_weight does not apply to the binary_auxiliary head (two outputs). "
+                         "Received: class_weight=True")
+    state, histories = _StageState(run_dir, resume), {}
+    for stage, epochs, k in stages(model, recipe):
+        if state.load_finished(model, stage) or epochs <= 0:
+            continue
+        before = model.get_weights() if (stage == "fine_tune" and recipe.keep_best) else None
+        histories[stage] = train_stage(model, splits, recipe, stage, epochs, k, strategy, cache, run_dir, resume,
+                                       callbacks)
+        _keep_best(model, stage, histories[stage], recipe, state, before)
+        state.finish(model, stage)
+    return histories
