@@ -19,7 +19,7 @@ from keras_transfer.distribute import STRATEGIES
 from keras_transfer.heads import HEADS
 from keras_transfer.precision import PRECISIONS
 
-TUNERS = ("random", "bayesian", "hyperband")
+TUNERS = ("random", "bayesian", "hyperband", "halving")
 
 
 def option(default, flag: str | None = None, help: str = "", **argparse_kwargs):
@@ -155,7 +155,9 @@ def _range(value: str):
 class SearchSpaceConfig:
     """What ``tune`` searches and how."""
 
-    tuner: str = option("random", "--tuner", "Keras Tuner algorithm", choices=TUNERS)
+    tuner: str = option("random", "--tuner", "Keras Tuner's random/bayesian/hyperband, or halving: every (removed, "
+                        "frozen) pair for 1+1 epochs, the best third for the full budget (not resumable)",
+                        choices=TUNERS)
     trials: int = option(12, "--trials", "max trials (random, bayesian)", type=int)
     removed_range: tuple | str | None = option(None, "--removed-range", "units to remove, inclusive (default 0:3); "
                                                "'auto': the probe's recommendation +-1", type=_range, metavar="A:B")

@@ -30,7 +30,7 @@ import numpy as np
 
 from keras_transfer import data as data_lib
 from keras_transfer import training
-from keras_transfer.config import TUNERS, SearchConfig, parse_range  # noqa: F401 - tuning.SearchConfig etc., as before
+from keras_transfer.config import SearchConfig, parse_range  # noqa: F401 - tuning.SearchConfig etc., as before
 from keras_transfer.backbones import build_base, get_backbone
 from keras_transfer.surgery import chop, layer_index, units
 from keras_transfer.internals import forget_custom_gradients, tuner_is_worker
@@ -193,6 +193,44 @@ def successive_halving(hypermodel: TransferHyperModel, configs: list[dict], budg
     return rows
 
 
+def grid(hypermodel: TransferHyperModel) -> list[dict]:
+    """Every distinct configuration of the hypermodel's space: (removed, frozen_units) pairs
+    (equal frozen layer counts once) x widths x dropouts x learning rates."""
+    seen, pairs = set(), []
+    for removed in range(hypermodel.removed_range[0], hypermodel.removed_range[1] + 1):
+        for frozen_units in range(hypermodel.frozen_range[0], hypermodel.frozen_range[1] + 1):
+            key = (removed, hypermodel.frozen_layers(removed, frozen_units))
+            if key not in seen:
+                seen.add(key)
+                pairs.append({"removed": removed, "frozen_units": frozen_units})
+    return [{**pair, "width": w, "dropout": d, "learning_rate": lr} for pair in pairs for w in hypermodel.widths
+            for d in hypermodel.dropouts for lr in hypermodel.learning_rates]
+
+
+def halving_rows(hypermodel: TransferHyperModel, rows: list[dict]) -> list[dict]:
+    """Successive-halving trials as result rows: the last rung's COMPLETED, earlier rungs STOPPED."""
+    last = max(r["rung"] for r in rows)
+    return [{"trial_id": f"{i:02d}", "status": "COMPLETED" if r["rung"] == last else "STOPPED",
+             "frozen_layers": hypermodel.frozen_layers(r["removed"], r["frozen_units"]),
+             "head": hypermodel.head_kinds[0], "message": f"rung {r['rung']}", **r} for i, r in enumerate(rows)]
+
+
+def _halving_search(config: SearchConfig, hypermodel: TransferHyperModel, recipe, out_dir: str):
+    """``tune --tuner halving``: successive halving over the grid (at most ``trials`` configurations,
+    a seeded sample if it is larger); ``(summary, best hyperparameters)``."""
+    if len(hypermodel.head_kinds) > 1:
+        raise ValueError(f"the halving tuner searches one head; give one. Received: head_kinds={hypermodel.head_kinds}")
+    configs = grid(hypermodel)
+    if len(configs) > config.search.trials:
+        order = np.random.default_rng(config.data.seed).permutation(len(configs))[: config.search.trials]
+        configs = [configs[i] for i in sorted(order)]
+    logger.info("successive halving over %d configurations", len(configs))
+    rows = successive_halving(hypermodel, configs, budgets=((1, 1), (recipe.head_epochs, recipe.fine_tune_epochs)))
+    summary = _summarise(halving_rows(hypermodel, rows), hypermodel, out_dir)
+    keys = ("removed", "frozen_units", "width", "dropout", "learning_rate")
+    return summary, fixed_hyperparameters({k: summary["best"][k] for k in keys})
+
+
 def make_tuner(hypermodel: TransferHyperModel, kind: str = "random", directory: str = "search",
                project_name: str = "transfer", max_trials: int = 12, objective: str = "val_accuracy",
                overwrite: bool = False, seed: int = 0, max_epochs: int = 6) -> keras_tuner.Tuner:
@@ -209,7 +247,8 @@ def make_tuner(hypermodel: TransferHyperModel, kind: str = "random", directory: 
         return keras_tuner.BayesianOptimization(hypermodel, max_trials=max_trials, **common)
     if kind == "hyperband":
         return keras_tuner.Hyperband(hypermodel, max_epochs=max_epochs, factor=3, **common)
-    raise ValueError(f"kind must be one of {', '.join(TUNERS)}. Received: kind={kind!r}")
+    raise ValueError(f"kind must be one of Keras Tuner's random, bayesian, hyperband (halving runs without Keras "
+                     f"Tuner: successive_halving). Received: kind={kind!r}")
 
 
 # ---- results ----------------------------------------------------------------------------
@@ -308,13 +347,13 @@ def _summarise(rows: list[dict], hypermodel: TransferHyperModel, out_dir: str) -
             "cache_misses": hypermodel.cache.misses}
 
 
-def _retrain_best(tuner, hypermodel: TransferHyperModel, best: dict, splits, recipe, config: SearchConfig,
+def _retrain_best(hp, hypermodel: TransferHyperModel, best: dict, splits, recipe, config: SearchConfig,
                   out_dir: str, verbose: int) -> dict:
-    """Retrain the best trial on the train split, test it, export it; returns what the summary gains."""
+    """Retrain the best trial (its hyperparameters ``hp``) on the train split, test it, export it;
+    returns what the summary gains."""
     from keras_transfer import export
 
     logger.info(f"retraining the best trial ({best['trial_id']}) on the train split; testing on the test split")
-    hp = tuner.oracle.get_trial(best["trial_id"]).hyperparameters
     model = hypermodel.build(hp)
     k = hypermodel.frozen_layers(hp.get("removed"), hp.get("frozen_units"))
     final = dataclasses.replace(recipe, frozen=k, fine_tune_learning_rate=hp.get("learning_rate"), verbose=verbose)
@@ -324,6 +363,24 @@ def _retrain_best(tuner, hypermodel: TransferHyperModel, best: dict, splits, rec
                          {"backbone": config.model.backbone, "best_trial": best})
     logger.info(f"best model: test accuracy {metrics['accuracy']:.3f}; exported to {path}")
     return {"test_accuracy": metrics["accuracy"], "export": path}
+
+
+def _keras_tuner_search(config: SearchConfig, hypermodel: TransferHyperModel, out_dir: str, verbose: int):
+    """Run (or resume, or join) the Keras Tuner search; ``(summary, best hyperparameters)``, or
+    ``({}, None)`` in a distributed worker."""
+    tuner = make_tuner(hypermodel, config.search.tuner, directory=out_dir, project_name="trials",
+                       max_trials=config.search.trials, seed=config.data.seed,
+                       max_epochs=config.recipe.epochs + config.recipe.fine_tune_epochs)
+    is_worker = tuner_is_worker()
+    resumed = 0 if is_worker else len(tuner.oracle.trials)  # a worker's oracle is a remote client
+    if resumed:
+        logger.info(f"resuming the search in {out_dir}: {resumed} trial(s) kept")
+    tuner.search(verbose=verbose)
+    if is_worker:
+        logger.info(f"tuner {os.environ.get('KERASTUNER_TUNER_ID', '')}: no trials left, done")
+        return {}, None
+    summary = _summarise(trial_rows(tuner, hypermodel), hypermodel, out_dir)
+    return summary, tuner.oracle.get_trial(summary["best"]["trial_id"]).hyperparameters
 
 
 def _search(config: SearchConfig, out_dir: str, verbose: int) -> dict:
@@ -341,21 +398,13 @@ def _search(config: SearchConfig, out_dir: str, verbose: int) -> dict:
                                     dropouts=config.search.dropouts, learning_rates=config.search.learning_rates,
                                     head_kinds=config.search.head_kinds, recipe=recipe, strategy=strategy)
     os.makedirs(out_dir, exist_ok=True)
-    tuner = make_tuner(hypermodel, config.search.tuner, directory=out_dir, project_name="trials",
-                       max_trials=config.search.trials, seed=config.data.seed,
-                       max_epochs=config.recipe.epochs + config.recipe.fine_tune_epochs)
-    is_worker = tuner_is_worker()
-    resumed = 0 if is_worker else len(tuner.oracle.trials)  # a worker's oracle is a remote client
-    if resumed:
-        logger.info(f"resuming the search in {out_dir}: {resumed} trial(s) kept")
-    role = os.environ.get("KERASTUNER_TUNER_ID", "")
-    tuner.search(verbose=verbose)
-    if is_worker:
-        logger.info(f"tuner {role}: no trials left, done")
-        return {}
-    summary = _summarise(trial_rows(tuner, hypermodel), hypermodel, out_dir)
-    best = summary["best"]
+    if config.search.tuner == "halving":
+        summary, hp = _halving_search(config, hypermodel, recipe, out_dir)
+    else:
+        summary, hp = _keras_tuner_search(config, hypermodel, out_dir, verbose)
+        if not summary:
+            return {}  # a distributed worker: the chief reports
     if config.search.retrain_best:
-        summary.update(_retrain_best(tuner, hypermodel, best, splits, recipe, config, out_dir, verbose))
+        summary.update(_retrain_best(hp, hypermodel, summary["best"], splits, recipe, config, out_dir, verbose))
     write_json(os.path.join(out_dir, "best.json"), summary)
     return summary

@@ -224,3 +224,22 @@ def test_successive_halving_trains_the_best_share_longer():
     first = max(rows[:3], key=lambda r: (r["val_accuracy"], -r["val_loss"]))
     assert (rows[-1]["removed"], rows[-1]["frozen_units"]) == (first["removed"], first["frozen_units"])
     assert hm.recipe.fine_tune_epochs == 1  # the hypermodel's own recipe is given back
+
+
+def test_tune_halving_trains_the_best_third_longer_and_exports_the_winner(guitars, tmp_path):
+    from keras_transfer.cli import main
+
+    out = tmp_path / "halving"
+    argv = ["tune", "--data", str(guitars), "--backbone", "vgg16", "--weights", "none", "--input-size", "32",
+            "--tuner", "halving", "--trials", "6", "--epochs", "1", "--fine-tune-epochs", "2", "--widths", "8",
+            "--dropouts", "0.0", "--learning-rates", "0.001", "--batch-size", "4", "--removed-range", "1:2",
+            "--frozen-range", "9:13", "--out", str(out)]
+    assert main(argv) == 0
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["status"] for r in rows] == ["STOPPED"] * 6 + ["COMPLETED"] * 2  # 6 at 1+1 epochs, the best third on
+    stopped = sorted(rows[:6], key=lambda r: -float(r["val_accuracy"]))
+    promoted = {(r["removed"], r["frozen_units"]) for r in rows[6:]}
+    assert (stopped[0]["removed"], stopped[0]["frozen_units"]) in promoted
+    best = json.load(open(out / "best.json"))
+    assert best["best"]["status"] == "COMPLETED" and os.listdir(out / "export") == ["1"]
