@@ -3,7 +3,7 @@
 Space: VGG16 ``hed`` on ELPV (binary) at 64 px, ``removed`` 0..3 x trained units 0..3 (frozen_units =
 remaining units - trained; 0 trained = head only): 16 configurations, each a 2+3-epoch default
 recipe. Judged by one yardstick: every configuration's validation accuracy in an exhaustive
-sweep (run once, kept in ``benchmarks/results/search_sweep.json``; ``--resweep`` redoes it).
+sweep (run once, kept in ``benchmarks/results/search_sweep_*.json`` per setting; ``--resweep`` redoes it).
 
 - **naive**: random search without caching, float32. Its trials are the sweep's own (same
   code, same settings), so its time-to-target is computed exactly from the sweep's per-trial
@@ -15,7 +15,7 @@ sweep (run once, kept in ``benchmarks/results/search_sweep.json``; ``--resweep``
   (probe included) until it has trained, at full budget, a configuration that the sweep scores
   within ``--tolerance`` of the best.
 
-    python benchmarks/bench_time_to_best.py [--precision bfloat16] [--resweep]
+    python benchmarks/bench_time_to_best.py [--precision bfloat16] [--per-class 150] [--removed-max 3] [--resweep]
 """
 import argparse
 import json
@@ -28,16 +28,19 @@ from keras_transfer import data, precision, probe, recipes, training, tuning
 from keras_transfer.backbones import build_base
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SWEEP = os.path.join(HERE, "results", "search_sweep.json")
 SETTINGS = {"backbone": "vgg16", "weights": "hed", "dataset": "elpv", "size": 64, "per_class": 150,
             "removed": [0, 1, 2, 3], "trained_units": [0, 1, 2, 3], "epochs": [2, 3], "seed": 0}
+
+
+def sweep_path() -> str:
+    return os.path.join(HERE, "results", f"search_sweep_{SETTINGS['per_class']}pc_removed{SETTINGS['removed'][-1]}.json")
 
 
 def hypermodel(splits, cache_features: bool):
     recipe = recipes.recipe(head_epochs=SETTINGS["epochs"][0], fine_tune_epochs=SETTINGS["epochs"][1], patience=None,
                             cache_features=cache_features, seed=SETTINGS["seed"], verbose=0)
     return tuning.TransferHyperModel("vgg16", splits.num_classes, splits, weights="hed", input_size=SETTINGS["size"],
-                                     removed_range=(0, 3), frozen_range=(0, 14), widths=(0,), dropouts=(0.2,),
+                                     removed_range=(0, SETTINGS["removed"][-1]), frozen_range=(0, 14), widths=(0,), dropouts=(0.2,),
                                      learning_rates=(recipe.fine_tune_learning_rate,), recipe=recipe)
 
 
@@ -50,8 +53,8 @@ def key(config) -> str:
 
 
 def sweep(splits) -> dict:
-    if os.path.exists(SWEEP):
-        saved = json.load(open(SWEEP))
+    if os.path.exists(sweep_path()):
+        saved = json.load(open(sweep_path()))
         if saved["settings"] == SETTINGS:
             return saved
     hm = hypermodel(splits, cache_features=False)
@@ -66,8 +69,8 @@ def sweep(splits) -> dict:
             print(f"sweep {key(config):>6}: val accuracy {metrics['val_accuracy']:.3f}  {rows[key(config)]['seconds']:5.1f} s",
                   flush=True)
     result = {"settings": SETTINGS, "trials": rows}
-    os.makedirs(os.path.dirname(SWEEP), exist_ok=True)
-    json.dump(result, open(SWEEP, "w"), indent=2)
+    os.makedirs(os.path.dirname(sweep_path()), exist_ok=True)
+    json.dump(result, open(sweep_path(), "w"), indent=2)
     return result
 
 
@@ -112,9 +115,12 @@ def main():
     parser.add_argument("--precision", default="bfloat16", choices=["float32", "bfloat16"])
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--resweep", action="store_true")
+    parser.add_argument("--per-class", type=int, default=150, help="ELPV images per class (default: %(default)s)")
+    parser.add_argument("--removed-max", type=int, default=3, help="removed 0..N in the space (default: %(default)s)")
     args = parser.parse_args()
-    if args.resweep and os.path.exists(SWEEP):
-        os.remove(SWEEP)
+    SETTINGS.update(per_class=args.per_class, removed=list(range(args.removed_max + 1)))
+    if args.resweep and os.path.exists(sweep_path()):
+        os.remove(sweep_path())
     splits = data.load(dataset="elpv", image_size=SETTINGS["size"], limit=SETTINGS["per_class"], seed=SETTINGS["seed"],
                        validation_split=0.2, progress=False)
     print(f"ELPV binary: {len(splits.train)} train / {len(splits.val)} val at {SETTINGS['size']} px; VGG16 hed")
@@ -140,7 +146,7 @@ def main():
     else:
         print(f"{'package (probe + halving + cache)':<34} {pkg['time_to_target']:>20.0f} s   "
               f"speed-up {naive_mean / pkg['time_to_target']:.1f}x (mean)")
-    out = os.path.join(HERE, "results", f"time_to_best_{args.precision}.json")
+    out = os.path.join(HERE, "results", f"time_to_best_{args.per_class}pc_removed{args.removed_max}_{args.precision}.json")
     json.dump({"target": target, "best": best, "naive_mean": naive_mean, "naive_median": naive_median, **pkg},
               open(out, "w"), indent=2)
 
