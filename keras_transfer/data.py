@@ -89,6 +89,41 @@ class Splits:
         return "\n".join(lines)
 
 
+@dataclasses.dataclass
+class Streams:
+    """Training data as ``tf.data`` streams of single ``(image, label)`` elements (uint8 or float
+    images ``(H, W, 3)``, integer labels), for data that does not fit in memory. A stage batches
+    them and trains end to end (no feature cache: that needs the images in memory). Their sizes
+    must be known (``dataset.cardinality()``; ``tf.data.experimental.assert_cardinality`` sets it).
+    """
+
+    train: object  # tf.data.Dataset
+    val: object | None
+    class_names: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def stream_size(dataset, name: str) -> int:
+    n = int(dataset.cardinality())
+    if n < 0:
+        raise ValueError(f"the size of {name} is unknown (cardinality {n}); set it with "
+                         f"dataset.apply(tf.data.experimental.assert_cardinality(n)). Received: {name}={dataset}")
+    return n
+
+
+def batch_stream(dataset, batch_size: int, targets=None):
+    """A stream batched, images as float32, labels through ``targets`` (e.g. a head's)."""
+    import tensorflow as tf
+
+    def cast(x, y):
+        return tf.cast(x, tf.float32), (targets(y) if targets else y)
+
+    return dataset.batch(batch_size).map(cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
 # ---------------------------------------------------------------- decoding one file
 
 def read_image(path: str, image_size: tuple[int, int]) -> np.ndarray:

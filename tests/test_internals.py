@@ -33,7 +33,8 @@ def test_graphs_of_models_trained_inside_are_freed():
     for _ in range(3):
         with forget_custom_gradients():
             _train_a_new_model()
-    assert (_live_graphs(), _custom_gradients()) == before
+    # no growth (earlier tests' graphs may still be collected meanwhile, so <= rather than ==)
+    assert _live_graphs() <= before[0] and _custom_gradients() <= before[1]
 
 
 def test_a_model_that_outlives_the_block_still_trains():

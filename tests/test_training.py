@@ -213,3 +213,29 @@ def test_a_callback_can_stop_cached_training():
     histories = training.fine_tune(_vgg(), _splits(np.random.default_rng(0)), _recipe(head_epochs=3, fine_tune_epochs=3),
                                    callbacks=[StopAfterOne()])
     assert len(histories["head"]["loss"]) == 1 and len(histories["fine_tune"]["loss"]) == 1
+
+
+def test_a_stage_trains_on_streamed_data_like_on_arrays(rng):
+    """Streams (tf.data, for data that does not fit in memory) go through the same stages: the
+    head's features are standardised and probed from the stream, with the same statistics as
+    from the same images in memory; a stream of unknown size is refused with the fix."""
+    import tensorflow as tf
+
+    splits = _splits(rng)
+    streams = data.Streams(tf.data.Dataset.from_tensor_slices((splits.train.images, splits.train.labels)),
+                           tf.data.Dataset.from_tensor_slices((splits.val.images, splits.val.labels)),
+                           splits.class_names)
+    recipe = _recipe(cache_features=False)
+    keras.utils.set_random_seed(5)
+    model = _vgg(dropout=0.0)
+    histories = training.fine_tune(model, streams, recipe)
+    assert set(histories) == {"head", "fine_tune"} and len(histories["fine_tune"]["val_accuracy"]) == 2
+    norm = heads.feature_norm(model)
+    keras.utils.set_random_seed(5)
+    in_memory = _vgg(dropout=0.0)  # the same initial backbone
+    training.init_head(in_memory, splits, recipe)
+    np.testing.assert_allclose(norm.get_weights()[0], heads.feature_norm(in_memory).get_weights()[0], rtol=1e-4)
+    assert 0 <= training.evaluate(model, splits.val)["accuracy"] <= 1
+    unknown = streams.train.filter(lambda x, y: True)  # a filter hides the size
+    with pytest.raises(ValueError, match="size of train is unknown"):
+        training.fine_tune(_vgg(), data.Streams(unknown, None, splits.class_names), recipe)

@@ -19,21 +19,21 @@ def evaluate(model: keras.Model, split: data_lib.ImageSet, batch_size: int = 64)
     """Accuracy, per-class precision/recall/F1/support and the confusion matrix on ``split``."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-    probs = predict_classes(model, split.images, batch_size)
-    pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, int)
     labels = list(range(len(split.class_names)))
+    if not len(split):
+        raise ValueError("evaluate needs at least one image; give a split with images (e.g. a test fraction > 0). "
+                         "Received: a split of 0 images")
+    pred = predict_classes(model, split.images, batch_size).argmax(axis=1)
     p, r, f, s = precision_recall_fscore_support(split.labels, pred, labels=labels, zero_division=0)
     return {
         "images": int(len(split)),
-        "accuracy": float(np.mean(pred == split.labels)) if len(split) else float("nan"),
-        "majority_class_rate": float(np.bincount(split.labels).max() / len(split)) if len(split) else float("nan"),
+        "accuracy": float(np.mean(pred == split.labels)),
+        "majority_class_rate": float(np.bincount(split.labels).max() / len(split)),
         "per_class": {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
                       for i, name in enumerate(split.class_names)},
         "confusion_matrix": confusion_matrix(split.labels, pred, labels=labels).tolist(),
         "class_names": list(split.class_names),
     }
-
-
 
 
 def weights_fingerprint(model: keras.Model) -> str:

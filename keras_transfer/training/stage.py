@@ -7,6 +7,7 @@ import logging
 import os
 
 import keras
+import numpy as np
 
 from keras_transfer import data as data_lib
 from keras_transfer import distribute, heads, recipes
@@ -47,6 +48,8 @@ def lr_scales(model: keras.Model, recipe: Recipe, stage: str, k: int) -> dict[st
 def _stage_inputs(model, splits, recipe, stage, k, scaled, strategy, cache):
     """``(fit_model, x_train, x_val, how, at_top)``: cached frozen-prefix features when
     worthwhile, else raw images; ``at_top``: the cached features are the backbone's outputs."""
+    if isinstance(splits, data_lib.Streams):
+        return model, None, None, "end to end on streamed data", False
     with strategy.scope():  # Keras ties a model to the strategy it was created under
         parts = split_model(model, k) if (recipe.cache_features and not recipe.augment and not scaled) else None
     if parts is not None and not cache.fits(parts[0], len(splits.train) + len(splits.val)):
@@ -72,19 +75,32 @@ def init_head(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, base_
     if heads.feature_norm(model) is None and not probe_it:
         return
     prefix = prefix_model(model) if base_train is None or (probe_it and base_val is None) else None
+    y_train = y_val = None
     if base_train is None:
-        base_train = batched_call(prefix, splits.train.images, recipe.batch_size)
+        base_train, y_train = _features(prefix, splits.train, recipe.batch_size)
     heads.adapt_feature_norm(model, base_train)
     if not probe_it:
         return
-    if base_val is None and len(splits.val):
-        base_val = batched_call(prefix, splits.val.images, recipe.batch_size)
+    if base_val is None:
+        base_val, y_val = _features(prefix, splits.val, recipe.batch_size)
     from keras_transfer.probe import fit_linear
 
-    x_val = heads.pooled_features(model, base_val) if base_val is not None else None
-    fitted = fit_linear(heads.pooled_features(model, base_train), splits.train.labels, len(splits.class_names),
-                        x_val, splits.val.labels if x_val is not None else None, seed=recipe.seed)
+    y_train = splits.train.labels if y_train is None else y_train
+    y_val = splits.val.labels if y_val is None else y_val
+    x_val = heads.pooled_features(model, base_val) if base_val is not None and len(y_val) else None
+    fitted = fit_linear(heads.pooled_features(model, base_train), y_train, len(splits.class_names),
+                        x_val, y_val if x_val is not None else None, seed=recipe.seed)
     heads.linear_classifier(model).set_weights([fitted.kernel, fitted.bias])
+
+
+def _features(prefix, part, batch_size: int):
+    """``(backbone features, labels)`` of an ImageSet or a stream of ``(image, label)``; None: no data."""
+    if part is None or (isinstance(part, data_lib.ImageSet) and not len(part)):
+        return None, np.zeros(0, int)
+    if isinstance(part, data_lib.ImageSet):
+        return batched_call(prefix, part.images, batch_size), part.labels
+    chunks = [(batched_call(prefix, np.asarray(x), batch_size), np.asarray(y)) for x, y in part.batch(batch_size)]
+    return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
 
 
 def _callbacks(model, fit_model, recipe, stage, run_dir, resume, has_val, extra):
@@ -129,11 +145,14 @@ def train_stage(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, sta
                 0 if scaled else k, len(base.layers),
                 f" (layers [:{k}] at lr x{recipe.transferred_lr_scale})" if scaled else "", how)
     batch = recipe.batch_size * strategy.num_replicas_in_sync
-    steps = epochs * max(1, -(-len(x_train) // batch))
+    n_train = data_lib.stream_size(splits.train, "train") if x_train is None else len(x_train)
+    steps = epochs * max(1, -(-n_train // batch))
     with strategy.scope():
         fit_model.compile(optimizer=recipes.optimizer(recipe, stage, steps, lr_scales(model, recipe, stage, k)),
                           **heads.compile_args(model, recipe.label_smoothing))
     train_ds, val_ds = _stage_datasets(model, fit_model, splits, x_train, x_val, recipe, stage, batch)
+    if recipe.class_weight and isinstance(splits, data_lib.Streams):
+        raise ValueError("class_weight needs in-memory splits (their label counts). Received: class_weight=True")
     class_weight = data_lib.class_weights(splits.train) if recipe.class_weight else None
     multi_worker = distribute.is_multi_worker(strategy)
     with fit_under_multi_worker(fit_model, next(iter(train_ds))) if multi_worker else contextlib.nullcontext():
@@ -145,7 +164,12 @@ def train_stage(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, sta
 
 
 def _stage_datasets(model, fit_model, splits, x_train, x_val, recipe, stage, batch):
-    """``(train_ds, val_ds)`` of ``x_train``/``x_val`` (images or cached features); ``val_ds`` None without a val split."""
+    """``(train_ds, val_ds)`` of ``x_train``/``x_val`` (images or cached features), or of the
+    streams; ``val_ds`` None without validation data."""
+    if isinstance(splits, data_lib.Streams):
+        targets = lambda y: heads.targets(model, y)  # noqa: E731
+        train_ds = data_lib.batch_stream(splits.train, batch, targets)
+        return train_ds, (data_lib.batch_stream(splits.val, batch, targets) if splits.val is not None else None)
     seed = recipe.seed + (0 if stage == "head" else 1)
     augment = data_lib.augmentation(recipe.seed) if (recipe.augment and fit_model is model) else None
     train_ds = data_lib.to_dataset(x_train, heads.targets(model, splits.train.labels), batch, shuffle=True,
