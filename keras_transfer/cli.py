@@ -7,24 +7,15 @@ import logging
 import os
 import sys
 
-from keras_transfer.backbones import list_backbones
-
-
-def _weights(value: str):
-    return None if value.lower() == "none" else value
+from keras_transfer import config
+from keras_transfer.cli_options import add_group
 
 
 def _add_backbone_args(p: argparse.ArgumentParser, default_weights: str = "imagenet", include_top: bool = True) -> None:
-    p.add_argument("--backbone", default="vgg16", choices=list_backbones(),
-                   help="pretrained architecture (default: %(default)s)")
-    p.add_argument("--weights", type=_weights, default=default_weights,
-                   help="'imagenet' (downloads once), 'hed' (VGG16, offline), a weights file, "
-                        "or 'none' (default: %(default)s)")
-    p.add_argument("--input-size", type=int, default=None,
-                   help="input side in pixels (default: the backbone's ImageNet size)")
-    if include_top:
-        p.add_argument("--include-top", action="store_true",
-                       help="keep the 1000-way ImageNet classifier")
+    """--backbone, --weights (and --include-top) and --input-size, from the config fields."""
+    fields = ("backbone", "weights", "include_top") if include_top else ("backbone", "weights")
+    add_group(p, config.ModelConfig, only=fields, defaults={"weights": default_weights})
+    add_group(p, config.DataConfig, only=("input_size",))
 
 
 def cmd_inspect(args) -> int:

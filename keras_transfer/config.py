@@ -11,6 +11,7 @@ Library code reads the groups and names Python parameters in its errors.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from keras_transfer import data as data_lib
 from keras_transfer import recipes
@@ -62,8 +63,6 @@ class DataConfig:
 
     @property
     def name(self) -> str:
-        import os
-
         return self.dataset or os.path.basename(os.path.normpath(self.data_dir or "data"))
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from keras_transfer import data, heads, plots, precision
 from keras_transfer.experiments import classsplits, smallnet
-from keras_transfer.experiments.results import Results
+from keras_transfer.experiments.results import Results, spread
 
 SOURCES = ("baseline", "binary")
 MODES = ("frozen", "reduced_lr")
@@ -83,14 +83,10 @@ def summarise(cells: dict) -> dict:
     for condition, by_source in groups.items():
         paired = sorted(set(by_source.get("baseline", {})) & set(by_source.get("binary", {})))
         diffs = [by_source["binary"][s] - by_source["baseline"][s] for s in paired]
-        out[condition] = {**{s: _stats(list(v.values())) for s, v in by_source.items()},
-                          "difference": _stats(diffs) if diffs else None, "differences": diffs,
+        out[condition] = {**{s: spread(list(v.values())) for s, v in by_source.items()},
+                          "difference": spread(diffs) if diffs else None, "differences": diffs,
                           "binary_better": int(np.sum(np.array(diffs) > 0))}
     return out
-
-
-def _stats(values) -> dict:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "seeds": len(values)}
 
 
 def run(config: BinaryAuxConfig, out_dir: str) -> dict:

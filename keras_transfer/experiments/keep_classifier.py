@@ -18,13 +18,12 @@ import dataclasses
 import os
 
 import keras
-import numpy as np
 
 from keras_transfer import data, heads, plots, precision, recipes, training
-from keras_transfer.backbones import get_backbone
+from keras_transfer.backbones import build_base, get_backbone
 from keras_transfer.surgery import backbone_of, units
 from keras_transfer.experiments import classsplits, smallnet
-from keras_transfer.experiments.results import Results
+from keras_transfer.experiments.results import Results, spread
 
 HEADS = ("dropped", "kept")
 
@@ -71,15 +70,11 @@ def summarise(cells: dict) -> dict:
     for key, value in cells.items():
         seed, head, frozen = key.split("/")
         groups.setdefault(head, {}).setdefault(frozen, {})[seed] = value
-    out = {h: {f: _stats(list(v.values())) for f, v in fs.items()} for h, fs in groups.items()}
+    out = {h: {f: spread(list(v.values())) for f, v in fs.items()} for h, fs in groups.items()}
     if set(HEADS) <= set(groups):
-        out["kept_minus_dropped"] = {f: _stats([groups["kept"][f][s] - v for s, v in d.items() if s in groups["kept"].get(f, {})])
+        out["kept_minus_dropped"] = {f: spread([groups["kept"][f][s] - v for s, v in d.items() if s in groups["kept"].get(f, {})])
                                      for f, d in groups["dropped"].items()}
     return out
-
-
-def _stats(values) -> dict:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "seeds": len(values)}
 
 
 def _pretrained_cell(config, splits, head: str, frozen: int, seed: int) -> float:
@@ -95,6 +90,12 @@ def _pretrained_cell(config, splits, head: str, frozen: int, seed: int) -> float
                             frozen=names[frozen - 1] if frozen else 0)
     training.fine_tune(model, splits, recipe)
     return training.evaluate(model, splits.test)["accuracy"]
+
+
+def _unit_names(backbone: str) -> list[str]:
+    """The backbone's units, from a random-init copy at its smallest input (no weights loaded)."""
+    row = get_backbone(backbone)
+    return units(build_base(backbone, weights=None, input_shape=(row.min_size, row.min_size, 3)))
 
 
 def _input_size(config) -> int:
@@ -145,8 +146,7 @@ def run(config: KeepClassifierConfig, out_dir: str) -> dict:
     with precision.using(config.precision):
         for seed in config.seeds:
             _run_seed(config, results, pool, seed)
-    unit_names = units(backbone_of(training.build_model(config.backbone, 2, weights=None))) if config.backbone \
-        else list(smallnet.UNITS)
+    unit_names = _unit_names(config.backbone) if config.backbone else list(smallnet.UNITS)
     result = results.save(accuracy=summarise(results.cells), units=unit_names[: max(config.frozen)])
     plots.keep_classifier(result, os.path.join(out_dir, "keep_classifier.png"))
     return result

@@ -16,7 +16,7 @@ import numpy as np
 
 from keras_transfer import data, plots, precision, probe, recipes, training
 from keras_transfer.backbones import build_base
-from keras_transfer.experiments.results import Results
+from keras_transfer.experiments.results import Results, spread
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +56,7 @@ def _summary(cells: dict, probes: dict, config: LayerRemovalConfig) -> dict:
         for r in config.removed:
             values = [cells[k] for k in cells if k.endswith(f"/{r}/{mode}")]
             if values:
-                table.setdefault(mode, {})[str(r)] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
-                                                       "n": len(values)}
+                table.setdefault(mode, {})[str(r)] = spread(values)
     probe_mean = {str(r): float(np.mean([p[str(r)] for p in probes.values() if str(r) in p])) for r in config.removed
                   if any(str(r) in p for p in probes.values())}
     tau = {}

@@ -11,10 +11,16 @@ import time
 from typing import Callable
 
 import keras
+import numpy as np
 
 from keras_transfer.files import atomic_path, read_json, write_json
 
 logger = logging.getLogger(__name__)
+
+
+def spread(values) -> dict:
+    """``{mean, std, seeds}`` of one quantity over seeds (the experiments' summary cell)."""
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "seeds": len(values)}
 
 
 def jsonable(config) -> dict:

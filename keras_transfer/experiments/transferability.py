@@ -11,11 +11,10 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import numpy as np
 
 from keras_transfer import plots, precision
 from keras_transfer.experiments import classsplits, smallnet
-from keras_transfer.experiments.results import Results
+from keras_transfer.experiments.results import Results, spread
 
 CONDITIONS = ("BnB", "BnB+", "AnB", "AnB+")
 
@@ -68,8 +67,7 @@ def summarise(cells: dict, against_base: bool = False) -> dict:
         if against_base and (condition == "baseB" or base is None):
             continue
         groups.setdefault(split, {}).setdefault(condition, {}).setdefault(n, []).append(value - (base if against_base else 0))
-    return {s: {c: {n: {"mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v)} for n, v in ns.items()}
-                for c, ns in conds.items()} for s, conds in groups.items()}
+    return {s: {c: {n: spread(v) for n, v in ns.items()} for c, ns in conds.items()} for s, conds in groups.items()}
 
 
 def run(config: TransferabilityConfig, out_dir: str) -> dict:

@@ -75,18 +75,19 @@ def init_head(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, base_
     if heads.feature_norm(model) is None and not probe_it:
         return
     prefix = prefix_model(model) if base_train is None or (probe_it and base_val is None) else None
-    y_train = y_val = None
     if base_train is None:
         base_train, y_train = _features(prefix, splits.train, recipe.batch_size)
+    else:
+        y_train = splits.train.labels
     heads.adapt_feature_norm(model, base_train)
     if not probe_it:
         return
     if base_val is None:
         base_val, y_val = _features(prefix, splits.val, recipe.batch_size)
+    else:
+        y_val = splits.val.labels
     from keras_transfer.probe import fit_linear
 
-    y_train = splits.train.labels if y_train is None else y_train
-    y_val = splits.val.labels if y_val is None else y_val
     x_val = heads.pooled_features(model, base_val) if base_val is not None and len(y_val) else None
     fitted = fit_linear(heads.pooled_features(model, base_train), y_train, len(splits.class_names),
                         x_val, y_val if x_val is not None else None, seed=recipe.seed)
