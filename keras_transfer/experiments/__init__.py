@@ -6,7 +6,7 @@ module             paper (seed)                                entry point
 layer_removal      Zhi et al. 2017 (000)                       ``run(config, out)``
 transferability    Yosinski et al. 2014 (001)                  ``run(config, out)``
 keep_classifier    Shermin et al. 2019 (003)                   ``run(config, out)``
-binary_aux         Borthakur & Einhorn (004)                   ``binary_aux(config, out)``
+binary_aux         Borthakur & Einhorn (004)                   ``run(config, out)``
 =================  ==========================================  ===============================
 
 Each writes ``results.json`` after every finished cell (a killed run keeps it; the same command
