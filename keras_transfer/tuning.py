@@ -171,7 +171,10 @@ def successive_halving(hypermodel: TransferHyperModel, configs: list[dict], budg
     Returns one row per trial (the config, ``rung``, ``val_accuracy``, ``val_loss``, ``seconds``);
     ``on_trial(row)`` is called after each.
     """
-    rows, candidates, recipe = [], list(configs), hypermodel.recipe
+    # shallowest frozen prefix first: each deeper cut's cached features then extend the one below
+    # (FeatureCache) instead of being computed from the images again
+    candidates = sorted(configs, key=lambda c: hypermodel.frozen_layers(c["removed"], c["frozen_units"]))
+    rows, recipe = [], hypermodel.recipe
     try:
         for rung, (head_epochs, fine_tune_epochs) in enumerate(budgets):
             hypermodel.recipe = dataclasses.replace(recipe, head_epochs=head_epochs, fine_tune_epochs=fine_tune_epochs)

@@ -80,6 +80,32 @@ def test_feature_cache_is_shared_by_equal_prefixes_and_bounded():
     assert len(tiny) == 1 and tiny.nbytes <= feats.nbytes  # the older entry was evicted
 
 
+def test_a_deeper_cut_is_extended_from_a_cached_shallower_one():
+    images = np.random.default_rng(0).integers(0, 255, (5, 32, 32, 3)).astype("uint8")
+    model = training.build_model("vgg16", 2, weights="hed", input_size=32, width=4)
+    base = backbone_of(model)
+    cache = training.FeatureCache()
+    for cut in ("block3_pool", "block4_pool"):  # shallow first, as warm_cache orders them
+        prefix, _, name = training.split_model(model, layer_index(base, cut) + 1)
+        extended = cache.features(prefix, name, images)
+    assert (cache.misses, cache.extended) == (2, 1)
+    direct = training.FeatureCache().features(prefix, name, images)
+    np.testing.assert_allclose(extended, direct, rtol=1e-4, atol=1e-4)
+    # other weights below the cut: never extended from the first model's features
+    other = training.build_model("vgg16", 2, weights=None, input_size=32, width=4)
+    prefix, _, name = training.split_model(other, layer_index(backbone_of(other), "block5_pool") + 1)
+    cache.features(prefix, name, images)
+    assert cache.extended == 1
+
+
+def test_fine_tune_computes_the_backbone_once_for_both_stages(rng):
+    cache = training.FeatureCache()
+    model = _vgg()
+    training.fine_tune(model, _splits(rng), _recipe(), cache=cache)
+    # train + val at block3_pool from the images; the head stage's top (block4_pool) extended from them
+    assert (cache.misses, cache.extended) == (4, 2)
+
+
 def test_resolve_frozen():
     model = training.build_model("inception_v3", 2, weights=None, input_size=75, width=4)
     assert training.resolve_frozen(model, None) == 249  # Keras's guide: train the top 2 blocks

@@ -84,27 +84,46 @@ def _fingerprint(arrays) -> str:
     return h.hexdigest()
 
 
+def _frozen_part(prefix: keras.Model) -> keras.Model | None:
+    """The backbone sub-model inside a :func:`prefix_model` (None for another kind of prefix)."""
+    last = prefix.layers[-1] if prefix.layers else None
+    return last if isinstance(last, keras.Model) and last.name.endswith("_prefix") else None
+
+
+class _Entry:
+    """Features at one cut, with what is needed to extend them to a deeper cut."""
+
+    def __init__(self, features: np.ndarray, cut_name: str, layer_hashes: tuple[str, ...]):
+        self.features, self.cut_name, self.layer_hashes = features, cut_name, layer_hashes
+
+
 class FeatureCache:
     """Frozen-prefix outputs, shared by every run or trial with the same prefix and images.
 
-    Key: (the prefix's cut layer, a hash of its weights, a hash of the images). So two trials
-    with the same backbone, weights, input size and frozen prefix compute features once, and a
-    different prefix can never be served stale features. Rule for what is kept: least recently
-    used entries are evicted once the total passes ``max_bytes`` (default: 4 GiB or a quarter
-    of the machine's memory, whichever is less); an entry larger than ``max_bytes`` by itself
-    is used once and not kept (``fine_tune`` does not even compute it: see :meth:`fits`). Low
-    cuts are never cached at all (see :func:`split_model`).
+    Key: (the prefix's cut layer, its input shape and compute dtype, a hash of its weights, a
+    hash of the images). So two trials with the same backbone, weights, input size and frozen
+    prefix compute features once, and a different prefix (or precision) can never be served
+    stale features. A deeper cut is computed from the deepest shallower cut already cached for
+    the same images and the same weights below it, running only the layers in between: a
+    search over frozen depths, or a recipe whose head stage caches the top after fine-tuning
+    cached a lower cut, pays for one pass through the backbone, not one per cut.
+
+    Rule for what is kept: least recently used entries are evicted once the total passes
+    ``max_bytes`` (default: 4 GiB or a quarter of the machine's memory, whichever is less); an
+    entry larger than ``max_bytes`` by itself is used once and not kept (``fine_tune`` does not
+    even compute it: see :meth:`fits`). Low cuts are never cached at all (see :func:`split_model`).
     """
 
     def __init__(self, max_bytes: int | None = None):
         self.max_bytes = int(max_bytes if max_bytes is not None else _default_cache_bytes())
-        self._entries: collections.OrderedDict[tuple, np.ndarray] = collections.OrderedDict()
+        self._entries: collections.OrderedDict[tuple, _Entry] = collections.OrderedDict()
         self.hits = 0
         self.misses = 0
+        self.extended = 0  # misses served from a shallower cached cut
 
     @property
     def nbytes(self) -> int:
-        return sum(v.nbytes for v in self._entries.values())
+        return sum(e.features.nbytes for e in self._entries.values())
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -118,18 +137,40 @@ class FeatureCache:
         return itemsize * n_images * int(np.prod(prefix.output.shape[1:])) <= self.max_bytes
 
     def features(self, prefix: keras.Model, cut_name: str, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        key = (cut_name, tuple(prefix.input_shape), _fingerprint(prefix.get_weights()), _fingerprint([images]))
+        layer_hashes = tuple(_fingerprint([w]) for w in prefix.get_weights())
+        images_key = (tuple(prefix.input_shape), str(prefix.output.dtype), _fingerprint([images]))
+        key = (cut_name, images_key, _fingerprint(layer_hashes))
         if key in self._entries:
             self.hits += 1
             self._entries.move_to_end(key)
-            return self._entries[key]
+            return self._entries[key].features
         self.misses += 1
-        out = batched_call(prefix, images, batch_size)
+        out = self._extend(prefix, cut_name, images_key, layer_hashes, batch_size)
+        if out is None:
+            out = batched_call(prefix, images, batch_size)
         if out.nbytes <= self.max_bytes:
-            self._entries[key] = out
+            self._entries[key] = _Entry(out, cut_name, layer_hashes)
             while self.nbytes > self.max_bytes:
                 self._entries.popitem(last=False)
         return out
+
+    def _extend(self, prefix, cut_name, images_key, layer_hashes, batch_size) -> np.ndarray | None:
+        """Features at ``cut_name`` from the deepest cached shallower cut of the same images and
+        weights (its weights are a strict prefix of this prefix's); None if there is none."""
+        frozen = _frozen_part(prefix)
+        if frozen is None:
+            return None
+        names = {layer.name for layer in frozen.layers}
+        below = [(k, e) for k, e in self._entries.items()
+                 if k[1] == images_key and e.cut_name in names and e.cut_name != cut_name
+                 and len(e.layer_hashes) < len(layer_hashes) and layer_hashes[:len(e.layer_hashes)] == e.layer_hashes]
+        if not below:
+            return None
+        key, entry = max(below, key=lambda ke: len(ke[1].layer_hashes))
+        self._entries.move_to_end(key)
+        bridge = keras.Model(frozen.get_layer(entry.cut_name).output, frozen.get_layer(cut_name).output)
+        self.extended += 1
+        return batched_call(bridge, entry.features, batch_size)
 
 
 _compiled_calls: "weakref.WeakKeyDictionary[keras.Model, object]" = weakref.WeakKeyDictionary()

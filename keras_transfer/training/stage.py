@@ -45,13 +45,32 @@ def lr_scales(model: keras.Model, recipe: Recipe, stage: str, k: int) -> dict[st
     return {p: f for p, f in scales.items() if f != 1.0}
 
 
-def _stage_inputs(model, splits, recipe, stage, k, scaled, strategy, cache):
+def cached_split(model, splits, recipe, stage, k, strategy):
+    """``split_model(model, k)`` if ``stage`` would train on cached features (in-memory data, no
+    augmentation, layers ``[:k]`` frozen rather than at a reduced rate), else None."""
+    scaled = stage == "fine_tune" and recipe.transferred_lr_scale is not None
+    if isinstance(splits, data_lib.Streams) or not recipe.cache_features or recipe.augment or scaled:
+        return None
+    with strategy.scope():  # Keras ties a model to the strategy it was created under
+        return split_model(model, k)
+
+
+def warm_cache(model, splits, recipe, stage_ks, strategy, cache) -> None:
+    """Compute the cached features the stages ``[(stage, k)]`` will use, shallowest cut first,
+    so each deeper cut is extended from the one below instead of recomputed from the images."""
+    for stage, k in sorted(stage_ks, key=lambda sk: sk[1]):
+        parts = cached_split(model, splits, recipe, stage, k, strategy)
+        if parts is not None and cache.fits(parts[0], len(splits.train) + len(splits.val)):
+            for part in (splits.train, splits.val):
+                cache.features(parts[0], parts[2], part.images, recipe.batch_size)
+
+
+def _stage_inputs(model, splits, recipe, stage, k, strategy, cache):
     """``(fit_model, x_train, x_val, how, at_top)``: cached frozen-prefix features when
     worthwhile, else raw images; ``at_top``: the cached features are the backbone's outputs."""
     if isinstance(splits, data_lib.Streams):
         return model, None, None, "end to end on streamed data", False
-    with strategy.scope():  # Keras ties a model to the strategy it was created under
-        parts = split_model(model, k) if (recipe.cache_features and not recipe.augment and not scaled) else None
+    parts = cached_split(model, splits, recipe, stage, k, strategy)
     if parts is not None and not cache.fits(parts[0], len(splits.train) + len(splits.val)):
         logger.info("[%s] %s features would not fit the feature cache (%.0f MB): training end to end",
                     stage, parts[2], cache.max_bytes / 2**20)
@@ -139,7 +158,7 @@ def train_stage(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, sta
     cache = cache if cache is not None else FeatureCache()
     base = backbone_of(model)
     scaled = freeze_for_stage(model, recipe, stage, k)
-    fit_model, x_train, x_val, how, at_top = _stage_inputs(model, splits, recipe, stage, k, scaled, strategy, cache)
+    fit_model, x_train, x_val, how, at_top = _stage_inputs(model, splits, recipe, stage, k, strategy, cache)
     if stage == "head":
         init_head(model, splits, recipe, x_train if at_top else None, x_val if at_top else None)
     logger.info("[%s] %d epoch(s), backbone layers [:%d] of %d frozen%s, training %s", stage, epochs,

@@ -7,6 +7,7 @@ import os
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_transfer import data as data_lib
 from keras_transfer import heads
@@ -15,7 +16,7 @@ from keras_transfer.recipes import Recipe
 from keras_transfer.surgery import backbone_of
 from keras_transfer.training.cache import FeatureCache
 from keras_transfer.training.model import resolve_frozen
-from keras_transfer.training.stage import train_stage
+from keras_transfer.training.stage import train_stage, warm_cache
 
 logger = logging.getLogger("keras_transfer.training")
 
@@ -95,6 +96,9 @@ def fine_tune(model: keras.Model, splits: data_lib.Splits, recipe: Recipe | None
         raise ValueError("class_weight does not apply to the binary_auxiliary head (two outputs). "
                          "Received: class_weight=True")
     state, histories = _StageState(run_dir, resume), {}
+    warm_cache(model, splits, recipe, [(stage, k) for stage, epochs, k in stages(model, recipe)
+                                       if epochs > 0 and state.values.get(stage) != "done"],
+               strategy or tf.distribute.get_strategy(), cache)
     for stage, epochs, k in stages(model, recipe):
         if state.load_finished(model, stage) or epochs <= 0:
             continue
