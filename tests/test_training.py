@@ -106,6 +106,28 @@ def test_fine_tune_computes_the_backbone_once_for_both_stages(rng):
     assert (cache.misses, cache.extended) == (4, 2)
 
 
+def test_a_head_trained_before_from_the_same_start_is_reused(rng):
+    splits = _splits(rng)
+
+    def head_weights(cache, **kw):
+        keras.utils.set_random_seed(5)  # the same head start
+        model = _vgg()
+        history = training.fine_tune(model, splits, _recipe(fine_tune_epochs=0, **kw), cache=cache)
+        return model.get_layer("head").get_weights(), history["head"]
+
+    cache = training.FeatureCache()
+    first, history = head_weights(cache)
+    again, reused_history = head_weights(cache, frozen="block2_pool", fine_tune_learning_rate=0.5)
+    assert cache.heads.hits == 1 and reused_history == history  # fine-tuning settings do not matter
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    retrained, _ = head_weights(training.FeatureCache())  # what the reuse stands for
+    for a, b in zip(first, retrained):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    head_weights(cache, head_learning_rate=0.01)  # a head-stage setting does
+    assert cache.heads.hits == 1
+
+
 def test_resolve_frozen():
     model = training.build_model("inception_v3", 2, weights=None, input_size=75, width=4)
     assert training.resolve_frozen(model, None) == 249  # Keras's guide: train the top 2 blocks

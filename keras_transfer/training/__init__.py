@@ -6,7 +6,9 @@ is a :class:`~keras_transfer.recipes.Recipe` (``default``, the seed tutorial's, 
 
 When the first layers are frozen and no augmentation runs before them, their output never
 changes, so it is computed once (:class:`FeatureCache`) and only the rest of the network is
-trained on it: same result, a fraction of the time. Models are built and compiled inside the
+trained on it: same result, a fraction of the time. A deeper cut's features are extended from
+a shallower cut already cached, and a head stage that starts from the same weights, data and
+recipe as one trained before is reused (:class:`HeadMemo`, carried by the cache). Models are built and compiled inside the
 tf.distribute strategy's scope (see :mod:`keras_transfer.distribute`); every strategy trains
 through Keras's ``fit``.
 
@@ -14,7 +16,7 @@ through Keras's ``fit``.
 module         one job
 =============  ===========================================================================
 model          ``build_model``; how many backbone layers are frozen (``resolve_frozen``)
-cache          the frozen-prefix ``FeatureCache``, ``split_model``, ``batched_call``
+cache          the frozen-prefix ``FeatureCache`` (+ ``HeadMemo``), ``split_model``, ``batched_call``
 callbacks      ``SeesClassifier`` (callbacks see the classifier), ``SaveBest`` (atomic)
 stage          ``train_stage``: one stage (head or fine-tune) on arrays or cached features
 two_stage      ``fine_tune``: the stages in order, resumable, keeping the better stage
@@ -24,7 +26,7 @@ evaluate       ``predict_classes``, ``evaluate``, ``weights_fingerprint``
 
 from keras_transfer.recipes import Recipe, ScaledSGD  # noqa: F401 - part of this package's API
 from keras_transfer.training.cache import (  # noqa: F401
-    MIN_SAVED_FRACTION, FeatureCache, _compiled_calls, batched_call, prefix_model, saved_fraction, split_model)
+    MIN_SAVED_FRACTION, FeatureCache, HeadMemo, _compiled_calls, batched_call, prefix_model, saved_fraction, split_model)
 from keras_transfer.training.callbacks import SaveBest, SeesClassifier  # noqa: F401
 from keras_transfer.training.evaluate import evaluate, predict_classes, weights_fingerprint  # noqa: F401
 from keras_transfer.training.model import build_model, default_frozen, resolve_frozen  # noqa: F401

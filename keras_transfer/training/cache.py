@@ -108,6 +108,9 @@ class FeatureCache:
     search over frozen depths, or a recipe whose head stage caches the top after fine-tuning
     cached a lower cut, pays for one pass through the backbone, not one per cut.
 
+    It also carries a :class:`HeadMemo` (``heads``): trials that start the head stage from the
+    same weights, data and recipe train it once.
+
     Rule for what is kept: least recently used entries are evicted once the total passes
     ``max_bytes`` (default: 4 GiB or a quarter of the machine's memory, whichever is less); an
     entry larger than ``max_bytes`` by itself is used once and not kept (``fine_tune`` does not
@@ -120,6 +123,7 @@ class FeatureCache:
         self.hits = 0
         self.misses = 0
         self.extended = 0  # misses served from a shallower cached cut
+        self.heads = HeadMemo()  # the same trials also share trained heads
 
     @property
     def nbytes(self) -> int:
@@ -130,6 +134,7 @@ class FeatureCache:
 
     def clear(self) -> None:
         self._entries.clear()
+        self.heads = HeadMemo(self.heads.max_entries)
 
     def fits(self, prefix: keras.Model, n_images: int) -> bool:
         """Whether ``n_images`` features of ``prefix`` (in its compute dtype) fit in ``max_bytes``."""
@@ -139,7 +144,7 @@ class FeatureCache:
     def features(self, prefix: keras.Model, cut_name: str, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
         layer_hashes = tuple(_fingerprint([w]) for w in prefix.get_weights())
         images_key = (tuple(prefix.input_shape), str(prefix.output.dtype), _fingerprint([images]))
-        key = (cut_name, images_key, _fingerprint(layer_hashes))
+        key = (cut_name, images_key, hashlib.sha1("".join(layer_hashes).encode()).hexdigest())
         if key in self._entries:
             self.hits += 1
             self._entries.move_to_end(key)
@@ -171,6 +176,35 @@ class FeatureCache:
         bridge = keras.Model(frozen.get_layer(entry.cut_name).output, frozen.get_layer(cut_name).output)
         self.extended += 1
         return batched_call(bridge, entry.features, batch_size)
+
+
+class HeadMemo:
+    """Trained heads, by everything the head stage's result depends on (see ``stage.head_key``).
+
+    The head stage trains only the head on a frozen backbone, from a seeded start: trials of a
+    search that differ only in what fine-tuning does (frozen depth, its rate) would train the
+    same head again. Here the first one's head weights and history are kept (the ``max_entries``
+    most recently used) and the others reuse them.
+    """
+
+    def __init__(self, max_entries: int = 64):
+        self.max_entries = max_entries
+        self._entries: collections.OrderedDict[str, tuple[list, dict]] = collections.OrderedDict()
+        self.hits = 0
+
+    def get(self, key: str):
+        """``(head weights, history)`` trained before under ``key``, or None."""
+        if key not in self._entries:
+            return None
+        self.hits += 1
+        self._entries.move_to_end(key)
+        weights, history = self._entries[key]
+        return [w.copy() for w in weights], {k: list(v) for k, v in history.items()}
+
+    def keep(self, key: str, weights: list, history: dict) -> None:
+        self._entries[key] = ([np.array(w) for w in weights], {k: list(v) for k, v in history.items()})
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
 
 
 _compiled_calls: "weakref.WeakKeyDictionary[keras.Model, object]" = weakref.WeakKeyDictionary()

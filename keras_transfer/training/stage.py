@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 
@@ -14,7 +15,7 @@ from keras_transfer import distribute, heads, recipes
 from keras_transfer.internals import fit_under_multi_worker
 from keras_transfer.recipes import Recipe
 from keras_transfer.surgery import backbone_of, freeze
-from keras_transfer.training.cache import FeatureCache, batched_call, prefix_model, split_model
+from keras_transfer.training.cache import FeatureCache, _fingerprint, batched_call, prefix_model, split_model
 from keras_transfer.training.callbacks import SaveBest, SeesClassifier
 
 logger = logging.getLogger("keras_transfer.training")
@@ -161,6 +162,12 @@ def train_stage(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, sta
     fit_model, x_train, x_val, how, at_top = _stage_inputs(model, splits, recipe, stage, k, strategy, cache)
     if stage == "head":
         init_head(model, splits, recipe, x_train if at_top else None, x_val if at_top else None)
+        key = head_key(model, splits, recipe, epochs, strategy) if not (run_dir or callbacks) else None
+        reused = cache.heads.get(key) if key else None
+        if reused is not None:
+            model.get_layer("head").set_weights(reused[0])
+            logger.info("[head] trained before from the same start, data and recipe: reused")
+            return reused[1]
     logger.info("[%s] %d epoch(s), backbone layers [:%d] of %d frozen%s, training %s", stage, epochs,
                 0 if scaled else k, len(base.layers),
                 f" (layers [:{k}] at lr x{recipe.transferred_lr_scale})" if scaled else "", how)
@@ -180,7 +187,26 @@ def train_stage(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, sta
                                 callbacks=_callbacks(model, fit_model, recipe, stage, run_dir, resume,
                                                      val_ds is not None, callbacks),
                                 verbose=recipe.verbose, shuffle=False)
+    if stage == "head" and key:
+        cache.heads.keep(key, model.get_layer("head").get_weights(), history.history)
     return history.history
+
+
+# Recipe fields only the fine-tuning stage reads: they do not change what the head stage produces
+_FINE_TUNE_ONLY = dict(fine_tune_epochs=0, frozen=None, fine_tune_optimizer="", fine_tune_learning_rate=0.0,
+                       backbone_lr_scale=0.0, keep_best=False, transferred_lr_scale=None, verbose=0, tensorboard=False)
+
+
+def head_key(model, splits, recipe, epochs, strategy) -> str | None:
+    """What the head stage's result depends on: every weight it starts from (after ``init_head``),
+    the images and labels, the recipe's head-stage fields, the epochs, the precision and the
+    replicas. None where it is not reused: streamed data, several workers."""
+    if isinstance(splits, data_lib.Streams) or distribute.is_multi_worker(strategy):
+        return None
+    arrays = model.get_weights() + [splits.train.images, splits.train.labels, splits.val.images, splits.val.labels]
+    settings = (dataclasses.replace(recipe, **_FINE_TUNE_ONLY), epochs, keras.mixed_precision.global_policy().name,
+                strategy.num_replicas_in_sync, type(strategy).__name__)
+    return _fingerprint(arrays) + repr(settings)
 
 
 def _stage_datasets(model, fit_model, splits, x_train, x_val, recipe, stage, batch):

@@ -91,7 +91,6 @@ def fine_tune(model: keras.Model, splits: data_lib.Splits, recipe: Recipe | None
     """
     recipe = recipe or Recipe()
     cache = cache if cache is not None else FeatureCache()
-    keras.utils.set_random_seed(recipe.seed)
     if recipe.class_weight and heads.is_multi_output(model):
         raise ValueError("class_weight does not apply to the binary_auxiliary head (two outputs). "
                          "Received: class_weight=True")
@@ -99,9 +98,12 @@ def fine_tune(model: keras.Model, splits: data_lib.Splits, recipe: Recipe | None
     warm_cache(model, splits, recipe, [(stage, k) for stage, epochs, k in stages(model, recipe)
                                        if epochs > 0 and state.values.get(stage) != "done"],
                strategy or tf.distribute.get_strategy(), cache)
-    for stage, epochs, k in stages(model, recipe):
+    for i, (stage, epochs, k) in enumerate(stages(model, recipe)):
         if state.load_finished(model, stage) or epochs <= 0:
             continue
+        # each stage seeded on its own: a stage's randomness (dropout) does not depend on whether
+        # the one before was trained, resumed from disk or reused from the cache's HeadMemo
+        keras.utils.set_random_seed(recipe.seed + i)
         before = model.get_weights() if (stage == "fine_tune" and recipe.keep_best) else None
         histories[stage] = train_stage(model, splits, recipe, stage, epochs, k, strategy, cache, run_dir, resume,
                                        callbacks)
