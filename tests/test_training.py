@@ -125,6 +125,9 @@ def test_a_head_trained_before_from_the_same_start_is_reused(rng):
     for a, b in zip(first, retrained):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     head_weights(cache, head_learning_rate=0.01)  # a head-stage setting does
+    keras.utils.set_random_seed(5)
+    other_dropout = _vgg(dropout=0.5)  # so does the head's architecture, weights alike
+    training.fine_tune(other_dropout, splits, _recipe(fine_tune_epochs=0), cache=cache)
     assert cache.heads.hits == 1
 
 

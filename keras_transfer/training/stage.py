@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 
@@ -197,16 +198,27 @@ _FINE_TUNE_ONLY = dict(fine_tune_epochs=0, frozen=None, fine_tune_optimizer="", 
                        backbone_lr_scale=0.0, keep_best=False, transferred_lr_scale=None, verbose=0, tensorboard=False)
 
 
+def _architecture(model: keras.Model) -> list:
+    """Every layer's class and configuration, nested models included, names aside (Keras numbers
+    unnamed layers anew on every build)."""
+    rows = []
+    for layer in model.layers:
+        config = {k: v for k, v in layer.get_config().items() if k not in ("name", "layers", "input_layers", "output_layers")}
+        rows.append((type(layer).__name__, repr(config) if not isinstance(layer, keras.Model) else _architecture(layer)))
+    return rows
+
+
 def head_key(model, splits, recipe, epochs, strategy) -> str | None:
-    """What the head stage's result depends on: every weight it starts from (after ``init_head``),
-    the images and labels, the recipe's head-stage fields, the epochs, the precision and the
-    replicas. None where it is not reused: streamed data, several workers."""
+    """What the head stage's result depends on: the model (its architecture, e.g. the head's
+    dropout, and every weight it starts from, after ``init_head``), the images and labels, the
+    recipe's head-stage fields, the epochs, the precision and the replicas. None where it is not
+    reused: streamed data, several workers."""
     if isinstance(splits, data_lib.Streams) or distribute.is_multi_worker(strategy):
         return None
     arrays = model.get_weights() + [splits.train.images, splits.train.labels, splits.val.images, splits.val.labels]
-    settings = (dataclasses.replace(recipe, **_FINE_TUNE_ONLY), epochs, keras.mixed_precision.global_policy().name,
-                strategy.num_replicas_in_sync, type(strategy).__name__)
-    return _fingerprint(arrays) + repr(settings)
+    settings = (_architecture(model), dataclasses.replace(recipe, **_FINE_TUNE_ONLY), epochs,
+                keras.mixed_precision.global_policy().name, strategy.num_replicas_in_sync, type(strategy).__name__)
+    return _fingerprint(arrays) + hashlib.sha1(repr(settings).encode()).hexdigest()
 
 
 def _stage_datasets(model, fit_model, splits, x_train, x_val, recipe, stage, batch):
