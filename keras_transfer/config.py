@@ -20,7 +20,7 @@ from keras_transfer.distribute import STRATEGIES
 from keras_transfer.heads import HEADS
 from keras_transfer.precision import PRECISIONS
 
-TUNERS = ("random", "bayesian", "hyperband", "halving")
+TUNERS = ("random", "bayesian", "hyperband", "grid", "halving")
 
 
 def option(default, flag: str | None = None, help: str = "", **argparse_kwargs):
@@ -154,10 +154,11 @@ def _range(value: str):
 class SearchSpaceConfig:
     """What ``tune`` searches and how."""
 
-    tuner: str = option("random", "--tuner", "Keras Tuner's random/bayesian/hyperband, or halving: every (removed, "
-                        "frozen) pair for 1+1 epochs, the best third for the full budget (not resumable)",
+    tuner: str = option("random", "--tuner", "Keras Tuner's random/bayesian/hyperband; grid: every (removed, frozen) "
+                        "pair at the full budget, the probe's removed first; halving: every pair for 1+1 epochs, "
+                        "the best third at the full budget (grid and halving: not resumable)",
                         choices=TUNERS)
-    trials: int = option(12, "--trials", "max trials (random, bayesian)", type=int)
+    trials: int = option(12, "--trials", "max trials (random, bayesian; grid, halving: configurations)", type=int)
     removed_range: tuple | str | None = option(None, "--removed-range", "units to remove, inclusive (default 0:3); "
                                                "'auto': the probe's recommendation +-1", type=_range, metavar="A:B")
     frozen_range: tuple | None = option(None, "--frozen-range", "frozen_units to try, inclusive (freeze through the "

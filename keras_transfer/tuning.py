@@ -164,18 +164,23 @@ def fixed_hyperparameters(config: dict) -> keras_tuner.HyperParameters:
 
 
 def successive_halving(hypermodel: TransferHyperModel, configs: list[dict], budgets=((1, 1), (2, 3)),
-                       keep: float = 1 / 3, on_trial=None) -> list[dict]:
+                       keep: float = 1 / 3, on_trial=None, first_removed: int | None = None) -> list[dict]:
     """Successive halving (Jamieson & Talwalkar 2016) over explicit ``configs``: train every one
     on the first ``(head_epochs, fine_tune_epochs)`` budget, keep the best ``keep`` share (by
-    validation accuracy) for the next budget, and so on. Cheap rungs on the shared feature cache
-    cost little, so the full budget is spent on few configurations.
+    validation accuracy) for the next budget, and so on. One budget: every configuration at
+    that budget (a grid search).
 
+    The first rung runs the ``removed`` values nearest ``first_removed`` (the probe's
+    recommendation) first and, among equals, the shallowest frozen prefix first, so each
+    deeper cut's cached features extend the one below (:class:`~keras_transfer.training.FeatureCache`).
     Returns one row per trial (the config, ``rung``, ``val_accuracy``, ``val_loss``, ``seconds``);
     ``on_trial(row)`` is called after each.
     """
-    # shallowest frozen prefix first: each deeper cut's cached features then extend the one below
-    # (FeatureCache) instead of being computed from the images again
-    candidates = sorted(configs, key=lambda c: hypermodel.frozen_layers(c["removed"], c["frozen_units"]))
+    def order(c):
+        distance = abs(c["removed"] - first_removed) if first_removed is not None else 0
+        return distance, hypermodel.frozen_layers(c["removed"], c["frozen_units"])
+
+    candidates = sorted(configs, key=order)
     rows, recipe = [], hypermodel.recipe
     try:
         for rung, (head_epochs, fine_tune_epochs) in enumerate(budgets):
@@ -220,17 +225,22 @@ def halving_rows(hypermodel: TransferHyperModel, rows: list[dict]) -> list[dict]
              "head": hypermodel.head_kinds[0], "message": f"rung {r['rung']}", **r} for i, r in enumerate(rows)]
 
 
-def _halving_search(config: SearchConfig, hypermodel: TransferHyperModel, recipe, out_dir: str):
-    """``tune --tuner halving``: successive halving over the grid (at most ``trials`` configurations,
-    a seeded sample if it is larger); ``(summary, best hyperparameters)``."""
+def _grid_search(config: SearchConfig, hypermodel: TransferHyperModel, recipe, out_dir: str,
+                 first_removed: int | None):
+    """``tune --tuner grid`` (every configuration at the full budget) or ``halving`` (1+1 epochs,
+    then the best third at the full budget) over the grid: at most ``trials`` configurations (a
+    seeded sample if it is larger), the probe's ``first_removed`` first; ``(summary, best hyperparameters)``."""
     if len(hypermodel.head_kinds) > 1:
-        raise ValueError(f"the halving tuner searches one head; give one. Received: head_kinds={hypermodel.head_kinds}")
+        raise ValueError(f"the {config.search.tuner} tuner searches one head; give one. "
+                         f"Received: head_kinds={hypermodel.head_kinds}")
     configs = grid(hypermodel)
     if len(configs) > config.search.trials:
         order = np.random.default_rng(config.data.seed).permutation(len(configs))[: config.search.trials]
         configs = [configs[i] for i in sorted(order)]
-    logger.info("successive halving over %d configurations", len(configs))
-    rows = successive_halving(hypermodel, configs, budgets=((1, 1), (recipe.head_epochs, recipe.fine_tune_epochs)))
+    full = (recipe.head_epochs, recipe.fine_tune_epochs)
+    budgets = ((1, 1), full) if config.search.tuner == "halving" else (full,)
+    logger.info("%s over %d configurations", config.search.tuner, len(configs))
+    rows = successive_halving(hypermodel, configs, budgets=budgets, first_removed=first_removed)
     summary = _summarise(halving_rows(hypermodel, rows), hypermodel, out_dir)
     keys = ("removed", "frozen_units", "width", "dropout", "learning_rate")
     return summary, fixed_hyperparameters({k: summary["best"][k] for k in keys})
@@ -314,10 +324,11 @@ def format_top(rows: list[dict], n: int = 5) -> str:
 # ---- the tune command ---------------------------------------------------------------------
 
 def _removed_range(config: SearchConfig, splits, size: int, out_dir: str):
-    """``config.search.removed_range``, or with ``"auto"`` the probe's recommendation +-1 unit (every
-    process of a distributed search computes the same one from the same data)."""
+    """``(removed range, the probe's recommendation)``: ``config.search.removed_range`` and None, or
+    with ``"auto"`` the probe's recommendation +-1 unit (every process of a distributed search
+    computes the same one from the same data)."""
     if config.search.removed_range != "auto":
-        return config.search.removed_range
+        return config.search.removed_range, None
     from keras_transfer import probe
 
     base = build_base(config.model.backbone, weights=config.model.weights, input_shape=(size, size, 3))
@@ -325,7 +336,7 @@ def _removed_range(config: SearchConfig, splits, size: int, out_dir: str):
                               seed=config.data.seed, batch_size=config.recipe.batch_size)
     best, top = result["recommended_removed"], len(result["cuts"]) - 1
     logger.info("removed range auto: the probe recommends %d; searching %d:%d", best, max(0, best - 1), min(top, best + 1))
-    return max(0, best - 1), min(top, best + 1)
+    return (max(0, best - 1), min(top, best + 1)), best
 
 
 def search(config: SearchConfig, out_dir: str, verbose: int = 1) -> dict:
@@ -397,14 +408,15 @@ def _search(config: SearchConfig, out_dir: str, verbose: int) -> dict:
     splits = config.data.load(config.model.backbone, progress=verbose > 0)
     logger.info(splits.summary())
     recipe = dataclasses.replace(config.recipe.make(config.data.seed), verbose=0)
+    removed_range, recommended = _removed_range(config, splits, size, out_dir)
     hypermodel = TransferHyperModel(config.model.backbone, splits.num_classes, splits, weights=config.model.weights,
-                                    input_size=size, removed_range=_removed_range(config, splits, size, out_dir),
+                                    input_size=size, removed_range=removed_range,
                                     frozen_range=config.search.frozen_range, widths=config.search.widths,
                                     dropouts=config.search.dropouts, learning_rates=config.search.learning_rates,
                                     head_kinds=config.search.head_kinds, recipe=recipe, strategy=strategy)
     os.makedirs(out_dir, exist_ok=True)
-    if config.search.tuner == "halving":
-        summary, hp = _halving_search(config, hypermodel, recipe, out_dir)
+    if config.search.tuner in ("grid", "halving"):
+        summary, hp = _grid_search(config, hypermodel, recipe, out_dir, recommended)
     else:
         summary, hp = _keras_tuner_search(config, hypermodel, out_dir, verbose)
         if not summary:

@@ -101,7 +101,7 @@ def test_trials_share_frozen_prefix_features():
         hp.Fixed("frozen_units", frozen_units)
         hp.Fixed("learning_rate", 1e-3)
         hm.fit(hp, hm.build(hp))
-    assert hm.cache.misses == 4 and hm.cache.hits == 4  # (head, fine-tune) x (train, val)
+    assert hm.cache.misses == 4 and hm.cache.hits >= 4  # (head, fine-tune) x (train, val), in the first trial only
 
 
 def _tune_cmd(data_dir, out, trials):
@@ -218,12 +218,33 @@ def test_successive_halving_trains_the_best_share_longer():
     built = []
     original_build = hm.build
     hm.build = lambda hp: built.append(hp.get("removed")) or original_build(hp)
-    rows = tuning.successive_halving(hm, configs, budgets=((1, 1), (1, 2)), keep=1 / 3)
+    rows = tuning.successive_halving(hm, configs, budgets=((1, 1), (1, 2)), keep=1 / 3, first_removed=1)
     assert [r["rung"] for r in rows] == [0, 0, 0, 1]
-    assert built == [0, 1, 2, rows[-1]["removed"]]  # each trial built the configuration it reports
+    assert built == [r["removed"] for r in rows]  # each trial built the configuration it reports
+    # the probe's removed first, then the shallowest frozen prefix first (here: more removed)
+    assert built[:3] == [1, 2, 0]
     first = max(rows[:3], key=lambda r: (r["val_accuracy"], -r["val_loss"]))
     assert (rows[-1]["removed"], rows[-1]["frozen_units"]) == (first["removed"], first["frozen_units"])
     assert hm.recipe.fine_tune_epochs == 1  # the hypermodel's own recipe is given back
+
+
+def test_tune_grid_trains_every_configuration_the_probes_removed_first(guitars, tmp_path, monkeypatch):
+    from keras_transfer.cli import main
+
+    # a random-weight probe recommends anything; say it recommended 2 (range 1:3, cut to 1:2 here)
+    monkeypatch.setattr(tuning, "_removed_range", lambda *args: ((1, 2), 2))
+    out = tmp_path / "grid"
+    argv = ["tune", "--data", str(guitars), "--backbone", "vgg16", "--weights", "none", "--input-size", "32",
+            "--tuner", "grid", "--epochs", "1", "--fine-tune-epochs", "1", "--widths", "8", "--dropouts", "0.0",
+            "--learning-rates", "0.001", "--batch-size", "4", "--removed-range", "auto", "--frozen-range", "11:13",
+            "--no-retrain", "--out", str(out)]
+    assert main(argv) == 0
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["status"] for r in rows] == ["COMPLETED"] * len(rows)
+    pairs = [(int(r["removed"]), int(r["frozen_units"])) for r in rows]
+    assert pairs[0][0] == 2 and {p[0] for p in pairs} == {1, 2}  # the recommendation first, then the rest
+    assert sorted(pairs) == [(1, 11), (1, 12), (2, 11)]  # frozen 12, 13 at removed 2 = all frozen = (2, 11)
 
 
 def test_tune_halving_trains_the_best_third_longer_and_exports_the_winner(guitars, tmp_path):
@@ -238,7 +259,7 @@ def test_tune_halving_trains_the_best_third_longer_and_exports_the_winner(guitar
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["status"] for r in rows] == ["STOPPED"] * 6 + ["COMPLETED"] * 2  # 6 at 1+1 epochs, the best third on
-    stopped = sorted(rows[:6], key=lambda r: -float(r["val_accuracy"]))
+    stopped = sorted(rows[:6], key=lambda r: (-float(r["val_accuracy"]), float(r["val_loss"])))
     promoted = {(r["removed"], r["frozen_units"]) for r in rows[6:]}
     assert (stopped[0]["removed"], stopped[0]["frozen_units"]) in promoted
     best = json.load(open(out / "best.json"))
