@@ -98,6 +98,21 @@ def test_a_deeper_cut_is_extended_from_a_cached_shallower_one():
     assert cache.extended == 1
 
 
+def test_extension_across_inception_branches_matches_the_direct_features():
+    """InceptionV3's cut points join parallel branches: the bridge between two runs them all."""
+    images = np.random.default_rng(0).integers(0, 255, (3, 75, 75, 3)).astype("uint8")
+    keras.utils.set_random_seed(0)
+    model = training.build_model("inception_v3", 2, weights=None, input_size=75, width=4)
+    base = backbone_of(model)
+    cache = training.FeatureCache()
+    for cut in ("mixed2", "mixed5"):
+        prefix, _, name = training.split_model(model, layer_index(base, cut) + 1)
+        extended = cache.features(prefix, name, images)
+    assert name == "mixed5" and cache.extended == 1
+    direct = training.FeatureCache().features(prefix, name, images)
+    np.testing.assert_allclose(extended, direct, rtol=1e-4, atol=1e-4)
+
+
 def test_fine_tune_computes_the_backbone_once_for_both_stages(rng):
     cache = training.FeatureCache()
     model = _vgg()
