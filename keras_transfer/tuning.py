@@ -10,7 +10,7 @@ tuned. :class:`TransferHyperModel` makes that a Keras Tuner search space:
 
 Trials share one :class:`~keras_transfer.training.FeatureCache`: every trial whose frozen
 prefix is the same (same backbone, weights, input size and cut) reuses its features, a deeper
-prefix extends a shallower one's, and trials run without callbacks (successive halving) that
+prefix extends a shallower one's, and trials run without callbacks (the grid and halving tuners) that
 start the head stage alike (same removed units and head) train it once. Keras
 Tuner clears the Keras session before each build, and each trial's traced graphs are let go
 (:func:`~keras_transfer.internals.forget_custom_gradients`), so memory does not grow trial after trial.

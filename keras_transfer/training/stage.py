@@ -60,6 +60,9 @@ def cached_split(model, splits, recipe, stage, k, strategy):
 def warm_cache(model, splits, recipe, stage_ks, strategy, cache) -> None:
     """Compute the cached features the stages ``[(stage, k)]`` will use, shallowest cut first,
     so each deeper cut is extended from the one below instead of recomputed from the images."""
+    import tensorflow as tf
+
+    strategy = strategy or tf.distribute.get_strategy()
     for stage, k in sorted(stage_ks, key=lambda sk: sk[1]):
         parts = cached_split(model, splits, recipe, stage, k, strategy)
         if parts is not None and cache.fits(parts[0], len(splits.train) + len(splits.val)):
@@ -161,6 +164,7 @@ def train_stage(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, sta
     base = backbone_of(model)
     scaled = freeze_for_stage(model, recipe, stage, k)
     fit_model, x_train, x_val, how, at_top = _stage_inputs(model, splits, recipe, stage, k, strategy, cache)
+    key = None  # the head stage's HeadMemo key, when its result may be reused
     if stage == "head":
         init_head(model, splits, recipe, x_train if at_top else None, x_val if at_top else None)
         key = head_key(model, splits, recipe, epochs, strategy) if not (run_dir or callbacks) else None
@@ -188,7 +192,7 @@ def train_stage(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, sta
                                 callbacks=_callbacks(model, fit_model, recipe, stage, run_dir, resume,
                                                      val_ds is not None, callbacks),
                                 verbose=recipe.verbose, shuffle=False)
-    if stage == "head" and key:
+    if key:
         cache.heads.keep(key, model.get_layer("head").get_weights(), history.history)
     return history.history
 

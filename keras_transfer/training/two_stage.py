@@ -7,7 +7,6 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_transfer import data as data_lib
 from keras_transfer import heads
@@ -95,10 +94,10 @@ def fine_tune(model: keras.Model, splits: data_lib.Splits, recipe: Recipe | None
         raise ValueError("class_weight does not apply to the binary_auxiliary head (two outputs). "
                          "Received: class_weight=True")
     state, histories = _StageState(run_dir, resume), {}
-    warm_cache(model, splits, recipe, [(stage, k) for stage, epochs, k in stages(model, recipe)
-                                       if epochs > 0 and state.values.get(stage) != "done"],
-               strategy or tf.distribute.get_strategy(), cache)
-    for i, (stage, epochs, k) in enumerate(stages(model, recipe)):
+    planned = stages(model, recipe)
+    warm_cache(model, splits, recipe, [(stage, k) for stage, epochs, k in planned
+                                       if epochs > 0 and state.values.get(stage) != "done"], strategy, cache)
+    for i, (stage, epochs, k) in enumerate(planned):
         if state.load_finished(model, stage) or epochs <= 0:
             continue
         # each stage seeded on its own: a stage's randomness (dropout) does not depend on whether
