@@ -3,10 +3,15 @@
 Layout (TF-Serving style, one folder per version, newest wins)::
 
     out_dir/
-      1/                      <- a SavedModel (saved_model.pb, variables/)
-        model.keras           <- the Keras model, for further training
+      1/                      <- a SavedModel (saved_model.pb, variables/), float32
         labels.json           <- class names, input size, backbone
+        model.tflite          <- with formats=("saved_model", "tflite"): serving_default for TFLite
       2/ ...
+
+Every version computes in float32, whatever precision trained the model (its weights, float32
+variables under any mixed policy, are copied into a float32 twin): a bfloat16 graph would be
+emulated, slowly, on CPUs without bf16 and is not convertible to TensorFlow Lite. The Keras
+model itself (for further training) is the run folder's ``model.keras``, not stored again here.
 
 Signatures, both returning ``probabilities`` (N, n) float32, ``class_ids`` (N,) int64 and
 ``class_names`` (N,) string:
@@ -18,7 +23,8 @@ Signatures, both returning ``probabilities`` (N, n) float32, ``class_ids`` (N,) 
   did and is what ``keras-transfer predict`` uses).
 
 A version is written into a hidden temporary folder and renamed into place, so a failed
-export leaves every earlier version intact and a server never sees half a model.
+export leaves every earlier version intact and a server never sees half a model. Version
+folders are readable by everyone (a TF Serving process may run as another user).
 """
 
 from __future__ import annotations
@@ -35,11 +41,13 @@ import numpy as np
 
 from keras_transfer import heads
 from keras_transfer import images as images_lib
+from keras_transfer.precision import as_float32
 
 logger = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.json"
-KERAS_FILE = "model.keras"
+TFLITE_FILE = "model.tflite"
+FORMATS = ("saved_model", "tflite")
 
 
 def _versions(out_dir: str) -> list[int]:
@@ -77,42 +85,68 @@ def _serving_functions(model: keras.Model, class_names):
     return serve, serve_bytes
 
 
-def export(model: keras.Model, out_dir: str, class_names, metadata: dict | None = None) -> str:
+def _check_formats(formats) -> tuple[str, ...]:
+    formats = tuple(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or "saved_model" not in formats:
+        raise ValueError(f"formats must include 'saved_model' and may add 'tflite'. Received: formats={formats!r}")
+    return formats
+
+
+def to_tflite(saved_model_dir: str, path: str) -> str:
+    """Convert the SavedModel's ``serving_default`` (uint8 images of any size in, probabilities
+    out, resize included) with TensorFlow Lite's builtin ops; returns ``path``."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
+    with open(path, "wb") as f:
+        f.write(converter.convert())
+    return path
+
+
+def export(model: keras.Model, out_dir: str, class_names, metadata: dict | None = None,
+           formats=("saved_model",)) -> str:
     """Write the next version of ``model`` under ``out_dir``; returns the version folder.
 
     Args:
-        model: a classifier taking raw RGB ``(N, H, W, 3)`` (any head of this package).
+        model: a classifier taking raw RGB ``(N, H, W, 3)`` (any head of this package), in any precision.
         out_dir: the model's folder; existing versions are kept, the new one is max + 1.
         class_names: the name of each output class, in order.
         metadata: extra JSON-able facts stored in ``labels.json`` (backbone, metrics...).
+        formats: ``("saved_model",)``, or ``("saved_model", "tflite")`` to add ``model.tflite``.
     """
     import tensorflow as tf
 
+    formats = _check_formats(formats)
     class_names = [str(c) for c in class_names]
     n_out = model.output["class"].shape[-1] if heads.is_multi_output(model) else model.output.shape[-1]
     if len(class_names) != n_out:
-        raise ValueError(f"{len(class_names)} class names for a model with {n_out} outputs.")
+        raise ValueError(f"{len(class_names)} class names for a model with {n_out} outputs. "
+                         f"Received: class_names={class_names!r}")
     os.makedirs(out_dir, exist_ok=True)
     version = (_versions(out_dir) or [0])[-1] + 1
     final = os.path.join(out_dir, str(version))
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=out_dir)
     try:
-        serve, serve_bytes = _serving_functions(model, class_names)
+        served = as_float32(model)
+        serve, serve_bytes = _serving_functions(served, class_names)
         archive = keras.export.ExportArchive()
-        archive.track(model)
         # the first endpoint added also becomes serving_default
         archive.add_endpoint("serve", serve, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
         archive.add_endpoint("serve_bytes", serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="images")])
         archive.write_out(tmp, verbose=False)
-        model.save(os.path.join(tmp, KERAS_FILE))
+        if "tflite" in formats:
+            to_tflite(tmp, os.path.join(tmp, TFLITE_FILE))
         info = {"class_names": class_names, "input_size": list(model.input_shape[1:3]), "version": version,
-                **(metadata or {})}
+                "formats": list(formats), **(metadata or {})}
         with open(os.path.join(tmp, LABELS_FILE), "w") as f:
             json.dump(info, f, indent=2)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private to this user
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    logger.info("exported %s (%s)", final, ", ".join(formats))
     return final
 
 

@@ -10,7 +10,15 @@ cannot apply EXIF orientation or read CMYK, and README says so.
 
 Why antialiased: a plain bilinear resize samples 4 pixels per output pixel, so shrinking a
 photo several times skips most of its texture and gives pixels tens of grey levels away from
-Pillow's (measured: 38-73 levels on fine texture); with ``antialias=True`` the two agree.
+Pillow's (measured: 38-73 levels on fine texture); with antialiasing the two agree.
+
+Why as two matrix products: ``tf.image.resize(antialias=True)`` runs TensorFlow's
+``ScaleAndTranslate`` op, which TensorFlow Lite has neither as a builtin nor as a flex op, so
+no export using it could be converted. :func:`resize` computes the same triangle filter
+(``ScaleAndTranslate``'s weights: width scaled by the shrink factor, normalised per output
+pixel) as a ``[out, in]`` matrix per axis, built from the input's shape at run time, and
+applies it with two matmuls: ops every converter has. It agrees with ``tf.image.resize`` to
+1e-3 grey levels before rounding (a pixel lying on a .5 boundary may round the other way).
 """
 
 from __future__ import annotations
@@ -60,18 +68,41 @@ def to_rgb_array(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def _triangle_weights(in_size, out_size: int):
+    """``[out_size, in_size]`` float32: row i averages the input pixels under output pixel i with
+    the antialiased bilinear (triangle) filter, as ``ScaleAndTranslate`` does (half-pixel
+    centres; when shrinking the filter widens by the shrink factor; rows sum to 1)."""
+    import tensorflow as tf
+
+    in_f = tf.cast(in_size, tf.float32)
+    scale = float(out_size) / in_f
+    width = tf.maximum(1.0 / scale, 1.0)
+    centres = (tf.range(out_size, dtype=tf.float32) + 0.5) / scale
+    sources = tf.range(tf.cast(in_size, tf.int32), dtype=tf.float32) + 0.5
+    w = tf.maximum(0.0, 1.0 - tf.abs(sources[None, :] - centres[:, None]) / width)
+    return w / tf.reduce_sum(w, axis=1, keepdims=True)
+
+
 def resize(images, size):
     """``(N, h, w, 3)`` or ``(h, w, 3)`` pixels (any dtype, 0..255) -> float32 at ``size``.
 
-    Antialiased bilinear, then rounded and clipped to whole grey levels: exactly what a uint8
-    training image holds. A TensorFlow function of tensors, so it runs eagerly in the loader
-    and inside the exported model's graph alike.
+    Antialiased bilinear (two matrix products, see the module's docstring), then rounded and
+    clipped to whole grey levels: exactly what a uint8 training image holds. A TensorFlow
+    function of tensors, so it runs eagerly in the loader and inside the exported model's
+    graph (SavedModel and TensorFlow Lite) alike.
     """
     import tensorflow as tf
 
     x = tf.cast(images, tf.float32)
-    x = tf.image.resize(x, tuple(int(s) for s in size), method="bilinear", antialias=True)
-    return tf.clip_by_value(tf.round(x), 0.0, 255.0)
+    single = x.shape.rank == 3
+    if single:
+        x = x[None]
+    height, width = (int(s) for s in size)
+    shape = tf.shape(x)
+    x = tf.einsum("oh,nhwc->nowc", _triangle_weights(shape[1], height), x)
+    x = tf.einsum("pw,nowc->nopc", _triangle_weights(shape[2], width), x)
+    x = tf.clip_by_value(tf.round(x), 0.0, 255.0)
+    return x[0] if single else x
 
 
 def resize_array(images: np.ndarray, size, batch: int = 512) -> np.ndarray:

@@ -91,3 +91,35 @@ def using(precision: str = "auto", gpu: bool | None = None, flags=None):
         yield apply(precision, gpu, flags)
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+def _float32_config(obj):
+    """A serialized Keras object with every mixed dtype policy replaced by float32."""
+    if isinstance(obj, dict):
+        config = obj.get("config")
+        if obj.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and isinstance(config, dict) \
+                and str(config.get("name", "")).startswith("mixed_"):
+            obj = {**obj, "config": {**config, "name": "float32"}}
+        return {k: _float32_config(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_float32_config(v) for v in obj]
+    return obj
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(getattr(layer, "layers", None), list):  # a nested model (backbone, head)
+            yield from _all_layers(layer)
+
+
+def as_float32(model):
+    """``model`` if it computes in float32 throughout, else a float32 twin with its weights
+    (variables are float32 under every mixed policy, so they copy exactly)."""
+    import keras
+
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in _all_layers(model)):
+        return model
+    twin = keras.saving.deserialize_keras_object(_float32_config(keras.saving.serialize_keras_object(model)))
+    twin.set_weights(model.get_weights())
+    return twin

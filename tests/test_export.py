@@ -42,7 +42,12 @@ def test_any_image_size_is_resized_inside(model, exported):
 def test_layout_and_both_signatures_in_saved_model_cli(exported):
     out, version = exported
     assert version == os.path.join(out, "1")
-    assert {"saved_model.pb", "variables", "model.keras", "labels.json"} <= set(os.listdir(version))
+    assert {"saved_model.pb", "variables", "labels.json"} <= set(os.listdir(version))
+    assert "model.keras" not in os.listdir(version)  # the run folder's model.keras is the Keras copy
+    for folder, dirs, files in os.walk(version):  # a TF Serving process running as another user reads it
+        assert os.stat(folder).st_mode & 0o555 == 0o555, folder
+        for name in files:
+            assert os.stat(os.path.join(folder, name)).st_mode & 0o444 == 0o444, name
     info = json.load(open(os.path.join(version, "labels.json")))
     assert info["class_names"] == ["les_paul", "sg", "stratocaster"] and info["input_size"] == [32, 32]
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
@@ -81,15 +86,36 @@ def test_new_exports_are_new_versions_and_a_failed_one_leaves_the_old(model, tmp
     export.export(model, out, ["a", "b", "c"])
     assert export.export(model, out, ["a", "b", "c"]).endswith(os.sep + "2")
 
-    def broken_save(*args, **kwargs):
+    def broken_write(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(type(model), "save", broken_save)
+    monkeypatch.setattr(tf.saved_model, "save", broken_write)
     with pytest.raises(OSError, match="disk full"):
         export.export(model, out, ["a", "b", "c"])
     assert sorted(os.listdir(out)) == ["1", "2"]  # no version 3, no temporary folder left
     assert export.resolve(out).endswith(os.sep + "2")
     export.load(out)  # the newest complete version still loads
+
+
+def test_each_weight_is_stored_once(model, exported):
+    """keras-team/keras#23553: ExportArchive.track() stores every variable twice; export() does not track."""
+    reader = tf.train.load_checkpoint(os.path.join(exported[1], "variables", "variables"))
+    stored = sum(int(np.prod(shape)) for name, shape in reader.get_variable_to_shape_map().items()
+                 if name != "_CHECKPOINTABLE_OBJECT_GRAPH")
+    assert stored <= model.count_params() + 8  # + the dropout's seed state
+
+
+def test_resize_is_tensorflows_antialiased_bilinear():
+    """images.resize (two matmuls, convertible to TFLite) computes ScaleAndTranslate's filter."""
+    rng = np.random.default_rng(3)
+    for (h, w), size in [((300, 300), (128, 128)), ((97, 61), (128, 75)), ((1000, 700), (75, 75)), ((32, 32), (32, 32))]:
+        x = rng.integers(0, 256, (2, h, w, 3)).astype(np.uint8)
+        reference = np.clip(np.round(tf.image.resize(x.astype("float32"), size, antialias=True).numpy()), 0, 255)
+        ours = images.resize(x, size).numpy()
+        assert ours.shape == (2, *size, 3)
+        assert np.abs(ours - reference).max() <= 1 and (ours != reference).mean() < 1e-3
+    single = rng.integers(0, 256, (40, 50, 3)).astype(np.uint8)
+    assert images.resize(single, (20, 20)).shape == (20, 20, 3)
 
 
 def test_class_names_must_match_outputs(model, tmp_path):
@@ -143,3 +169,42 @@ def test_served_probabilities_are_the_trained_models(textured_run, ext, toleranc
     full = np.stack([images.decode_file(p) for p in paths])
     plain = training.predict_classes(model, tf.image.resize(full.astype("float32"), (32, 32)).numpy())
     assert np.abs(plain - trained).max() > 10 * tolerance
+
+
+def test_tflite_gives_the_savedmodels_answers_on_real_files(textured_run, tmp_path):
+    """TFLiteConverter.from_saved_model converts the export as it is, and the TFLite interpreter,
+    given files decoded as training decodes them, answers as the SavedModel does."""
+    model, loaded, _ = textured_run
+    version = export.export(model, str(tmp_path / "export"), ["a", "b", "c"], formats=("saved_model", "tflite"))
+    assert os.path.getsize(os.path.join(version, export.TFLITE_FILE)) > 1e6
+    converted = tf.lite.TFLiteConverter.from_saved_model(version).convert()  # what a user would run
+    pixels = [images.decode_file(p) for p in loaded.paths]  # 160x160 PNG and JPEG files, resized inside
+    saved = export.load(version)
+    for blob in (converted, open(os.path.join(version, export.TFLITE_FILE), "rb").read()):
+        runner = tf.lite.Interpreter(model_content=blob).get_signature_runner("serving_default")
+        lite = np.concatenate([runner(images=p[None])["probabilities"] for p in pixels])
+        served = np.concatenate([saved.predict_images(p[None])["probabilities"] for p in pixels])
+        assert np.ptp(served[:, 0]) > 0.2  # answers that depend on the pixels
+        np.testing.assert_allclose(lite, served, atol=1e-3)
+
+
+def test_a_bfloat16_model_is_served_in_float32(tmp_path):
+    from keras_transfer import precision
+    from keras_transfer.surgery import backbone_of
+
+    with precision.using("bfloat16"):
+        trained = training.build_model("vgg16", 3, weights="hed", input_size=32, removed=3, width=0)
+    head = trained.get_layer("head").get_layer("predictions")
+    rng = np.random.default_rng(0)
+    head.set_weights([rng.normal(0, 0.3, head.kernel.shape).astype("float32"), np.zeros(3, "float32")])
+    conv = backbone_of(trained).get_layer("block1_conv1")
+    assert conv.compute_dtype == "bfloat16"
+    version = export.export(trained, str(tmp_path), ["a", "b", "c"])
+    graph = tf.saved_model.load(version).signatures["serving_default"].graph.as_graph_def()
+    functions = [n for f in graph.library.function for n in f.node_def]
+    assert not [n.name for n in list(graph.node) + functions if "bfloat16" in str(n.attr).lower()
+                or n.attr["T"].type == tf.bfloat16.as_datatype_enum]
+    x = rng.integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
+    served = export.load(version).predict_images(x)["probabilities"]
+    np.testing.assert_allclose(served, training.predict_classes(trained, x), atol=1e-2)  # bf16 vs f32 compute
+    assert conv.compute_dtype == "bfloat16"  # the trained model is left as it was
