@@ -235,8 +235,13 @@ def build_base(
     row = get_backbone(name)
     input_shape = _checked_shape(row, input_shape, include_top)
     weight_file = _weight_file(row, weights)
-    model = row.constructor(include_top=include_top, weights="imagenet" if weights == "imagenet" else None,
-                            input_shape=input_shape, name=name)
+    try:
+        model = row.constructor(include_top=include_top, weights="imagenet" if weights == "imagenet" else None,
+                                input_shape=input_shape, name=name)
+    except Exception as err:  # Keras's get_file raises a bare Exception when the download fails
+        if weights == "imagenet" and "URL fetch failure" in str(err):
+            raise WeightsDownloadError(_download_failed(name, str(err))) from None
+        raise
     if weights == "hed":
         load_hed_weights(model)
     elif weight_file is not None:
@@ -248,6 +253,21 @@ def build_base(
                 f"(include_top={include_top}, input {input_shape}): {err}"
             ) from err
     return model
+
+
+class WeightsDownloadError(ConnectionError):
+    """The ImageNet weights could not be downloaded (no internet, blocked, server down)."""
+
+
+def _download_failed(name: str, message: str) -> str:
+    """One line: what failed, where Keras looks for the file, and what works offline."""
+    url = re.search(r"https?://\S+?(?=:\s|$)", message)
+    cache = os.path.join(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")), "models")
+    where = (f"download {url.group(0)} to {cache}/{url.group(0).rsplit('/', 1)[-1]}" if url
+             else f"put the file there")
+    offline = "weights='hed' works offline" if name == "vgg16" else "weights='hed' (VGG16) works offline"
+    return (f"could not download the imagenet weights for {name} (no internet?): Keras caches them in {cache}, "
+            f"so {where} and run again; or {offline}, or pass a weights file. Received: weights='imagenet'")
 
 
 def _checked_shape(row: Backbone, input_shape, include_top: bool) -> tuple[int, int, int]:

@@ -74,8 +74,8 @@ class ModelConfig:
     weights: str | None = option("imagenet", "--weights", "'imagenet' (downloads once), 'hed' (VGG16, offline), a "
                                  "weights file, or 'none'", type=lambda v: None if v.lower() == "none" else v)
     include_top: bool = option(False, "--include-top", "keep the 1000-way ImageNet classifier", action="store_true")
-    removed: int | str = option(0, "--removed", "drop the top N units of the backbone (see inspect), or 'auto': as "
-                                "`probe` recommends", type=_removed)
+    removed: int | str = option("auto", "--removed", "drop the top N units of the backbone (see inspect), or 'auto': "
+                                "where `probe` recommends cutting, scored on the training images", type=_removed)
     head: str = option("gap_dense", "--head", "head on the backbone", choices=list(HEADS))
     width: int | None = option(None, "--width", "hidden units of the head, 0 for none (default: the recipe's)", type=int)
     dropout: float | None = option(None, "--dropout", "dropout before the classifier (default: the recipe's)",

@@ -187,11 +187,6 @@ def probe_cuts(base, images: np.ndarray, labels: np.ndarray, class_names, out_di
                sample: int = 1000, seed: int = 0, batch_size: int = 32) -> dict:
     """Score every cut of ``base`` on (a stratified sample of at most ``sample``) images; with
     ``out_dir``, write ``probe.json`` and ``probe.png``. Returns the JSON's content."""
-    import os
-
-    from keras_transfer import plots
-    from keras_transfer.files import write_json
-
     index = np.arange(len(labels))
     if len(index) > sample:
         rng = np.random.default_rng(seed)
@@ -205,11 +200,22 @@ def probe_cuts(base, images: np.ndarray, labels: np.ndarray, class_names, out_di
               "sampled_from": int(len(labels)), "recommended_removed": best.removed, "recommended_layer": best.layer,
               "cuts": [dataclasses.asdict(r) for r in rows]}
     if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-        write_json(os.path.join(out_dir, "probe.json"), result)
-        plots.probe_scores(rows, os.path.join(out_dir, "probe.png"), best.removed,
-                           title=f"{base.name}: where to cut ({len(index)} images)")
+        write(result, out_dir)
     return result
+
+
+def write(result: dict, out_dir: str) -> None:
+    """``probe.json`` and ``probe.png`` (scores against units removed) in ``out_dir``."""
+    import os
+
+    from keras_transfer import plots
+    from keras_transfer.files import write_json
+
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(os.path.join(out_dir, "probe.json"), result)
+    plots.probe_scores([CutScore(**c) for c in result["cuts"]], os.path.join(out_dir, "probe.png"),
+                       result["recommended_removed"],
+                       title=f"{result['backbone']}: where to cut ({result['images']} images)")
 
 
 def format_rows(result: dict) -> str:

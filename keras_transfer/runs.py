@@ -1,56 +1,93 @@
 """One training run from images to an exported model, in a run folder.
 
     run_dir/
-      config.json            what was asked (a resumed run must ask the same)
+      config.json            what ran: the settings, and "resolved" (removed, frozen as numbers)
       skipped.csv            files that could not be read, with the reason
-      head.csv, fine_tune.csv, state.json, backup/, *.weights.h5   logs and checkpoints
+      probe.json, probe.png  with removed="auto": the probe's table that chose the cut
+      head.csv, fine_tune.csv, state.json   per-epoch logs, which stages are finished
+      fine_tune.weights.h5   the last finished stage's weights (what --resume loads)
+      backup/                the interrupted stage's last epoch (only while a stage runs)
       history.png, confusion_matrix.png, metrics.json              results
-      model.keras            the trained classifier
+      model.keras            the trained classifier (for further training, ``export``)
       export/1/              the SavedModel for serving (see keras_transfer.export)
+
+Everything a run is asked (data, backbone, weights, removed, frozen) is checked before the
+first file is written, so a mistyped command leaves nothing behind; a folder whose run never
+finished a stage is not a run to protect, and the next command starts it again.
 """
 
 from __future__ import annotations
 
-import logging
 import dataclasses
+import logging
 import os
+import shutil
 import time
 
 import keras
 
 from keras_transfer import data as data_lib
-from keras_transfer import distribute, export, plots, precision, training
+from keras_transfer import distribute, export, plots, precision, probe, training
 from keras_transfer.config import TrainConfig  # noqa: F401 - runs.TrainConfig, as before
 from keras_transfer.files import atomic_path, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
-# config fields that must match for resume=True to continue the same run
-_IDENTITY = {"data": ("data_dir", "dataset", "input_size", "seed"),
-             "model": ("backbone", "weights", "removed", "head", "include_top", "width", "dropout"),
-             "recipe": ("recipe",)}
+# settings a resumed run may change (where and in which precision it computes); the rest must match
+_MAY_CHANGE_ON_RESUME = ("distribute",)
 
 
-def prepare_run_dir(run_dir: str, config: TrainConfig, resume: bool) -> None:
-    """Create ``run_dir``; refuse to overwrite an earlier run unless resuming the same one."""
+def _finished_stages(run_dir: str) -> list[str]:
+    from keras_transfer.training.two_stage import STATE_FILE
+
+    state = read_json(os.path.join(run_dir, STATE_FILE), {}) or {}
+    return [stage for stage, value in state.items() if value == "done"]
+
+
+def _has_progress(run_dir: str) -> bool:
+    """A finished stage, a finished run, or an interrupted stage's epochs (its backup)."""
+    backup = os.path.join(run_dir, "backup")
+    return bool(_finished_stages(run_dir) or os.path.exists(os.path.join(run_dir, "metrics.json"))
+                or (os.path.isdir(backup) and any(files for _, _, files in os.walk(backup))))
+
+
+def check_run_dir(run_dir: str, config: TrainConfig, resume: bool) -> bool:
+    """Whether ``run_dir`` holds a run to continue (True) or a new one starts there (False);
+    raises if the command would overwrite a run or resume it with other settings. Writes nothing."""
     saved = read_json(os.path.join(run_dir, "config.json"))
-    if saved is not None:
-        if not resume:
-            raise FileExistsError(f"run_dir {run_dir!r} already holds a run; resume it (resume=True) or choose "
-                                  f"another run_dir (nothing was overwritten). Received: run_dir={run_dir!r}")
-        asked = dataclasses.asdict(config)
-        changed = [f"{g}.{k}" for g, keys in _IDENTITY.items() for k in keys
-                   if saved.get(g, {}).get(k) != asked[g][k]]
-        if changed:
-            raise ValueError(f"resume: {run_dir!r} was started with different "
-                             + ", ".join(f"{k}={saved.get(k.split('.')[0], {}).get(k.split('.')[1])!r}" for k in changed)
-                             + "; resume with the same settings or choose another run_dir.")
-    elif os.path.isdir(run_dir) and os.listdir(run_dir):
-        raise FileExistsError(f"run_dir {run_dir!r} is a non-empty folder that is not a run; choose another. "
-                              f"Received: run_dir={run_dir!r}")
-    os.makedirs(run_dir, exist_ok=True)
     if saved is None:
-        write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(config))
+        if os.path.isdir(run_dir) and os.listdir(run_dir):
+            raise FileExistsError(f"run_dir {run_dir!r} is a non-empty folder that is not a run; choose another. "
+                                  f"Received: run_dir={run_dir!r}")
+        return False
+    if not _has_progress(run_dir):
+        return False  # an earlier command stopped before training an epoch: nothing to keep
+    if not resume:
+        raise FileExistsError(f"run_dir {run_dir!r} already holds a run; resume it (resume=True) or choose "
+                              f"another run_dir (nothing was overwritten). Received: run_dir={run_dir!r}")
+    asked = dataclasses.asdict(config)
+    changed = [f"{group}.{key}" for group, values in asked.items() if group not in _MAY_CHANGE_ON_RESUME
+               for key, value in values.items() if key != "verbose" and saved.get(group, {}).get(key) != value]
+    if changed:
+        was = ", ".join(f"{k}={saved.get(k.split('.')[0], {}).get(k.split('.')[1])!r}" for k in changed)
+        now = ", ".join(f"{k}={asked[k.split('.')[0]][k.split('.')[1]]!r}" for k in changed)
+        raise ValueError(f"resume: {run_dir!r} was started with {was}; resume with the same settings or "
+                         f"choose another run_dir. Received: {now}")
+    return True
+
+
+def start_run_dir(run_dir: str, config: TrainConfig, resolved: dict, continuing: bool) -> None:
+    """Write ``config.json`` (the settings and what they resolved to); a folder whose earlier
+    command finished no stage is cleared of its leftovers first."""
+    if not continuing and os.path.isdir(run_dir):
+        for name in ("backup", "state.json", "head.csv", "fine_tune.csv", "config.json"):
+            path = os.path.join(run_dir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.remove(path)
+    os.makedirs(run_dir, exist_ok=True)
+    write_json(os.path.join(run_dir, "config.json"), {**dataclasses.asdict(config), "resolved": resolved})
 
 
 def train(config: TrainConfig, run_dir: str, resume: bool = False, progress: bool = True) -> dict:
@@ -68,29 +105,33 @@ def _train(config: TrainConfig, run_dir: str, resume: bool, progress: bool) -> d
     start = time.time()
     strategy = distribute.strategy_for(config.distribute.strategy, config.distribute.devices)
     chief = distribute.is_chief(strategy)
+    continuing = check_run_dir(run_dir, config, resume) if chief else False
     work_dir = run_dir if chief else distribute.worker_dir()
-    if chief:
-        prepare_run_dir(run_dir, config, resume)
-    else:
-        os.makedirs(work_dir, exist_ok=True)
     try:
         splits = config.data.load(config.model.backbone, progress=progress)
         logger.info(splits.summary())
-        if chief:
-            data_lib.write_skipped_report(splits.skipped, os.path.join(run_dir, "skipped.csv"))
-            for s in splits.skipped:
-                logger.warning(f"  skipped {s.path}: {s.reason}")
-        removed = removed_for(config, splits, run_dir if chief else None)
+        removed, probe_result = removed_for(config, splits)
         model = training.build_model(config.model.backbone, splits.num_classes, weights=config.model.weights,
                                      input_size=splits.image_size[0], removed=removed, head=config.model.head,
                                      include_top=config.model.include_top, strategy=strategy, **config.head_options())
+        frozen = training.resolve_frozen(model, config.recipe.frozen)
+        # everything asked is valid: only now does the run folder get written
+        if chief:
+            start_run_dir(run_dir, config, {"removed": removed, "frozen": frozen}, continuing)
+            data_lib.write_skipped_report(splits.skipped, os.path.join(run_dir, "skipped.csv"))
+            for s in splits.skipped:
+                logger.warning(f"  skipped {s.path}: {s.reason}")
+            if probe_result is not None:
+                probe.write(probe_result, run_dir)
+        else:
+            os.makedirs(work_dir, exist_ok=True)
         histories = training.fine_tune(model, splits, config.make_recipe(), run_dir=work_dir, strategy=strategy,
-                                       resume=resume)
+                                       resume=continuing)
         fingerprint = training.weights_fingerprint(model)
         logger.info(f"weights fingerprint {fingerprint} ({'chief' if chief else 'worker'})")
         metrics = {**training.evaluate(model, splits.test if len(splits.test) else splits.val),
                    "backbone": config.model.backbone, "weights": str(config.model.weights), "removed": removed,
-                   "frozen": training.resolve_frozen(model, config.recipe.frozen), "head": config.model.head,
+                   "frozen": frozen, "head": config.model.head,
                    "train_images": len(splits.train), "skipped_files": len(splits.skipped),
                    "weights_fingerprint": fingerprint}
         if chief:
@@ -115,21 +156,19 @@ def _write_report(model, splits, histories: dict, metrics: dict, config: TrainCo
                                       {"backbone": config.model.backbone, "test_accuracy": metrics["accuracy"]})
 
 
-def removed_for(config: TrainConfig, splits, out_dir: str | None = None) -> int:
-    """``config.model.removed``, or with ``"auto"`` the probe's recommendation on the training images
-    (``probe.json``/``probe.png`` written to ``out_dir``)."""
+def removed_for(config: TrainConfig, splits) -> tuple[int, dict | None]:
+    """``config.model.removed`` and None, or with ``"auto"`` the probe's recommendation on the
+    training images and the probe's result (it logs a line per cut as it scores them)."""
     if config.model.removed != "auto":
-        return int(config.model.removed)
-    from keras_transfer import probe
+        return int(config.model.removed), None
     from keras_transfer.backbones import build_base
 
-    size = splits.image_size
-    base = build_base(config.model.backbone, weights=config.model.weights, input_shape=(*size, 3))
-    result = probe.probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names, out_dir,
+    base = build_base(config.model.backbone, weights=config.model.weights, input_shape=(*splits.image_size, 3))
+    result = probe.probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names,
                               seed=config.data.seed, batch_size=config.recipe.batch_size)
-    logger.info("removed auto: the probe recommends removing %d unit(s) (ending at %s)",
-                result["recommended_removed"], result["recommended_layer"])
-    return result["recommended_removed"]
+    logger.info("removed auto: the probe (above, on the %d training images) recommends removing %d unit(s): "
+                "the model ends at %s", result["images"], result["recommended_removed"], result["recommended_layer"])
+    return result["recommended_removed"], result
 
 
 def export_run(run_dir: str) -> str:

@@ -17,7 +17,7 @@ module         one job
 =============  ===========================================================================
 model          ``build_model``; how many backbone layers are frozen (``resolve_frozen``)
 cache          the frozen-prefix ``FeatureCache`` (+ ``HeadMemo``), ``split_model``, ``batched_call``
-callbacks      ``SeesClassifier`` (callbacks see the classifier), ``SaveBest`` (atomic)
+callbacks      ``SeesClassifier`` (callbacks see the classifier)
 stage          ``train_stage``: one stage (head or fine-tune) on arrays or cached features
 two_stage      ``fine_tune``: the stages in order, resumable, keeping the better stage
 evaluate       ``predict_classes``, ``evaluate``, ``weights_fingerprint``
@@ -27,7 +27,7 @@ evaluate       ``predict_classes``, ``evaluate``, ``weights_fingerprint``
 from keras_transfer.recipes import Recipe, ScaledSGD  # noqa: F401 - part of this package's API
 from keras_transfer.training.cache import (  # noqa: F401
     MIN_SAVED_FRACTION, FeatureCache, HeadMemo, _compiled_calls, batched_call, prefix_model, saved_fraction, split_model)
-from keras_transfer.training.callbacks import SaveBest, SeesClassifier  # noqa: F401
+from keras_transfer.training.callbacks import SeesClassifier  # noqa: F401
 from keras_transfer.training.evaluate import evaluate, predict_classes, weights_fingerprint  # noqa: F401
 from keras_transfer.training.model import build_model, default_frozen, resolve_frozen  # noqa: F401
 from keras_transfer.training.stage import freeze_for_stage, init_head, lr_scales, train_stage  # noqa: F401

@@ -1,31 +1,8 @@
-"""Callbacks of a stage: the full classifier is what callbacks see and what checkpoints save."""
+"""Callbacks of a stage: the full classifier is what callbacks see."""
 
 from __future__ import annotations
 
 import keras
-import numpy as np
-
-from keras_transfer.files import atomic_path
-
-
-class SaveBest(keras.callbacks.Callback):
-    """Save the *full* classifier's weights atomically whenever ``monitor`` improves.
-
-    Keras's ModelCheckpoint saves the model being fitted, which with the feature cache is only
-    the trainable suffix; this saves the model a user reloads.
-    """
-
-    def __init__(self, full_model: keras.Model, path: str, monitor: str = "val_loss"):
-        super().__init__()
-        self.full_model, self.path, self.monitor = full_model, path, monitor
-        self.best = np.inf
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is not None and value < self.best:
-            self.best = float(value)
-            with atomic_path(self.path) as tmp:
-                self.full_model.save_weights(tmp)
 
 
 class SeesClassifier(keras.callbacks.Callback):

@@ -17,7 +17,7 @@ from keras_transfer.internals import fit_under_multi_worker
 from keras_transfer.recipes import Recipe
 from keras_transfer.surgery import backbone_of, freeze
 from keras_transfer.training.cache import FeatureCache, _fingerprint, batched_call, prefix_model, split_model
-from keras_transfer.training.callbacks import SaveBest, SeesClassifier
+from keras_transfer.training.callbacks import SeesClassifier
 
 logger = logging.getLogger("keras_transfer.training")
 
@@ -138,7 +138,6 @@ def _callbacks(model, fit_model, recipe, stage, run_dir, resume, has_val, extra)
         cbs += [
             keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup", stage), double_checkpoint=True),
             keras.callbacks.CSVLogger(os.path.join(run_dir, f"{stage}.csv"), append=resume),
-            SaveBest(model, os.path.join(run_dir, "best.weights.h5"), monitor),
         ]
         if recipe.tensorboard:
             cbs.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard", stage)))

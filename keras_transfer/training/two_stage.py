@@ -42,13 +42,20 @@ class _StageState:
     def _weights(self, stage: str) -> str:
         return os.path.join(self.run_dir, f"{stage}.weights.h5")
 
-    def load_finished(self, model: keras.Model, stage: str) -> bool:
-        """Load a stage an earlier run finished; False if it still has to run."""
-        if not (self.run_dir and self.values.get(stage) == "done" and os.path.exists(self._weights(stage))):
-            return False
+    def load_latest_finished(self, model: keras.Model, planned: list) -> int:
+        """Load the weights of the last stage an earlier run finished; the number of stages done
+        (its weights hold every stage before it, so only its file is kept)."""
+        done = [i for i, (stage, _, _) in enumerate(planned) if self.values.get(stage) == "done"]
+        if not (self.run_dir and done):
+            return 0
+        stage = planned[done[-1]][0]
+        if not os.path.exists(self._weights(stage)):
+            raise FileNotFoundError(f"{self.run_dir}/{STATE_FILE} says stage {stage!r} finished but "
+                                    f"{self._weights(stage)} is missing; start a new run_dir. "
+                                    f"Received: run_dir={self.run_dir!r}")
         model.load_weights(self._weights(stage))
         logger.info("[%s] already finished in %s: loaded its weights", stage, self.run_dir)
-        return True
+        return done[-1] + 1
 
     def finish(self, model: keras.Model, stage: str) -> None:
         if self.run_dir:
@@ -56,6 +63,9 @@ class _StageState:
                 model.save_weights(tmp)
             self.values[stage] = "done"
             write_json(os.path.join(self.run_dir, STATE_FILE), self.values)
+            for earlier in [s for s, v in self.values.items() if v == "done" and s != stage]:
+                if os.path.exists(self._weights(earlier)):  # this stage's weights supersede it
+                    os.remove(self._weights(earlier))
 
 
 def _keep_best(model, stage: str, history: dict, recipe: Recipe, state: _StageState, before) -> None:
@@ -97,8 +107,9 @@ def fine_tune(model: keras.Model, splits: data_lib.Splits, recipe: Recipe | None
     planned = stages(model, recipe)
     warm_cache(model, splits, recipe, [(stage, k) for stage, epochs, k in planned
                                        if epochs > 0 and state.values.get(stage) != "done"], strategy, cache)
+    finished = state.load_latest_finished(model, planned)
     for i, (stage, epochs, k) in enumerate(planned):
-        if state.load_finished(model, stage) or epochs <= 0:
+        if i < finished or epochs <= 0:
             continue
         # each stage seeded on its own: a stage's randomness (dropout) does not depend on whether
         # the one before was trained, resumed from disk or reused from the cache's HeadMemo
