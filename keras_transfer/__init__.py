@@ -15,11 +15,25 @@ import os as _os
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of CLI output
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from keras_transfer.backbones import BACKBONES, Backbone, build_base, get_backbone, list_backbones  # noqa: E402
-from keras_transfer.heads import HEADS, binary_auxiliary, build_classifier, gap_dense, keep_classifier  # noqa: E402
-from keras_transfer.surgery import chop, cut_points, describe, format_table, freeze, freeze_points, units  # noqa: E402
-
 __version__ = "0.1.0"
+
+# Loaded on first use (PEP 562): `import keras_transfer` and the command line's --help do not
+# import TensorFlow; `kt.build_base` and friends import it when first called for.
+_LAZY = {
+    "keras_transfer.backbones": ("BACKBONES", "Backbone", "build_base", "get_backbone", "list_backbones"),
+    "keras_transfer.heads": ("HEADS", "binary_auxiliary", "build_classifier", "gap_dense", "keep_classifier"),
+    "keras_transfer.surgery": ("chop", "cut_points", "describe", "format_table", "freeze", "freeze_points", "units"),
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'keras_transfer' has no attribute {name!r}")
+
 
 __all__ = [
     "BACKBONES", "Backbone", "build_base", "get_backbone", "list_backbones",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+import tempfile
 
 from keras_transfer import config
-from keras_transfer.cli_options import add_group
+from keras_transfer.cli_options import add_group, add_verbose
 
 
 def _add_backbone_args(p: argparse.ArgumentParser, default_weights: str = "imagenet", include_top: bool = True) -> None:
@@ -62,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     from keras_transfer import cli_commands  # the train/tune/export/... commands
 
     cli_commands.add_commands(sub, _add_backbone_args)
+    add_verbose(parser)
+    for command in sub.choices.values():
+        add_verbose(command)  # (experiment NAME's parsers add their own)
     return parser
 
 
@@ -85,19 +90,57 @@ def _show_library_log() -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
         package_logger.addHandler(handler)
     package_logger.setLevel(logging.INFO)
+    package_logger.propagate = False  # Keras Tuner and absl give the root logger a handler too: no line twice
+
+
+# faults that end a command with one line on stderr (exit code 2), not a traceback: bad
+# arguments and data (ValueError, FileNotFoundError, FileExistsError) and the machine's own
+# (OSError: a full disk, a read-only folder, a failed download)
+CLEAR_ERRORS = (ValueError, OSError)
+
+
+@contextlib.contextmanager
+def _native_stderr_hidden(hidden: bool):
+    """TensorFlow's C++ start-up lines (CUDA probing, oneDNN, CPU features) are written to file
+    descriptor 2 before its logging is set up, whatever TF_CPP_MIN_LOG_LEVEL says: send fd 2 to
+    a file while TensorFlow loads and finds its devices, and show it only if that fails."""
+    if not hidden:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _start_tensorflow(show_logs: bool) -> None:
+    """Import TensorFlow and initialise its devices, quietly unless ``show_logs``."""
+    with _native_stderr_hidden(not show_logs):
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # the CUDA probe, and its cuInit line, happen here
+    # Every trial and stage builds new models, so TF warns about "retracing" each time; in the
+    # CLI that is noise, not advice (library users keep TF's logging as they set it).
+    tf.get_logger().setLevel("DEBUG" if show_logs else "ERROR")
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _show_library_log()
-    # Every trial and stage builds new models, so TF warns about "retracing" each time; in the
-    # CLI that is noise, not advice (library users keep TF's logging as they set it).
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")
+    _start_tensorflow(getattr(args, "show_tf_logs", False))
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except CLEAR_ERRORS as err:
         print(f"keras-transfer {args.command}: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:

@@ -34,10 +34,17 @@ def cmd_probe(args) -> int:
 RUN_OPTIONS = {"train": ("out", "resume"), "tune": ("out",), "experiment": ("out",)}
 
 
+def _progress() -> dict:
+    """Keras's live progress bar (ANSI colours, carriage returns) on a terminal; one plain line
+    per epoch when the output goes to a file or a pipe."""
+    return {} if sys.stdout.isatty() else {"verbose": 2}
+
+
 def train_config(args) -> config.TrainConfig:
     """``train``'s options as a TrainConfig (every option but RUN_OPTIONS)."""
-    return config.TrainConfig(*(group_from_args(g, args) for g in
-                                (config.DataConfig, config.ModelConfig, config.RecipeConfig, config.DistributeConfig)))
+    return config.TrainConfig(group_from_args(config.DataConfig, args), group_from_args(config.ModelConfig, args),
+                              group_from_args(config.RecipeConfig, args, _progress()),
+                              group_from_args(config.DistributeConfig, args))
 
 
 def cmd_train(args) -> int:
@@ -47,7 +54,7 @@ def cmd_train(args) -> int:
     out = args.out or os.path.join("runs", f"{config.model.backbone}-{config.data.name}"
                                            f"-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     try:
-        metrics = runs.train(config, out, resume=args.resume)
+        metrics = runs.train(config, out, resume=args.resume, progress=sys.stderr.isatty())
     except FileExistsError as err:  # the library names its parameters; say which flags they are
         raise FileExistsError(f"{err} (run_dir is --out; pass --resume to continue the run)") from None
     if "export" in metrics:
@@ -78,26 +85,86 @@ def cmd_tune(args) -> int:
 
     config = search_config(args)
     out = args.out or os.path.join("runs", f"search-{config.model.backbone}-{config.data.name}")
-    tuning.search(config, out)
+    tuning.search(config, out, verbose=_progress().get("verbose", 1))
     return 0
 
 
 def cmd_export(args) -> int:
     from keras_transfer import runs
 
-    print(f"exported: {runs.export_run(args.run_dir)}")
+    formats = ("saved_model", "tflite") if args.format == "tflite" else ("saved_model",)
+    version = runs.export_run(args.run_dir, formats)
+    print(f"exported: {version}" + (f" (and {version}/model.tflite)" if "tflite" in formats else ""))
     return 0
+
+
+def image_paths(paths) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files as given, folders walked (their image files, sorted); ``(files, missing)``."""
+    from keras_transfer.data import IMAGE_EXTENSIONS
+
+    files, missing = [], []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names
+                           if name.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                missing.append((path, f"a folder with no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} files"))
+            files += found
+        elif os.path.exists(path):
+            files.append(path)
+        else:
+            missing.append((path, "no such file or folder"))
+    return files, missing
+
+
+def prediction_rows(results: list[dict], top_k: int) -> list[dict]:
+    """One row per file: path, then class/probability for the ``top_k`` classes, best first."""
+    rows = []
+    for r in results:
+        ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:top_k]
+        row = {"path": r["path"]}
+        for i, (name, p) in enumerate(ranked, 1):
+            row.update({f"class_{i}": name, f"probability_{i}": round(p, 6)})
+        rows.append(row)
+    return rows
+
+
+def write_predictions(rows: list[dict], skipped: list[tuple[str, str]], path: str) -> None:
+    """``path`` ending .json: ``{"predictions": rows, "skipped": [...]}``; otherwise CSV (rows)."""
+    import csv
+    import json
+
+    from keras_transfer.files import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        if path.lower().endswith(".json"):
+            json.dump({"predictions": rows, "skipped": [{"path": p, "reason": r} for p, r in skipped]}, f, indent=2)
+        else:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path"])
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 def cmd_predict(args) -> int:
     from keras_transfer import export
 
-    results, skipped = export.load(args.model_dir).predict_files(args.images)
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1. Received: --top-k {args.top_k}")
+    files, skipped = image_paths(args.images)
+    predictor = export.load(args.model_dir)
+    results, unreadable = predictor.predict_files(files) if files else ([], [])
+    skipped += unreadable
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    for r in results:
-        print(f"{r['path']}\t{r['class']}\t{r['probability']:.4f}")
-    return 0 if len(results) == len(args.images) else 1
+    rows = prediction_rows(results, min(args.top_k, len(predictor.class_names)))
+    if args.output:
+        write_predictions(rows, skipped, args.output)
+        print(f"wrote {len(rows)} prediction(s) to {args.output}" + (f"; skipped {len(skipped)}" if skipped else ""))
+    else:
+        for row in rows:
+            ranked = [f"{row[f'class_{i}']}\t{row[f'probability_{i}']:.4f}" for i in range(1, len(row) // 2 + 1)]
+            print("\t".join([row["path"], *ranked]))
+    return 0 if rows and not skipped else 1
 
 
 def cmd_sample_data(args) -> int:
@@ -145,19 +212,34 @@ def add_commands(sub, add_backbone_args) -> None:
 
     cli_experiments.add_parser(sub, add_backbone_args)
 
-    p = sub.add_parser("export", help="export a finished run as a new SavedModel version")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p = sub.add_parser("export", help="export a finished run's model as a new SavedModel version (and TFLite)",
+                       description="Write RUN_DIR/model.keras as the next version RUN_DIR/export/N: a float32 "
+                                   "SavedModel with serving_default (uint8 images of any size) and serve_bytes "
+                                   "(encoded JPEG/PNG); earlier versions are kept.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder `keras-transfer train` finished")
+    p.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model",
+                   help="tflite: also write model.tflite beside the SavedModel (serving_default, builtin ops only)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("predict", help="classify image files with an exported model")
-    p.add_argument("model_dir", metavar="MODEL_DIR", help="an export folder (RUN_DIR/export) or one version of it")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p = sub.add_parser("predict", help="classify image files and folders with an exported model",
+                       description="Decode each image as training did (EXIF orientation, any colour mode), "
+                                   "classify it with the export, and print or write the top classes. "
+                                   "Unreadable files are skipped with their reason (exit code 1).")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="an export folder (RUN_DIR/export: its newest version) "
+                                                          "or one version of it")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders (walked for image files)")
+    p.add_argument("--top-k", type=int, default=1, help="how many classes to report per image, best first "
+                                                        "(default: %(default)s)")
+    p.add_argument("--output", metavar="FILE", default=None,
+                   help="write the predictions to FILE: .json (with the skipped files) or else CSV")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("sample-data", help="write a small synthetic dataset (guitars)")
+    p = sub.add_parser("sample-data", help="write a small synthetic dataset to try the package on",
+                       description="guitars: drawn Stratocaster, Les Paul and SG body outlines in random colours, "
+                                   "poses and backgrounds, one sub-folder per class (not photographs).")
     p.add_argument("name", choices=["guitars"])
     p.add_argument("out_dir", metavar="DIR")
-    p.add_argument("--n-per-class", type=int, default=40)
-    p.add_argument("--size", type=int, default=160)
+    p.add_argument("--n-per-class", type=int, default=40, help="images per class (default: %(default)s)")
+    p.add_argument("--size", type=int, default=160, help="image side in pixels (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_sample_data)

@@ -7,6 +7,8 @@ import dataclasses
 import importlib
 import os
 
+from keras_transfer.cli_options import add_verbose
+
 # name -> (module under keras_transfer.experiments, config class, figure, one-line description)
 EXPERIMENTS = {
     "layer-removal": ("layer_removal", "LayerRemovalConfig", "layer_removal.png",
@@ -91,6 +93,8 @@ def add_parser(sub, add_backbone_args) -> None:
     q.add_argument("--binary-weight", type=float, default=0.4, help="B of the combined loss (default: %(default)s)")
     q.add_argument("--lr-factor", type=float, default=0.1,
                    help="rate factor of transferred layers in the reduced_lr mode (default: %(default)s)")
+    for q in names.choices.values():
+        add_verbose(q)
     p.set_defaults(func=cmd_experiment)
 
 
@@ -98,7 +102,8 @@ def experiment_config(args):
     """The experiment's config from its options: every option lands in a field."""
     module_name, class_name, _, _ = EXPERIMENTS[args.name]
     cls = getattr(importlib.import_module(f"keras_transfer.experiments.{module_name}"), class_name)
-    values = {k: v for k, v in vars(args).items() if k not in ("func", "command", "name", "out", "data", "dataset")}
+    values = {k: v for k, v in vars(args).items()
+              if k not in ("func", "command", "name", "out", "data", "dataset", "show_tf_logs")}
     values.update(data_dir=args.data, dataset=None if args.data else args.dataset, seeds=tuple(range(args.seeds)))
     if "removed_max" in values:
         values["removed"] = tuple(range(values.pop("removed_max") + 1))

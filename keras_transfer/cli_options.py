@@ -41,3 +41,9 @@ def group_from_args(group_cls, args: argparse.Namespace, defaults: dict | None =
             value = getattr(args, f.name)
             values[f.name] = tuple(value) if isinstance(value, list) else value
     return group_cls(**values)
+
+
+def add_verbose(parser: argparse.ArgumentParser) -> None:
+    """``--verbose`` (on the main parser and every command): TensorFlow's own log lines too."""
+    parser.add_argument("--verbose", dest="show_tf_logs", action="store_true", default=argparse.SUPPRESS,
+                        help="also show TensorFlow's own start-up and C++ log lines (hidden by default)")

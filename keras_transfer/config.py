@@ -13,11 +13,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from keras_transfer import choices
 from keras_transfer import data as data_lib
-from keras_transfer import recipes
-from keras_transfer.backbones import list_backbones
 from keras_transfer.distribute import STRATEGIES
-from keras_transfer.heads import HEADS
 from keras_transfer.precision import PRECISIONS
 
 TUNERS = ("random", "bayesian", "hyperband", "grid", "halving")
@@ -70,13 +68,13 @@ class DataConfig:
 class ModelConfig:
     """The network: backbone, its weights, what is cut off and the head."""
 
-    backbone: str = option("vgg16", "--backbone", "pretrained architecture", choices=list_backbones())
+    backbone: str = option("vgg16", "--backbone", "pretrained architecture", choices=list(choices.BACKBONES))
     weights: str | None = option("imagenet", "--weights", "'imagenet' (downloads once), 'hed' (VGG16, offline), a "
                                  "weights file, or 'none'", type=lambda v: None if v.lower() == "none" else v)
     include_top: bool = option(False, "--include-top", "keep the 1000-way ImageNet classifier", action="store_true")
     removed: int | str = option("auto", "--removed", "drop the top N units of the backbone (see inspect), or 'auto': "
                                 "where `probe` recommends cutting, scored on the training images", type=_removed)
-    head: str = option("gap_dense", "--head", "head on the backbone", choices=list(HEADS))
+    head: str = option("gap_dense", "--head", "head on the backbone", choices=list(choices.HEADS))
     width: int | None = option(None, "--width", "hidden units of the head, 0 for none (default: the recipe's)", type=int)
     dropout: float | None = option(None, "--dropout", "dropout before the classifier (default: the recipe's)",
                                    type=float)
@@ -88,7 +86,7 @@ class RecipeConfig:
     """How training goes: a named recipe and what this run changes in it (None: the recipe's)."""
 
     recipe: str = option("default", "--recipe", "fine-tuning recipe: default, tutorial (seed tutorial: RMSprop head, "
-                         "SGD 1e-4), keras_io (keras.io guide)", choices=recipes.RECIPE_NAMES)
+                         "SGD 1e-4), keras_io (keras.io guide)", choices=list(choices.RECIPES))
     epochs: int = option(5, "--epochs", "stage 1 epochs: the head alone", type=int)
     fine_tune_epochs: int = option(5, "--fine-tune-epochs", "stage 2 epochs", type=int)
     batch_size: int = option(32, "--batch-size", "per-replica batch size", type=int)
@@ -113,6 +111,8 @@ class RecipeConfig:
 
     def make(self, seed: int, width: int | None = None, dropout: float | None = None) -> recipes.Recipe:
         """The named recipe with these epochs, rates, batch size... and the head's width/dropout."""
+        from keras_transfer import recipes
+
         recipe = recipes.recipe(
             self.recipe, width=width, dropout=dropout, head_epochs=self.epochs, fine_tune_epochs=self.fine_tune_epochs,
             frozen=self.frozen, head_learning_rate=self.learning_rate,
@@ -167,7 +167,7 @@ class SearchSpaceConfig:
     dropouts: tuple = option((0.0, 0.5), "--dropouts", "dropout rates to try", type=float, nargs="+")
     learning_rates: tuple = option((1e-4, 1e-3), "--learning-rates", "fine-tuning rates to try", type=float, nargs="+")
     head_kinds: tuple = option(("gap_dense",), "--heads", "heads to try", nargs="+",
-                               choices=[h for h in HEADS if h != "keep_classifier"])
+                               choices=[h for h in choices.HEADS if h != "keep_classifier"])
     retrain_best: bool = option(True, "--no-retrain", "skip retraining/exporting the best trial", action="store_false")
 
 
@@ -178,7 +178,7 @@ class TrainConfig:
     recipe: RecipeConfig = dataclasses.field(default_factory=RecipeConfig)
     distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
 
-    def make_recipe(self) -> recipes.Recipe:
+    def make_recipe(self) -> recipes.Recipe:  # noqa: F821 - imported where it is used
         return self.recipe.make(self.data.seed, self.model.width, self.model.dropout)
 
     def head_options(self) -> dict:

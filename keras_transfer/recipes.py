@@ -28,7 +28,7 @@ import dataclasses
 import keras
 from keras import ops
 
-RECIPE_NAMES = ("default", "tutorial", "keras_io")
+from keras_transfer.choices import RECIPES as RECIPE_NAMES
 
 
 @dataclasses.dataclass

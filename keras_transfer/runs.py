@@ -171,8 +171,9 @@ def removed_for(config: TrainConfig, splits) -> tuple[int, dict | None]:
     return result["recommended_removed"], result
 
 
-def export_run(run_dir: str) -> str:
-    """Export ``run_dir/model.keras`` as the next version under ``run_dir/export``."""
+def export_run(run_dir: str, formats=("saved_model",)) -> str:
+    """Export ``run_dir/model.keras`` as the next version under ``run_dir/export`` (``formats``:
+    see :func:`keras_transfer.export.export`)."""
     path = os.path.join(run_dir, "model.keras")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: is {run_dir!r} a finished `keras-transfer train` run?")
@@ -181,4 +182,5 @@ def export_run(run_dir: str) -> str:
     names = metrics.get("class_names")
     if not names:
         raise FileNotFoundError(f"{run_dir}/metrics.json has no class names; re-run training.")
-    return export.export(model, os.path.join(run_dir, "export"), names, {"backbone": metrics.get("backbone")})
+    return export.export(model, os.path.join(run_dir, "export"), names, {"backbone": metrics.get("backbone")},
+                         formats=formats)

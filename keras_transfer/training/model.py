@@ -46,8 +46,14 @@ def resolve_frozen(model: keras.Model, frozen) -> int:
         if frozen.lstrip("-").isdigit():
             frozen = int(frozen)
         else:
-            return layer_index(base, frozen) + 1
+            try:
+                return layer_index(base, frozen) + 1
+            except ValueError:
+                raise ValueError(f"frozen={frozen!r}: {base.name} has no layer of that name; give a layer count "
+                                 f"(0..{len(base.layers)}), 'all', or one of its layers, e.g. its units "
+                                 f"{', '.join(units(base)[-3:])} (`keras-transfer inspect` lists them). "
+                                 f"Received: frozen={frozen!r}") from None
     if not 0 <= frozen <= len(base.layers):
         raise ValueError(f"frozen={frozen} is out of range: {base.name} has {len(base.layers)} layers "
-                         f"(use 0..{len(base.layers)}, 'all' or a layer name).")
+                         f"(use 0..{len(base.layers)}, 'all' or a layer name). Received: frozen={frozen!r}")
     return int(frozen)
