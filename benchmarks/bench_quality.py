@@ -9,6 +9,7 @@ Rows per dataset:
 Prints test accuracy, first-epoch training loss and wall time per cell; writes JSON and a PNG.
 
     python benchmarks/bench_quality.py                       # 4 datasets x 4 rows, ~15 min on 2 cores
+    python benchmarks/bench_quality.py --removed 3           # one cut for all (default: auto, as `train`)
     python benchmarks/bench_quality.py --datasets guitars --recipes default tutorial
     python benchmarks/bench_quality.py --full-elpv            # Deitsch et al.'s protocol, beside 88.42 %
 """
@@ -74,6 +75,22 @@ def floor(model, splits: data.Splits, batch_size: int = 32) -> dict:
     return {"accuracy": float(accuracy), "first_epoch_loss": None, "seconds": time.perf_counter() - start}
 
 
+def cut(removed: str, splits: data.Splits, size: int, args) -> int:
+    """``--removed N``, or ``auto``: what ``train --removed auto`` (its default) picks, the probe's
+    recommendation on the training images."""
+    if removed != "auto":
+        return int(removed)
+    from keras_transfer import probe
+    from keras_transfer.backbones import build_base
+
+    base = build_base("vgg16", weights="hed", input_shape=(size, size, 3))
+    result = probe.probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names, seed=args.seed,
+                              batch_size=args.batch_size)
+    print(f"  removed auto: the probe recommends {result['recommended_removed']} (ends at "
+          f"{result['recommended_layer']})", flush=True)
+    return result["recommended_removed"]
+
+
 def run_recipe(name: str, args, splits: data.Splits, cache: training.FeatureCache) -> dict:
     recipe = recipes.recipe(name, head_epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
                             batch_size=args.batch_size, seed=args.seed, verbose=0)
@@ -99,6 +116,8 @@ def bench_dataset(name: str, args, workdir: str) -> dict:
         images = load(name, size, args.limit or spec.get("limit"), args.seed, workdir)
         splits = data.split(images, validation_split=0.2, test_split=0.2, seed=args.seed)
     print(f"\n== {name}: {splits.summary().splitlines()[0]}", flush=True)
+    removed = cut(args.removed, splits, size, args)
+    args = argparse.Namespace(**{**vars(args), "removed": removed})
     cache = training.FeatureCache()
     cells = {}
     for row in args.recipes:
@@ -112,7 +131,7 @@ def bench_dataset(name: str, args, workdir: str) -> dict:
         loss = "" if c["first_epoch_loss"] is None else f"  first-epoch loss {c['first_epoch_loss']:.3f}"
         print(f"  {row:<9} test accuracy {c['accuracy']:.3f}{loss}  {c['seconds']:.0f} s", flush=True)
     majority = float(np.bincount(splits.test.labels).max() / len(splits.test))
-    return {"cells": cells, "size": size, "train": len(splits.train), "val": len(splits.val),
+    return {"cells": cells, "size": size, "removed": removed, "train": len(splits.train), "val": len(splits.val),
             "test": len(splits.test), "classes": splits.num_classes, "majority": majority,
             "chance_loss": math.log(splits.num_classes)}
 
@@ -123,6 +142,7 @@ def table(results: dict, rows: list[str]) -> str:
     for row in rows:
         lines.append(f"{row:<22}" + "".join(f"{results[n]['cells'][row]['accuracy']:>15.3f}" for n in names))
     lines.append(f"{'(majority class)':<22}" + "".join(f"{results[n]['majority']:>15.3f}" for n in names))
+    lines.append(f"{'(units removed)':<22}" + "".join(f"{results[n].get('removed', '?'):>15}" for n in names))
     lines.append("")
     lines.append(f"{'first-epoch loss':<22}" + "".join(f"{n:>15}" for n in names))
     for row in rows:
@@ -179,7 +199,8 @@ def main(argv=None) -> int:
                    choices=["floor", *recipes.RECIPE_NAMES])
     p.add_argument("--full-elpv", action="store_true", help="also ELPV on all 2,624 images, stratified 75/25")
     p.add_argument("--full-elpv-only", action="store_true", help="only the full ELPV protocol")
-    p.add_argument("--removed", type=int, default=3, help="VGG16 units removed (3: the model ends at block4_pool)")
+    p.add_argument("--removed", default="auto", help="VGG16 units removed (3: the model ends at block4_pool), or "
+                                                     "auto (default, as `train`): the probe's pick per dataset")
     p.add_argument("--size", type=int, default=None, help="input size for every dataset (default: per dataset)")
     p.add_argument("--limit", type=int, default=None, help="images per class (default: per dataset)")
     p.add_argument("--epochs", type=int, default=5)

@@ -37,8 +37,15 @@ def read_csv_log(path: str) -> dict[str, list[float]]:
     return {k: [float(r[k]) for r in rows if r.get(k) not in (None, "")] for k in (rows[0] if rows else {})}
 
 
-def training_curves(stages: Sequence[tuple[str, dict]], path: str) -> str:
-    """Loss and accuracy per epoch, stages one after another, a line where each begins."""
+def training_curves(stages: Sequence[tuple[str, dict]], path: str) -> dict[str, list[float]]:
+    """Loss and accuracy per epoch, stages one after another, a line where each begins.
+
+    ``stages``: ``[(name, history)]`` with Keras ``History.history`` dicts (what ``fit`` and
+    ``training.train_stage`` return). Returns what was drawn, ``{"<metric> <train|val> (<stage>)":
+    values}``, so a caller can check the figure holds the history; a figure with nothing to draw
+    is refused rather than written blank.
+    """
+    drawn: dict[str, list[float]] = {}
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     offset = 0
@@ -49,15 +56,19 @@ def training_curves(stages: Sequence[tuple[str, dict]], path: str) -> str:
         epochs = np.arange(offset + 1, offset + n + 1)
         for ax, metric in zip(axes, ("loss", "accuracy")):
             key = metric if metric in history else next((k for k in history if k.endswith(metric) and not k.startswith("val_")), None)
-            if key:
-                ax.plot(epochs, history[key], "o-", label=f"train ({stage})")
-            vkey = f"val_{key}" if key else None
-            if vkey in history:
-                ax.plot(epochs, history[vkey], "s--", label=f"val ({stage})")
+            for label, column, style in (("train", key, "o-"), ("val", f"val_{key}" if key else None, "s--")):
+                if column in history:
+                    ax.plot(epochs, history[column], style, label=f"{label} ({stage})")
+                    drawn[f"{metric} {label} ({stage})"] = [float(v) for v in history[column]]
         if offset:
             for ax in axes:
                 ax.axvline(offset + 0.5, color="grey", lw=0.8, ls=":")
         offset += n
+    if not drawn:
+        plt.close(fig)
+        raise ValueError("training_curves: no stage has a 'loss' history to draw; pass [(stage, history)] with "
+                         "Keras History.history dicts. Received: stages with keys "
+                         f"{[(name, sorted(h)[:4]) for name, h in stages]}")
     for ax, metric in zip(axes, ("loss", "accuracy")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
@@ -65,7 +76,8 @@ def training_curves(stages: Sequence[tuple[str, dict]], path: str) -> str:
         ax.legend(fontsize=8)
     axes[0].set_title("loss (head training, then fine-tuning)")
     axes[1].set_title("accuracy")
-    return _save(fig, path)
+    _save(fig, path)
+    return drawn
 
 
 def confusion_matrix(matrix, class_names: Sequence[str], path: str, title: str = "test confusion matrix") -> str:

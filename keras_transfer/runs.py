@@ -148,7 +148,8 @@ def _write_report(model, splits, histories: dict, metrics: dict, config: TrainCo
     """The chief's part of a run folder: curves, confusion matrix, model.keras and the export."""
     stages = [(s, plots.read_csv_log(os.path.join(run_dir, f"{s}.csv")) or histories.get(s, {}))
               for s in ("head", "fine_tune")]
-    plots.training_curves(stages, os.path.join(run_dir, "history.png"))
+    if any(history.get("loss") for _, history in stages):  # (a run of 0 + 0 epochs has no curve)
+        plots.training_curves(stages, os.path.join(run_dir, "history.png"))
     plots.confusion_matrix(metrics["confusion_matrix"], splits.class_names, os.path.join(run_dir, "confusion_matrix.png"))
     with atomic_path(os.path.join(run_dir, "model.keras")) as tmp:
         model.save(tmp)
