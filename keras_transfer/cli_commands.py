@@ -31,7 +31,8 @@ def cmd_probe(args) -> int:
 
 
 # options a command uses itself rather than passing on in its config
-RUN_OPTIONS = {"train": ("out", "resume"), "tune": ("out",), "experiment": ("out",)}
+RUN_OPTIONS = {"train": ("out", "resume", "show_tf_logs"), "tune": ("out", "show_tf_logs"),
+               "experiment": ("out", "show_tf_logs")}
 
 
 def _progress() -> dict:

@@ -41,7 +41,7 @@ def test_inspect_draws_first_layer_filters(tmp_path, capsys):
 
 
 # a value other than the default for options whose type alone does not say what is valid
-_VALUES = {"--weights": ["hed"], "--frozen": ["block3_pool"], "--removed": ["auto"], "--removed-range": ["1:2"], "--frozen-range": ["9:12"], "--devices": ["/cpu:0,/cpu:1"],
+_VALUES = {"--weights": ["hed"], "--frozen": ["block3_pool"], "--removed": ["3"], "--removed-range": ["1:2"], "--frozen-range": ["9:12"], "--devices": ["/cpu:0,/cpu:1"],
            "--data": ["some/folder"], "--patience": ["-1"], "--precision": ["float32"], "--widths": ["64"], "--dropouts": ["0.3"],
            "--learning-rates": ["0.01"], "--b-per-class": ["5"], "--a-classes": ["0,1"]}
 
@@ -114,3 +114,34 @@ def test_tune_refuses_options_it_cannot_apply(capsys):
     with pytest.raises(SystemExit):
         _subparser("tune").parse_args(["--dataset", "digits", "--include-top"])
     assert "--include-top" in capsys.readouterr().err
+
+
+def test_help_answers_without_importing_tensorflow():
+    code = ("import sys\nfrom keras_transfer.cli import main\n"
+            "for argv in (['--help'], ['train', '--help'], ['predict', '--help'], ['experiment', 'binary-aux', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code == 0, argv\n"
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False False"
+
+
+@pytest.mark.parametrize("command", ["train", "tune", "probe", "export", "predict", "sample-data", "inspect"])
+def test_every_command_says_what_it_does(command):
+    parser = _subparser(command)
+    assert parser.description and len(parser.description) > 40, command
+    assert "--verbose" in parser.format_help()
+
+
+def test_tensorflow_start_up_lines_are_hidden_unless_verbose(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "keras-transfer")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    argv = [exe, "inspect", "--backbone", "vgg16", "--input-size", "32", "--weights", "none", "--cut-points-only"]
+    quiet = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    native = ("I0000", "E0000", "W0000", "absl::InitializeLog", "cuInit", "oneDNN custom operations")
+    assert not [line for line in quiet.stderr.splitlines() if any(m in line for m in native)], quiet.stderr
+    assert "block5_pool" in quiet.stdout
+    loud = subprocess.run(argv + ["--verbose"], capture_output=True, text=True, timeout=300, env=env)
+    assert loud.returncode == 0 and "block5_pool" in loud.stdout
+    assert any(m in loud.stderr for m in native)  # there were lines to hide

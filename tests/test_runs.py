@@ -25,8 +25,14 @@ def trained(tmp_path_factory):
 def test_train_writes_every_result(trained):
     _, run, _ = trained
     for name in ("config.json", "metrics.json", "history.png", "confusion_matrix.png", "model.keras",
-                 "skipped.csv", "head.csv", "fine_tune.csv", "best.weights.h5"):
+                 "skipped.csv", "head.csv", "fine_tune.csv", "fine_tune.weights.h5"):
         assert os.path.exists(os.path.join(run, name)), name
+    # the model is kept twice (model.keras, the last stage's weights) besides its export
+    weights = [os.path.relpath(os.path.join(d, f), run) for d, _, files in os.walk(run) for f in files
+               if f.endswith((".keras", ".h5")) or f.startswith("variables.data")]
+    assert sorted(weights) == ["export/1/variables/variables.data-00000-of-00001", "fine_tune.weights.h5",
+                               "model.keras"], weights
+    assert json.load(open(os.path.join(run, "config.json")))["resolved"] == {"removed": 3, "frozen": 12}
     with open(os.path.join(run, "history.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     metrics = json.load(open(os.path.join(run, "metrics.json")))
@@ -43,6 +49,31 @@ def test_skipped_report_lists_exactly_the_bad_files(trained):
     assert all(r["reason"] for r in rows)
 
 
+def test_predict_a_folder_writes_the_top_classes_to_csv_and_json(trained, tmp_path, capsys):
+    root, run, bad = trained
+    out = tmp_path / "predictions.csv"
+    code = main(["predict", os.path.join(run, "export"), str(root / "imgs"), "--top-k", "2", "--output", str(out)])
+    assert code == 1  # the folder holds unreadable files: reported, and the exit code says so
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    readable = sorted(os.path.join(d, n) for d, _, names in os.walk(root / "imgs") for n in names
+                      if n.lower().endswith((".jpg", ".jpeg", ".png", ".bmp", ".gif")) and os.path.join(d, n) not in bad)
+    assert sorted(r["path"] for r in rows) == readable
+    for r in rows:
+        assert {r["class_1"], r["class_2"]} == {"red", "blue"}
+        assert float(r["probability_1"]) >= float(r["probability_2"])
+        assert abs(float(r["probability_1"]) + float(r["probability_2"]) - 1) < 1e-3
+    err = capsys.readouterr().err
+    assert all(f"skipped {p}" in err for p in bad if p.lower().endswith((".jpg", ".jpeg", ".png", ".bmp", ".gif")))
+    as_json = tmp_path / "p.json"
+    assert main(["predict", os.path.join(run, "export"), readable[0], str(tmp_path / "missing.jpg"),
+                 "--output", str(as_json)]) == 1
+    written = json.load(open(as_json))
+    assert [p["path"] for p in written["predictions"]] == [readable[0]]
+    assert written["skipped"] == [{"path": str(tmp_path / "missing.jpg"), "reason": "no such file or folder"}]
+    assert main(["predict", os.path.join(run, "export"), readable[0], "--top-k", "0"]) == 2
+
+
 def test_predict_prints_class_and_probability(trained, capsys):
     root, run, _ = trained
     images = [os.path.join(root, "imgs", "red", "r0.jpg"), os.path.join(root, "imgs", "blue", "b0.png")]
@@ -57,9 +88,11 @@ def test_predict_prints_class_and_probability(trained, capsys):
 
 def test_export_command_adds_a_version(trained, capsys):
     _, run, _ = trained
-    assert main(["export", run]) == 0
+    assert main(["export", run, "--format", "tflite"]) == 0
     assert os.path.exists(os.path.join(run, "export", "2", "saved_model.pb"))
+    assert os.path.getsize(os.path.join(run, "export", "2", "model.tflite")) > 1000
     assert os.path.exists(os.path.join(run, "export", "1", "saved_model.pb"))
+    assert "model.tflite" in capsys.readouterr().out
 
 
 def test_a_finished_run_is_never_overwritten(trained, capsys):
@@ -81,3 +114,57 @@ def test_sample_data_command(tmp_path, capsys):
 def test_bad_data_argument_is_named(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nope"), *TRAIN, "--out", str(tmp_path / "r")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_a_failed_command_leaves_nothing_and_the_corrected_one_trains(tmp_path, capsys):
+    rng = __import__("numpy").random.default_rng(1)
+    make_class_folder(str(tmp_path / "imgs"), rng)
+    run = str(tmp_path / "run")
+    assert main(["train", "--data", str(tmp_path / "imgs"), *TRAIN, "--frozen", "mixed5", "--out", run]) == 2
+    err = capsys.readouterr().err
+    assert "frozen='mixed5'" in err and "block" in err and "Traceback" not in err
+    assert not os.path.exists(run)  # nothing was written
+    # a folder an older version left with only config.json (no trained epoch) does not block either
+    os.makedirs(run)
+    open(os.path.join(run, "config.json"), "w").write('{"model": {"backbone": "vgg19"}}')
+    assert main(["train", "--data", str(tmp_path / "imgs"), *TRAIN, "--frozen", "block3_pool", "--out", run]) == 0
+    saved = json.load(open(os.path.join(run, "config.json")))
+    assert saved["recipe"]["frozen"] == "block3_pool" and saved["resolved"]["frozen"] == 11
+    assert json.load(open(os.path.join(run, "metrics.json")))["frozen"] == 11
+    # resuming with another frozen value is refused: config.json must say what ran
+    assert main(["train", "--data", str(tmp_path / "imgs"), *TRAIN, "--frozen", "block2_pool", "--out", run,
+                 "--resume"]) == 2
+    assert "recipe.frozen='block3_pool'" in capsys.readouterr().err
+
+
+def test_imagenet_weights_offline_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    from keras.src.utils import file_utils
+
+    def offline(fname, origin=None, *args, **kwargs):
+        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    make_class_folder(str(tmp_path / "imgs"), __import__("numpy").random.default_rng(2))
+    argv = [a if a != "none" else "imagenet" for a in TRAIN]
+    assert main(["train", "--data", str(tmp_path / "imgs"), *argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "could not download the imagenet weights for vgg16" in err[0]
+    assert ".keras/models/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in err[0] or "KERAS_HOME" in os.environ
+    assert "weights='hed' works offline" in err[0]
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_output_to_a_file_has_no_terminal_codes(tmp_path):
+    """Off a terminal, Keras prints one plain line per epoch; no line is printed twice."""
+    import subprocess
+    import sys
+
+    make_class_folder(str(tmp_path / "imgs"), __import__("numpy").random.default_rng(3))
+    exe = os.path.join(os.path.dirname(sys.executable), "keras-transfer")
+    out = subprocess.run([exe, "train", "--data", str(tmp_path / "imgs"), *TRAIN, "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "\x1b[" not in out.stdout and "\r" not in out.stdout and "\x1b[" not in out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.strip()]
+    assert not [a for a, b in zip(lines, lines[1:]) if a == b]
+    assert any("val_accuracy" in line for line in lines) and "test accuracy" in out.stdout
