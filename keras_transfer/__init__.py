@@ -28,11 +28,14 @@ _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
 
 def __getattr__(name):
-    if name in _WHERE:
-        import importlib
+    import importlib
 
+    if name in _WHERE:
         return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'keras_transfer' has no attribute {name!r}")
+    try:  # kt.surgery, kt.training, ... without importing them first
+        return importlib.import_module(f"keras_transfer.{name}")
+    except ModuleNotFoundError:
+        raise AttributeError(f"module 'keras_transfer' has no attribute {name!r}") from None
 
 
 __all__ = [

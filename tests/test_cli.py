@@ -145,3 +145,11 @@ def test_tensorflow_start_up_lines_are_hidden_unless_verbose(tmp_path):
     loud = subprocess.run(argv + ["--verbose"], capture_output=True, text=True, timeout=300, env=env)
     assert loud.returncode == 0 and "block5_pool" in loud.stdout
     assert any(m in loud.stderr for m in native)  # there were lines to hide
+
+
+def test_the_offered_names_are_the_tables():
+    from keras_transfer import backbones, choices, heads, recipes
+
+    assert choices.BACKBONES == tuple(backbones.BACKBONES)
+    assert choices.HEADS == tuple(heads.HEADS)
+    assert choices.RECIPES == tuple(recipes.RECIPES)
