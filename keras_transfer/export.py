@@ -146,7 +146,6 @@ def export(model: keras.Model, out_dir: str, class_names, metadata: dict | None 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info("exported %s (%s)", final, ", ".join(formats))
     return final
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -56,6 +57,12 @@ class _StageState:
         model.load_weights(self._weights(stage))
         logger.info("[%s] already finished in %s: loaded its weights", stage, self.run_dir)
         return done[-1] + 1
+
+    def tidy(self) -> None:
+        """Remove the backup folder every stage has finished with (each stage's backup removes itself)."""
+        backup = os.path.join(self.run_dir, "backup") if self.run_dir else None
+        if backup and os.path.isdir(backup) and not any(files for _, _, files in os.walk(backup)):
+            shutil.rmtree(backup, ignore_errors=True)
 
     def finish(self, model: keras.Model, stage: str) -> None:
         if self.run_dir:
@@ -119,4 +126,5 @@ def fine_tune(model: keras.Model, splits: data_lib.Splits, recipe: Recipe | None
                                        callbacks)
         _keep_best(model, stage, histories[stage], recipe, state, before)
         state.finish(model, stage)
+    state.tidy()
     return histories
