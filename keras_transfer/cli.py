@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
 
@@ -134,8 +135,44 @@ def _start_tensorflow(show_logs: bool) -> None:
     tf.get_logger().setLevel("DEBUG" if show_logs else "ERROR")
 
 
+class _PlainText:
+    """A text stream that drops terminal control codes (colours, line erasing, carriage-return
+    redraws) on their way to a file or pipe: Keras's progress bar, Keras Tuner's display and
+    IPython's clear_output all write them, whatever the output is."""
+
+    CODES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r(?!\n)")
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(self.CODES.sub("", text))
+        return len(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def _plain_output_off_a_terminal():
+    saved = sys.stdout, sys.stderr
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if not isinstance(stream, _PlainText) and not stream.isatty():
+            setattr(sys, name, _PlainText(stream))
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    with _plain_output_off_a_terminal():
+        return _run(args)
+
+
+def _run(args) -> int:
     _show_library_log()
     _start_tensorflow(getattr(args, "show_tf_logs", False))
     try:

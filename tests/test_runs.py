@@ -168,3 +168,13 @@ def test_output_to_a_file_has_no_terminal_codes(tmp_path):
     lines = [line for line in out.stdout.splitlines() if line.strip()]
     assert not [a for a, b in zip(lines, lines[1:]) if a == b]
     assert any("val_accuracy" in line for line in lines) and "test accuracy" in out.stdout
+    # Keras Tuner's display erases lines on a terminal; in a file it does not
+    tune = subprocess.run([exe, "tune", "--data", str(tmp_path / "imgs"), "--backbone", "vgg16", "--weights", "none",
+                           "--input-size", "32", "--trials", "1", "--epochs", "1", "--fine-tune-epochs", "1",
+                           "--removed-range", "3:3", "--widths", "8", "--val-split", "0.2", "--test-split", "0.2",
+                           "--out", str(tmp_path / "search")], capture_output=True, text=True, timeout=600)
+    assert tune.returncode == 0, tune.stderr[-3000:]
+    assert "Trial 1 Complete" in tune.stdout and "best model: test accuracy" in tune.stdout
+    assert "\x1b[" not in tune.stdout + tune.stderr and "\r" not in tune.stdout
+    lines = [line for line in tune.stdout.splitlines() if line.strip()]
+    assert not [a for a, b in zip(lines, lines[1:]) if a == b]
