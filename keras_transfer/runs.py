@@ -129,13 +129,14 @@ def _train(config: TrainConfig, run_dir: str, resume: bool, progress: bool) -> d
                                        resume=continuing)
         fingerprint = training.weights_fingerprint(model)
         logger.info(f"weights fingerprint {fingerprint} ({'chief' if chief else 'worker'})")
-        metrics = {**training.evaluate(model, splits.test if len(splits.test) else splits.val),
+        served = precision.as_float32(model)  # the export computes in float32: test what is served
+        metrics = {**training.evaluate(served, splits.test if len(splits.test) else splits.val),
                    "backbone": config.model.backbone, "weights": str(config.model.weights), "removed": removed,
                    "frozen": frozen, "head": config.model.head,
                    "train_images": len(splits.train), "skipped_files": len(splits.skipped),
                    "weights_fingerprint": fingerprint}
         if chief:
-            _write_report(model, splits, histories, metrics, config, run_dir)
+            _write_report(model, served, splits, histories, metrics, config, run_dir)
             metrics["seconds"] = round(time.time() - start, 1)
             write_json(os.path.join(run_dir, "metrics.json"), metrics)
         return metrics
@@ -144,7 +145,7 @@ def _train(config: TrainConfig, run_dir: str, resume: bool, progress: bool) -> d
             distribute.remove_worker_dir(work_dir)
 
 
-def _write_report(model, splits, histories: dict, metrics: dict, config: TrainConfig, run_dir: str) -> None:
+def _write_report(model, served, splits, histories: dict, metrics: dict, config: TrainConfig, run_dir: str) -> None:
     """The chief's part of a run folder: curves, confusion matrix, model.keras and the export."""
     stages = [(s, plots.read_csv_log(os.path.join(run_dir, f"{s}.csv")) or histories.get(s, {}))
               for s in ("head", "fine_tune")]
@@ -153,7 +154,7 @@ def _write_report(model, splits, histories: dict, metrics: dict, config: TrainCo
     plots.confusion_matrix(metrics["confusion_matrix"], splits.class_names, os.path.join(run_dir, "confusion_matrix.png"))
     with atomic_path(os.path.join(run_dir, "model.keras")) as tmp:
         model.save(tmp)
-    metrics["export"] = export.export(model, os.path.join(run_dir, "export"), splits.class_names,
+    metrics["export"] = export.export(served, os.path.join(run_dir, "export"), splits.class_names,
                                       {"backbone": config.model.backbone, "test_accuracy": metrics["accuracy"]})
 
 

@@ -380,8 +380,11 @@ def _retrain_best(hp, hypermodel: TransferHyperModel, best: dict, splits, recipe
     k = hypermodel.frozen_layers(hp.get("removed"), hp.get("frozen_units"))
     final = dataclasses.replace(recipe, frozen=k, fine_tune_learning_rate=hp.get("learning_rate"), verbose=verbose)
     training.fine_tune(model, splits, final, strategy=hypermodel.strategy, cache=hypermodel.cache)
-    metrics = training.evaluate(model, splits.test if len(splits.test) else splits.val)
-    path = export.export(model, os.path.join(out_dir, "export"), splits.class_names,
+    from keras_transfer.precision import as_float32
+
+    served = as_float32(model)  # the export computes in float32: test what is served
+    metrics = training.evaluate(served, splits.test if len(splits.test) else splits.val)
+    path = export.export(served, os.path.join(out_dir, "export"), splits.class_names,
                          {"backbone": config.model.backbone, "best_trial": best})
     logger.info(f"best model: test accuracy {metrics['accuracy']:.3f}; exported to {path}")
     return {"test_accuracy": metrics["accuracy"], "export": path}

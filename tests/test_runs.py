@@ -41,6 +41,23 @@ def test_train_writes_every_result(trained):
     assert os.path.exists(os.path.join(run, "export", "1", "saved_model.pb"))
 
 
+def test_the_reported_test_accuracy_is_the_exports(trained):
+    """metrics.json scores the model that is served (float32, whatever precision trained it)."""
+    import numpy as np
+
+    from keras_transfer import data, export
+
+    root, run, _ = trained
+    metrics = json.load(open(os.path.join(run, "metrics.json")))
+    splits = data.from_directory(str(root / "imgs"), image_size=32, validation_split=0.2, test_split=0.2, seed=0,
+                                 progress=False)
+    served = export.load(os.path.join(run, "export", "1")).predict_images(splits.test.images)["probabilities"]
+    assert metrics["images"] == len(splits.test)
+    assert metrics["accuracy"] == float(np.mean(served.argmax(1) == splits.test.labels))
+    assert metrics["confusion_matrix"] == [[int(np.sum((splits.test.labels == i) & (served.argmax(1) == j)))
+                                            for j in range(2)] for i in range(2)]
+
+
 def test_skipped_report_lists_exactly_the_bad_files(trained):
     _, run, bad = trained
     with open(os.path.join(run, "skipped.csv")) as f:
