@@ -26,8 +26,31 @@ def option(default, flag: str | None = None, help: str = "", **argparse_kwargs):
     return dataclasses.field(default=default, metadata={"flag": flag, "help": help, "argparse": argparse_kwargs})
 
 
+MAX_INPUT_SIZE = 1024  # a typo such as 22400 would otherwise end in an out-of-memory kill
+
+
+def ranged(kind, low=None, high=None, what: str = ""):
+    """An argparse type: ``kind(text)`` checked to lie in [low, high] (either may be open)."""
+    import argparse
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}. "
+                                             f"Received: {text!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = (f"between {low} and {high}" if low is not None and high is not None
+                      else f"at least {low}" if low is not None else f"at most {high}")
+            raise argparse.ArgumentTypeError(f"must be {bounds}{what}. Received: {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def _removed(value: str):
-    return value if value == "auto" else int(value)
+    return value if value == "auto" else ranged(int, 0)(value)
 
 
 def _patience(value: str):
@@ -43,10 +66,13 @@ class DataConfig:
     dataset: str | None = option(None, "--dataset", f"built-in dataset: {', '.join(data_lib.BUILTIN_DATASETS)}, or "
                                  "tfds:NAME (already downloaded)", metavar="NAME", group="source")
     input_size: int | None = option(None, "--input-size", "input side in pixels (default: the backbone's ImageNet size)",
-                                    type=int)
-    limit_per_class: int | None = option(None, "--limit-per-class", "use at most N images of each class", type=int)
-    validation_split: float = option(0.15, "--val-split", "validation fraction", type=float)
-    test_split: float = option(0.15, "--test-split", "test fraction", type=float)
+                                    type=ranged(int, 1, MAX_INPUT_SIZE))
+    limit_per_class: int | None = option(None, "--limit-per-class", "use at most N images of each class",
+                                         type=ranged(int, 1))
+    validation_split: float = option(0.15, "--val-split", "validation fraction",
+                                     type=ranged(float, 0.0, 0.95))
+    test_split: float = option(0.15, "--test-split", "test fraction (0: no test images, so no test accuracy)",
+                               type=ranged(float, 0.0, 0.95))
     seed: int = option(0, "--seed", "seed for splits, init and shuffling", type=int)
 
     def size(self, backbone: str) -> int:
@@ -75,9 +101,10 @@ class ModelConfig:
     removed: int | str = option("auto", "--removed", "drop the top N units of the backbone (see inspect), or 'auto': "
                                 "where `probe` recommends cutting, scored on the training images", type=_removed)
     head: str = option("gap_dense", "--head", "head on the backbone", choices=list(choices.HEADS))
-    width: int | None = option(None, "--width", "hidden units of the head, 0 for none (default: the recipe's)", type=int)
+    width: int | None = option(None, "--width", "hidden units of the head, 0 for none (default: the recipe's)",
+                                 type=ranged(int, 0))
     dropout: float | None = option(None, "--dropout", "dropout before the classifier (default: the recipe's)",
-                                   type=float)
+                                   type=ranged(float, 0.0, 0.95))
     binary_weight: float = option(0.4, "--binary-weight", "B of the binary_auxiliary head's loss", type=float)
 
 
@@ -87,9 +114,9 @@ class RecipeConfig:
 
     recipe: str = option("default", "--recipe", "fine-tuning recipe: default, tutorial (seed tutorial: RMSprop head, "
                          "SGD 1e-4), keras_io (keras.io guide)", choices=list(choices.RECIPES))
-    epochs: int = option(5, "--epochs", "stage 1 epochs: the head alone", type=int)
-    fine_tune_epochs: int = option(5, "--fine-tune-epochs", "stage 2 epochs", type=int)
-    batch_size: int = option(32, "--batch-size", "per-replica batch size", type=int)
+    epochs: int = option(5, "--epochs", "stage 1 epochs: the head alone", type=ranged(int, 0))
+    fine_tune_epochs: int = option(5, "--fine-tune-epochs", "stage 2 epochs", type=ranged(int, 0))
+    batch_size: int = option(32, "--batch-size", "per-replica batch size", type=ranged(int, 1))
     frozen: int | str | None = option(None, "--frozen", "fine-tuning freezes backbone layers [:K] (a count, a layer "
                                       "name, or 'all'; default: all but the top 2 units)")
     learning_rate: float | None = option(None, "--learning-rate", "stage 1 learning rate (default: the recipe's)",
@@ -158,7 +185,8 @@ class SearchSpaceConfig:
                         "pair at the full budget, the probe's removed first; halving: every pair for 1+1 epochs, "
                         "the best third at the full budget (grid and halving: not resumable)",
                         choices=TUNERS)
-    trials: int = option(12, "--trials", "max trials (random, bayesian; grid, halving: configurations)", type=int)
+    trials: int = option(12, "--trials", "max trials (random, bayesian; grid, halving: configurations)",
+                         type=ranged(int, 1))
     removed_range: tuple | str | None = option(None, "--removed-range", "units to remove, inclusive (default 0:3); "
                                                "'auto': the probe's recommendation +-1", type=_range, metavar="A:B")
     frozen_range: tuple | None = option(None, "--frozen-range", "frozen_units to try, inclusive (freeze through the "

@@ -35,7 +35,12 @@ def write_json(path: str, obj) -> None:
 
 
 def read_json(path: str, default=None):
+    """``path``'s JSON, ``default`` if there is no such file; a damaged file is an error naming it."""
     if not os.path.exists(path):
         return default
     with open(path) as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}): it was damaged or "
+                             f"written by something else; move it away or fix it. Received: {path}") from None

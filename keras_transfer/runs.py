@@ -130,7 +130,7 @@ def _train(config: TrainConfig, run_dir: str, resume: bool, progress: bool) -> d
         fingerprint = training.weights_fingerprint(model)
         logger.info(f"weights fingerprint {fingerprint} ({'chief' if chief else 'worker'})")
         served = precision.as_float32(model)  # the export computes in float32: test what is served
-        metrics = {**training.evaluate(served, splits.test if len(splits.test) else splits.val),
+        metrics = {**training.test_scores(served, splits),
                    "backbone": config.model.backbone, "weights": str(config.model.weights), "removed": removed,
                    "frozen": frozen, "head": config.model.head,
                    "train_images": len(splits.train), "skipped_files": len(splits.skipped),
@@ -151,7 +151,9 @@ def _write_report(model, served, splits, histories: dict, metrics: dict, config:
               for s in ("head", "fine_tune")]
     if any(history.get("loss") for _, history in stages):  # (a run of 0 + 0 epochs has no curve)
         plots.training_curves(stages, os.path.join(run_dir, "history.png"))
-    plots.confusion_matrix(metrics["confusion_matrix"], splits.class_names, os.path.join(run_dir, "confusion_matrix.png"))
+    if "confusion_matrix" in metrics:
+        plots.confusion_matrix(metrics["confusion_matrix"], splits.class_names,
+                               os.path.join(run_dir, "confusion_matrix.png"))
     with atomic_path(os.path.join(run_dir, "model.keras")) as tmp:
         model.save(tmp)
     metrics["export"] = export.export(served, os.path.join(run_dir, "export"), splits.class_names,

@@ -383,10 +383,11 @@ def _retrain_best(hp, hypermodel: TransferHyperModel, best: dict, splits, recipe
     from keras_transfer.precision import as_float32
 
     served = as_float32(model)  # the export computes in float32: test what is served
-    metrics = training.evaluate(served, splits.test if len(splits.test) else splits.val)
+    metrics = training.test_scores(served, splits)
     path = export.export(served, os.path.join(out_dir, "export"), splits.class_names,
                          {"backbone": config.model.backbone, "best_trial": best})
-    logger.info(f"best model: test accuracy {metrics['accuracy']:.3f}; exported to {path}")
+    tested = "no test images" if metrics["accuracy"] is None else f"test accuracy {metrics['accuracy']:.3f}"
+    logger.info(f"best model: {tested}; exported to {path}")
     return {"test_accuracy": metrics["accuracy"], "export": path}
 
 
@@ -416,6 +417,10 @@ def _search(config: SearchConfig, out_dir: str, verbose: int) -> dict:
     size = config.data.size(config.model.backbone)
     splits = config.data.load(config.model.backbone, progress=verbose > 0)
     logger.info(splits.summary())
+    os.makedirs(out_dir, exist_ok=True)
+    data_lib.write_skipped_report(splits.skipped, os.path.join(out_dir, "skipped.csv"))
+    for s in splits.skipped:
+        logger.warning(f"  skipped {s.path}: {s.reason}")
     recipe = dataclasses.replace(config.recipe.make(config.data.seed), verbose=0)
     removed_range, recommended = _removed_range(config, splits, size, out_dir)
     hypermodel = TransferHyperModel(config.model.backbone, splits.num_classes, splits, weights=config.model.weights,

@@ -195,3 +195,40 @@ def test_output_to_a_file_has_no_terminal_codes(tmp_path):
     assert "\x1b[" not in tune.stdout + tune.stderr and "\r" not in tune.stdout
     lines = [line for line in tune.stdout.splitlines() if line.strip()]
     assert not [a for a, b in zip(lines, lines[1:]) if a == b]
+
+
+@pytest.mark.parametrize("flag,value,says", [("--epochs", "-1", "at least 0"), ("--batch-size", "0", "at least 1"),
+                                             ("--limit-per-class", "0", "at least 1"),
+                                             ("--input-size", "22400", "between 1 and 1024"),
+                                             ("--test-split", "1.5", "between 0.0 and 0.95"),
+                                             ("--removed", "-2", "at least 0"), ("--epochs", "two", "an integer")])
+def test_numbers_are_range_checked_where_they_are_parsed(tmp_path, capsys, flag, value, says):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--data", str(tmp_path), *TRAIN, flag, value, "--out", str(tmp_path / "run")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and says in err and f"Received: {value}" in err.replace("'", "")
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_no_test_images_means_no_test_accuracy(tmp_path, capsys):
+    make_class_folder(str(tmp_path / "imgs"), __import__("numpy").random.default_rng(4))
+    argv = list(TRAIN)
+    argv[argv.index("--test-split") + 1] = "0"
+    run = str(tmp_path / "run")
+    assert main(["train", "--data", str(tmp_path / "imgs"), *argv, "--out", run]) == 0
+    out = capsys.readouterr().out
+    assert "no test images (--test-split 0): no test accuracy" in out and "\ntest accuracy" not in out
+    metrics = json.load(open(os.path.join(run, "metrics.json")))
+    assert metrics["accuracy"] is None and 0 <= metrics["validation"]["accuracy"] <= 1
+    assert not os.path.exists(os.path.join(run, "confusion_matrix.png"))
+
+
+def test_a_damaged_config_is_named(trained, tmp_path, capsys):
+    root, run, _ = trained
+    copy = tmp_path / "run"
+    os.makedirs(copy)
+    (copy / "config.json").write_text('{"data": {"data_dir": "x", "unterminated')
+    assert main(["train", "--data", str(root / "imgs"), *TRAIN, "--out", str(copy), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"{copy}/config.json is not valid JSON" in err and "Traceback" not in err

@@ -20,7 +20,7 @@ cache          the frozen-prefix ``FeatureCache`` (+ ``HeadMemo``), ``split_mode
 callbacks      ``SeesClassifier`` (callbacks see the classifier)
 stage          ``train_stage``: one stage (head or fine-tune) on arrays or cached features
 two_stage      ``fine_tune``: the stages in order, resumable, keeping the better stage
-evaluate       ``predict_classes``, ``evaluate``, ``weights_fingerprint``
+evaluate       ``predict_classes``, ``evaluate``, ``test_scores``, ``weights_fingerprint``
 =============  ===========================================================================
 """
 
@@ -28,7 +28,7 @@ from keras_transfer.recipes import Recipe, ScaledSGD  # noqa: F401 - part of thi
 from keras_transfer.training.cache import (  # noqa: F401
     MIN_SAVED_FRACTION, FeatureCache, HeadMemo, _compiled_calls, batched_call, prefix_model, saved_fraction, split_model)
 from keras_transfer.training.callbacks import SeesClassifier  # noqa: F401
-from keras_transfer.training.evaluate import evaluate, predict_classes, weights_fingerprint  # noqa: F401
+from keras_transfer.training.evaluate import evaluate, predict_classes, test_scores, weights_fingerprint  # noqa: F401
 from keras_transfer.training.model import build_model, default_frozen, resolve_frozen  # noqa: F401
 from keras_transfer.training.stage import freeze_for_stage, init_head, lr_scales, train_stage  # noqa: F401
 from keras_transfer.training.two_stage import STATE_FILE, fine_tune, stages  # noqa: F401

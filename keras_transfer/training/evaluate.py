@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import keras
 import numpy as np
 
 from keras_transfer import data as data_lib
 from keras_transfer import heads
 from keras_transfer.training.cache import _fingerprint, batched_call
+
+logger = logging.getLogger("keras_transfer.training")
 
 
 def predict_classes(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -34,6 +38,19 @@ def evaluate(model: keras.Model, split: data_lib.ImageSet, batch_size: int = 64)
         "confusion_matrix": confusion_matrix(split.labels, pred, labels=labels).tolist(),
         "class_names": list(split.class_names),
     }
+
+
+def test_scores(model: keras.Model, splits: data_lib.Splits) -> dict:
+    """:func:`evaluate` on the test split; with no test images ``accuracy`` is None and the
+    validation images' metrics are kept apart under ``validation`` (they chose the head and
+    stopped training: not a test)."""
+    if len(splits.test):
+        return evaluate(model, splits.test)
+    validation = evaluate(model, splits.val) if len(splits.val) else None
+    logger.warning("no test images (test_split=0): no test accuracy is reported%s",
+                   f"; validation accuracy {validation['accuracy']:.3f} (the images that chose the head "
+                   "and stopped training, not a test)" if validation else "")
+    return {"images": 0, "accuracy": None, "class_names": list(splits.class_names), "validation": validation}
 
 
 def weights_fingerprint(model: keras.Model) -> str:
