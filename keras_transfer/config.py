@@ -46,6 +46,7 @@ def ranged(kind, low=None, high=None, what: str = ""):
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
+    parse.kind = kind
     return parse
 
 

@@ -38,6 +38,26 @@ def _cluster_size(config: dict) -> int:
     return sum(len(v) for v in config.get("cluster", {}).values())
 
 
+def _check_devices(devices: list[str]) -> None:
+    """Refuse a device this machine does not have (TensorFlow would place the work elsewhere)."""
+    import tensorflow as tf
+
+    def key(name: str):
+        spec = tf.DeviceSpec.from_string(name)
+        return (spec.device_type or "").upper(), spec.device_index or 0
+
+    present = {key(d.name) for d in tf.config.list_logical_devices()}
+    for device in devices:
+        try:
+            wanted = key(device)
+        except ValueError:
+            wanted = None
+        if wanted not in present:
+            raise ValueError(f"devices: {device!r} is not a device of this machine (it has "
+                             f"{', '.join(sorted(f'/{t.lower()}:{i}' for t, i in present))}). "
+                             f"Received: devices={','.join(devices)!r}")
+
+
 def strategy_for(strategy: str = "auto", devices: str | list | None = None, verbose: bool = True):
     """The tf.distribute strategy for this machine (see the module docstring)."""
     import tensorflow as tf
@@ -59,6 +79,8 @@ def strategy_for(strategy: str = "auto", devices: str | list | None = None, verb
             strategy = "one_device"
         else:
             strategy = "default"
+    if devices and strategy in ("mirrored", "one_device"):
+        _check_devices(devices)
     if strategy == "multi_worker":
         if _cluster_size(_cluster()) < 2:
             raise ValueError("strategy='multi_worker' needs TF_CONFIG with a cluster of 2 or more tasks. "

@@ -57,7 +57,8 @@ def _other_value(action):
     if action.choices:
         default = action.default[0] if isinstance(action.default, list) else action.default
         return [next(c for c in action.choices if c != default)]
-    return ["7"] if action.type is int else ["0.37"] if action.type is float else ["x"]
+    kind = getattr(action.type, "kind", action.type)  # config.ranged types carry theirs
+    return ["7"] if kind is int else ["0.37"] if kind is float else ["x"]
 
 
 def _subparser(name):

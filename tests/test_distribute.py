@@ -159,3 +159,13 @@ def test_a_killed_worker_makes_the_other_fail_clearly_and_soon(guitars, tmp_path
     assert procs[0].returncode == 3, out[-3000:]
     assert "a worker of the multi-worker cluster stopped" in out
     assert waited < 120
+
+
+def test_a_device_the_machine_lacks_is_refused():
+    from keras_transfer import distribute
+
+    with pytest.raises(ValueError, match=r"'/gpu:7' is not a device of this machine \(it has .*/cpu:0"):
+        distribute.strategy_for("auto", "/gpu:7")
+    with pytest.raises(ValueError, match="/cpu:3"):
+        distribute.strategy_for("mirrored", "/cpu:0,/cpu:3")
+    assert distribute.strategy_for("one_device", "/cpu:0").num_replicas_in_sync == 1
