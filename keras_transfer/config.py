@@ -29,7 +29,7 @@ def option(default, flag: str | None = None, help: str = "", **argparse_kwargs):
 MAX_INPUT_SIZE = 1024  # a typo such as 22400 would otherwise end in an out-of-memory kill
 
 
-def ranged(kind, low=None, high=None, what: str = ""):
+def ranged(kind, low=None, high=None):
     """An argparse type: ``kind(text)`` checked to lie in [low, high] (either may be open)."""
     import argparse
 
@@ -42,7 +42,7 @@ def ranged(kind, low=None, high=None, what: str = ""):
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = (f"between {low} and {high}" if low is not None and high is not None
                       else f"at least {low}" if low is not None else f"at most {high}")
-            raise argparse.ArgumentTypeError(f"must be {bounds}{what}. Received: {text}")
+            raise argparse.ArgumentTypeError(f"must be {bounds}. Received: {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages

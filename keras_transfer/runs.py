@@ -12,8 +12,9 @@
       export/1/              the SavedModel for serving (see keras_transfer.export)
 
 Everything a run is asked (data, backbone, weights, removed, frozen) is checked before the
-first file is written, so a mistyped command leaves nothing behind; a folder whose run never
-finished a stage is not a run to protect, and the next command starts it again.
+first file is written, so a mistyped command leaves nothing behind; a folder whose earlier
+command stopped before training an epoch is not a run to protect, and the next command starts
+there afresh.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def check_run_dir(run_dir: str, config: TrainConfig, resume: bool) -> bool:
 
 def start_run_dir(run_dir: str, config: TrainConfig, resolved: dict, continuing: bool) -> None:
     """Write ``config.json`` (the settings and what they resolved to); a folder whose earlier
-    command finished no stage is cleared of its leftovers first."""
+    command trained no epoch is cleared of its leftovers first."""
     if not continuing and os.path.isdir(run_dir):
         for name in ("backup", "state.json", "head.csv", "fine_tune.csv", "config.json"):
             path = os.path.join(run_dir, name)
