@@ -18,9 +18,10 @@ Signatures, both returning ``probabilities`` (N, n) float32, ``class_ids`` (N,) 
 
 - ``serving_default`` (= ``serve``): ``images`` uint8 ``[N, H, W, 3]`` RGB of any H, W; resized
   inside to the model's input size by the resize training used (:mod:`keras_transfer.images`).
-- ``serve_bytes``: ``images`` string ``[N]``, each an encoded JPEG/PNG/BMP/GIF file, decoded by
-  TensorFlow (no EXIF rotation, no CMYK: :meth:`Predictor.predict_files` decodes as training
-  did and is what ``keras-transfer predict`` uses).
+- ``serve_bytes``: ``images`` string ``[N]``, each an encoded JPEG/PNG/BMP/GIF file, decoded in
+  the graph to the pixels training decoded (:func:`keras_transfer.images.decode_bytes`: EXIF
+  orientation, transparency on white, 16-bit); a GIF with a transparent colour, bytes that are
+  no image and images above ``images.MAX_PIXELS`` are refused with an error.
 
 A version is written into a hidden temporary folder and renamed into place, so a failed
 export leaves every earlier version intact and a server never sees half a model. Version
@@ -72,12 +73,7 @@ def _serving_functions(model: keras.Model, class_names):
         return classify(images_lib.resize(images, size))  # the resize training used
 
     def decode_one(encoded):
-        # JPEG with the accurate IDCT, as Pillow decodes it (TF's default fast one is off by up to
-        # 5 grey levels, which moved served probabilities by 0.68 in tests/test_export.py)
-        image = tf.cond(tf.io.is_jpeg(encoded),
-                        lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
-                        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
-        return images_lib.resize(tf.ensure_shape(image, (None, None, 3)), size)
+        return images_lib.resize(images_lib.decode_bytes(encoded), size)  # decode_file's pixels
 
     def serve_bytes(images):
         return classify(tf.map_fn(decode_one, images, fn_output_signature=tf.TensorSpec((*size, 3), tf.float32)))

@@ -131,3 +131,67 @@ def write_exif_rotated_jpeg(path, size=(40, 20), orientation=6):
     exif[0x0112] = orientation
     image.save(path, exif=exif.tobytes(), quality=95)
     return path
+
+
+def _bmp_with_alpha(path, rgba):
+    """A 32-bit BMP with a BITMAPV4HEADER declaring an alpha mask (Pillow reads it as RGBA)."""
+    import struct
+
+    h, w, _ = rgba.shape
+    pixels = rgba[::-1][..., [2, 1, 0, 3]].tobytes()  # rows bottom-up, BGRA
+    header = struct.pack("<IiiHHIIiiII", 108, w, h, 1, 32, 3, len(pixels), 2835, 2835, 0, 0)
+    header += struct.pack("<IIII", 0x00FF0000, 0x0000FF00, 0x000000FF, 0xFF000000) + b"BGRs" + bytes(48)
+    offset = 14 + len(header)
+    with open(path, "wb") as f:
+        f.write(b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + header + pixels)
+
+
+def write_every_kind(folder, rng, size=(60, 40)) -> dict:
+    """One file of every kind the loader accepts (JPEG, PNG, BMP, GIF in each mode Pillow reads
+    from them: grey, palette, CMYK, alpha, palette transparency, 16-bit, EXIF orientations 1-8,
+    animation), textured, with transparent and half-transparent bands. Returns {kind: path}."""
+    import tensorflow as tf
+
+    os.makedirs(folder, exist_ok=True)
+    w, h = size
+    rgb = np.clip(rng.normal(128, 60, (h, w, 3)), 0, 255).astype(np.uint8)
+    alpha = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    alpha[: h // 4], alpha[h // 4: h // 2] = 0, 255
+    palette = Image.fromarray(rgb).quantize(16)
+    paths = {}
+
+    def put(kind, image=None, **save):
+        paths[kind] = os.path.join(folder, kind)
+        if image is not None:
+            image.save(paths[kind], **save)
+
+    put("rgb.jpg", Image.fromarray(rgb), quality=90)
+    put("grey.jpg", Image.fromarray(rgb[..., 0]), quality=90)
+    put("cmyk.jpg", Image.fromarray(rgb).convert("CMYK"), quality=90)
+    for orientation in range(1, 9):
+        image = Image.fromarray(rgb)
+        exif = image.getexif()
+        exif[0x0112] = orientation
+        put(f"exif{orientation}.jpg", image, exif=exif, quality=90)
+    put("rgb.png", Image.fromarray(rgb))
+    put("rgba.png", Image.fromarray(np.dstack([rgb, alpha])))
+    put("grey-alpha.png", Image.fromarray(np.dstack([rgb[..., 0], alpha]), "LA"))
+    put("grey.png", Image.fromarray(rgb[..., 0]))
+    put("palette.png", palette)
+    put("palette-transparent.png", palette, transparency=3)
+    for channels in (1, 2, 3, 4):
+        deep = rng.integers(0, 65536, (h, w, channels)).astype(np.uint16)
+        put(f"16bit-{channels}ch.png")
+        tf.io.write_file(paths[f"16bit-{channels}ch.png"], tf.io.encode_png(deep))
+    put("rgb.bmp", Image.fromarray(rgb))
+    put("palette.bmp", palette)
+    put("1bit.bmp", Image.fromarray(rgb[..., 0]).convert("1"))
+    put("1bit.png", Image.fromarray(rgb[..., 0]).convert("1"))
+    put("rgbx.bmp", Image.fromarray(np.dstack([rgb, alpha])))  # 32-bit, alpha ignored by every reader
+    put("rgba.bmp")
+    _bmp_with_alpha(paths["rgba.bmp"], np.dstack([rgb, alpha]))
+    put("palette.gif", palette)
+    frames = [Image.fromarray(np.roll(rgb, 7 * i, axis=1)).quantize(32) for i in range(3)]
+    put("animated.gif", frames[0], save_all=True, append_images=frames[1:])
+    put("transparent.gif", palette, transparency=3)
+    return paths

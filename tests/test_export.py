@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_transfer import data, export, images, training
-from helpers import write_good
+from helpers import write_every_kind, write_good
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +169,25 @@ def test_served_probabilities_are_the_trained_models(textured_run, ext, toleranc
     full = np.stack([images.decode_file(p) for p in paths])
     plain = training.predict_classes(model, tf.image.resize(full.astype("float32"), (32, 32)).numpy())
     assert np.abs(plain - trained).max() > 10 * tolerance
+
+
+def test_serve_bytes_answers_as_predict_for_every_kind_of_file(textured_run, tmp_path):
+    """Transparent, sideways, palette, 16-bit...: the bytes a server receives give the answer
+    `keras-transfer predict` gives for the same file, or an error; never another answer."""
+    _, _, version = textured_run
+    kinds = write_every_kind(str(tmp_path), np.random.default_rng(5), size=(96, 64))
+    decoded = [k for k in kinds if k != "transparent.gif"]
+    predictor = export.load(version)
+    results, skipped = predictor.predict_files([kinds[k] for k in decoded])
+    assert not skipped
+    via_predict = np.array([[r["probabilities"][c] for c in "abc"] for r in results])
+    assert np.ptp(via_predict[:, 0]) > 0.05  # the answers depend on the pixels
+    serve_bytes = predictor.saved_model.signatures["serve_bytes"]
+    via_bytes = serve_bytes(images=tf.constant([open(kinds[k], "rb").read() for k in decoded]))["probabilities"]
+    np.testing.assert_allclose(via_bytes.numpy(), via_predict, atol=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="transparent colour"):
+        serve_bytes(images=tf.constant([open(kinds["transparent.gif"], "rb").read()]))
+    assert predictor.predict_files([kinds["transparent.gif"]])[0]  # predict decodes it as training did
 
 
 def test_tflite_gives_the_savedmodels_answers_on_real_files(textured_run, tmp_path):
