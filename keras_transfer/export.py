@@ -24,7 +24,8 @@ Signatures, both returning ``probabilities`` (N, n) float32, ``class_ids`` (N,) 
   no image and images above ``images.MAX_PIXELS`` are refused with an error.
 
 A version is written into a hidden temporary folder and renamed into place, so a failed
-export leaves every earlier version intact and a server never sees half a model. Version
+export leaves every earlier version intact and a server never sees half a model; the next
+export removes the temporary folders of exports that were killed. Version
 folders are readable by everyone (a TF Serving process may run as another user).
 """
 
@@ -42,6 +43,7 @@ import numpy as np
 
 from keras_transfer import heads
 from keras_transfer import images as images_lib
+from keras_transfer.files import remove_stale_temporaries, temporary_prefix
 from keras_transfer.precision import as_float32
 
 logger = logging.getLogger(__name__)
@@ -122,7 +124,8 @@ def export(model: keras.Model, out_dir: str, class_names, metadata: dict | None 
     os.makedirs(out_dir, exist_ok=True)
     version = (_versions(out_dir) or [0])[-1] + 1
     final = os.path.join(out_dir, str(version))
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=out_dir)
+    remove_stale_temporaries(out_dir)
+    tmp = tempfile.mkdtemp(prefix=f"{temporary_prefix()}{version}-", dir=out_dir)
     try:
         served = as_float32(model)
         serve, serve_bytes = _serving_functions(served, class_names)

@@ -1,12 +1,21 @@
-"""Atomic writes: a reader (or a crash) sees the old file or the new one, never half of one."""
+"""Atomic writes: a reader (or a crash) sees the old file or the new one, never half of one.
+
+Temporaries are named ``.tmp-<pid>-...`` beside their target, so the leftovers of a killed
+process (whose pid no longer runs) can be told from a running writer's and removed
+(:func:`remove_stale_temporaries`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
+
+logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -15,7 +24,7 @@ def atomic_path(path: str):
     replaces ``path`` with one rename, on failure it is removed and ``path`` is untouched."""
     folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=f"-{name}", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(), suffix=f"-{name}", dir=folder)
     os.close(fd)
     os.remove(tmp)  # writers such as Keras want to create the file themselves
     try:
@@ -26,6 +35,38 @@ def atomic_path(path: str):
             shutil.rmtree(tmp, ignore_errors=True)
         elif os.path.exists(tmp):
             os.remove(tmp)
+
+
+def temporary_prefix() -> str:
+    return f".tmp-{os.getpid()}-"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str) -> list[str]:
+    """Remove the ``.tmp-<pid>-*`` files and folders in ``folder`` left by processes that no
+    longer run (a killed export's half-written version); returns what was removed."""
+    removed = []
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        match = re.match(r"\.tmp-(\d+)-", name)
+        if not match or _running(int(match.group(1))):
+            continue
+        path = os.path.join(folder, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
+        removed.append(path)
+        logger.info(f"removed {path}, left by a process that was stopped while writing it")
+    return removed
 
 
 def write_json(path: str, obj) -> None:

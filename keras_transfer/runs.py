@@ -2,6 +2,7 @@
 
     run_dir/
       config.json            what ran: the settings, and "resolved" (removed, frozen as numbers)
+      data.json              the images it trained on (a digest per file): --resume on other data is refused
       skipped.csv            files that could not be read, with the reason
       probe.json, probe.png  with removed="auto": the probe's table that chose the cut
       head.csv, fine_tune.csv, state.json   per-epoch logs, which stages are finished
@@ -14,7 +15,7 @@
 Everything a run is asked (data, backbone, weights, removed, frozen) is checked before the
 first file is written, so a mistyped command leaves nothing behind; a folder whose earlier
 command stopped before training an epoch is not a run to protect, and the next command starts
-there afresh.
+there afresh. One process at a time trains in a folder (:func:`keras_transfer.folders.locked`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ import time
 import keras
 
 from keras_transfer import data as data_lib
-from keras_transfer import distribute, export, plots, precision, probe, training
+from keras_transfer import distribute, export, folders, plots, precision, probe, training
 from keras_transfer.config import TrainConfig  # noqa: F401 - runs.TrainConfig, as before
-from keras_transfer.files import atomic_path, read_json, write_json
+from keras_transfer.files import atomic_path, read_json, remove_stale_temporaries, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def check_run_dir(run_dir: str, config: TrainConfig, resume: bool) -> bool:
     raises if the command would overwrite a run or resume it with other settings. Writes nothing."""
     saved = read_json(os.path.join(run_dir, "config.json"))
     if saved is None:
-        if os.path.isdir(run_dir) and os.listdir(run_dir):
+        if folders.contents(run_dir):
             raise FileExistsError(f"run_dir {run_dir!r} is a non-empty folder that is not a run; choose another. "
                                   f"Received: run_dir={run_dir!r}")
         return False
@@ -66,29 +67,46 @@ def check_run_dir(run_dir: str, config: TrainConfig, resume: bool) -> bool:
     if not resume:
         raise FileExistsError(f"run_dir {run_dir!r} already holds a run; resume it (resume=True) or choose "
                               f"another run_dir (nothing was overwritten). Received: run_dir={run_dir!r}")
-    asked = dataclasses.asdict(config)
-    changed = [f"{group}.{key}" for group, values in asked.items() if group not in _MAY_CHANGE_ON_RESUME
-               for key, value in values.items() if key != "verbose" and saved.get(group, {}).get(key) != value]
+    changed = [c for c in folders.settings_changes(saved, dataclasses.asdict(config), _MAY_CHANGE_ON_RESUME)
+               if not c[0].endswith(".verbose")]
     if changed:
-        was = ", ".join(f"{k}={saved.get(k.split('.')[0], {}).get(k.split('.')[1])!r}" for k in changed)
-        now = ", ".join(f"{k}={asked[k.split('.')[0]][k.split('.')[1]]!r}" for k in changed)
+        was, now = folders.describe_changes(changed)
         raise ValueError(f"resume: {run_dir!r} was started with {was}; resume with the same settings or "
                          f"choose another run_dir. Received: {now}")
     return True
 
 
-def start_run_dir(run_dir: str, config: TrainConfig, resolved: dict, continuing: bool) -> None:
-    """Write ``config.json`` (the settings and what they resolved to); a folder whose earlier
-    command trained no epoch is cleared of its leftovers first."""
+def check_same_data(run_dir: str, fingerprint: dict) -> None:
+    """Refuse to resume ``run_dir`` on images other than those it started with."""
+    saved = read_json(os.path.join(run_dir, folders.DATA_FILE))
+    if saved is None:
+        logger.warning(f"{run_dir} has no {folders.DATA_FILE} (started by an older version): the data it "
+                       "trained on cannot be checked")
+        return
+    changes = folders.data_changes(saved, fingerprint)
+    if changes:
+        raise ValueError(f"resume: the data changed since {run_dir!r} started: {changes}. The splits would be "
+                         "drawn again, so test images could be ones the model trained on; resume on the data "
+                         f"it started with, or train in another run_dir. Received: {saved['images']} -> "
+                         f"{fingerprint['images']} images")
+
+
+def start_run_dir(run_dir: str, config: TrainConfig, resolved: dict, continuing: bool,
+                  fingerprint: dict | None = None) -> None:
+    """Write ``config.json`` (the settings and what they resolved to) and ``data.json`` (the
+    images); a folder whose earlier command trained no epoch is cleared of its leftovers first."""
     if not continuing and os.path.isdir(run_dir):
-        for name in ("backup", "state.json", "head.csv", "fine_tune.csv", "config.json"):
+        for name in ("backup", "state.json", "head.csv", "fine_tune.csv", "config.json", folders.DATA_FILE):
             path = os.path.join(run_dir, name)
             if os.path.isdir(path):
                 shutil.rmtree(path)
             elif os.path.exists(path):
                 os.remove(path)
     os.makedirs(run_dir, exist_ok=True)
+    remove_stale_temporaries(run_dir)  # e.g. a model.keras being written when a run was killed
     write_json(os.path.join(run_dir, "config.json"), {**dataclasses.asdict(config), "resolved": resolved})
+    if fingerprint is not None:
+        write_json(os.path.join(run_dir, folders.DATA_FILE), fingerprint)
 
 
 def train(config: TrainConfig, run_dir: str, resume: bool = False, progress: bool = True) -> dict:
@@ -105,45 +123,55 @@ def train(config: TrainConfig, run_dir: str, resume: bool = False, progress: boo
 def _train(config: TrainConfig, run_dir: str, resume: bool, progress: bool) -> dict:
     start = time.time()
     strategy = distribute.strategy_for(config.distribute.strategy, config.distribute.devices)
-    chief = distribute.is_chief(strategy)
-    continuing = check_run_dir(run_dir, config, resume) if chief else False
-    work_dir = run_dir if chief else distribute.worker_dir()
-    try:
-        splits = config.data.load(config.model.backbone, progress=progress)
-        logger.info(splits.summary())
-        removed, probe_result = removed_for(config, splits)
-        model = training.build_model(config.model.backbone, splits.num_classes, weights=config.model.weights,
-                                     input_size=splits.image_size[0], removed=removed, head=config.model.head,
-                                     include_top=config.model.include_top, strategy=strategy, **config.head_options())
-        frozen = training.resolve_frozen(model, config.recipe.frozen)
-        # everything asked is valid: only now does the run folder get written
-        if chief:
-            start_run_dir(run_dir, config, {"removed": removed, "frozen": frozen}, continuing)
-            data_lib.write_skipped_report(splits.skipped, os.path.join(run_dir, "skipped.csv"))
-            for s in splits.skipped:
-                logger.warning(f"  skipped {s.path}: {s.reason}")
-            if probe_result is not None:
-                probe.write(probe_result, run_dir)
-        else:
-            os.makedirs(work_dir, exist_ok=True)
-        histories = training.fine_tune(model, splits, config.make_recipe(), run_dir=work_dir, strategy=strategy,
-                                       resume=continuing)
-        fingerprint = training.weights_fingerprint(model)
-        logger.info(f"weights fingerprint {fingerprint} ({'chief' if chief else 'worker'})")
-        served = precision.as_float32(model)  # the export computes in float32: test what is served
-        metrics = {**training.test_scores(served, splits),
-                   "backbone": config.model.backbone, "weights": str(config.model.weights), "removed": removed,
-                   "frozen": frozen, "head": config.model.head,
-                   "train_images": len(splits.train), "skipped_files": len(splits.skipped),
-                   "weights_fingerprint": fingerprint}
-        if chief:
-            _write_report(model, served, splits, histories, metrics, config, run_dir)
-            metrics["seconds"] = round(time.time() - start, 1)
-            write_json(os.path.join(run_dir, "metrics.json"), metrics)
-        return metrics
-    finally:
-        if not chief:
+    if not distribute.is_chief(strategy):
+        work_dir = distribute.worker_dir()
+        try:
+            return _run(config, run_dir, work_dir, strategy, False, progress, start)
+        finally:
             distribute.remove_worker_dir(work_dir)
+    with folders.locked(run_dir, "keras-transfer train"):
+        return _run(config, run_dir, run_dir, strategy, check_run_dir(run_dir, config, resume), progress, start)
+
+
+def _run(config: TrainConfig, run_dir: str, work_dir: str, strategy, continuing: bool, progress: bool,
+         start: float) -> dict:
+    """The run itself; ``work_dir`` is ``run_dir`` on the chief (which writes the run folder)."""
+    chief = work_dir == run_dir
+    splits = config.data.load(config.model.backbone, progress=progress)
+    logger.info(splits.summary())
+    fingerprint = folders.data_fingerprint(splits) if chief else None
+    if continuing:
+        check_same_data(run_dir, fingerprint)
+    removed, probe_result = removed_for(config, splits)
+    model = training.build_model(config.model.backbone, splits.num_classes, weights=config.model.weights,
+                                 input_size=splits.image_size[0], removed=removed, head=config.model.head,
+                                 include_top=config.model.include_top, strategy=strategy, **config.head_options())
+    frozen = training.resolve_frozen(model, config.recipe.frozen)
+    # everything asked is valid: only now does the run folder get written
+    if chief:
+        start_run_dir(run_dir, config, {"removed": removed, "frozen": frozen}, continuing, fingerprint)
+        data_lib.write_skipped_report(splits.skipped, os.path.join(run_dir, "skipped.csv"))
+        for s in splits.skipped:
+            logger.warning(f"  skipped {s.path}: {s.reason}")
+        if probe_result is not None:
+            probe.write(probe_result, run_dir)
+    else:
+        os.makedirs(work_dir, exist_ok=True)
+    histories = training.fine_tune(model, splits, config.make_recipe(), run_dir=work_dir, strategy=strategy,
+                                   resume=continuing)
+    weights_digest = training.weights_fingerprint(model)
+    logger.info(f"weights fingerprint {weights_digest} ({'chief' if chief else 'worker'})")
+    served = precision.as_float32(model)  # the export computes in float32: test what is served
+    metrics = {**training.test_scores(served, splits),
+               "backbone": config.model.backbone, "weights": str(config.model.weights), "removed": removed,
+               "frozen": frozen, "head": config.model.head,
+               "train_images": len(splits.train), "skipped_files": len(splits.skipped),
+               "weights_fingerprint": weights_digest}
+    if chief:
+        _write_report(model, served, splits, histories, metrics, config, run_dir)
+        metrics["seconds"] = round(time.time() - start, 1)
+        write_json(os.path.join(run_dir, "metrics.json"), metrics)
+    return metrics
 
 
 def _write_report(model, served, splits, histories: dict, metrics: dict, config: TrainConfig, run_dir: str) -> None:

@@ -15,7 +15,10 @@ start the head stage alike (same removed units and head) train it once. Keras
 Tuner clears the Keras session before each build, and each trial's traced graphs are let go
 (:func:`~keras_transfer.internals.forget_custom_gradients`), so memory does not grow trial after trial.
 A search is resumable (``overwrite=False``) and runs distributed from Keras Tuner's
-``KERASTUNER_TUNER_ID`` / ``KERASTUNER_ORACLE_IP`` / ``KERASTUNER_ORACLE_PORT``.
+``KERASTUNER_TUNER_ID`` / ``KERASTUNER_ORACLE_IP`` / ``KERASTUNER_ORACLE_PORT``. Its folder
+defends itself: ``search.json`` and ``data.json`` record the settings and the images it was
+started with, and it resumes only with the same (``--trials`` may grow); a folder holding
+anything else is refused, and one process at a time runs the search's oracle there.
 """
 
 from __future__ import annotations
@@ -409,7 +412,71 @@ def _keras_tuner_search(config: SearchConfig, hypermodel: TransferHyperModel, ou
     return summary, tuner.oracle.get_trial(summary["best"]["trial_id"]).hyperparameters
 
 
+SEARCH_FILE = "search.json"
+# settings a resumed search may change: where and how precisely it computes, how many trials
+_MAY_CHANGE_ON_RESUME = ("distribute", "search.trials", "search.retrain_best", "recipe.verbose")
+
+
+def check_search_dir(out_dir: str, config: SearchConfig) -> bool:
+    """Whether ``out_dir`` holds this search to resume (True) or is free for a new one (False);
+    raises if it holds anything else, or a search started with other settings. Writes nothing."""
+    from keras_transfer import folders
+    from keras_transfer.files import read_json
+
+    saved = read_json(os.path.join(out_dir, SEARCH_FILE))
+    if saved is None:
+        if folders.contents(out_dir):
+            raise FileExistsError(f"{out_dir!r} is a non-empty folder that is not a keras-transfer search; choose "
+                                  f"another --out (nothing was overwritten). Received: out={out_dir!r}")
+        return False
+    if not _has_trials(out_dir):
+        return False  # an earlier command stopped before any trial: nothing to keep
+    changed = folders.settings_changes(saved, dataclasses.asdict(config), _MAY_CHANGE_ON_RESUME)
+    if changed:
+        was, now = folders.describe_changes(changed)
+        raise ValueError(f"tune: {out_dir!r} holds a search started with {was}; run the same command to resume "
+                         f"it (only --trials may change) or choose another --out. Received: {now}")
+    return True
+
+
+def _has_trials(out_dir: str) -> bool:
+    trials = os.path.join(out_dir, "trials")
+    return os.path.exists(os.path.join(out_dir, "results.csv")) or (
+        os.path.isdir(trials) and any(name.startswith("trial_") for name in os.listdir(trials)))
+
+
+def _start_search_dir(out_dir: str, config: SearchConfig, splits, resuming: bool) -> None:
+    """Check the data a resumed search started with; record settings and data for the next run
+    (a new search first clears what an earlier command that ran no trial left)."""
+    import shutil
+
+    from keras_transfer import folders
+    from keras_transfer.files import read_json, write_json
+
+    if not resuming:
+        shutil.rmtree(os.path.join(out_dir, "trials"), ignore_errors=True)  # Keras Tuner would reload its oracle
+
+    fingerprint = folders.data_fingerprint(splits)
+    saved = read_json(os.path.join(out_dir, folders.DATA_FILE)) if resuming else None
+    changes = folders.data_changes(saved, fingerprint) if saved is not None else None
+    if changes:
+        raise ValueError(f"tune: the data changed since the search in {out_dir!r} started: {changes}; its trials "
+                         "were scored on other images. Resume on the data it started with, or choose another "
+                         f"--out. Received: {saved['images']} -> {fingerprint['images']} images")
+    write_json(os.path.join(out_dir, SEARCH_FILE), dataclasses.asdict(config))
+    write_json(os.path.join(out_dir, folders.DATA_FILE), fingerprint)
+
+
 def _search(config: SearchConfig, out_dir: str, verbose: int) -> dict:
+    from keras_transfer import folders
+
+    if tuner_is_worker():  # a distributed worker: the chief's oracle owns the folder
+        return _search_in(config, out_dir, verbose, resuming=True)
+    with folders.locked(out_dir, "keras-transfer tune"):
+        return _search_in(config, out_dir, verbose, check_search_dir(out_dir, config))
+
+
+def _search_in(config: SearchConfig, out_dir: str, verbose: int, resuming: bool) -> dict:
     from keras_transfer import distribute
     from keras_transfer.files import write_json
 
@@ -417,6 +484,8 @@ def _search(config: SearchConfig, out_dir: str, verbose: int) -> dict:
     size = config.data.size(config.model.backbone)
     splits = config.data.load(config.model.backbone, progress=verbose > 0)
     logger.info(splits.summary())
+    if not tuner_is_worker():
+        _start_search_dir(out_dir, config, splits, resuming)
     os.makedirs(out_dir, exist_ok=True)
     data_lib.write_skipped_report(splits.skipped, os.path.join(out_dir, "skipped.csv"))
     for s in splits.skipped:

@@ -97,6 +97,18 @@ def test_new_exports_are_new_versions_and_a_failed_one_leaves_the_old(model, tmp
     export.load(out)  # the newest complete version still loads
 
 
+def test_a_killed_exports_temporary_folder_is_removed_by_the_next_export(model, tmp_path):
+    out = tmp_path / "exp"
+    export.export(model, str(out), ["a", "b", "c"])
+    killed = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed.wait()  # its pid runs no more, as after a kill -9 during an export
+    left = out / f".tmp-{killed.pid}-2-x1y2"
+    (left / "variables").mkdir(parents=True)
+    (left / "variables" / "variables.data-00000-of-00001").write_bytes(bytes(1 << 20))
+    assert export.export(model, str(out), ["a", "b", "c"]).endswith(os.sep + "2")
+    assert sorted(os.listdir(out)) == ["1", "2"]
+
+
 def test_each_weight_is_stored_once(model, exported):
     """keras-team/keras#23553: ExportArchive.track() stores every variable twice; export() does not track."""
     reader = tf.train.load_checkpoint(os.path.join(exported[1], "variables", "variables"))

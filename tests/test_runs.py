@@ -232,3 +232,47 @@ def test_a_damaged_config_is_named(trained, tmp_path, capsys):
     assert main(["train", "--data", str(root / "imgs"), *TRAIN, "--out", str(copy), "--resume"]) == 2
     err = capsys.readouterr().err
     assert f"{copy}/config.json is not valid JSON" in err and "Traceback" not in err
+
+
+def test_a_run_folder_defends_itself_from_a_second_process_and_from_changed_data(tmp_path, capsys):
+    """A second train on a folder in use is refused with the holder's pid; --resume after images
+    were added or edited is refused saying what changed (its splits would be drawn again)."""
+    import signal
+    import subprocess
+    import sys
+
+    import numpy as np
+    from helpers import write_good
+
+    make_class_folder(str(tmp_path / "imgs"), np.random.default_rng(5))
+    run = str(tmp_path / "run")
+    argv = ["train", "--data", str(tmp_path / "imgs"), *TRAIN, "--out", run]
+    assert main(argv) == 0
+    metrics = open(os.path.join(run, "metrics.json")).read()
+    assert json.load(open(os.path.join(run, "data.json")))["images"] == 22  # the readable files
+    capsys.readouterr()
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom keras_transfer import folders\n"
+                               "with folders.locked(sys.argv[1], 'keras-transfer train'):\n"
+                               "    print('held', flush=True); time.sleep(600)", run], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(argv + ["--resume"]) == 2
+        err = capsys.readouterr().err
+        assert f"in use by process {holder.pid} (keras-transfer train)" in err and "Traceback" not in err
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+    added = write_good(str(tmp_path / "imgs" / "red" / "new.jpg"), np.random.default_rng(6), colour=(220, 30, 30))
+    assert main(argv + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"the data changed since {run!r} started: 1 image(s) added (e.g. {added})" in err
+    assert "test images could be ones the model trained on" in err and "Traceback" not in err
+    os.remove(added)
+    edited = os.path.join(str(tmp_path / "imgs"), "red", "r0.jpg")
+    write_good(edited, np.random.default_rng(7), colour=(220, 30, 30))
+    assert main(argv + ["--resume"]) == 2
+    assert f"1 changed or moved to another class (e.g. {edited})" in capsys.readouterr().err
+    assert open(os.path.join(run, "metrics.json")).read() == metrics  # nothing was touched
+    assert not os.path.exists(os.path.join(run, ".keras-transfer.lock"))

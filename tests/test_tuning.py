@@ -264,3 +264,46 @@ def test_tune_halving_trains_the_best_third_longer_and_exports_the_winner(guitar
     assert (stopped[0]["removed"], stopped[0]["frozen_units"]) in promoted
     best = json.load(open(out / "best.json"))
     assert best["best"]["status"] == "COMPLETED" and os.listdir(out / "export") == ["1"]
+
+
+def test_a_search_folder_resumes_only_the_same_search_and_refuses_anything_else(guitars, tmp_path, capsys):
+    """tune never writes over a user's files, never 'resumes' a search on other data or other
+    settings, and says which; it writes skipped.csv (the folder's files are the package's)."""
+    import shutil
+
+    from keras_transfer.cli import main
+
+    data_dir = tmp_path / "g"
+    shutil.copytree(guitars, data_dir)
+    (data_dir / "sg" / "broken.jpg").write_text("not an image")
+    argv = ["tune", "--data", str(data_dir), "--backbone", "vgg16", "--weights", "none", "--input-size", "32",
+            "--tuner", "grid", "--epochs", "1", "--fine-tune-epochs", "0", "--widths", "8", "--dropouts", "0.0",
+            "--learning-rates", "0.001", "--batch-size", "8", "--removed-range", "3:3", "--frozen-range", "11:11",
+            "--no-retrain"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "results.csv").write_text("my own results\n")
+    assert main(argv + ["--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert "is a non-empty folder that is not a keras-transfer search" in err and "Traceback" not in err
+    assert os.listdir(mine) == ["results.csv"] and (mine / "results.csv").read_text() == "my own results\n"
+
+    out = tmp_path / "search"
+    mistyped = [a if a != "11:11" else "13:13" for a in argv]
+    assert main(mistyped + ["--out", str(out)]) == 2  # found after the data: a search that ran no trial
+    assert "frozen_range must lie in 0:11" in capsys.readouterr().err
+    assert main(argv + ["--out", str(out)]) == 0  # so the corrected command starts there
+    with open(out / "skipped.csv") as f:
+        assert [r["path"] for r in csv.DictReader(f)] == [str(data_dir / "sg" / "broken.jpg")]
+    results = (out / "results.csv").read_text()
+    capsys.readouterr()
+    other = [a if a != "32" else "40" for a in argv]
+    assert main(other + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a search started with data.input_size=32" in err and "Received: data.input_size=40" in err
+    (data_dir / "sg" / "more.png").write_bytes((data_dir / "sg" / os.listdir(data_dir / "sg")[0]).read_bytes())
+    assert main(argv + ["--out", str(out)]) == 2
+    assert "the data changed since the search" in capsys.readouterr().err
+    assert (out / "results.csv").read_text() == results  # nothing was overwritten
+    os.remove(data_dir / "sg" / "more.png")
+    assert main(argv + ["--out", str(out), "--trials", "20"]) == 0  # the same search, more trials: resumes
