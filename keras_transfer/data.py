@@ -84,9 +84,24 @@ class Splits:
         if imbalance(self.train) > 1.5:
             lines.append(f"  classes are imbalanced ({imbalance(self.train):.1f}:1 largest to smallest); "
                          "consider class weights (class_weight=True)")
+        lines += [f"  {gap}" for gap in self.gaps()]
         if self.skipped:
             lines.append(f"  skipped {len(self.skipped)} unreadable file(s): see skipped.csv")
         return "\n".join(lines)
+
+    def gaps(self) -> list[str]:
+        """A sentence for each class that has no validation or no test image while others do
+        (a class of fewer than 3 images is all train): said before training, not found after."""
+        said = []
+        for part, name in ((self.val, "validation"), (self.test, "test")):
+            if not len(part):
+                continue
+            counts = part.counts()
+            missing = [c for c in self.class_names if counts[c] == 0]
+            if missing:
+                said.append(f"no {name} image of {', '.join(missing)} (a class needs 3 images or more to be split): "
+                            f"{name} scores leave {'it' if len(missing) == 1 else 'them'} out")
+        return said
 
 
 @dataclasses.dataclass
@@ -144,27 +159,64 @@ def skip_reason(err: BaseException) -> str:
 # ---------------------------------------------------------------- folders
 
 def _class_files(root: str) -> tuple[list[str], dict[str, list[str]], list[SkippedFile]]:
+    """Each class folder's image files. Links are followed once: a folder or file reached twice
+    (a link to an ancestor, a cycle, a second link to the same place) is read the first time
+    and reported in ``skipped`` the next; a class folder that is (or holds) the data folder or
+    another class's folder would give images two labels and is refused."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f"no such folder: point data_dir at a folder with one sub-folder per class. "
                                 f"Received: data_dir={root!r}")
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
     skipped = [SkippedFile(os.path.join(root, f), "file at the top level: not in a class folder")
                for f in sorted(os.listdir(root)) if os.path.isfile(os.path.join(root, f)) and not f.startswith(".")]
+    real = {c: os.path.realpath(os.path.join(root, c)) for c in classes}
+    _refuse_overlapping_classes(root, real)
+    seen_dirs = {path: c for c, path in real.items()}
+    seen_files: dict[str, str] = {}
     files: dict[str, list[str]] = {}
     for c in classes:
         found = []
-        for dirpath, dirnames, filenames in os.walk(os.path.join(root, c)):
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, c), followlinks=True):
             dirnames.sort()
+            for d in list(dirnames):
+                target = os.path.realpath(os.path.join(dirpath, d))
+                if target in seen_dirs:
+                    dirnames.remove(d)
+                    skipped.append(SkippedFile(os.path.join(dirpath, d), f"a link to {target}, which is read "
+                                               "elsewhere (a cycle, or another link to it): not read twice"))
+                else:
+                    seen_dirs[target] = c
             for f in sorted(filenames):
                 path = os.path.join(dirpath, f)
                 if f.startswith("."):
                     continue  # .DS_Store and friends are not data
-                if f.lower().endswith(IMAGE_EXTENSIONS):
-                    found.append(path)
-                else:
+                if not f.lower().endswith(IMAGE_EXTENSIONS):
                     skipped.append(SkippedFile(path, f"extension is not one of {', '.join(IMAGE_EXTENSIONS)}"))
+                    continue
+                target = os.path.realpath(path)
+                if target in seen_files:
+                    skipped.append(SkippedFile(path, f"the same file as {seen_files[target]} (a link): read once"))
+                    continue
+                seen_files[target] = path
+                found.append(path)
         files[c] = found
     return classes, files, skipped
+
+
+def _refuse_overlapping_classes(root: str, real: dict[str, str]) -> None:
+    """A class folder linking to the data folder, an ancestor of it, or into another class."""
+    top = os.path.realpath(root)
+    for c, path in real.items():
+        if top == path or top.startswith(path.rstrip(os.sep) + os.sep):
+            raise ValueError(f"class folder {c!r} under {root!r} is a link to {path}, which holds the data folder "
+                             f"itself: every image would have a second label. Remove the link. Received: "
+                             f"{os.path.join(root, c)}")
+    for c, path in sorted(real.items(), key=lambda item: not os.path.islink(os.path.join(root, item[0]))):
+        for other, other_path in real.items():
+            if other != c and (path == other_path or path.startswith(other_path.rstrip(os.sep) + os.sep)):
+                raise ValueError(f"class folders {c!r} and {other!r} under {root!r} hold the same images ({c!r} is "
+                                 f"{path}): each image would have two labels. Remove the link. Received: "
+                                 f"{os.path.join(root, c)}")
 
 
 def load_folder(root: str, image_size: tuple[int, int] | int, workers: int | None = None, progress: bool = True) -> ImageSet:

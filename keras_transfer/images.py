@@ -59,7 +59,7 @@ def decode_file(path: str) -> np.ndarray:
     except UnidentifiedImageError:
         raise ValueError("not an image Pillow can read") from None
     except Image.DecompressionBombError as err:  # Pillow's own bound, far above MAX_PIXELS
-        raise ValueError(f"more pixels than this package decodes ({MAX_PIXELS:,}): {err}") from None
+        raise ValueError(f"more pixels than this package decodes ({MAX_PIXELS:,}): DecompressionBombError: {err}") from None
     except (OSError, SyntaxError) as err:
         raise ValueError(f"cannot decode: {err}") from None
 

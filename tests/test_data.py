@@ -240,3 +240,56 @@ def test_the_loader_resizes_with_the_shared_antialiased_resize(tmp_path, rng):
     loaded = data.load_folder(str(tmp_path), 32, progress=False)
     full = images.decode_file(path)
     np.testing.assert_array_equal(loaded.images[loaded.paths.index(path)], images.resize_array(full, (32, 32)))
+
+
+def _two_classes(root, rng, n=4):
+    for c, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+        os.makedirs(root / c, exist_ok=True)
+        for i in range(n):
+            write_good(str(root / c / f"{i}.png"), rng, colour=colour)
+
+
+@pytest.mark.parametrize("link,says", [("..", "holds the data folder itself"), ("../..", "holds the data folder itself"),
+                                       ("red", "hold the same images"), ("red/inner", "hold the same images")])
+def test_a_class_folder_linking_to_the_data_or_another_class_is_refused(tmp_path, rng, link, says):
+    root = tmp_path / "data"
+    _two_classes(root, rng)
+    os.makedirs(root / "red" / "inner")
+    write_good(str(root / "red" / "inner" / "x.png"), rng)
+    os.symlink(link if link.startswith("..") else os.path.join(root, link), root / "twice")
+    with pytest.raises(ValueError, match=rf"'twice'.*{says}.*Remove the link. Received: .*twice$"):
+        data.load_folder(str(root), 8, progress=False)
+
+
+def test_links_inside_a_class_are_followed_once_and_the_rest_reported(tmp_path, rng):
+    root = tmp_path / "data"
+    _two_classes(root, rng)
+    outside = tmp_path / "more_red"
+    outside.mkdir()
+    write_good(str(outside / "m.png"), rng, colour=(220, 30, 30))
+    os.symlink(outside, root / "red" / "more")          # followed: its image is read
+    os.symlink(root / "red", root / "red" / "loop")      # a cycle: not read again
+    os.symlink(outside, root / "red" / "more_again")    # a second link to the same folder
+    os.symlink(root / "blue", root / "red" / "blues")    # into another class: not given a second label
+    os.symlink(root / "red" / "0.png", root / "red" / "copy.png")
+    loaded = data.load_folder(str(root), 8, progress=False)
+    by_class = {c: sorted(os.path.relpath(p, root) for p, l in zip(loaded.paths, loaded.labels) if loaded.class_names[l] == c)
+                for c in loaded.class_names}
+    assert by_class["red"] == ["red/0.png", "red/1.png", "red/2.png", "red/3.png", "red/more/m.png"]
+    assert by_class["blue"] == ["blue/0.png", "blue/1.png", "blue/2.png", "blue/3.png"]
+    reasons = {os.path.relpath(s.path, root): s.reason for s in loaded.skipped}
+    assert set(reasons) == {"red/loop", "red/more_again", "red/blues", "red/copy.png"}
+    assert "not read twice" in reasons["red/loop"] and "read once" in reasons["red/copy.png"]
+
+
+def test_a_class_too_small_to_split_is_named_before_training(tmp_path, rng):
+    root = tmp_path / "data"
+    _two_classes(root, rng, n=10)
+    os.makedirs(root / "tiny")
+    for i in range(2):
+        write_good(str(root / "tiny" / f"{i}.png"), rng)
+    splits = data.from_directory(str(root), 8, 0.2, 0.2, progress=False)
+    assert splits.test.counts()["tiny"] == 0
+    summary = splits.summary()
+    assert "no test image of tiny (a class needs 3 images or more to be split)" in summary
+    assert "no validation image of tiny" in summary
