@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import tempfile
+import traceback
 
 from keras_transfer import config
 from keras_transfer.cli_options import add_group, add_verbose
@@ -174,18 +175,48 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     _show_library_log()
-    _start_tensorflow(getattr(args, "show_tf_logs", False))
+    verbose = getattr(args, "show_tf_logs", False)
+    _start_tensorflow(verbose)
     try:
         return args.func(args)
-    except CLEAR_ERRORS as err:
-        print(f"keras-transfer {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"keras-transfer {args.command}: interrupted" + (
+            "; run the same command with --resume to continue" if args.command == "train" else ""), file=sys.stderr)
+        return 130
     except Exception as err:
-        lost = _worker_lost(err)
-        if lost is None:
-            raise
-        print(f"keras-transfer {args.command}: error: {lost}", file=sys.stderr)
-        return 3
+        said = _one_line(err)
+        if said is None:
+            raise  # not a kind we know: a bug, whose traceback is the report
+        if verbose:
+            traceback.print_exc()
+        hint = "" if verbose else " (--verbose shows the traceback)" if not isinstance(err, CLEAR_ERRORS) else ""
+        print(f"keras-transfer {args.command}: error: {said}{hint}", file=sys.stderr)
+        return 3 if _worker_lost(err) else 2
+
+
+def _one_line(err: Exception) -> str | None:
+    """What to print for an error of a kind we know, else None. Ours (ValueError) and the
+    system's (OSError: disk full, read-only, permissions, missing files) say what is wrong;
+    TensorFlow's say it in their first line; running out of memory says what to lower."""
+    lost = _worker_lost(err)
+    if lost is not None:
+        return lost
+    if isinstance(err, CLEAR_ERRORS):
+        return str(err)
+    if isinstance(err, MemoryError):
+        return "out of memory; lower --batch-size, --input-size or --limit-per-class"
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        if isinstance(err, tf.errors.ResourceExhaustedError):
+            return f"out of memory ({_first_line(err)}); lower --batch-size or --input-size"
+        if isinstance(err, tf.errors.OpError):
+            return f"TensorFlow: {type(err).__name__}: {_first_line(err)}"
+    return None
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
 
 
 def _worker_lost(err: Exception):
@@ -198,7 +229,7 @@ def _worker_lost(err: Exception):
 
     if isinstance(err, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
                         tf.errors.AbortedError)) and os.environ.get("TF_CONFIG"):
-        return WORKER_LOST.format(error=str(err).strip().splitlines()[0][:200])
+        return WORKER_LOST.format(error=_first_line(err)[:200])
     return None
 
 

@@ -46,4 +46,5 @@ def group_from_args(group_cls, args: argparse.Namespace, defaults: dict | None =
 def add_verbose(parser: argparse.ArgumentParser) -> None:
     """``--verbose`` (on the main parser and every command): TensorFlow's own log lines too."""
     parser.add_argument("--verbose", dest="show_tf_logs", action="store_true", default=argparse.SUPPRESS,
-                        help="also show TensorFlow's own start-up and C++ log lines (hidden by default)")
+                        help="also show TensorFlow's own start-up and C++ log lines (hidden by default) and "
+                             "the traceback of an error")

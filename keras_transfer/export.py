@@ -43,7 +43,7 @@ import numpy as np
 
 from keras_transfer import heads
 from keras_transfer import images as images_lib
-from keras_transfer.files import remove_stale_temporaries, temporary_prefix
+from keras_transfer.files import read_json, remove_stale_temporaries, temporary_prefix
 from keras_transfer.precision import as_float32
 
 logger = logging.getLogger(__name__)
@@ -166,9 +166,20 @@ class Predictor:
         import tensorflow as tf
 
         self.path = resolve(path)
-        self.saved_model = tf.saved_model.load(self.path)
-        with open(os.path.join(self.path, LABELS_FILE)) as f:
-            self.info = json.load(f)
+        try:
+            self.saved_model = tf.saved_model.load(self.path)
+        except Exception as err:  # noqa: BLE001 - whatever TensorFlow raises, the export is unusable
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            base = os.path.dirname(self.path)
+            older = [os.path.join(base, str(v)) for v in _versions(base) if str(v) != os.path.basename(self.path)]
+            raise ValueError(f"{self.path} is not a complete SavedModel ({type(err).__name__}: {reason}): it was "
+                             "damaged or copied only in part. Copy it again" + (
+                                 f", or use the version before it ({older[-1]})" if older else "")
+                             + f". Received: {self.path}") from None
+        self.info = read_json(os.path.join(self.path, LABELS_FILE))
+        if self.info is None:
+            raise FileNotFoundError(f"{self.path} has no {LABELS_FILE}: it was not written by keras-transfer "
+                                    f"export, or copied only in part. Received: {self.path}")
         self.class_names = self.info["class_names"]
 
     def predict_images(self, images) -> dict:

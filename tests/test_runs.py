@@ -276,3 +276,62 @@ def test_a_run_folder_defends_itself_from_a_second_process_and_from_changed_data
     assert f"1 changed or moved to another class (e.g. {edited})" in capsys.readouterr().err
     assert open(os.path.join(run, "metrics.json")).read() == metrics  # nothing was touched
     assert not os.path.exists(os.path.join(run, ".keras-transfer.lock"))
+
+
+def test_a_damaged_checkpoint_or_export_is_one_line_naming_the_file(trained, tmp_path, capsys):
+    import shutil
+
+    root, run, _ = trained
+    copy = str(tmp_path / "run")
+    shutil.copytree(run, copy)
+    os.remove(os.path.join(copy, "metrics.json"))  # a run stopped after its stages, before its report
+    weights = os.path.join(copy, "fine_tune.weights.h5")
+    blob = open(weights, "rb").read()
+    open(weights, "wb").write(blob[: len(blob) // 2])  # cut short, as by a full disk or a copy
+    assert main(["train", "--data", str(root / "imgs"), *TRAIN, "--out", copy, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"{weights} cannot be read (" in err and "damaged or cut short" in err and "Traceback" not in err
+
+    exports = os.path.join(copy, "export")
+    shutil.copytree(os.path.join(exports, "1"), os.path.join(exports, "2"))
+    data_file = os.path.join(exports, "2", "variables", "variables.data-00000-of-00001")
+    blob = open(data_file, "rb").read()
+    open(data_file, "wb").write(blob[: len(blob) // 3])  # the newest version copied in part
+    image = next(p for p, _, fs in os.walk(root / "imgs") for p in [os.path.join(p, f) for f in fs] if p.endswith(".png"))
+    assert main(["predict", exports, image]) == 2
+    err = capsys.readouterr().err
+    assert f"{exports}/2 is not a complete SavedModel" in err and f"use the version before it ({exports}/1)" in err
+    assert "Traceback" not in err
+    assert main(["predict", os.path.join(exports, "1"), image]) == 0
+
+
+@pytest.mark.parametrize("raised,says,code", [
+    ("disk", "No space left on device", 2),
+    ("oom", "out of memory (OOM when allocating tensor); lower --batch-size or --input-size", 2),
+    ("interrupt", "interrupted; run the same command with --resume to continue", 130)])
+def test_faults_of_known_kinds_end_in_one_line_and_verbose_shows_the_traceback(tmp_path, capsys, monkeypatch,
+                                                                             raised, says, code):
+    import errno
+
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_transfer import training
+
+    def fault(*args, **kwargs):
+        if raised == "disk":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "run" / "model.keras"))
+        if raised == "oom":
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor\nwith shape [...]")
+        raise KeyboardInterrupt
+
+    make_class_folder(str(tmp_path / "imgs"), np.random.default_rng(8))
+    monkeypatch.setattr(training, "fine_tune", fault)
+    argv = ["train", "--data", str(tmp_path / "imgs"), *TRAIN, "--out", str(tmp_path / "run")]
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    if raised != "interrupt":
+        assert main(argv + ["--verbose"]) == code
+        err = capsys.readouterr().err
+        assert "Traceback (most recent call last)" in err and says in err.strip().splitlines()[-1]
