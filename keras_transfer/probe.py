@@ -97,8 +97,10 @@ def logme_target(s2: np.ndarray, u: np.ndarray, y: np.ndarray, d: int, iteration
     alpha, beta = 1.0, 1.0
     for _ in range(iterations):
         _, gamma, m2, residual = _evidence(s2, z, y_norm2, n, d, alpha, beta)
-        new_alpha = gamma / max(m2, 1e-12)
-        new_beta = (n - gamma) / max(residual, 1e-12)
+        # features without variance (identical images) fit nothing: gamma = m2 = 0, and alpha
+        # must stay positive for the evidence (whose alpha terms then cancel) to be defined
+        new_alpha = max(gamma / max(m2, 1e-12), 1e-12)
+        new_beta = max((n - gamma) / max(residual, 1e-12), 1e-12)
         done = abs(new_alpha - alpha) / alpha < tol and abs(new_beta - beta) / beta < tol
         alpha, beta = new_alpha, new_beta
         if done:

@@ -19,6 +19,31 @@ def test_features_that_determine_the_labels_score_higher_than_noise():
     assert probe.cv_linear_probe(informative, labels) > 0.95 > 0.6 > probe.cv_linear_probe(noise, labels)
 
 
+@pytest.mark.parametrize("features", ["zeros", "constant", "one_live_column"])
+def test_features_without_variance_score_without_dividing_by_zero(features):
+    """Identical images give identical (standardised: zero) features: a finite score, no better
+    than features that tell the classes apart, and no warning."""
+    informative, _, labels = _data(n=30, d=6)
+    f = {"zeros": np.zeros((30, 6)), "constant": np.ones((30, 6)),
+         "one_live_column": np.c_[informative[:, :1], np.zeros((30, 5))]}[features]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        score = probe.logme(f, labels)
+    assert np.isfinite(score) and score < probe.logme(informative, labels)
+    assert 0 <= probe.cv_linear_probe(f, labels) <= 1
+
+
+def test_probe_cuts_on_identical_images_recommends_a_cut(tmp_path):
+    from keras_transfer import backbones
+
+    base = backbones.build_base("vgg16", weights=None, input_shape=(32, 32, 3))
+    images = np.full((12, 32, 32, 3), 128, np.uint8)
+    result = probe.probe_cuts(base, images, np.arange(12) % 2, ["a", "b"], str(tmp_path), seed=0, batch_size=6)
+    assert all(np.isfinite(row["logme"]) for row in result["cuts"]) and result["recommended_layer"]
+
+
 def test_the_fixed_point_maximises_the_directly_computed_evidence():
     """At the returned (alpha, beta) the evidence formula equals the Gaussian log density of y under
     y ~ N(0, I/beta + F F^T/alpha), computed directly, and no nearby (alpha, beta) is higher."""
