@@ -11,7 +11,7 @@ import sys
 import tempfile
 import traceback
 
-from keras_transfer import config
+from keras_transfer import config, supervise
 from keras_transfer.cli_options import add_group, add_verbose
 
 
@@ -168,7 +168,17 @@ def _plain_output_off_a_terminal():
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if supervise.needed(args.command):  # a cluster member: run where a stuck wait can be ended
+        from keras_transfer.distribute import NO_PEER, collective_timeout, peers
+
+        try:
+            timeout = collective_timeout()
+        except ValueError as err:
+            print(f"keras-transfer {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        return supervise.run(argv, timeout, NO_PEER.format(peers=", ".join(peers()), timeout=timeout))
     with _plain_output_off_a_terminal():
         return _run(args)
 

@@ -19,6 +19,8 @@ import json
 import os
 import shutil
 
+from keras_transfer import supervise
+
 logger = logging.getLogger(__name__)
 
 WORKER_LOST = ("a worker of the multi-worker cluster stopped or cannot be reached ({error}). Training "
@@ -26,12 +28,35 @@ WORKER_LOST = ("a worker of the multi-worker cluster stopped or cannot be reache
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 
+NO_PEER = ("the other task(s) of the cluster ({peers}) did not answer within {timeout:g} s "
+           "(KERAS_TRANSFER_COLLECTIVE_TIMEOUT): start every worker with the same command and TF_CONFIG, "
+           "and check their addresses")
+
+
+def collective_timeout() -> float:
+    text = os.environ.get("KERAS_TRANSFER_COLLECTIVE_TIMEOUT", "600")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"KERAS_TRANSFER_COLLECTIVE_TIMEOUT must be a number of seconds above 0. Received: {text!r}")
+    return value
+
 
 def _cluster() -> dict:
     try:
         return json.loads(os.environ.get("TF_CONFIG", "") or "{}")
     except json.JSONDecodeError as err:
         raise ValueError(f"TF_CONFIG is not valid JSON ({err}); see README 'Several machines'.") from None
+
+
+def peers() -> list[str]:
+    """The addresses of the cluster's other tasks (TF_CONFIG)."""
+    config = _cluster()
+    me = config.get("task", {})
+    return [address for job, addresses in config.get("cluster", {}).items()
+            for i, address in enumerate(addresses) if (job, i) != (me.get("type"), me.get("index"))]
 
 
 def _cluster_size(config: dict) -> int:
@@ -86,8 +111,14 @@ def strategy_for(strategy: str = "auto", devices: str | list | None = None, verb
             raise ValueError("strategy='multi_worker' needs TF_CONFIG with a cluster of 2 or more tasks. "
                              "Received: strategy='multi_worker'")
         # A collective that waits longer than this fails instead of hanging forever when a
-        # worker is gone (a closed socket is usually reported sooner, by gRPC).
-        timeout = float(os.environ.get("KERAS_TRANSFER_COLLECTIVE_TIMEOUT", "600"))
+        # worker is gone (a closed socket is usually reported sooner, by gRPC); the wait for the
+        # cluster's tasks to start is bounded by the same time.
+        # TensorFlow waits for the other tasks inside C++ without releasing the GIL and without a
+        # timeout, so no thread of this process can end that wait: the CLI's supervisor
+        # (keras_transfer.supervise) bounds it from outside, told by report() when it starts and ends.
+        timeout = collective_timeout()
+        logger.info(f"waiting up to {timeout:g} s for the cluster: {', '.join(peers())}")
+        supervise.report(supervise.WAITING)
         result = tf.distribute.MultiWorkerMirroredStrategy(
             communication_options=tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout))
     elif strategy == "mirrored":
@@ -96,6 +127,7 @@ def strategy_for(strategy: str = "auto", devices: str | list | None = None, verb
         result = tf.distribute.OneDeviceStrategy((devices or ["/gpu:0" if gpus else "/cpu:0"])[0])
     else:
         result = tf.distribute.get_strategy()
+    supervise.report(supervise.READY)
     if verbose:
         logger.info(describe(result))
     return result

@@ -3,6 +3,7 @@ MirroredStrategy, several processes on 127.0.0.1 for MultiWorkerMirroredStrategy
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -159,6 +160,66 @@ def test_a_killed_worker_makes_the_other_fail_clearly_and_soon(guitars, tmp_path
     assert procs[0].returncode == 3, out[-3000:]
     assert "a worker of the multi-worker cluster stopped" in out
     assert waited < 120
+
+
+def _processes_running(marker: str) -> list[int]:
+    """Pids whose command line holds ``marker`` (this package's processes for one run folder)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_a_worker_whose_peer_never_starts_ends_within_the_timeout(guitars, tmp_path):
+    """The other task of TF_CONFIG never starts: the worker ends with README's message and exit
+    code 3 about KERAS_TRANSFER_COLLECTIVE_TIMEOUT after it starts waiting, leaving nothing."""
+    ports = _free_ports(2)
+    run = tmp_path / "run"
+    env = {**_cluster_env(ports, 0, tmp_path), "KERAS_TRANSFER_COLLECTIVE_TIMEOUT": "8"}
+    proc = subprocess.Popen(_train_args(guitars, run), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    try:
+        for line in proc.stdout:
+            if "waiting up to 8 s for the cluster" in line:
+                break
+        started = time.time()
+        out = proc.communicate(timeout=90)[0]
+        waited = time.time() - started
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, out[-2000:]
+    assert f"the other task(s) of the cluster (127.0.0.1:{ports[1]}) did not answer within 8 s" in out
+    assert "Traceback" not in out and 7 < waited < 20
+    assert not run.exists() and not _processes_running(str(run))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_a_worker_blocked_in_the_cluster_wait(guitars, tmp_path, signum):
+    """TensorFlow's own SIGTERM handler only records the signal while the worker waits inside
+    C++; the command still stops at once, and no process of it is left."""
+    ports = _free_ports(2)
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_train_args(guitars, run), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=_cluster_env(ports, 0, tmp_path))
+    try:
+        for line in proc.stdout:
+            if "waiting up to 60 s for the cluster" in line:
+                break
+        time.sleep(3)  # well inside the wait, after TensorFlow has installed its handler
+        assert len(_processes_running(str(run))) == 2  # the command and the worker it supervises
+        proc.send_signal(signum)
+        out = proc.communicate(timeout=15)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signum, out[-2000:]
+    assert f"stopped by {signal.Signals(signum).name}; run the same command with --resume" in out
+    time.sleep(0.5)
+    assert not _processes_running(str(run))
 
 
 def test_a_device_the_machine_lacks_is_refused():
