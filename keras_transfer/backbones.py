@@ -41,6 +41,8 @@ class Backbone:
             rescales by itself, as EfficientNet does).
         default_size: the ImageNet input size (also the size ``include_top=True`` needs).
         min_size: the smallest input side the architecture accepts.
+        max_size: the largest input side this package builds it at (a typo such as 22400 would
+            otherwise end in an out-of-memory kill rather than an error).
         units: the layers one "removes", bottom to top, each a cut point; or a function of the
             built model that returns them (for layers Keras names from a global counter).
         weight_sources: what ``weights=`` accepts besides a file path.
@@ -57,6 +59,7 @@ class Backbone:
     units: Units
     weight_sources: tuple = ("imagenet", None)
     keras_name: str = ""
+    max_size: int = 1024
 
     def unit_names(self, model: keras.Model) -> list[str]:
         """The unit layer names present in ``model`` (a chopped model holds fewer)."""
@@ -280,6 +283,9 @@ def _checked_shape(row: Backbone, input_shape, include_top: bool) -> tuple[int, 
             f"{name} needs inputs of at least {row.min_size}x{row.min_size} pixels; "
             f"got {input_shape[0]}x{input_shape[1]}. Use a larger input size."
         )
+    if max(input_shape[:2]) > row.max_size:
+        raise ValueError(f"{name} is built at most at {row.max_size}x{row.max_size} pixels here; use a smaller input "
+                         f"size. Received: input_shape={input_shape}")
     if include_top and input_shape[:2] != (size, size):
         raise ValueError(
             f"include_top=True keeps {name}'s ImageNet classifier, which needs "

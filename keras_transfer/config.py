@@ -26,7 +26,7 @@ def option(default, flag: str | None = None, help: str = "", **argparse_kwargs):
     return dataclasses.field(default=default, metadata={"flag": flag, "help": help, "argparse": argparse_kwargs})
 
 
-MAX_INPUT_SIZE = 1024  # a typo such as 22400 would otherwise end in an out-of-memory kill
+MAX_INPUT_SIZE = 1024  # the largest Backbone.max_size: a typo such as 22400 is refused as it is parsed
 
 
 def ranged(kind, low=None, high=None):

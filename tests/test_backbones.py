@@ -59,6 +59,16 @@ def test_input_below_minimum_is_refused(name, size):
         build_base(name, weights=None, input_shape=(size, size, 3))
 
 
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_row_declares_a_largest_input_it_refuses_beyond(name):
+    from keras_transfer.config import MAX_INPUT_SIZE
+
+    row = BACKBONES[name]
+    assert row.default_size <= row.max_size <= MAX_INPUT_SIZE  # the CLI's bound admits every row's
+    with pytest.raises(ValueError, match=rf"at most at {row.max_size}x{row.max_size}.*Received: input_shape"):
+        build_base(name, weights=None, input_shape=(row.max_size + 1, row.min_size, 3))
+
+
 def test_include_top_needs_the_imagenet_size():
     with pytest.raises(ValueError, match="224x224"):
         build_base("vgg16", weights=None, include_top=True, input_shape=(32, 32, 3))
