@@ -58,12 +58,15 @@ def cmd_train(args) -> int:
         metrics = runs.train(config, out, resume=args.resume, progress=sys.stderr.isatty())
     except FileExistsError as err:  # the library names its parameters; say which flags they are
         raise FileExistsError(f"{err} (run_dir is --out; pass --resume to continue the run)") from None
-    if "export" in metrics and metrics["accuracy"] is None:
-        print(f"\nno test images (--test-split 0): no test accuracy; {metrics['seconds']:.0f} s")
-    elif "export" in metrics:
+    if "export" not in metrics:
+        return 0  # a worker of a cluster: the chief reports
+    if metrics["accuracy"] is None:
+        why = "--test-split 0" if config.data.test_split == 0 else "every class has fewer than 3 images"
+        print(f"\nno test images ({why}): no test accuracy; {metrics['seconds']:.0f} s")
+    else:
         print(f"\ntest accuracy {metrics['accuracy']:.3f} on {metrics['images']} images "
               f"(majority class {metrics['majority_class_rate']:.3f}); {metrics['seconds']:.0f} s")
-        print(f"run folder: {out}\nexported:   {metrics['export']}")
+    print(f"run folder: {out}\nexported:   {metrics['export']}")
     return 0
 
 

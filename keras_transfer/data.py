@@ -93,7 +93,10 @@ class Splits:
         """A sentence for each class that has no validation or no test image while others do
         (a class of fewer than 3 images is all train): said before training, not found after."""
         said = []
+        whole = {c: self.train.counts()[c] + self.val.counts()[c] + self.test.counts()[c] for c in self.class_names}
         for part, name in ((self.val, "validation"), (self.test, "test")):
+            if not len(part) and max(whole.values()) < 3:
+                said.append(f"no {name} images: every class has fewer than 3 images, all used for training")
             if not len(part):
                 continue
             counts = part.counts()

@@ -29,12 +29,15 @@ def _save(fig, path: str) -> str:
 
 
 def read_csv_log(path: str) -> dict[str, list[float]]:
-    """A Keras CSVLogger file as ``{column: values}`` (one value per epoch)."""
+    """A Keras CSVLogger file as ``{column: values}`` (one value per epoch; a column Keras wrote
+    as ``NA``, e.g. val_loss of a run without validation images, is left out)."""
     if not os.path.exists(path):
         return {}
     with open(path) as f:
         rows = list(csv.DictReader(f))
-    return {k: [float(r[k]) for r in rows if r.get(k) not in (None, "")] for k in (rows[0] if rows else {})}
+    columns = {k: [r.get(k) for r in rows] for k in (rows[0] if rows else {})}
+    return {k: [float(v) for v in values if v not in (None, "")] for k, values in columns.items()
+            if not any(v == "NA" for v in values)}
 
 
 def training_curves(stages: Sequence[tuple[str, dict]], path: str) -> dict[str, list[float]]:

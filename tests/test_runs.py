@@ -335,3 +335,25 @@ def test_faults_of_known_kinds_end_in_one_line_and_verbose_shows_the_traceback(t
         assert main(argv + ["--verbose"]) == code
         err = capsys.readouterr().err
         assert "Traceback (most recent call last)" in err and says in err.strip().splitlines()[-1]
+
+
+def test_two_images_a_class_trains_and_says_before_training_there_is_nothing_to_test(tmp_path, capsys):
+    import numpy as np
+    from helpers import write_good
+
+    rng = np.random.default_rng(9)
+    for c in ("a", "b"):
+        os.makedirs(tmp_path / "imgs" / c)
+        for i in range(2):
+            write_good(str(tmp_path / "imgs" / c / f"{i}.png"), rng)
+    run = str(tmp_path / "run")
+    assert main(["train", "--data", str(tmp_path / "imgs"), *TRAIN, "--out", run]) == 0
+    out = capsys.readouterr().out
+    said = out.index("no test images: every class has fewer than 3 images, all used for training")
+    assert said < out.index("[head]")  # before training, not after
+    assert "no test images (every class has fewer than 3 images): no test accuracy" in out
+    assert f"exported:   {run}/export/1" in out
+    from keras_transfer import plots
+
+    assert "val_loss" not in plots.read_csv_log(os.path.join(run, "head.csv"))  # Keras wrote NA there
+    assert os.path.getsize(os.path.join(run, "history.png")) > 5000

@@ -47,7 +47,7 @@ def test_scores(model: keras.Model, splits: data_lib.Splits) -> dict:
     if len(splits.test):
         return evaluate(model, splits.test)
     validation = evaluate(model, splits.val) if len(splits.val) else None
-    logger.warning("no test images (test_split=0): no test accuracy is reported%s",
+    logger.warning("no test images: no test accuracy is reported%s",
                    f"; validation accuracy {validation['accuracy']:.3f} (the images that chose the head "
                    "and stopped training, not a test)" if validation else "")
     return {"images": 0, "accuracy": None, "class_names": list(splits.class_names), "validation": validation}
