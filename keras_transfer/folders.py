@@ -16,8 +16,11 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
+
+logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".keras-transfer.lock"
 DATA_FILE = "data.json"
@@ -119,3 +122,20 @@ def data_changes(saved: dict, now: dict) -> str | None:
              ((added, "image(s) added"), (removed, "removed"), (changed, "changed or moved to another class"))
              if names]
     return ", ".join(parts) or "the images differ"
+
+
+def check_same_data(folder: str, fingerprint: dict, command: str, consequence: str) -> None:
+    """Refuse to go on in ``folder`` with images other than those its ``DATA_FILE`` records
+    (ValueError: ``command``, what changed, ``consequence`` and what to do); a folder started
+    before fingerprints existed is only warned about."""
+    from keras_transfer.files import read_json
+
+    saved = read_json(os.path.join(folder, DATA_FILE))
+    if saved is None:
+        logger.warning(f"{folder} has no {DATA_FILE} (started by an older version): its data cannot be checked")
+        return
+    changes = data_changes(saved, fingerprint)
+    if changes:
+        raise ValueError(f"{command}: the data changed since {folder!r} started: {changes}. {consequence}; go on "
+                         f"with the data it started with, or choose another folder. Received: {saved['images']} "
+                         f"-> {fingerprint['images']} images")

@@ -76,21 +76,6 @@ def check_run_dir(run_dir: str, config: TrainConfig, resume: bool) -> bool:
     return True
 
 
-def check_same_data(run_dir: str, fingerprint: dict) -> None:
-    """Refuse to resume ``run_dir`` on images other than those it started with."""
-    saved = read_json(os.path.join(run_dir, folders.DATA_FILE))
-    if saved is None:
-        logger.warning(f"{run_dir} has no {folders.DATA_FILE} (started by an older version): the data it "
-                       "trained on cannot be checked")
-        return
-    changes = folders.data_changes(saved, fingerprint)
-    if changes:
-        raise ValueError(f"resume: the data changed since {run_dir!r} started: {changes}. The splits would be "
-                         "drawn again, so test images could be ones the model trained on; resume on the data "
-                         f"it started with, or train in another run_dir. Received: {saved['images']} -> "
-                         f"{fingerprint['images']} images")
-
-
 def start_run_dir(run_dir: str, config: TrainConfig, resolved: dict, continuing: bool,
                   fingerprint: dict | None = None) -> None:
     """Write ``config.json`` (the settings and what they resolved to) and ``data.json`` (the
@@ -141,7 +126,8 @@ def _run(config: TrainConfig, run_dir: str, work_dir: str, strategy, continuing:
     logger.info(splits.summary())
     fingerprint = folders.data_fingerprint(splits) if chief else None
     if continuing:
-        check_same_data(run_dir, fingerprint)
+        folders.check_same_data(run_dir, fingerprint, "resume", "The splits would be drawn again, so test images "
+                                "could be ones the model trained on")
     removed, probe_result = removed_for(config, splits)
     model = training.build_model(config.model.backbone, splits.num_classes, weights=config.model.weights,
                                  input_size=splits.image_size[0], removed=removed, head=config.model.head,

@@ -451,18 +451,14 @@ def _start_search_dir(out_dir: str, config: SearchConfig, splits, resuming: bool
     import shutil
 
     from keras_transfer import folders
-    from keras_transfer.files import read_json, write_json
+    from keras_transfer.files import write_json
 
     if not resuming:
         shutil.rmtree(os.path.join(out_dir, "trials"), ignore_errors=True)  # Keras Tuner would reload its oracle
 
     fingerprint = folders.data_fingerprint(splits)
-    saved = read_json(os.path.join(out_dir, folders.DATA_FILE)) if resuming else None
-    changes = folders.data_changes(saved, fingerprint) if saved is not None else None
-    if changes:
-        raise ValueError(f"tune: the data changed since the search in {out_dir!r} started: {changes}; its trials "
-                         "were scored on other images. Resume on the data it started with, or choose another "
-                         f"--out. Received: {saved['images']} -> {fingerprint['images']} images")
+    if resuming:
+        folders.check_same_data(out_dir, fingerprint, "tune", "Its trials were scored on other images")
     write_json(os.path.join(out_dir, SEARCH_FILE), dataclasses.asdict(config))
     write_json(os.path.join(out_dir, folders.DATA_FILE), fingerprint)
 

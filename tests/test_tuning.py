@@ -303,7 +303,7 @@ def test_a_search_folder_resumes_only_the_same_search_and_refuses_anything_else(
     assert "holds a search started with data.input_size=32" in err and "Received: data.input_size=40" in err
     (data_dir / "sg" / "more.png").write_bytes((data_dir / "sg" / os.listdir(data_dir / "sg")[0]).read_bytes())
     assert main(argv + ["--out", str(out)]) == 2
-    assert "the data changed since the search" in capsys.readouterr().err
+    assert f"tune: the data changed since {str(out)!r} started: 1 image(s) added" in capsys.readouterr().err
     assert (out / "results.csv").read_text() == results  # nothing was overwritten
     os.remove(data_dir / "sg" / "more.png")
     assert main(argv + ["--out", str(out), "--trials", "20"]) == 0  # the same search, more trials: resumes
