@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from keras_transfer import data, precision, recipes, training  # noqa: E402
+from keras_transfer import data, linear, precision, recipes, training  # noqa: E402
 
 DEITSCH_CNN = 0.8842  # Deitsch et al. 2019, VGG19 fine-tuned, 75/25 split, binary (defective or not)
 # dataset -> (loader, input size, validation split, test split)
@@ -53,26 +53,15 @@ def load(name: str, size: int, limit: int | None, seed: int, workdir: str) -> da
 
 
 def floor(model, splits: data.Splits, batch_size: int = 32) -> dict:
-    """Standardised logistic regression on the GAP features of ``model``'s backbone, C chosen on val."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
+    """``linear.floor``: standardised logistic regression on the GAP features of ``model``'s backbone, C chosen on val."""
     start = time.perf_counter()
     prefix = training.prefix_model(model)
 
-    def pooled(images):
-        return training.batched_call(prefix, images, batch_size).mean(axis=(1, 2))
+    def pooled(part):
+        return training.batched_call(prefix, part.images, batch_size).mean(axis=(1, 2)), part.labels
 
-    x_train, x_val, x_test = (pooled(s.images) for s in (splits.train, splits.val, splits.test))
-    scaler = StandardScaler().fit(x_train)
-    best = None
-    for c in (0.01, 0.1, 1.0):
-        clf = LogisticRegression(C=c, max_iter=3000).fit(scaler.transform(x_train), splits.train.labels)
-        val = clf.score(scaler.transform(x_val), splits.val.labels) if len(splits.val) else 0.0
-        if best is None or val > best[0]:
-            best = (val, clf)
-    accuracy = best[1].score(scaler.transform(x_test), splits.test.labels)
-    return {"accuracy": float(accuracy), "first_epoch_loss": None, "seconds": time.perf_counter() - start}
+    result = linear.floor(pooled(splits.train), pooled(splits.val), pooled(splits.test))
+    return {"accuracy": result["test_accuracy"], "first_epoch_loss": None, "seconds": time.perf_counter() - start}
 
 
 def cut(removed: str, splits: data.Splits, size: int, args) -> int:

@@ -70,7 +70,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-_TUNE_RECIPE = ("recipe", "epochs", "fine_tune_epochs", "batch_size", "cache_features")
+_TUNE_RECIPE = ("recipe", "epochs", "fine_tune_epochs", "batch_size", "cache_features", "tensorboard")
 
 
 def _tune_recipe_defaults() -> dict:
@@ -91,8 +91,31 @@ def cmd_tune(args) -> int:
 
     config = search_config(args)
     out = args.out or os.path.join("runs", f"search-{config.model.backbone}-{config.data.name}")
-    tuning.search(config, out, verbose=_progress().get("verbose", 1))
+    summary = tuning.search(config, out, verbose=_progress().get("verbose", 1))
+    if not summary:
+        return 0  # a distributed worker: the chief reports
+    print(format_search_summary(summary, out))
     return 0
+
+
+def format_search_summary(summary: dict, out: str) -> str:
+    """The best trial beside what it must beat (majority class, linear probe), and where things are."""
+    def fmt(value):
+        return "  n/a" if value is None else f"{value:.3f}"
+
+    best, floor = summary["best"], summary["floor"]
+    lp = floor["linear_probe"]
+    lines = [f"\n{'':<40} {'val':>6} {'test':>6}",
+             f"{'best trial ' + str(best['trial_id']) + ' (retrained, exported)':<40} {fmt(best['val_accuracy']):>6} "
+             f"{fmt(summary.get('test_accuracy')):>6}",
+             f"{'linear probe on pooled ' + lp['layer']:<40} {fmt(lp['val_accuracy']):>6} {fmt(lp['test_accuracy']):>6}",
+             f"{'majority class':<40} {fmt(floor['majority_val']):>6} {fmt(floor['majority_test']):>6}",
+             f"best: removed {best['removed']}, frozen_units {best['frozen_units']} (layers [:{best['frozen_layers']}]), "
+             f"width {best['width']}, dropout {best['dropout']}, fine-tuning rate {best['learning_rate']:g}"]
+    if floor["below"]:
+        lines.append("WARNING: the best trial is below the linear-probe floor (see the warning above).")
+    lines.append(f"search folder: {out}" + (f"\nexported:      {summary['export']}" if summary.get("export") else ""))
+    return "\n".join(lines)
 
 
 def cmd_export(args) -> int:

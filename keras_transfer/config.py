@@ -119,7 +119,7 @@ class RecipeConfig:
     fine_tune_epochs: int = option(5, "--fine-tune-epochs", "stage 2 epochs", type=ranged(int, 0))
     batch_size: int = option(32, "--batch-size", "per-replica batch size", type=ranged(int, 1))
     frozen: int | str | None = option(None, "--frozen", "fine-tuning freezes backbone layers [:K] (a count, a layer "
-                                      "name, or 'all'; default: all but the top 2 units)")
+                                      "name, 'unit:J' = through the J-th unit, or 'all'; default: all but the top 2 units)")
     learning_rate: float | None = option(None, "--learning-rate", "stage 1 learning rate (default: the recipe's)",
                                          type=float)
     fine_tune_learning_rate: float | None = option(None, "--fine-tune-learning-rate", "stage 2 learning rate of the "
@@ -133,8 +133,9 @@ class RecipeConfig:
     class_weight: bool = option(False, "--class-weight", "weigh classes to balance an imbalanced dataset",
                                 action="store_true")
     patience: int | None = option(3, "--patience", "early-stopping patience; -1 disables it", type=_patience)
-    tensorboard: bool = option(False, "--tensorboard", "write TensorBoard logs to RUN_DIR/tensorboard",
-                               action="store_true")
+    tensorboard: str | None = option(None, "--tensorboard", "write TensorBoard logs to DIR (default: "
+                                     "OUT/tensorboard); tune: one folder per trial, with the HParams dashboard",
+                                     nargs="?", const="", metavar="DIR")
     verbose: int | str = option("auto", None)
 
     def make(self, seed: int, width: int | None = None, dropout: float | None = None) -> recipes.Recipe:
@@ -182,19 +183,21 @@ def _range(value: str):
 class SearchSpaceConfig:
     """What ``tune`` searches and how."""
 
-    tuner: str = option("random", "--tuner", "Keras Tuner's random/bayesian/hyperband; grid: every (removed, frozen) "
-                        "pair at the full budget, the probe's removed first; halving: every pair for 1+1 epochs, "
-                        "the best third at the full budget (grid and halving: not resumable)",
-                        choices=TUNERS)
+    tuner: str = option("random", "--tuner", "random/bayesian (first trial: the default recipe), hyperband; grid: every "
+                        "configuration at the full budget, the default recipe's first, then the probe's removed; "
+                        "halving: every configuration for 1+1 epochs, the best third at the full budget (all "
+                        "Keras Tuner oracles: resumable, distributable)", choices=TUNERS)
     trials: int = option(12, "--trials", "max trials (random, bayesian; grid, halving: configurations)",
                          type=ranged(int, 1))
     removed_range: tuple | str | None = option(None, "--removed-range", "units to remove, inclusive (default 0:3); "
                                                "'auto': the probe's recommendation +-1", type=_range, metavar="A:B")
     frozen_range: tuple | None = option(None, "--frozen-range", "frozen_units to try, inclusive (freeze through the "
                                         "j-th unit; default: all)", type=_range, metavar="A:B")
-    widths: tuple = option((256, 1024), "--widths", "head widths to try", type=int, nargs="+")
-    dropouts: tuple = option((0.0, 0.5), "--dropouts", "dropout rates to try", type=float, nargs="+")
-    learning_rates: tuple = option((1e-4, 1e-3), "--learning-rates", "fine-tuning rates to try", type=float, nargs="+")
+    widths: tuple = option((0, 256), "--widths", "head widths to try (0: the default recipe's linear head, started "
+                           "at the linear probe)", type=ranged(int, 0, 65536), nargs="+")
+    dropouts: tuple = option((0.2, 0.5), "--dropouts", "dropout rates to try", type=ranged(float, 0.0, 0.99), nargs="+")
+    learning_rates: tuple = option((1e-4, 1e-3), "--learning-rates", "fine-tuning rates to try",
+                                   type=ranged(float, 0.0, 1.0), nargs="+")
     head_kinds: tuple = option(("gap_dense",), "--heads", "heads to try", nargs="+",
                                choices=[h for h in choices.HEADS if h != "keep_classifier"])
     retrain_best: bool = option(True, "--no-retrain", "skip retraining/exporting the best trial", action="store_false")

@@ -1,9 +1,7 @@
-"""Linear probes on pooled backbone features: how well a linear classifier does on them.
+"""Where to cut a backbone: LogME and a linear probe of the pooled features at every cut.
 
-:func:`fit_linear` is the standardised logistic regression that is both the quality floor of
-``benchmarks/bench_quality.py`` and the default recipe's head initialisation (LP-FT: Kumar et
-al. 2022, "Fine-Tuning can Distort Pretrained Features"): the head starts where a converged
-linear probe ends, so fine-tuning starts from the floor instead of from a few noisy steps.
+The linear probe itself (:func:`~keras_transfer.linear.fit_linear`) and batched inference live
+below this module (``linear``, ``inference``), so training uses them without importing the probe.
 """
 
 from __future__ import annotations
@@ -13,64 +11,10 @@ import logging
 
 import numpy as np
 
+from keras_transfer.inference import batched_call
+from keras_transfer.linear import LinearProbe, cv_linear_probe, fit_linear  # noqa: F401 - probe.fit_linear, as before
+
 logger = logging.getLogger(__name__)
-
-C_GRID = (0.01, 0.1, 1.0, 10.0)
-
-
-@dataclasses.dataclass
-class LinearProbe:
-    """``softmax(x @ kernel + bias)`` on standardised features; ``C`` the inverse L2 strength chosen."""
-
-    kernel: np.ndarray  # (d, K)
-    bias: np.ndarray  # (K,)
-    C: float
-    val_accuracy: float | None
-
-
-def _as_softmax(clf, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's coefficients as a K-way softmax layer (binary: logits [0, w.x + b])."""
-    coef, intercept = clf.coef_, clf.intercept_
-    kernel = np.zeros((coef.shape[1], num_classes), "float32")
-    bias = np.zeros(num_classes, "float32")
-    classes = list(clf.classes_)
-    if coef.shape[0] == 1:  # binary: one row for classes_[1]
-        kernel[:, classes[1]], bias[classes[1]] = coef[0], intercept[0]
-    else:
-        for row, c in enumerate(classes):
-            kernel[:, c], bias[c] = coef[row], intercept[row]
-    return kernel, bias
-
-
-def fit_linear(x_train: np.ndarray, y_train: np.ndarray, num_classes: int, x_val: np.ndarray | None = None,
-               y_val: np.ndarray | None = None, grid=C_GRID, seed: int = 0) -> LinearProbe:
-    """Multinomial logistic regression on already-standardised features, C chosen by val log-loss.
-
-    Without validation images the middle of the grid (C=0.1... 1) is used as is.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss
-
-    has_val = x_val is not None and len(x_val) > 0
-    candidates = grid if has_val else (1.0,)
-    best = None
-    for c in candidates:
-        clf = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(x_train, y_train)
-        if not has_val:
-            best = (0.0, clf, None)
-            break
-        proba = np.zeros((len(x_val), num_classes))
-        proba[:, clf.classes_] = clf.predict_proba(x_val)
-        proba = np.clip(proba, 1e-7, 1)
-        score = log_loss(y_val, proba / proba.sum(axis=1, keepdims=True), labels=list(range(num_classes)))
-        acc = float(np.mean(proba.argmax(1) == y_val))
-        if best is None or score < best[0]:
-            best = (score, clf, acc)
-    _, clf, val_accuracy = best
-    kernel, bias = _as_softmax(clf, num_classes)
-    logger.info("linear probe: C=%g, val accuracy %s", clf.C, "n/a" if val_accuracy is None else f"{val_accuracy:.3f}")
-    return LinearProbe(kernel, bias, float(clf.C), val_accuracy)
-
 
 # ---------------------------------------------------------------- LogME
 
@@ -121,18 +65,6 @@ def logme(features: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean([logme_target(s2, u, (labels == c).astype(np.float64), f.shape[1])[0] for c in classes]))
 
 
-def cv_linear_probe(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0, C: float = 0.1) -> float:
-    """Mean accuracy of a standardised logistic regression over stratified ``folds``."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    folds = max(2, min(folds, int(np.bincount(labels).min())))
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
-    return float(cross_val_score(clf, features, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed)).mean())
-
-
 # ---------------------------------------------------------------- where to cut
 
 @dataclasses.dataclass
@@ -145,9 +77,9 @@ class CutScore:
 
 def cut_candidates(base) -> list[tuple[int, str]]:
     """``(removed, end layer)`` for every number of units one can remove, 0 first."""
-    from keras_transfer.surgery import chop, units
+    from keras_transfer.surgery import cut_index, max_removed
 
-    return [(r, chop(base, removed=r).layers[-1].name) for r in range(len(units(base)))]
+    return [(r, base.layers[cut_index(base, r)].name) for r in range(max_removed(base) + 1)]
 
 
 def pooled_features_at(base, layer_names: list[str], images: np.ndarray, batch_size: int = 32) -> list[np.ndarray]:
@@ -156,7 +88,6 @@ def pooled_features_at(base, layer_names: list[str], images: np.ndarray, batch_s
 
     from keras_transfer.backbones import backbone_for
     from keras_transfer.layers import Preprocess
-    from keras_transfer.training import batched_call
 
     inputs = keras.Input(tuple(base.input_shape[1:]), name="images")
     tapped = keras.Model(base.inputs, [base.get_layer(n).output for n in layer_names])
@@ -204,6 +135,20 @@ def probe_cuts(base, images: np.ndarray, labels: np.ndarray, class_names, out_di
     if out_dir:
         write(result, out_dir)
     return result
+
+
+def recommend_for(backbone: str, weights, splits, seed: int = 0, batch_size: int = 32) -> dict:
+    """:func:`probe_cuts` on ``splits``' training images at their size: what ``train --removed
+    auto`` and ``tune --removed-range auto`` ask (every process of a distributed run computes
+    the same from the same data)."""
+    import keras
+
+    from keras_transfer.backbones import build_base
+
+    keras.utils.set_random_seed(seed)  # weights=None: the same random backbone in every process
+    base = build_base(backbone, weights=weights, input_shape=(*splits.image_size, 3))
+    return probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names, seed=seed,
+                      batch_size=batch_size)
 
 
 def write(result: dict, out_dir: str) -> None:

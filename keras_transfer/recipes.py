@@ -66,7 +66,7 @@ class Recipe:
     patience: int | None = 3  # early stopping on val_loss (best weights restored); None disables it
     class_weight: bool = False
     seed: int = 0
-    tensorboard: bool = False
+    tensorboard: str | None = None  # "": RUN_DIR/tensorboard
     verbose: int | str = "auto"
 
     def head_options(self) -> dict:

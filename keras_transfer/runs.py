@@ -36,7 +36,7 @@ from keras_transfer.files import atomic_path, read_json, remove_stale_temporarie
 logger = logging.getLogger(__name__)
 
 # settings a resumed run may change (where and in which precision it computes); the rest must match
-_MAY_CHANGE_ON_RESUME = ("distribute",)
+_MAY_CHANGE_ON_RESUME = ("distribute", "recipe.tensorboard")
 
 
 def _finished_stages(run_dir: str) -> list[str]:
@@ -180,11 +180,8 @@ def removed_for(config: TrainConfig, splits) -> tuple[int, dict | None]:
     training images and the probe's result (it logs a line per cut as it scores them)."""
     if config.model.removed != "auto":
         return int(config.model.removed), None
-    from keras_transfer.backbones import build_base
-
-    base = build_base(config.model.backbone, weights=config.model.weights, input_shape=(*splits.image_size, 3))
-    result = probe.probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names,
-                              seed=config.data.seed, batch_size=config.recipe.batch_size)
+    result = probe.recommend_for(config.model.backbone, config.model.weights, splits, config.data.seed,
+                                 config.recipe.batch_size)
     logger.info("removed auto: the probe (above, on the %d training images) recommends removing %d unit(s): "
                 "the model ends at %s", result["images"], result["recommended_removed"], result["recommended_layer"])
     return result["recommended_removed"], result

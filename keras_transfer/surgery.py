@@ -120,25 +120,38 @@ def chop(model: keras.Model, removed: int | None = None, at: LayerRef | None = N
     """
     if (removed is None) == (at is None):
         raise ValueError("chop needs exactly one of removed= or at=.")
-    points = cut_points(model)
     if removed is not None:
-        names = units(model)
-        if not 0 <= removed <= len(names):
-            raise ValueError(
-                f"removed={removed} is out of range: {model.name} has {len(names)} units "
-                f"({names[0]} … {names[-1]}), so removed must be 0..{len(names)}."
-            )
+        index = cut_index(model, removed)
         if removed == 0:
             return model
-        index = _end_before_unit(model, names, removed, points)
-        if index == 0:
-            raise ValueError(
-                f"removed={removed} removes every unit of {model.name}; nothing would be left. "
-                f"Use removed<={len(names) - 1}."
-            )
     else:
-        index = _cut_point_index(model, at, points)
+        index = _cut_point_index(model, at, cut_points(model))
     return keras.Model(model.inputs, model.layers[index].output, name=model.name)
+
+
+def cut_index(model: keras.Model, removed: int) -> int:
+    """THE resolver for "removed": the layer index a backbone with its top ``removed`` units
+    dropped ends at (``removed=0``: its last layer). Everything that counts removed units calls it."""
+    names = units(model)
+    if isinstance(removed, bool) or not isinstance(removed, (int, np.integer)) or not 0 <= removed <= len(names):
+        raise ValueError(
+            f"removed={removed} is out of range: {model.name} has {len(names)} units "
+            f"({names[0]} … {names[-1]}), so removed must be 0..{len(names)}. Received: removed={removed!r}"
+        )
+    if removed == 0:
+        return len(model.layers) - 1
+    index = _end_before_unit(model, names, int(removed), cut_points(model))
+    if index == 0:
+        raise ValueError(
+            f"removed={removed} removes every unit of {model.name}; nothing would be left. "
+            f"Use removed<={len(names) - 1}. Received: removed={removed!r}"
+        )
+    return index
+
+
+def max_removed(model: keras.Model) -> int:
+    """The most units one can remove and keep a network (one unit, at least, stays)."""
+    return len(units(model)) - 1
 
 
 def _cut_point_index(model: keras.Model, at: LayerRef, points: list[str]) -> int:
@@ -179,21 +192,17 @@ def _nearest(model: keras.Model, points: list[str], index: int) -> list[str]:
     return below + above
 
 
-def freeze(model: keras.Model, k: LayerRef) -> keras.Model:
+def freeze(model: keras.Model, k) -> keras.Model:
     """Freeze the backbone's layers ``[:k]`` and make the rest trainable; returns ``model``.
 
-    ``k`` is a count in the backbone's own layer indices (the tutorial's
-    ``model.layers[:249]``), whether ``model`` is the backbone or a classifier wrapping it;
-    a layer name freezes through that layer. Head layers are left as they are. Frozen
+    ``k``: anything :func:`resolve_frozen` takes, e.g. a count in the backbone's own layer indices
+    (the tutorial's ``model.layers[:249]``), whether ``model`` is the backbone or a classifier
+    wrapping it, or a layer name (freeze through it). Head layers are left as they are. Frozen
     BatchNormalization runs in inference mode (Keras 3 does so for ``trainable=False``).
     Recompile after calling this.
     """
     base = backbone_of(model)
-    n = len(base.layers)
-    if isinstance(k, str):
-        k = layer_index(base, k) + 1
-    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n:
-        raise ValueError(f"freeze k={k!r} must be a layer count 0..{n} or a layer name of {base.name}.")
+    k = resolve_frozen(base, k)
     base.trainable = True  # Keras 3 sets every sublayer; then refreeze the prefix
     for i, layer in enumerate(base.layers):
         layer.trainable = i >= k
@@ -213,11 +222,59 @@ def frozen_count(model: keras.Model) -> int:
     return k
 
 
-def freeze_points(model: keras.Model) -> list[int]:
-    """The ``k`` values at unit boundaries: none frozen, through each unit, all frozen."""
+@dataclasses.dataclass(frozen=True)
+class ThroughUnit:
+    """"Freeze through the j-th unit" (``"unit:J"`` on the command line): 0 freezes nothing, a
+    ``j`` past the last unit left freezes everything. What the tuner's ``frozen_units`` means."""
+
+    j: int
+
+
+def resolve_frozen(model: keras.Model, frozen, removed: int = 0) -> int:
+    """THE resolver for "frozen": any spec as a layer count ``k`` of ``model``'s backbone with its
+    top ``removed`` units dropped (so a search can ask without building the chopped model).
+
+    ``frozen``: None (all but the top two units: for InceptionV3 ``layers[:249]``, through
+    ``mixed8``, the count Keras's fine-tuning guide uses), ``"all"``, a layer count (an int or a
+    digit string), a layer name (freeze through it), or a unit ordinal (:class:`ThroughUnit`,
+    ``"unit:J"``). Everything that turns "frozen" into a number calls this.
+    """
     base = backbone_of(model)
-    ks = [0] + [layer_index(base, u) + 1 for u in units(base)] + [len(base.layers)]
-    return sorted(set(ks))
+    n_layers = cut_index(base, removed) + 1
+    left = units(base)[: len(units(base)) - removed]
+    if isinstance(frozen, str) and frozen.startswith("unit:") and frozen[5:].isdigit():
+        frozen = ThroughUnit(int(frozen[5:]))
+    if frozen is None:
+        return layer_index(base, left[-3]) + 1 if len(left) >= 3 else 0
+    if isinstance(frozen, ThroughUnit):
+        if frozen.j < 0 or frozen.j > len(left) + 1:
+            raise ValueError(f"frozen=unit:{frozen.j} is out of range: {base.name} has {len(left)} units left, so "
+                             f"use unit:0..unit:{len(left)} (unit:{len(left) + 1} = all). Received: frozen={frozen!r}")
+        if frozen.j == 0:
+            return 0
+        return n_layers if frozen.j > len(left) else layer_index(base, left[frozen.j - 1]) + 1
+    if isinstance(frozen, str):
+        if frozen == "all":
+            return n_layers
+        if not frozen.lstrip("-").isdigit():
+            try:
+                return layer_index(base, frozen) + 1
+            except ValueError:
+                raise ValueError(f"frozen={frozen!r}: {base.name} has no layer of that name; give a layer count "
+                                 f"(0..{n_layers}), 'all', 'unit:J', or one of its layers, e.g. its units "
+                                 f"{', '.join(left[-3:])} (`keras-transfer inspect` lists them). "
+                                 f"Received: frozen={frozen!r}") from None
+        frozen = int(frozen)
+    if isinstance(frozen, bool) or not isinstance(frozen, (int, np.integer)) or not 0 <= frozen <= n_layers:
+        raise ValueError(f"frozen={frozen} is out of range: {base.name} has {n_layers} layers "
+                         f"(use 0..{n_layers}, 'all', 'unit:J' or a layer name). Received: frozen={frozen!r}")
+    return int(frozen)
+
+
+def freeze_points(model: keras.Model, removed: int = 0) -> list[int]:
+    """The ``k`` values at unit boundaries: none frozen, through each unit, all frozen."""
+    n = len(units(backbone_of(model))) - removed
+    return sorted({resolve_frozen(model, ThroughUnit(j), removed) for j in range(n + 2)})
 
 
 def multiply_adds(layers) -> int:

@@ -216,3 +216,41 @@ def test_inlined_vgg19_is_not_taken_for_vgg16():
     assert backbone_for(flat).name == "vgg19"
     with pytest.raises(ValueError, match="known backbone"):
         surgery.units(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+
+
+def test_one_resolver_turns_every_frozen_spec_into_a_layer_count(small_base):
+    from keras_transfer import training
+    from keras_transfer.surgery import ThroughUnit, resolve_frozen
+
+    model = training.build_model("inception_v3", 2, weights=None, input_size=75, width=4)
+    assert resolve_frozen(model, None) == 249  # Keras's guide: train the top 2 blocks (through mixed8)
+    assert resolve_frozen(model, "mixed5") == 165 == resolve_frozen(model, 165) == resolve_frozen(model, "165")
+    assert resolve_frozen(model, "all") == 311
+    assert resolve_frozen(model, "unit:0") == 0
+    assert resolve_frozen(model, ThroughUnit(9)) == resolve_frozen(model, "mixed8") == 249  # units: mixed0..mixed10
+    assert resolve_frozen(model, "unit:12") == 311  # past the last unit: all
+    vgg = small_base("vgg16")
+    # for a backbone with its top 3 units removed (it ends at block4_pool, 15 layers), without chopping it
+    assert resolve_frozen(vgg, "all", removed=3) == 15 == len(chop(vgg, removed=3).layers)
+    assert resolve_frozen(vgg, ThroughUnit(10), removed=3) == layer_index(vgg, "block4_conv3") + 1
+    assert resolve_frozen(vgg, None, removed=3) == layer_index(vgg, "block4_conv1") + 1  # all but the top two left
+    for bad, message in ((400, "out of range.*311"), ("mixed99", "no layer of that name"),
+                         ("unit:13", "unit:0..unit:11"), (-1, "out of range")):
+        with pytest.raises(ValueError, match=message) as error:
+            resolve_frozen(model, bad)
+        assert "Received: frozen=" in str(error.value)
+    # freeze and the unit boundaries go through it too
+    assert surgery.frozen_count(freeze(model, "unit:9")) == 249
+    assert surgery.freeze_points(vgg, removed=3)[-1] == 15 and surgery.freeze_points(vgg)[:2] == [0, 2]
+
+
+def test_one_resolver_for_removed_is_where_chop_and_the_probe_end(small_base):
+    from keras_transfer import probe
+
+    vgg = small_base("vgg16")
+    for removed in range(surgery.max_removed(vgg) + 1):
+        assert chop(vgg, removed=removed).layers[-1].name == vgg.layers[surgery.cut_index(vgg, removed)].name
+    assert [name for _, name in probe.cut_candidates(vgg)][:4] == ["block5_pool", "block5_conv2", "block5_conv1",
+                                                                  "block4_pool"]
+    with pytest.raises(ValueError, match="Received: removed=13"):
+        surgery.cut_index(vgg, 13)

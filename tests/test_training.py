@@ -146,16 +146,6 @@ def test_a_head_trained_before_from_the_same_start_is_reused(rng):
     assert cache.heads.hits == 1
 
 
-def test_resolve_frozen():
-    model = training.build_model("inception_v3", 2, weights=None, input_size=75, width=4)
-    assert training.resolve_frozen(model, None) == 249  # Keras's guide: train the top 2 blocks
-    assert training.resolve_frozen(model, "mixed5") == 165
-    assert training.resolve_frozen(model, "all") == 311
-    assert training.resolve_frozen(model, "17") == 17
-    with pytest.raises(ValueError, match="out of range.*311"):
-        training.resolve_frozen(model, 400)
-
-
 def test_reduced_learning_rate_instead_of_freezing(rng):
     keras.utils.set_random_seed(0)
     model = _vgg()

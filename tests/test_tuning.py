@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from helpers import free_port, wait_for_port
-from keras_transfer import data, training, tuning
+from keras_transfer import config, data, training, tuning
 
 HERE = os.path.dirname(__file__)
 
@@ -27,17 +27,20 @@ def _splits(n=24, size=32):
 
 def _hypermodel(**kw):
     recipe = training.Recipe(head_epochs=1, fine_tune_epochs=1, batch_size=8, verbose=0, patience=None)
-    return tuning.TransferHyperModel("vgg16", 2, _splits(), weights=None, input_size=32, widths=(8,),
-                                     recipe=recipe, **kw)
+    return tuning.TransferHyperModel("vgg16", 2, weights=None, input_size=32, **{"widths": (8,), "recipe": recipe, **kw})
 
 
-def test_search_space_is_declared_where_it_is_used():
-    hm = _hypermodel(removed_range=(0, 3))
+def test_the_space_is_declared_in_build_and_its_defaults_are_the_default_recipe():
+    hm = _hypermodel(removed_range=(0, 3), widths=(0, 256), dropouts=(0.2, 0.5), learning_rates=(1e-3, 1e-4))
     hp = keras_tuner.HyperParameters()
     model = hm.build(hp)
-    assert set(hp.values) == {"removed", "width", "dropout"}  # frozen and lr are declared in fit
-    assert hp.get("removed") == 0 and model.optimizer is not None
-    assert hm.max_frozen_units == 14
+    assert set(hp.values) == {"removed", "frozen_units", "width", "dropout", "learning_rate"}
+    assert model.optimizer is not None and hm.max_frozen_units == 14
+    # the default recipe as `train` runs it: a linear head, dropout 0.2, fine-tuning at 1e-4,
+    # all but the top two units frozen (VGG16: through block5_conv1 = 11 of 13)
+    assert hp.values == {"removed": 0, "frozen_units": 11, "width": 0, "dropout": 0.2, "learning_rate": 1e-4}
+    assert tuning.TransferHyperModel("vgg16", 2, weights=None, input_size=32, default_removed=2).defaults()["removed"] == 2
+    assert config.SearchSpaceConfig().widths[0] == 0  # `tune`'s default space offers that head
 
 
 def test_frozen_units_map_to_unit_boundaries():
@@ -52,8 +55,8 @@ def test_frozen_units_map_to_unit_boundaries():
 def test_bad_ranges_are_refused():
     with pytest.raises(ValueError, match="removed range 0:13 must lie in 0:12"):
         _hypermodel(removed_range=(0, 13))
-    with pytest.raises(ValueError, match="Received: kind='grid'"):
-        tuning.make_tuner(_hypermodel(), "grid")
+    with pytest.raises(ValueError, match="Received: kind='nope'"):
+        tuning.make_tuner(_hypermodel(), "nope")
     with pytest.raises(ValueError, match="a:b"):
         tuning.parse_range("one")
     with pytest.raises(ValueError, match=r"Received: frozen_range=\(0, 15\)"):
@@ -61,13 +64,13 @@ def test_bad_ranges_are_refused():
     assert _hypermodel(removed_range=(0, 3), frozen_range=(10, 14)).frozen_range == (10, 14)
 
 
-@pytest.mark.parametrize("kind", ["random", "bayesian", "hyperband"])
+@pytest.mark.parametrize("kind", ["random", "bayesian", "hyperband", "grid", "halving"])
 def test_every_trial_completes_and_results_are_written(kind, tmp_path):
     """Keras Tuner logs a failed trial and returns normally; this catches that (e.g. the
     missing-tensorboard failure of keras-tuner 1.4.8 on TF 2.21)."""
-    hm = _hypermodel(removed_range=(0, 2))
+    hm = _hypermodel(removed_range=(0, 2), frozen_range=(12, 14))
     tuner = tuning.make_tuner(hm, kind, str(tmp_path), max_trials=3, max_epochs=2)
-    tuner.search(verbose=0)
+    tuner.search(_splits(), verbose=0)
     rows = tuning.trial_rows(tuner, hm)
     assert rows and all(r["status"] == "COMPLETED" for r in rows), [r["message"] for r in rows]
     assert all(0 <= r["val_accuracy"] <= 1 and r["seconds"] > 0 for r in rows)
@@ -95,20 +98,24 @@ def test_the_same_seed_gives_the_same_trials(tmp_path):
 
 def test_trials_share_frozen_prefix_features():
     hm = _hypermodel(removed_range=(1, 1))
+    splits = _splits()
     for frozen_units in (12, 12):  # the same (removed, frozen) twice: second trial computes nothing
-        hp = keras_tuner.HyperParameters()
-        hp.Fixed("removed", 1)
-        hp.Fixed("frozen_units", frozen_units)
-        hp.Fixed("learning_rate", 1e-3)
-        hm.fit(hp, hm.build(hp))
-    assert hm.cache.misses == 4 and hm.cache.hits >= 4  # (head, fine-tune) x (train, val), in the first trial only
+        hp = tuning.fixed_hyperparameters({"removed": 1, "frozen_units": frozen_units, "learning_rate": 1e-3})
+        hm.fit(hp, hm.build(hp), splits)
+    # (train, val) features at the top, once: both stages of both trials use them (a trial builds
+    # the same seeded model, so even random weights are the same), and the head is trained once
+    assert hm.cache.misses == 2 and hm.cache.hits >= 6 and hm.cache.heads.hits == 1
 
 
-def _tune_cmd(data_dir, out, trials):
+def _tune_cmd(data_dir, out, trials, tuner="random"):
     return [sys.executable, "-m", "keras_transfer", "tune", "--data", str(data_dir), "--backbone", "vgg16",
             "--weights", "none", "--input-size", "32", "--trials", str(trials), "--epochs", "1",
             "--fine-tune-epochs", "2", "--widths", "8", "--batch-size", "4", "--removed-range", "0:3",
-            "--no-retrain", "--out", str(out)]
+            "--tuner", tuner, "--no-retrain", "--out", str(out)]
+
+
+# trials a search of --trials 4 runs: halving trains the best third (2 of 4) again at the full budget
+_TRIALS_OF_4 = {"random": 4, "grid": 4, "halving": 6}
 
 
 def _env(**extra):
@@ -134,9 +141,11 @@ def _trial_states(out):
 
 
 @pytest.mark.slow
-def test_a_search_killed_mid_trial_resumes_and_keeps_finished_trials(guitars, tmp_path):
+@pytest.mark.parametrize("tuner", ["grid", "halving"])
+def test_a_search_killed_mid_trial_resumes_and_keeps_finished_trials(guitars, tmp_path, tuner):
     out = tmp_path / "search"
-    proc = subprocess.Popen(_tune_cmd(guitars, out, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    proc = subprocess.Popen(_tune_cmd(guitars, out, 4, tuner), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=_env())
     deadline = time.time() + 300
     try:
         while time.time() < deadline:  # SIGKILL once one trial is finished and the next one is running
@@ -150,26 +159,29 @@ def test_a_search_killed_mid_trial_resumes_and_keeps_finished_trials(guitars, tm
         proc.kill()
     before = {k: v for k, v in _trial_states(out).items() if v[0] == "COMPLETED"}
     assert before, "no trial finished before the kill"
-    again = subprocess.run(_tune_cmd(guitars, out, 4), capture_output=True, text=True, timeout=400, env=_env())
+    again = subprocess.run(_tune_cmd(guitars, out, 4, tuner), capture_output=True, text=True, timeout=400, env=_env())
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert "resuming the search" in again.stdout
     after = _trial_states(out)
     for trial_id, state in before.items():
         assert after[trial_id] == state, "a finished trial must be kept as it was"
-    assert sum(s == "COMPLETED" for s, _ in after.values()) == 4
+    n = _TRIALS_OF_4[tuner]
+    assert sum(s == "COMPLETED" for s, _ in after.values()) == n
+    assert len({config for _, config in after.values()}) == n  # no configuration trained twice
     with open(out / "results.csv") as f:
-        assert len(list(csv.DictReader(f))) == 4
+        assert len(list(csv.DictReader(f))) == n
 
 
 @pytest.mark.slow
-def test_distributed_search_chief_and_two_workers_finish_by_themselves(guitars, tmp_path):
+@pytest.mark.parametrize("tuner, workers", [("grid", 1), ("halving", 2)])
+def test_distributed_search_chief_and_workers_finish_by_themselves(guitars, tmp_path, tuner, workers):
     out = tmp_path / "dist"
     port = free_port()
     procs = {}
     start = time.time()
-    for tuner_id in ("chief", "tuner0", "tuner1"):
+    for tuner_id in ["chief"] + [f"tuner{i}" for i in range(workers)]:
         env = _env(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(port))
-        procs[tuner_id] = subprocess.Popen(_tune_cmd(guitars, out, 4), stdout=subprocess.PIPE,
+        procs[tuner_id] = subprocess.Popen(_tune_cmd(guitars, out, 4, tuner), stdout=subprocess.PIPE,
                                            stderr=subprocess.STDOUT, text=True, env=env)
         if tuner_id == "chief":
             wait_for_port(port, procs["chief"])  # the workers need the chief's oracle listening
@@ -181,16 +193,17 @@ def test_distributed_search_chief_and_two_workers_finish_by_themselves(guitars, 
         for p in procs.values():
             p.kill()
     seconds = time.time() - start
-    assert {t: p.returncode for t, p in procs.items()} == {"chief": 0, "tuner0": 0, "tuner1": 0}, \
+    assert {t: p.returncode for t, p in procs.items()} == {t: 0 for t in procs}, \
         {t: o[-1500:] for t, o in outs.items()}
-    done = [sum(line.startswith("[head]") for line in outs[w].splitlines()) for w in ("tuner0", "tuner1")]
-    assert sum(done) == 4, "the workers run every trial; the chief only serves the oracle"
+    n = _TRIALS_OF_4[tuner]
+    done = [sum(line.startswith("[head]") for line in outs[w].splitlines()) for w in procs if w != "chief"]
+    assert sum(done) == n, "the workers run every trial; the chief only serves the oracle"
     assert not any(line.startswith("[head]") for line in outs["chief"].splitlines())
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4 and all(r["status"] == "COMPLETED" for r in rows)
-    assert "top trials" in outs["chief"]
-    print(f"distributed search: 4 trials in {seconds:.1f} s, trials per worker {done}")
+    assert len(rows) == n and all(r["status"] == "COMPLETED" for r in rows)
+    assert "top trials" in outs["chief"] and "linear probe on pooled" in outs["chief"]
+    print(f"distributed {tuner} search: {n} trials in {seconds:.1f} s, trials per worker {done}")
 
 
 _TRIAL_CALLS = []
@@ -206,33 +219,39 @@ class _TrialSpy(keras.callbacks.Callback):
 def test_keras_tuner_callbacks_run_in_trials_and_see_the_classifier(tmp_path):
     _TRIAL_CALLS.clear()
     tuner = tuning.make_tuner(_hypermodel(removed_range=(0, 1)), "random", directory=str(tmp_path), max_trials=2)
-    tuner.search(callbacks=[_TrialSpy()], verbose=0)
+    tuner.search(_splits(), callbacks=[_TrialSpy()], verbose=0)
     assert len(_TRIAL_CALLS) == 2 * 2  # 2 trials x (1 head + 1 fine-tuning epoch)
     assert all(shape == (None, 32, 32, 3) and has_val for _, shape, has_val in _TRIAL_CALLS)
     assert glob.glob(os.path.join(str(tmp_path), "transfer", "trial_*", "checkpoint.weights.h5"))  # its best-epoch save
 
 
-def test_successive_halving_trains_the_best_share_longer():
-    hm = _hypermodel(removed_range=(0, 2))
-    configs = [{"removed": r, "frozen_units": hm.n_units - r} for r in (0, 1, 2)]
+def test_the_halving_oracle_trains_the_best_share_longer_in_order(tmp_path):
+    hm = _hypermodel(removed_range=(0, 2), frozen_range=(14, 14), default_removed=1, dropouts=(0.2,), learning_rates=(1e-3,))
+    oracle = tuning.HalvingOracle(tuning.configurations(hm), budgets=((1, 1), (1, 2)), keep=1 / 3,
+                                  objective=keras_tuner.Objective("val_accuracy", "max"))
+    tuner = keras_tuner.Tuner(oracle=oracle, hypermodel=hm, directory=str(tmp_path), project_name="h")
     built = []
     original_build = hm.build
-    hm.build = lambda hp: built.append(hp.get("removed")) or original_build(hp)
-    rows = tuning.successive_halving(hm, configs, budgets=((1, 1), (1, 2)), keep=1 / 3, first_removed=1)
-    assert [r["rung"] for r in rows] == [0, 0, 0, 1]
+    hm.build = lambda hp: (original_build(hp), built.append(hp.get("removed")))[0]
+    tuner.search(_splits(), verbose=0)
+    rows = tuning.trial_rows(tuner, hm)
+    assert [r["rung"] for r in rows] == [0, 0, 0, 1] and all(r["status"] == "COMPLETED" for r in rows)
     assert built == [r["removed"] for r in rows]  # each trial built the configuration it reports
-    # the probe's removed first, then the shallowest frozen prefix first (here: more removed)
+    # the default recipe's (the probe's removed) first, then nearest it, shallowest frozen prefix first
     assert built[:3] == [1, 2, 0]
     first = max(rows[:3], key=lambda r: (r["val_accuracy"], -r["val_loss"]))
     assert (rows[-1]["removed"], rows[-1]["frozen_units"]) == (first["removed"], first["frozen_units"])
-    assert hm.recipe.fine_tune_epochs == 1  # the hypermodel's own recipe is given back
+    budgets = [(t.hyperparameters.values["tuner/head_epochs"], t.hyperparameters.values["tuner/fine_tune_epochs"])
+               for _, t in sorted(tuner.oracle.trials.items())]
+    assert budgets == [(1, 1)] * 3 + [(1, 2)]
+    assert tuning.write_results(rows, str(tmp_path))["rung"] == 1  # the winner comes from the full budget
 
 
 def test_tune_grid_trains_every_configuration_the_probes_removed_first(guitars, tmp_path, monkeypatch):
     from keras_transfer.cli import main
 
     # a random-weight probe recommends anything; say it recommended 2 (range 1:3, cut to 1:2 here)
-    monkeypatch.setattr(tuning, "_removed_range", lambda *args: ((1, 2), 2))
+    monkeypatch.setattr(tuning.tune, "removed_range", lambda *args: ((1, 2), 2))
     out = tmp_path / "grid"
     argv = ["tune", "--data", str(guitars), "--backbone", "vgg16", "--weights", "none", "--input-size", "32",
             "--tuner", "grid", "--epochs", "1", "--fine-tune-epochs", "1", "--widths", "8", "--dropouts", "0.0",
@@ -258,7 +277,8 @@ def test_tune_halving_trains_the_best_third_longer_and_exports_the_winner(guitar
     assert main(argv) == 0
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["status"] for r in rows] == ["STOPPED"] * 6 + ["COMPLETED"] * 2  # 6 at 1+1 epochs, the best third on
+    assert [r["status"] for r in rows] == ["COMPLETED"] * 8
+    assert [r["rung"] for r in rows] == ["0"] * 6 + ["1"] * 2  # 6 at 1+1 epochs, the best third on
     stopped = sorted(rows[:6], key=lambda r: (-float(r["val_accuracy"]), float(r["val_loss"])))
     promoted = {(r["removed"], r["frozen_units"]) for r in rows[6:]}
     assert (stopped[0]["removed"], stopped[0]["frozen_units"]) in promoted
@@ -307,3 +327,66 @@ def test_a_search_folder_resumes_only_the_same_search_and_refuses_anything_else(
     assert (out / "results.csv").read_text() == results  # nothing was overwritten
     os.remove(data_dir / "sg" / "more.png")
     assert main(argv + ["--out", str(out), "--trials", "20"]) == 0  # the same search, more trials: resumes
+
+
+def test_a_finished_search_run_again_changes_nothing_and_tensorboard_shows_its_trials(guitars, tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from keras_transfer.cli import main
+
+    out = tmp_path / "again"
+    argv = ["tune", "--data", str(guitars), "--backbone", "vgg16", "--weights", "none", "--input-size", "32",
+            "--tuner", "grid", "--trials", "2", "--epochs", "1", "--fine-tune-epochs", "1", "--widths", "0", "8",
+            "--dropouts", "0.2", "--learning-rates", "0.001", "--batch-size", "4", "--removed-range", "3:3",
+            "--frozen-range", "11:11", "--tensorboard", "--out", str(out)]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "majority class" in first and "linear probe on pooled block4_pool" in first
+    exported = {p: (out / "export" / p).read_bytes() for p in _files(out / "export")}
+    best = json.load(open(out / "best.json"))
+    assert main(argv) == 0  # the same command again: nothing to train, nothing new to export
+    second = capsys.readouterr().out
+    assert "was exported before" in second and "retraining" not in second
+    assert {p: (out / "export" / p).read_bytes() for p in _files(out / "export")} == exported
+    assert json.load(open(out / "best.json")) == best and os.listdir(out / "export") == ["1"]
+    # Keras Tuner's HParams dashboard: one session per trial, with the trial's (removed, frozen_units, width)
+    sessions = []
+    for trial in sorted(os.listdir(out / "tensorboard")):
+        events = EventAccumulator(str(out / "tensorboard" / trial / "execution0"))
+        events.Reload()
+        for content in events.PluginTagToContent("hparams").values():
+            data = plugin_data_pb2.HParamsPluginData.FromString(content)
+            if data.HasField("session_start_info"):
+                sessions.append({k: v.number_value for k, v in data.session_start_info.hparams.items()})
+    assert sorted(s["width"] for s in sessions) == [0, 8] and all(s["removed"] == 3 for s in sessions)
+    assert (out / "tensorboard" / sorted(os.listdir(out / "tensorboard"))[0] / "execution0" / "validation").is_dir()
+
+
+def _files(root):
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+
+
+def test_a_search_below_its_floor_says_so(tmp_path, capsys):
+    """Trials that cannot learn (fine-tuning at rate 0, no head stage) on classes a logistic
+    regression separates perfectly: tune prints the floor beside them and warns."""
+    from PIL import Image
+
+    from keras_transfer.cli import main
+
+    for c, level in enumerate((20, 120, 230)):
+        os.makedirs(tmp_path / "d" / f"c{c}")
+        for i in range(8):
+            Image.new("RGB", (32, 32), (level + i, level, 255 - level)).save(tmp_path / "d" / f"c{c}" / f"{i}.png")
+    out = tmp_path / "below"
+    argv = ["tune", "--data", str(tmp_path / "d"), "--backbone", "vgg16", "--weights", "none", "--input-size", "32",
+            "--tuner", "grid", "--trials", "1", "--epochs", "0", "--fine-tune-epochs", "1", "--widths", "8",
+            "--dropouts", "0.0", "--learning-rates", "0", "--batch-size", "4", "--removed-range", "3:3",
+            "--frozen-range", "11:11", "--no-retrain", "--out", str(out)]
+    assert main(argv) == 0
+    shown = capsys.readouterr()
+    best = json.load(open(out / "best.json"))
+    assert best["floor"]["linear_probe"]["val_accuracy"] == 1.0 and best["best"]["val_accuracy"] < 1.0
+    assert best["floor"]["below"] is True
+    assert "WARNING: the best trial is below the linear-probe floor" in shown.out
+    assert "is below the linear-probe floor (val 1.000" in shown.out + shown.err

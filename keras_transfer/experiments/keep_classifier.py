@@ -21,7 +21,7 @@ import keras
 
 from keras_transfer import data, heads, plots, precision, recipes, training
 from keras_transfer.backbones import build_base, get_backbone
-from keras_transfer.surgery import backbone_of, units
+from keras_transfer.surgery import ThroughUnit, units
 from keras_transfer.experiments import classsplits, smallnet
 from keras_transfer.experiments.results import Results, spread
 
@@ -82,12 +82,8 @@ def _pretrained_cell(config, splits, head: str, frozen: int, seed: int) -> float
     model = training.build_model(config.backbone, splits.num_classes, weights=config.weights,
                                  input_size=_input_size(config), head="keep_classifier" if kept else "gap_dense",
                                  include_top=kept, width=config.head_width if kept else 0)
-    names = units(backbone_of(model))
-    if frozen > len(names):
-        raise ValueError(f"{config.backbone} has {len(names)} units; choose frozen values in 0..{len(names)}. "
-                         f"Received: frozen={frozen}")
     recipe = recipes.recipe(head_epochs=config.epochs, fine_tune_epochs=config.epochs, seed=seed, verbose=0,
-                            frozen=names[frozen - 1] if frozen else 0)
+                            frozen=ThroughUnit(frozen))  # resolved (and range-checked) by surgery.resolve_frozen
     training.fine_tune(model, splits, recipe)
     return training.evaluate(model, splits.test)["accuracy"]
 

@@ -16,7 +16,7 @@ through Keras's ``fit``.
 module         one job
 =============  ===========================================================================
 model          ``build_model``; how many backbone layers are frozen (``resolve_frozen``)
-cache          the frozen-prefix ``FeatureCache`` (+ ``HeadMemo``), ``split_model``, ``batched_call``
+cache          the frozen-prefix ``FeatureCache`` (+ ``HeadMemo``), ``split_model``
 callbacks      ``SeesClassifier`` (callbacks see the classifier)
 stage          ``train_stage``: one stage (head or fine-tune) on arrays or cached features
 two_stage      ``fine_tune``: the stages in order, resumable, keeping the better stage
@@ -26,7 +26,8 @@ evaluate       ``predict_classes``, ``evaluate``, ``test_scores``, ``weights_fin
 
 from keras_transfer.recipes import Recipe, ScaledSGD  # noqa: F401 - part of this package's API
 from keras_transfer.training.cache import (  # noqa: F401
-    MIN_SAVED_FRACTION, FeatureCache, HeadMemo, _compiled_calls, batched_call, prefix_model, saved_fraction, split_model)
+    MIN_SAVED_FRACTION, FeatureCache, HeadMemo, prefix_model, saved_fraction, split_model)
+from keras_transfer.inference import _compiled_calls, batched_call  # noqa: F401
 from keras_transfer.training.callbacks import SeesClassifier  # noqa: F401
 from keras_transfer.training.evaluate import evaluate, predict_classes, test_scores, weights_fingerprint  # noqa: F401
 from keras_transfer.training.model import build_model, default_frozen, resolve_frozen  # noqa: F401

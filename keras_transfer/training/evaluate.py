@@ -9,7 +9,8 @@ import numpy as np
 
 from keras_transfer import data as data_lib
 from keras_transfer import heads
-from keras_transfer.training.cache import _fingerprint, batched_call
+from keras_transfer.inference import batched_call
+from keras_transfer.training.cache import _fingerprint
 
 logger = logging.getLogger("keras_transfer.training")
 

@@ -16,7 +16,9 @@ from keras_transfer import distribute, heads, recipes
 from keras_transfer.internals import fit_under_multi_worker
 from keras_transfer.recipes import Recipe
 from keras_transfer.surgery import backbone_of, freeze
-from keras_transfer.training.cache import FeatureCache, _fingerprint, batched_call, prefix_model, split_model
+from keras_transfer.inference import batched_call
+from keras_transfer.linear import fit_linear
+from keras_transfer.training.cache import FeatureCache, _fingerprint, prefix_model, split_model
 from keras_transfer.training.callbacks import SeesClassifier
 
 logger = logging.getLogger("keras_transfer.training")
@@ -110,8 +112,6 @@ def init_head(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, base_
         base_val, y_val = _features(prefix, splits.val, recipe.batch_size)
     else:
         y_val = splits.val.labels
-    from keras_transfer.probe import fit_linear
-
     x_val = heads.pooled_features(model, base_val) if base_val is not None and len(y_val) else None
     fitted = fit_linear(heads.pooled_features(model, base_train), y_train, len(splits.class_names),
                         x_val, y_val if x_val is not None else None, seed=recipe.seed)
@@ -139,8 +139,9 @@ def _callbacks(model, fit_model, recipe, stage, run_dir, resume, has_val, extra)
             keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup", stage), double_checkpoint=True),
             keras.callbacks.CSVLogger(os.path.join(run_dir, f"{stage}.csv"), append=resume),
         ]
-        if recipe.tensorboard:
-            cbs.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard", stage)))
+        if recipe.tensorboard is not None:
+            cbs.append(keras.callbacks.TensorBoard(os.path.join(recipe.tensorboard or os.path.join(run_dir, "tensorboard"),
+                                                                stage)))
     extra = list(extra or [])
     if extra and fit_model is not model:
         extra = [SeesClassifier(extra, model)]  # the caller's callbacks see the classifier, not the suffix
@@ -198,7 +199,7 @@ def train_stage(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, sta
 
 # Recipe fields only the fine-tuning stage reads: they do not change what the head stage produces
 _FINE_TUNE_ONLY = dict(fine_tune_epochs=0, frozen=None, fine_tune_optimizer="", fine_tune_learning_rate=0.0,
-                       backbone_lr_scale=0.0, keep_best=False, transferred_lr_scale=None, verbose=0, tensorboard=False)
+                       backbone_lr_scale=0.0, keep_best=False, transferred_lr_scale=None, verbose=0, tensorboard=None)
 
 
 def _architecture(model: keras.Model) -> list:

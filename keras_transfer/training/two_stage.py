@@ -13,9 +13,8 @@ from keras_transfer import data as data_lib
 from keras_transfer import heads
 from keras_transfer.files import atomic_path, read_json, write_json
 from keras_transfer.recipes import Recipe
-from keras_transfer.surgery import backbone_of
+from keras_transfer.surgery import resolve_frozen
 from keras_transfer.training.cache import FeatureCache
-from keras_transfer.training.model import resolve_frozen
 from keras_transfer.training.stage import train_stage, warm_cache
 
 logger = logging.getLogger("keras_transfer.training")
@@ -96,7 +95,7 @@ def _keep_best(model, stage: str, history: dict, recipe: Recipe, state: _StageSt
 
 def stages(model: keras.Model, recipe: Recipe) -> list[tuple[str, int, int]]:
     """``[(stage, epochs, k frozen backbone layers)]``: the head on a frozen backbone, then fine-tuning."""
-    return [("head", recipe.head_epochs, len(backbone_of(model).layers)),
+    return [("head", recipe.head_epochs, resolve_frozen(model, "all")),
             ("fine_tune", recipe.fine_tune_epochs, resolve_frozen(model, recipe.frozen))]
 
 

@@ -1,0 +1,114 @@
+"""Linear probes: a standardised logistic regression on features, as a softmax layer.
+
+:func:`fit_linear` is both the quality floor (``benchmarks/bench_quality.py``, ``tune``'s floor)
+and the default recipe's head initialisation (LP-FT: Kumar et al. 2022, "Fine-Tuning can
+Distort Pretrained Features"): the head starts where a converged linear probe ends, so
+fine-tuning starts from the floor instead of from a few noisy steps. A ground-floor module:
+it imports nothing of the package, so the probe and training can both use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+C_GRID = (0.01, 0.1, 1.0, 10.0)
+
+
+@dataclasses.dataclass
+class LinearProbe:
+    """``softmax(x @ kernel + bias)`` on standardised features; ``C`` the inverse L2 strength chosen."""
+
+    kernel: np.ndarray  # (d, K)
+    bias: np.ndarray  # (K,)
+    C: float
+    val_accuracy: float | None
+
+
+def _as_softmax(clf, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's coefficients as a K-way softmax layer (binary: logits [0, w.x + b])."""
+    coef, intercept = clf.coef_, clf.intercept_
+    kernel = np.zeros((coef.shape[1], num_classes), "float32")
+    bias = np.zeros(num_classes, "float32")
+    classes = list(clf.classes_)
+    if coef.shape[0] == 1:  # binary: one row for classes_[1]
+        kernel[:, classes[1]], bias[classes[1]] = coef[0], intercept[0]
+    else:
+        for row, c in enumerate(classes):
+            kernel[:, c], bias[c] = coef[row], intercept[row]
+    return kernel, bias
+
+
+def fit_linear(x_train: np.ndarray, y_train: np.ndarray, num_classes: int, x_val: np.ndarray | None = None,
+               y_val: np.ndarray | None = None, grid=C_GRID, seed: int = 0) -> LinearProbe:
+    """Multinomial logistic regression on already-standardised features, C chosen by val log-loss.
+
+    Without validation images the middle of the grid (C=0.1... 1) is used as is.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    has_val = x_val is not None and len(x_val) > 0
+    candidates = grid if has_val else (1.0,)
+    best = None
+    for c in candidates:
+        clf = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(x_train, y_train)
+        if not has_val:
+            best = (0.0, clf, None)
+            break
+        proba = np.zeros((len(x_val), num_classes))
+        proba[:, clf.classes_] = clf.predict_proba(x_val)
+        proba = np.clip(proba, 1e-7, 1)
+        score = log_loss(y_val, proba / proba.sum(axis=1, keepdims=True), labels=list(range(num_classes)))
+        acc = float(np.mean(proba.argmax(1) == y_val))
+        if best is None or score < best[0]:
+            best = (score, clf, acc)
+    _, clf, val_accuracy = best
+    kernel, bias = _as_softmax(clf, num_classes)
+    logger.info("linear probe: C=%g, val accuracy %s", clf.C, "n/a" if val_accuracy is None else f"{val_accuracy:.3f}")
+    return LinearProbe(kernel, bias, float(clf.C), val_accuracy)
+
+
+def cv_linear_probe(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0, C: float = 0.1) -> float:
+    """Mean accuracy of a standardised logistic regression over stratified ``folds``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    folds = max(2, min(folds, int(np.bincount(labels).min())))
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+    return float(cross_val_score(clf, features, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed)).mean())
+
+
+FLOOR_C = (0.01, 0.1, 1.0)
+
+
+def floor(train: tuple, val: tuple, test: tuple | None = None, seed: int = 0) -> dict:
+    """The quality floor every recipe and search must reach: a standardised logistic regression
+    on ``train = (features, labels)``, C chosen by accuracy on ``val`` (ties: the stronger
+    regularisation); ``{"C", "val_accuracy", "test_accuracy"}`` (test: None without test data)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train[0])
+    best = None
+    for c in FLOOR_C:
+        clf = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(scaler.transform(train[0]), train[1])
+        score = float(clf.score(scaler.transform(val[0]), val[1])) if len(val[1]) else 0.0
+        if best is None or score > best[0]:
+            best = (score, clf)
+    score, clf = best
+    tested = float(clf.score(scaler.transform(test[0]), test[1])) if test is not None and len(test[1]) else None
+    return {"C": float(clf.C), "val_accuracy": score if len(val[1]) else None, "test_accuracy": tested}
+
+
+def majority(train_labels: np.ndarray, labels: np.ndarray) -> float | None:
+    """Accuracy of always answering the training set's most common class (None: no labels)."""
+    if not len(labels):
+        return None
+    return float(np.mean(np.asarray(labels) == np.bincount(np.asarray(train_labels)).argmax()))

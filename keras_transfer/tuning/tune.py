@@ -1,0 +1,214 @@
+"""The ``tune`` command: run (or resume, or join) a search, judge it against its floor, export the winner."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import keras
+import keras_tuner
+import numpy as np
+
+from keras_transfer import data as data_lib
+from keras_transfer import folders, linear, probe, training
+from keras_transfer.config import SearchConfig
+from keras_transfer.files import read_json, write_json
+from keras_transfer.internals import tuner_is_worker
+from keras_transfer.tuning.folder import check_search_dir, start_search_dir
+from keras_transfer.tuning.hypermodel import TransferHyperModel
+from keras_transfer.tuning.oracles import GridOracle, HalvingOracle, configurations, default_first
+from keras_transfer.tuning.results import format_top, trial_rows, write_results
+
+logger = logging.getLogger("keras_transfer.tuning")
+
+KINDS = ("random", "bayesian", "hyperband", "grid", "halving")
+
+
+def make_tuner(hypermodel: TransferHyperModel, kind: str = "random", directory: str = "search",
+               project_name: str = "transfer", max_trials: int = 12, objective: str = "val_accuracy",
+               overwrite: bool = False, seed: int = 0, max_epochs: int = 6, budgets=None) -> keras_tuner.Tuner:
+    """A Keras Tuner tuner over ``hypermodel``; resumes an existing ``directory/project_name``.
+
+    ``kind``: Keras Tuner's ``random`` and ``bayesian`` (their first trial: the default recipe),
+    ``hyperband``, or this package's ``grid`` and ``halving`` oracles (:mod:`.oracles`; at most
+    ``max_trials`` configurations; halving's ``budgets`` default to 1+1 epochs, then the recipe's).
+    The same ``seed`` gives the same trials. (Keras Tuner reads a seed of 0 as "none" and draws
+    a random one, ``seed or random.randint(...)``, so the oracle gets ``seed + 1``.)
+    """
+    goal = keras_tuner.Objective(objective, "max" if "acc" in objective else "min")
+    where = dict(directory=directory, project_name=project_name, overwrite=overwrite)
+    if kind == "hyperband":  # its tuner continues trials from their checkpoints: keep Keras Tuner's own
+        return keras_tuner.Hyperband(hypermodel, max_epochs=max_epochs, factor=3, objective=goal, seed=seed + 1, **where)
+    if kind == "random":
+        oracle = default_first(keras_tuner.oracles.RandomSearchOracle)(objective=goal, max_trials=max_trials,
+                                                                       seed=seed + 1)
+    elif kind == "bayesian":
+        oracle = default_first(keras_tuner.oracles.BayesianOptimizationOracle)(objective=goal, max_trials=max_trials,
+                                                                               seed=seed + 1)
+    elif kind in ("grid", "halving"):
+        configs = configurations(hypermodel, max_trials, seed)
+        if kind == "grid":
+            oracle = GridOracle(configs, objective=goal, seed=seed + 1)
+        else:
+            recipe = hypermodel.recipe
+            oracle = HalvingOracle(configs, budgets or ((1, 1), (recipe.head_epochs, recipe.fine_tune_epochs)),
+                                   objective=goal, seed=seed + 1)
+    else:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}. Received: kind={kind!r}")
+    return keras_tuner.Tuner(oracle=oracle, hypermodel=hypermodel, **where)
+
+
+def search(config: SearchConfig, out_dir: str, verbose: int = 1) -> dict:
+    """Run (or resume, or join as a distributed worker) a search; on the chief write
+    ``results.csv``, ``heatmap.png``, ``best.json`` (with the floor) and retrain + export the best
+    trial. Models compute in ``config.distribute.precision`` (the global policy is restored after)."""
+    from keras_transfer import precision
+
+    with precision.using(config.distribute.precision):
+        if tuner_is_worker():  # a distributed worker: the chief's oracle owns the folder
+            return _search_in(config, out_dir, verbose, resuming=True)
+        with folders.locked(out_dir, "keras-transfer tune"):
+            return _search_in(config, out_dir, verbose, check_search_dir(out_dir, config))
+
+
+def removed_range(config: SearchConfig, splits, out_dir: str | None):
+    """``(removed range, the probe's recommendation or None)``: ``config.search.removed_range``, or
+    with ``"auto"`` the probe's recommendation +-1 unit (written to ``out_dir`` if given)."""
+    if config.search.removed_range != "auto":
+        return config.search.removed_range, None
+    result = probe.recommend_for(config.model.backbone, config.model.weights, splits, config.data.seed,
+                                 config.recipe.batch_size)
+    if out_dir:
+        probe.write(result, out_dir)
+    best, top = result["recommended_removed"], len(result["cuts"]) - 1
+    logger.info("removed range auto: the probe recommends %d; searching %d:%d", best, max(0, best - 1), min(top, best + 1))
+    return (max(0, best - 1), min(top, best + 1)), best
+
+
+def _search_in(config: SearchConfig, out_dir: str, verbose: int, resuming: bool) -> dict:
+    from keras_transfer import distribute
+
+    strategy = distribute.strategy_for(config.distribute.strategy, config.distribute.devices)
+    splits = config.data.load(config.model.backbone, progress=verbose > 0)
+    logger.info(splits.summary())
+    chief = not tuner_is_worker()
+    if chief:
+        start_search_dir(out_dir, config, splits, resuming)
+        os.makedirs(out_dir, exist_ok=True)
+        data_lib.write_skipped_report(splits.skipped, os.path.join(out_dir, "skipped.csv"))
+        for s in splits.skipped:
+            logger.warning(f"  skipped {s.path}: {s.reason}")
+    recipe = dataclasses.replace(config.recipe.make(config.data.seed), verbose=0)
+    removed, recommended = removed_range(config, splits, out_dir if chief else None)
+    hypermodel = TransferHyperModel(config.model.backbone, splits.num_classes, weights=config.model.weights,
+                                    input_size=splits.image_size[0], removed_range=removed,
+                                    frozen_range=config.search.frozen_range, widths=config.search.widths,
+                                    dropouts=config.search.dropouts, learning_rates=config.search.learning_rates,
+                                    head_kinds=config.search.head_kinds, recipe=recipe, strategy=strategy,
+                                    default_removed=recommended)
+    tuner = make_tuner(hypermodel, config.search.tuner, directory=out_dir, project_name="trials",
+                       max_trials=config.search.trials, seed=config.data.seed,
+                       max_epochs=config.recipe.epochs + config.recipe.fine_tune_epochs)
+    if chief and len(tuner.oracle.trials):
+        logger.info(f"resuming the search in {out_dir}: {len(tuner.oracle.trials)} trial(s) kept")
+    tuner.search(splits, verbose=verbose, callbacks=_tensorboard(config, out_dir))
+    if not chief:
+        logger.info(f"tuner {os.environ.get('KERASTUNER_TUNER_ID', '')}: no trials left, done")
+        return {}
+    summary = _summarise(trial_rows(tuner, hypermodel), hypermodel, out_dir)
+    summary["floor"] = judge(summary["best"], search_floor(hypermodel, splits, recipe.batch_size))
+    if config.search.retrain_best:
+        best_hp = tuner.oracle.get_trial(summary["best"]["trial_id"]).hyperparameters
+        summary.update(_export_best(best_hp, hypermodel, summary["best"], splits, config, out_dir, verbose))
+    write_json(os.path.join(out_dir, "best.json"), summary)
+    return summary
+
+
+def _tensorboard(config: SearchConfig, out_dir: str) -> list:
+    """Keras Tuner gives a TensorBoard callback a folder per trial and writes the HParams dashboard."""
+    if config.recipe.tensorboard is None:
+        return []
+    return [keras.callbacks.TensorBoard(config.recipe.tensorboard or os.path.join(out_dir, "tensorboard"))]
+
+
+def _summarise(rows: list[dict], hypermodel: TransferHyperModel, out_dir: str) -> dict:
+    """Write results.csv/heatmap.png, log failures and the top trials; the search's summary."""
+    best = write_results(rows, out_dir)
+    failed = [r for r in rows if r["status"] == "FAILED"]
+    for r in failed:
+        logger.warning(f"trial {r['trial_id']} FAILED: {r['message']}")
+    if not best:
+        raise RuntimeError(f"all {len(rows)} trial(s) failed; see the messages above and {out_dir}/results.csv")
+    logger.info(f"{sum(r['status'] == 'COMPLETED' for r in rows)} completed, {len(failed)} failed; top trials:")
+    logger.info(format_top(rows))
+    logger.info(f"feature cache in this process: {hypermodel.cache.hits} hits, {hypermodel.cache.misses} misses")
+    return {"best": best, "trials": len(rows), "failed": len(failed)}
+
+
+# ---- the floor ------------------------------------------------------------------------------
+
+def search_floor(hypermodel: TransferHyperModel, splits, batch_size: int = 32) -> dict:
+    """What the search must beat, on its own images: the majority class, and the linear probe
+    (:func:`keras_transfer.linear.floor`) on the pooled features at each cut of the searched
+    removed range, fitted on the train split; the cut whose probe scores best on validation."""
+    from keras_transfer.backbones import build_base
+
+    keras.utils.set_random_seed(hypermodel.recipe.seed)  # weights=None: the same random backbone every run
+    base = build_base(hypermodel.backbone, weights=hypermodel.weights, input_shape=(*splits.image_size, 3))
+    cuts = [(r, name) for r, name in probe.cut_candidates(base)
+            if hypermodel.removed_range[0] <= r <= hypermodel.removed_range[1]]
+    parts = [splits.train, splits.val, splits.test]
+    pooled = [probe.pooled_features_at(base, [name for _, name in cuts], part.images, batch_size) for part in parts]
+    best = None
+    for i, (removed, name) in enumerate(cuts):
+        fitted = linear.floor(*[(pooled[p][i], parts[p].labels) for p in range(3)])
+        if best is None or (fitted["val_accuracy"] or 0) > (best["val_accuracy"] or 0):
+            best = {**fitted, "removed": removed, "layer": name}
+    return {"majority_val": linear.majority(splits.train.labels, splits.val.labels),
+            "majority_test": linear.majority(splits.train.labels, splits.test.labels), "linear_probe": best}
+
+
+def judge(best: dict, floor: dict) -> dict:
+    """``floor`` with ``below``: whether the best trial's validation accuracy is under the linear
+    probe's (the search found nothing a logistic regression on its features does not); warns."""
+    lp = floor["linear_probe"]
+    logger.info(f"floor: majority class val {_fmt(floor['majority_val'])}; linear probe (logistic regression on pooled "
+                f"{lp['layer']} features) val {_fmt(lp['val_accuracy'])}, test {_fmt(lp['test_accuracy'])}")
+    below = lp["val_accuracy"] is not None and best["val_accuracy"] < lp["val_accuracy"] - 1e-9
+    if below:
+        logger.warning(f"the best trial ({best['trial_id']}: val accuracy {best['val_accuracy']:.3f}) is below the "
+                       f"linear-probe floor (val {lp['val_accuracy']:.3f}: logistic regression on pooled {lp['layer']} "
+                       f"features). Widen the search (include --widths 0, the default recipe's linear head) or "
+                       f"train longer (--epochs, --fine-tune-epochs).")
+    return {**floor, "below": bool(below)}
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+# ---- the winner -----------------------------------------------------------------------------
+
+def _export_best(hp, hypermodel: TransferHyperModel, best: dict, splits, config: SearchConfig, out_dir: str,
+                 verbose: int) -> dict:
+    """Retrain the best trial (its hyperparameters ``hp``) on the train split, test it, export it,
+    unless this folder already exported this trial: a rerun of a finished search changes nothing."""
+    from keras_transfer import export
+    from keras_transfer.precision import as_float32
+
+    before = read_json(os.path.join(out_dir, "best.json"), {}) or {}
+    if before.get("export") and os.path.isdir(before["export"]) and before.get("best", {}).get("trial_id") == best["trial_id"]:
+        logger.info(f"the best trial ({best['trial_id']}) was exported before: {before['export']} (kept)")
+        return {"test_accuracy": before.get("test_accuracy"), "export": before["export"]}
+    logger.info(f"retraining the best trial ({best['trial_id']}) on the train split; testing on the test split")
+    model = hypermodel.build(hp)
+    final = dataclasses.replace(hypermodel.trial_recipe(hp), verbose=verbose)
+    training.fine_tune(model, splits, final, strategy=hypermodel.strategy, cache=hypermodel.cache)
+    served = as_float32(model)  # the export computes in float32: test what is served
+    metrics = training.test_scores(served, splits)
+    path = export.export(served, os.path.join(out_dir, "export"), splits.class_names,
+                         {"backbone": config.model.backbone, "best_trial": best})
+    tested = "no test images" if metrics["accuracy"] is None else f"test accuracy {metrics['accuracy']:.3f}"
+    logger.info(f"best model: {tested}; exported to {path}")
+    return {"test_accuracy": metrics["accuracy"], "export": path}
