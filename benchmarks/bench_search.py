@@ -62,12 +62,12 @@ class Measured(tuning.TransferHyperModel):
 def run(mode, splits, args, out):
     recipe = training.Recipe(head_epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, batch_size=32,
                              cache_features=mode != "plain", seed=0, verbose=0, patience=None)
-    hm = Measured("vgg16", splits.num_classes, splits, weights="hed", input_size=args.size, removed_range=(0, 3),
+    hm = Measured("vgg16", splits.num_classes, weights="hed", input_size=args.size, removed_range=(0, 3),
                   recipe=recipe, share=mode == "shared")
     tuner = tuning.make_tuner(hm, "random", out, project_name=mode, max_trials=args.trials, seed=args.seed,
                               overwrite=True)
     start = time.perf_counter()
-    tuner.search(verbose=0)
+    tuner.search(splits, verbose=0)
     seconds = time.perf_counter() - start
     rows = tuning.trial_rows(tuner, hm)
     assert all(r["status"] == "COMPLETED" for r in rows), [r["message"] for r in rows]

@@ -12,8 +12,9 @@ sweep (run once, kept in ``benchmarks/results/search_sweep_*.json`` per setting;
 - **package**, two ways, each with the per-cut probe pruning ``removed`` to its recommendation
   +-1 and running the recommended value first, on one shared feature cache (deeper cuts extended
   from shallower ones, heads trained once per removed value), in ``--precision``:
-  ``grid`` (``tune --tuner grid``: every configuration at the full 2+3 epochs) and ``halving``
-  (``tune --tuner halving``: every configuration for 1+1 epochs, the best third at 2+3).
+  ``grid`` (``tune --tuner grid``'s Oracle and order: the default recipe's configuration first, every
+  configuration at the full 2+3 epochs) and ``halving`` (``tune --tuner halving``'s Oracle: every
+  configuration for 1+1 epochs, the best third at 2+3), each a Keras Tuner search.
   Measured live: the wall time (probe included) until it has trained, at full budget, a
   configuration that the sweep scores within ``--tolerance`` of the best.
 
@@ -22,7 +23,10 @@ sweep (run once, kept in ``benchmarks/results/search_sweep_*.json`` per setting;
 import argparse
 import json
 import os
+import tempfile
 import time
+
+import keras_tuner
 
 import numpy as np
 
@@ -38,12 +42,14 @@ def sweep_path() -> str:
     return os.path.join(HERE, "results", f"search_sweep_{SETTINGS['per_class']}pc_removed{SETTINGS['removed'][-1]}.json")
 
 
-def hypermodel(splits, cache_features: bool):
+def hypermodel(splits, cache_features: bool, removed_range=None, default_removed=None):
     recipe = recipes.recipe(head_epochs=SETTINGS["epochs"][0], fine_tune_epochs=SETTINGS["epochs"][1], patience=None,
                             cache_features=cache_features, seed=SETTINGS["seed"], verbose=0)
-    return tuning.TransferHyperModel("vgg16", splits.num_classes, splits, weights="hed", input_size=SETTINGS["size"],
-                                     removed_range=(0, SETTINGS["removed"][-1]), frozen_range=(0, 14), widths=(0,), dropouts=(0.2,),
-                                     learning_rates=(recipe.fine_tune_learning_rate,), recipe=recipe)
+    removed_range = removed_range or (0, SETTINGS["removed"][-1])
+    return tuning.TransferHyperModel("vgg16", splits.num_classes, weights="hed", input_size=SETTINGS["size"],
+                                     removed_range=removed_range, frozen_range=(0, 14 - removed_range[0]),
+                                     widths=(0,), dropouts=(0.2,), learning_rates=(recipe.fine_tune_learning_rate,),
+                                     recipe=recipe, default_removed=default_removed)
 
 
 def configs(hm, removed_values):
@@ -66,7 +72,7 @@ def sweep(splits) -> dict:
             hm.cache = training.FeatureCache()
             start = time.perf_counter()
             hp = tuning.fixed_hyperparameters(config)
-            metrics = hm.fit(hp, hm.build(hp))
+            metrics = hm.fit(hp, hm.build(hp), splits)
             rows[key(config)] = {**metrics, "seconds": time.perf_counter() - start}  # build included
             print(f"sweep {key(config):>6}: val accuracy {metrics['val_accuracy']:.3f}  {rows[key(config)]['seconds']:5.1f} s",
                   flush=True)
@@ -98,15 +104,32 @@ def package_search(splits, trials: dict, target: float, dtype: str, kind: str):
         best = min(max(probe.recommend(scores).removed, SETTINGS["removed"][0]), SETTINGS["removed"][-1])
         removed_values = [r for r in SETTINGS["removed"] if abs(r - best) <= 1]
         probe_s = time.perf_counter() - start
-        hm = hypermodel(splits, cache_features=True)
-        budgets = ((1, 1), tuple(SETTINGS["epochs"])) if kind == "halving" else (tuple(SETTINGS["epochs"]),)
-        final_rung = len(budgets) - 1
+        hm = hypermodel(splits, cache_features=True, removed_range=(min(removed_values), max(removed_values)),
+                        default_removed=best)
+        wanted = {(c["removed"], hm.frozen_layers(c["removed"], c["frozen_units"])): key(c)
+                  for c in configs(hm, removed_values)}
+        # the package's own order (tune --tuner grid|halving), on the bench's configurations
+        ordered = [c for c in tuning.configurations(hm) if (c["removed"], hm.frozen_layers(c["removed"], c["frozen_units"])) in wanted]
+        goal = keras_tuner.Objective("val_accuracy", "max")
+        oracle = (tuning.HalvingOracle(ordered, budgets=((1, 1), tuple(SETTINGS["epochs"])), objective=goal)
+                  if kind == "halving" else tuning.GridOracle(ordered, objective=goal))
+        final_rung = 1 if kind == "halving" else 0
+        fit = hm.fit
 
-        def on_trial(row):
-            marks.append((time.perf_counter() - start, row))
+        def timed_fit(hp, model, *args, **kwargs):
+            result = fit(hp, model, *args, **kwargs)
+            v = hp.values
+            marks.append((time.perf_counter() - start, {"removed": v["removed"], "frozen_units": v["frozen_units"],
+                                                         "rung": v.get(tuning.hypermodel.RUNG, 0), **result}))
+            return result
 
-        tuning.successive_halving(hm, configs(hm, removed_values), budgets=budgets, on_trial=on_trial, first_removed=best)
+        hm.fit = timed_fit
+        with tempfile.TemporaryDirectory() as tmp:
+            tuner = keras_tuner.Tuner(oracle=oracle, hypermodel=hm, directory=tmp, project_name=kind)
+            tuner.search(splits, verbose=0)
     total = time.perf_counter() - start
+    for _, row in marks:  # the sweep's name of a configuration (same frozen layer count)
+        row["frozen_units"] = int(wanted[(row["removed"], hm.frozen_layers(row["removed"], row["frozen_units"]))].split("/")[1])
     reached = next((t for t, row in marks if row["rung"] == final_rung and trials[key(row)]["val_accuracy"] >= target), None)
     return {"probe_removed": best, "removed_values": removed_values, "probe_seconds": probe_s, "total": total,
             "time_to_target": reached, "trials": [(round(t, 1), key(r), r["rung"], r["val_accuracy"]) for t, r in marks]}

@@ -116,6 +116,16 @@ def recommend(rows: list[CutScore]) -> CutScore:
     return max(rows, key=lambda r: (round(r.probe_accuracy, 3), r.logme, -r.removed))
 
 
+def follows(best: CutScore, by_logme: CutScore) -> str:
+    """What the recommendation follows, and why, when LogME would cut elsewhere."""
+    if best.removed == by_logme.removed:
+        return "the linear probe and LogME agree"
+    return (f"LogME prefers removed {by_logme.removed} ({by_logme.layer}); the recommendation follows the linear "
+            f"probe: the default head is that linear classifier, so its cross-validated accuracy is what the head "
+            f"stage starts from, while LogME's evidence (a regression to one-hot labels) also rewards fewer feature "
+            f"dimensions and, over bench_probe.py's four datasets, ranked cuts worse (benchmarks/RESULTS)")
+
+
 def probe_cuts(base, images: np.ndarray, labels: np.ndarray, class_names, out_dir: str | None = None,
                sample: int = 1000, seed: int = 0, batch_size: int = 32) -> dict:
     """Score every cut of ``base`` on (a stratified sample of at most ``sample``) images; with
@@ -129,8 +139,10 @@ def probe_cuts(base, images: np.ndarray, labels: np.ndarray, class_names, out_di
         logger.info("probing on a stratified sample of %d of the %d images", len(index), len(labels))
     rows = score_cuts(base, images[index], labels[index], batch_size, seed)
     best = recommend(rows)
+    by_logme = max(rows, key=lambda r: (r.logme, -r.removed))
     result = {"backbone": base.name, "input_size": list(base.input_shape[1:3]), "images": int(len(index)),
               "sampled_from": int(len(labels)), "recommended_removed": best.removed, "recommended_layer": best.layer,
+              "logme_recommended_removed": by_logme.removed, "follows": follows(best, by_logme),
               "cuts": [dataclasses.asdict(r) for r in rows]}
     if out_dir:
         write(result, out_dir)
@@ -170,4 +182,6 @@ def format_rows(result: dict) -> str:
     for r in result["cuts"]:
         mark = "  <- recommended" if r["removed"] == result["recommended_removed"] else ""
         lines.append(f"{r['removed']:>7}  {r['layer']:<16} {r['logme']:>9.4f} {r['probe_accuracy']:>9.3f}{mark}")
+    if result.get("follows"):
+        lines.append(result["follows"])
     return "\n".join(lines)

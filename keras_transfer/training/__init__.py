@@ -18,7 +18,7 @@ module         one job
 model          ``build_model``; how many backbone layers are frozen (``resolve_frozen``)
 cache          the frozen-prefix ``FeatureCache`` (+ ``HeadMemo``), ``split_model``
 callbacks      ``SeesClassifier`` (callbacks see the classifier)
-stage          ``train_stage``: one stage (head or fine-tune) on arrays or cached features
+stage          ``plan_stage`` then ``fit_stage`` (``train_stage`` = both): one stage on images or cached features
 two_stage      ``fine_tune``: the stages in order, resumable, keeping the better stage
 evaluate       ``predict_classes``, ``evaluate``, ``test_scores``, ``weights_fingerprint``
 =============  ===========================================================================
@@ -31,5 +31,6 @@ from keras_transfer.inference import _compiled_calls, batched_call  # noqa: F401
 from keras_transfer.training.callbacks import SeesClassifier  # noqa: F401
 from keras_transfer.training.evaluate import evaluate, predict_classes, test_scores, weights_fingerprint  # noqa: F401
 from keras_transfer.training.model import build_model, default_frozen, resolve_frozen  # noqa: F401
-from keras_transfer.training.stage import freeze_for_stage, init_head, lr_scales, train_stage  # noqa: F401
+from keras_transfer.training.stage import (  # noqa: F401
+    StagePlan, fit_stage, freeze_for_stage, init_head, lr_scales, plan_stage, train_stage)
 from keras_transfer.training.two_stage import STATE_FILE, fine_tune, stages  # noqa: F401

@@ -1,9 +1,11 @@
-"""One stage of a recipe (the head, or fine-tuning): freeze, choose cached inputs, compile, fit."""
+"""One stage of a recipe (the head, or fine-tuning): planned once (:func:`plan_stage`: cached
+inputs or not, the model fitted, its data), then fitted (:func:`fit_stage`)."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -49,46 +51,49 @@ def lr_scales(model: keras.Model, recipe: Recipe, stage: str, k: int) -> dict[st
     return {p: f for p, f in scales.items() if f != 1.0}
 
 
-def cached_split(model, splits, recipe, stage, k, strategy):
-    """``split_model(model, k)`` if ``stage`` would train on cached features (in-memory data, no
-    augmentation, layers ``[:k]`` frozen rather than at a reduced rate), else None."""
-    scaled = stage == "fine_tune" and recipe.transferred_lr_scale is not None
-    if isinstance(splits, data_lib.Streams) or not recipe.cache_features or recipe.augment or scaled:
-        return None
-    with strategy.scope():  # Keras ties a model to the strategy it was created under
-        return split_model(model, k)
+@dataclasses.dataclass
+class StagePlan:
+    """How one stage trains, decided once before it is fitted (see :func:`plan_stage`)."""
+
+    stage: str  # "head" or "fine_tune"
+    epochs: int
+    k: int  # backbone layers [:k] frozen (or, ``scaled``, at a reduced rate)
+    scaled: bool  # layers [:k] train at ``recipe.transferred_lr_scale`` instead of being frozen
+    fit_model: keras.Model  # the classifier, or its trainable suffix on cached features
+    x_train: np.ndarray | None  # images or cached frozen-prefix features (None: streamed data)
+    x_val: np.ndarray | None
+    how: str
+    at_top: bool  # the cached features are the backbone's outputs (what the head's init needs)
 
 
-def warm_cache(model, splits, recipe, stage_ks, strategy, cache) -> None:
-    """Compute the cached features the stages ``[(stage, k)]`` will use, shallowest cut first,
-    so each deeper cut is extended from the one below instead of recomputed from the images."""
+def plan_stage(model: keras.Model, splits, recipe: Recipe, stage: str, epochs: int, k: int, strategy=None,
+               cache: FeatureCache | None = None) -> StagePlan:
+    """Decide how ``stage`` trains: on cached frozen-prefix features when worthwhile (in-memory
+    data, no augmentation, layers ``[:k]`` frozen rather than at a reduced rate, a prefix that
+    saves enough and fits the cache; see :func:`~keras_transfer.training.cache.split_model`),
+    computing them (from the deepest shallower cut cached, if any), else on the images."""
     import tensorflow as tf
 
     strategy = strategy or tf.distribute.get_strategy()
-    for stage, k in sorted(stage_ks, key=lambda sk: sk[1]):
-        parts = cached_split(model, splits, recipe, stage, k, strategy)
-        if parts is not None and cache.fits(parts[0], len(splits.train) + len(splits.val)):
-            for part in (splits.train, splits.val):
-                cache.features(parts[0], parts[2], part.images, recipe.batch_size)
-
-
-def _stage_inputs(model, splits, recipe, stage, k, strategy, cache):
-    """``(fit_model, x_train, x_val, how, at_top)``: cached frozen-prefix features when
-    worthwhile, else raw images; ``at_top``: the cached features are the backbone's outputs."""
+    cache = cache if cache is not None else FeatureCache()
+    scaled = stage == "fine_tune" and recipe.transferred_lr_scale is not None
+    plan = functools.partial(StagePlan, stage, epochs, k, scaled)
     if isinstance(splits, data_lib.Streams):
-        return model, None, None, "end to end on streamed data", False
-    parts = cached_split(model, splits, recipe, stage, k, strategy)
+        return plan(model, None, None, "end to end on streamed data", False)
+    parts = None
+    if recipe.cache_features and not recipe.augment and not scaled:
+        with strategy.scope():  # Keras ties a model to the strategy it was created under
+            parts = split_model(model, k)
     if parts is not None and not cache.fits(parts[0], len(splits.train) + len(splits.val)):
         logger.info("[%s] %s features would not fit the feature cache (%.0f MB): training end to end",
                     stage, parts[2], cache.max_bytes / 2**20)
         parts = None
     if parts is None:
-        return model, splits.train.images, splits.val.images, "end to end", False
+        return plan(model, splits.train.images, splits.val.images, "end to end", False)
     prefix, suffix, cut_name = parts
     x_train = cache.features(prefix, cut_name, splits.train.images, recipe.batch_size)
     x_val = cache.features(prefix, cut_name, splits.val.images, recipe.batch_size)
-    at_top = cut_name == backbone_of(model).layers[-1].name
-    return suffix, x_train, x_val, f"on cached {cut_name} features", at_top
+    return plan(suffix, x_train, x_val, f"on cached {cut_name} features", cut_name == backbone_of(model).layers[-1].name)
 
 
 def init_head(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, base_train=None, base_val=None) -> None:
@@ -149,24 +154,31 @@ def _callbacks(model, fit_model, recipe, stage, run_dir, resume, has_val, extra)
 
 
 def train_stage(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, stage: str, epochs: int, k: int,
-                strategy=None, cache: FeatureCache | None = None, run_dir: str | None = None,
-                resume: bool = False, callbacks: list | None = None) -> dict:
-    """One stage of the recipe: ``"head"`` (``k`` = every backbone layer) or ``"fine_tune"``.
+                strategy=None, cache: FeatureCache | None = None, **fit_options) -> dict:
+    """One stage of the recipe: ``"head"`` (``k`` = every backbone layer) or ``"fine_tune"``:
+    :func:`plan_stage`, then :func:`fit_stage` (``fit_options``: its ``run_dir``, ``resume``,
+    ``callbacks``). Returns the Keras history dict."""
+    cache = cache if cache is not None else FeatureCache()
+    return fit_stage(model, plan_stage(model, splits, recipe, stage, epochs, k, strategy, cache), splits, recipe,
+                     strategy, cache, **fit_options)
 
-    Freezes ``[:k]``, standardises the head's features if it is the head stage, compiles the
-    model being fitted (the classifier, or its trainable suffix on cached features) with the
-    recipe's optimiser, loss and schedule, and fits. Returns the Keras history dict.
-    """
+
+def fit_stage(model: keras.Model, plan: StagePlan, splits, recipe: Recipe, strategy=None,
+              cache: FeatureCache | None = None, run_dir: str | None = None, resume: bool = False,
+              callbacks: list | None = None) -> dict:
+    """Fit one planned stage: freeze ``[:plan.k]``; for the head stage standardise the head's
+    features and start it at the linear probe (or reuse a head trained before from the same
+    start, see :class:`~keras_transfer.training.cache.HeadMemo`); compile ``plan.fit_model`` with
+    the recipe's optimiser, loss and schedule; fit. Returns the Keras history dict."""
     import tensorflow as tf
 
     strategy = strategy or tf.distribute.get_strategy()
     cache = cache if cache is not None else FeatureCache()
-    base = backbone_of(model)
-    scaled = freeze_for_stage(model, recipe, stage, k)
-    fit_model, x_train, x_val, how, at_top = _stage_inputs(model, splits, recipe, stage, k, strategy, cache)
+    stage, epochs, k = plan.stage, plan.epochs, plan.k
+    freeze_for_stage(model, recipe, stage, k)
     key = None  # the head stage's HeadMemo key, when its result may be reused
     if stage == "head":
-        init_head(model, splits, recipe, x_train if at_top else None, x_val if at_top else None)
+        init_head(model, splits, recipe, plan.x_train if plan.at_top else None, plan.x_val if plan.at_top else None)
         key = head_key(model, splits, recipe, epochs, strategy) if not (run_dir or callbacks) else None
         reused = cache.heads.get(key) if key else None
         if reused is not None:
@@ -174,15 +186,16 @@ def train_stage(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, sta
             logger.info("[head] trained before from the same start, data and recipe: reused")
             return reused[1]
     logger.info("[%s] %d epoch(s), backbone layers [:%d] of %d frozen%s, training %s", stage, epochs,
-                0 if scaled else k, len(base.layers),
-                f" (layers [:{k}] at lr x{recipe.transferred_lr_scale})" if scaled else "", how)
+                0 if plan.scaled else k, len(backbone_of(model).layers),
+                f" (layers [:{k}] at lr x{recipe.transferred_lr_scale})" if plan.scaled else "", plan.how)
     batch = recipe.batch_size * strategy.num_replicas_in_sync
-    n_train = data_lib.stream_size(splits.train, "train") if x_train is None else len(x_train)
+    n_train = data_lib.stream_size(splits.train, "train") if plan.x_train is None else len(plan.x_train)
     steps = epochs * max(1, -(-n_train // batch))
+    fit_model = plan.fit_model
     with strategy.scope():
         fit_model.compile(optimizer=recipes.optimizer(recipe, stage, steps, lr_scales(model, recipe, stage, k)),
                           **heads.compile_args(model, recipe.label_smoothing))
-    train_ds, val_ds = _stage_datasets(model, fit_model, splits, x_train, x_val, recipe, stage, batch)
+    train_ds, val_ds = _stage_datasets(model, fit_model, splits, plan.x_train, plan.x_val, recipe, stage, batch)
     if recipe.class_weight and isinstance(splits, data_lib.Streams):
         raise ValueError("class_weight needs in-memory splits (their label counts). Received: class_weight=True")
     class_weight = data_lib.class_weights(splits.train) if recipe.class_weight else None

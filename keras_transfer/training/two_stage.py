@@ -15,7 +15,7 @@ from keras_transfer.files import atomic_path, read_json, write_json
 from keras_transfer.recipes import Recipe
 from keras_transfer.surgery import resolve_frozen
 from keras_transfer.training.cache import FeatureCache
-from keras_transfer.training.stage import train_stage, warm_cache
+from keras_transfer.training.stage import fit_stage, plan_stage
 
 logger = logging.getLogger("keras_transfer.training")
 
@@ -102,7 +102,7 @@ def stages(model: keras.Model, recipe: Recipe) -> list[tuple[str, int, int]]:
 def fine_tune(model: keras.Model, splits: data_lib.Splits, recipe: Recipe | None = None, run_dir: str | None = None,
               strategy=None, resume: bool = False, cache: FeatureCache | None = None,
               callbacks: list | None = None) -> dict:
-    """Train ``model`` on ``splits`` with the two-stage recipe (:func:`train_stage` per stage);
+    """Train ``model`` on ``splits`` with the two-stage recipe (each stage planned, then fitted);
     returns ``{stage: history}``.
 
     ``model``: a classifier from :mod:`keras_transfer.heads`, built inside ``strategy.scope()``;
@@ -117,18 +117,17 @@ def fine_tune(model: keras.Model, splits: data_lib.Splits, recipe: Recipe | None
                          "Received: class_weight=True")
     state, histories = _StageState(run_dir, resume), {}
     planned = stages(model, recipe)
-    warm_cache(model, splits, recipe, [(stage, k) for stage, epochs, k in planned
-                                       if epochs > 0 and state.values.get(stage) != "done"], strategy, cache)
     finished = state.load_latest_finished(model, planned)
-    for i, (stage, epochs, k) in enumerate(planned):
-        if i < finished or epochs <= 0:
-            continue
+    todo = [(i, stage, epochs, k) for i, (stage, epochs, k) in enumerate(planned) if i >= finished and epochs > 0]
+    # each stage planned once, shallowest cut first: a deeper cut's features extend the one below
+    plans = {i: plan_stage(model, splits, recipe, stage, epochs, k, strategy, cache)
+             for i, stage, epochs, k in sorted(todo, key=lambda t: t[3])}
+    for i, stage, _, _ in todo:
         # each stage seeded on its own: a stage's randomness (dropout) does not depend on whether
         # the one before was trained, resumed from disk or reused from the cache's HeadMemo
         keras.utils.set_random_seed(recipe.seed + i)
         before = model.get_weights() if (stage == "fine_tune" and recipe.keep_best) else None
-        histories[stage] = train_stage(model, splits, recipe, stage, epochs, k, strategy, cache, run_dir, resume,
-                                       callbacks)
+        histories[stage] = fit_stage(model, plans[i], splits, recipe, strategy, cache, run_dir, resume, callbacks)
         _keep_best(model, stage, histories[stage], recipe, state, before)
         state.finish(model, stage)
     state.tidy()

@@ -139,7 +139,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
     # ---- training -----------------------------------------------------------------------
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, splits=None, **kwargs) -> dict:
         """Train on ``splits`` (what ``tuner.search(splits)`` was given) with :meth:`trial_recipe`;
-        returns ``val_accuracy`` (best epoch of the last stage), ``val_loss`` and ``seconds``."""
+        returns ``val_accuracy`` (best epoch of the stage whose weights the trial ends with),
+        ``val_loss`` and ``seconds``."""
         if splits is None:
             raise ValueError("TransferHyperModel.fit needs the data: tuner.search(splits). Received: splits=None")
         recipe = self.trial_recipe(hp, **kwargs)
@@ -162,6 +163,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
                 cb.on_train_end()
         seconds = time.perf_counter() - start
         last = histories.get("fine_tune") or histories.get("head") or {}
+        if last.get("kept_head_weights"):  # fine-tuning never beat the head: the trial's model is the head stage's
+            last = histories.get("head") or last
         if "val_accuracy" not in last:
             raise ValueError("tuning needs a validation split (val_accuracy): use a validation fraction > 0.")
         return {"val_accuracy": float(np.max(last["val_accuracy"])), "val_loss": float(np.min(last["val_loss"])),
