@@ -95,7 +95,7 @@ def naive_time_to_target(trials: dict, target: float, orders: int = 5000) -> tup
     return float(np.mean(times)), float(np.median(times))
 
 
-def package_search(splits, trials: dict, target: float, dtype: str, kind: str):
+def package_search(splits, trials: dict, target: float, dtype: str, kind: str, head_memo: bool = True):
     start = time.perf_counter()
     marks = []
     with precision.using(dtype):
@@ -106,6 +106,8 @@ def package_search(splits, trials: dict, target: float, dtype: str, kind: str):
         probe_s = time.perf_counter() - start
         hm = hypermodel(splits, cache_features=True, removed_range=(min(removed_values), max(removed_values)),
                         default_removed=best)
+        if not head_memo:
+            hm.cache.heads = training.HeadMemo(max_entries=0)  # every trial trains its own head
         wanted = {(c["removed"], hm.frozen_layers(c["removed"], c["frozen_units"])): key(c)
                   for c in configs(hm, removed_values)}
         # the package's own order (tune --tuner grid|halving), on the bench's configurations
@@ -142,6 +144,7 @@ def main():
     parser.add_argument("--resweep", action="store_true")
     parser.add_argument("--per-class", type=int, default=150, help="ELPV images per class (default: %(default)s)")
     parser.add_argument("--removed-max", type=int, default=3, help="removed 0..N in the space (default: %(default)s)")
+    parser.add_argument("--no-head-memo", action="store_true", help="trials never reuse a head trained before")
     args = parser.parse_args()
     SETTINGS.update(per_class=args.per_class, removed=list(range(args.removed_max + 1)))
     if args.resweep and os.path.exists(sweep_path()):
@@ -160,7 +163,7 @@ def main():
           f"within {args.tolerance:.2f}: {', '.join(winners)} (removed/frozen_units)")
     packages = {}
     for kind in ("grid", "halving"):
-        pkg = packages[kind] = package_search(splits, trials, target, args.precision, kind)
+        pkg = packages[kind] = package_search(splits, trials, target, args.precision, kind, not args.no_head_memo)
         print(f"package {kind}: probe recommends removed {pkg['probe_removed']} ({pkg['probe_seconds']:.0f} s) -> "
               f"removed {pkg['removed_values']}; shared cache, {args.precision}; whole search {pkg['total']:.0f} s")
         for t, k, rung, acc in pkg["trials"]:
@@ -175,7 +178,8 @@ def main():
         else:
             print(f"{name:<36} {pkg['time_to_target']:>20.0f} s   {pkg['total']:5.0f} s  "
                   f"speed-up {naive_mean / pkg['time_to_target']:.1f}x (mean)")
-    out = os.path.join(HERE, "results", f"time_to_best_{args.per_class}pc_removed{args.removed_max}_{args.precision}.json")
+    memo = "_no_head_memo" if args.no_head_memo else ""
+    out = os.path.join(HERE, "results", f"time_to_best_{args.per_class}pc_removed{args.removed_max}_{args.precision}{memo}.json")
     json.dump({"target": target, "best": best, "naive_mean": naive_mean, "naive_median": naive_median, **packages},
               open(out, "w"), indent=2)
 

@@ -71,6 +71,14 @@ def fit_under_multi_worker(model, sample_batch):
 
 # ---- Keras Tuner's distributed search (keras_tuner.src.distribute.utils)
 
+def keras_tuner_bookkeeping(callback) -> bool:
+    """Whether ``callback`` is one Keras Tuner adds to every trial itself (its epoch hooks and its
+    best-epoch checkpoint: keras_tuner.src.engine.tuner_utils), not one a user passed."""
+    from keras_tuner.src.engine import tuner_utils
+
+    return isinstance(callback, (tuner_utils.TunerCallback, tuner_utils.SaveBestEpoch))
+
+
 def tuner_is_worker() -> bool:
     """True in a Keras Tuner worker process (a chief oracle exists and this process is not it)."""
     from keras_tuner.src.distribute import utils

@@ -83,3 +83,25 @@ def test_tuner_is_worker_reads_keras_tuners_environment(monkeypatch):
     assert internals.tuner_is_worker() is True
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
     assert internals.tuner_is_worker() is False
+
+
+def test_keras_tuner_bookkeeping_tells_its_own_trial_callbacks_from_the_users(tmp_path):
+    import keras_tuner
+
+    seen = []
+
+    class Spy(keras_tuner.HyperModel):
+        def build(self, hp):
+            hp.Int("x", 0, 1)
+            model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+            model.compile(loss="mse")
+            return model
+
+        def fit(self, hp, model, *args, **kwargs):
+            seen.extend(kwargs["callbacks"])
+            return {"loss": 1.0}
+
+    tuner = keras_tuner.RandomSearch(Spy(), objective="loss", max_trials=1, directory=str(tmp_path))
+    tuner.search(callbacks=[keras.callbacks.TerminateOnNaN()])
+    flags = {type(cb).__name__: internals.keras_tuner_bookkeeping(cb) for cb in seen}
+    assert flags == {"TerminateOnNaN": False, "TunerCallback": True, "SaveBestEpoch": True}

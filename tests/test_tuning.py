@@ -216,6 +216,18 @@ class _TrialSpy(keras.callbacks.Callback):
         _TRIAL_CALLS.append((self.model.name, tuple(self.model.input_shape), "val_accuracy" in (logs or {})))
 
 
+def test_grid_trials_that_start_the_head_stage_alike_train_it_once(tmp_path):
+    """Same removed units, head and data; only fine-tuning differs: Keras Tuner's own callbacks do
+    not stop the reuse, a user's callback (which would miss the head's epochs) does."""
+    hm = _hypermodel(removed_range=(3, 3), frozen_range=(9, 10), dropouts=(0.2,), learning_rates=(1e-3,))
+    tuning.make_tuner(hm, "grid", str(tmp_path), project_name="a").search(_splits(), verbose=0)
+    assert hm.cache.heads.hits == 1
+    hm = _hypermodel(removed_range=(3, 3), frozen_range=(9, 10), dropouts=(0.2,), learning_rates=(1e-3,))
+    tuning.make_tuner(hm, "grid", str(tmp_path), project_name="b").search(
+        _splits(), verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()])
+    assert hm.cache.heads.hits == 0
+
+
 def test_keras_tuner_callbacks_run_in_trials_and_see_the_classifier(tmp_path):
     _TRIAL_CALLS.clear()
     tuner = tuning.make_tuner(_hypermodel(removed_range=(0, 1)), "random", directory=str(tmp_path), max_trials=2)
@@ -241,6 +253,7 @@ def test_the_halving_oracle_trains_the_best_share_longer_in_order(tmp_path):
     assert built[:3] == [1, 2, 0]
     first = max(rows[:3], key=lambda r: (r["val_accuracy"], -r["val_loss"]))
     assert (rows[-1]["removed"], rows[-1]["frozen_units"]) == (first["removed"], first["frozen_units"])
+    assert hm.cache.heads.hits == 1  # the promoted trial trains the same 1-epoch head as in rung 0: reused
     budgets = [(t.hyperparameters.values["tuner/head_epochs"], t.hyperparameters.values["tuner/fine_tune_epochs"])
                for _, t in sorted(tuner.oracle.trials.items())]
     assert budgets == [(1, 1)] * 3 + [(1, 2)]

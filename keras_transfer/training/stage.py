@@ -51,6 +51,11 @@ def lr_scales(model: keras.Model, recipe: Recipe, stage: str, k: int) -> dict[st
     return {p: f for p, f in scales.items() if f != 1.0}
 
 
+# set on a callback that does not need to see the head stage's epochs (Keras Tuner's own per-trial
+# bookkeeping): with only such callbacks, and no run folder, a head trained before may be reused
+REUSED_HEAD_IS_FINE = "keras_transfer_reused_head_is_fine"
+
+
 @dataclasses.dataclass
 class StagePlan:
     """How one stage trains, decided once before it is fitted (see :func:`plan_stage`)."""
@@ -179,7 +184,8 @@ def fit_stage(model: keras.Model, plan: StagePlan, splits, recipe: Recipe, strat
     key = None  # the head stage's HeadMemo key, when its result may be reused
     if stage == "head":
         init_head(model, splits, recipe, plan.x_train if plan.at_top else None, plan.x_val if plan.at_top else None)
-        key = head_key(model, splits, recipe, epochs, strategy) if not (run_dir or callbacks) else None
+        memo = not run_dir and all(getattr(cb, REUSED_HEAD_IS_FINE, False) for cb in callbacks or [])
+        key = head_key(model, splits, recipe, epochs, strategy) if memo else None
         reused = cache.heads.get(key) if key else None
         if reused is not None:
             model.get_layer("head").set_weights(reused[0])

@@ -11,7 +11,8 @@ import numpy as np
 
 from keras_transfer import heads, training
 from keras_transfer.backbones import build_base, get_backbone
-from keras_transfer.internals import forget_custom_gradients
+from keras_transfer.internals import forget_custom_gradients, keras_tuner_bookkeeping
+from keras_transfer.training.stage import REUSED_HEAD_IS_FINE
 from keras_transfer.surgery import ThroughUnit, max_removed, resolve_frozen, units
 
 # what a trial of the successive-halving oracle trains for, when it says (else the recipe's epochs)
@@ -148,6 +149,9 @@ class TransferHyperModel(keras_tuner.HyperModel):
         # the HParams callback Keras Tuner adds beside a TensorBoard one records one session per
         # trial and refuses a second on_train_begin: a trial's two stages are one session to it
         sessions = [cb for cb in callbacks if type(cb).__module__.startswith("tensorboard.plugins.hparams")]
+        for cb in callbacks:  # Keras Tuner's own (its epoch hooks, its best-epoch save) need not see a reused head
+            if keras_tuner_bookkeeping(cb):
+                setattr(cb, REUSED_HEAD_IS_FINE, True)
         for cb in sessions:
             cb.set_model(model)
             cb.on_train_begin()

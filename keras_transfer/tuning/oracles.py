@@ -20,7 +20,7 @@ import time
 
 import keras_tuner
 import numpy as np
-from keras_tuner.src.engine import trial as trial_module
+from keras_tuner.engine import trial as trial_module
 
 from keras_transfer.tuning.hypermodel import FINE_TUNE_EPOCHS, HEAD_EPOCHS, RUNG, TransferHyperModel
 
