@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_quality import DATASETS, load  # noqa: E402 - the same datasets, sizes and splits

@@ -13,7 +13,7 @@ from typing import Union
 import keras
 import numpy as np
 
-from keras_transfer.backbones import Backbone, backbone_for
+from keras_transfer.backbones import backbone_for
 from keras_transfer.internals import inbound_node, keras_history
 
 LayerRef = Union[int, str]

@@ -144,7 +144,10 @@ def test_a_failed_command_leaves_nothing_and_the_corrected_one_trains(tmp_path, 
     # a folder an older version left with only config.json (no trained epoch) does not block either
     os.makedirs(run)
     open(os.path.join(run, "config.json"), "w").write('{"model": {"backbone": "vgg19"}}')
-    assert main(["train", "--data", str(tmp_path / "imgs"), *TRAIN, "--frozen", "block3_pool", "--out", run]) == 0
+    assert main(["train", "--data", str(tmp_path / "imgs"), *TRAIN, "--frozen", "block3_pool", "--out", run,
+                 "--tensorboard", str(tmp_path / "tb")]) == 0
+    for stage in ("head", "fine_tune"):  # TensorBoard's scalars of both stages, where asked
+        assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tb" / stage / "validation"))
     saved = json.load(open(os.path.join(run, "config.json")))
     assert saved["recipe"]["frozen"] == "block3_pool" and saved["resolved"]["frozen"] == 11
     assert json.load(open(os.path.join(run, "metrics.json")))["frozen"] == 11

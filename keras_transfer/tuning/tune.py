@@ -8,7 +8,6 @@ import os
 
 import keras
 import keras_tuner
-import numpy as np
 
 from keras_transfer import data as data_lib
 from keras_transfer import folders, linear, probe, training
