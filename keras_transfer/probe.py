@@ -121,9 +121,9 @@ def follows(best: CutScore, by_logme: CutScore) -> str:
     if best.removed == by_logme.removed:
         return "the linear probe and LogME agree"
     return (f"LogME prefers removed {by_logme.removed} ({by_logme.layer}); the recommendation follows the linear "
-            f"probe: the default head is that linear classifier, so its cross-validated accuracy is what the head "
-            f"stage starts from, while LogME's evidence (a regression to one-hot labels) also rewards fewer feature "
-            f"dimensions and, over bench_probe.py's four datasets, ranked cuts worse (benchmarks/RESULTS)")
+            f"probe: the default head is that linear classifier, so the probe's cross-validated accuracy is what the "
+            f"head stage starts from, while LogME scores a regression to one-hot labels (benchmarks/bench_probe.py "
+            f"compares both picks with trained accuracy)")
 
 
 def probe_cuts(base, images: np.ndarray, labels: np.ndarray, class_names, out_dir: str | None = None,

@@ -106,3 +106,30 @@ def test_train_removed_auto_uses_the_probe(tmp_path):
     metrics = runs.train(config, str(tmp_path / "run"), progress=False)
     chosen = json.load(open(tmp_path / "run" / "probe.json"))["recommended_removed"]
     assert metrics["removed"] == chosen
+
+
+def test_where_logme_and_the_probe_disagree_the_output_says_which_it_follows():
+    rows = [probe.CutScore(0, "top", logme=-1.0, probe_accuracy=0.9), probe.CutScore(1, "lower", logme=-0.5,
+                                                                                      probe_accuracy=0.7)]
+    best = probe.recommend(rows)
+    said = probe.follows(best, max(rows, key=lambda r: r.logme))
+    assert best.removed == 0 and "LogME prefers removed 1 (lower)" in said and "follows the linear probe" in said
+    assert probe.follows(rows[0], rows[0]) == "the linear probe and LogME agree"
+    result = {"cuts": [vars(r) for r in rows], "recommended_removed": 0, "follows": said}
+    assert probe.format_rows(result).splitlines()[-1] == said
+
+
+def test_the_floor_and_the_head_start_choose_c_alike():
+    """linear.floor (bench_quality's floor, tune's) is fit_linear on standardised features: the
+    default head starts exactly there."""
+    from keras_transfer import linear
+
+    informative, noise, labels = _data(n=90)
+    x = informative + noise
+    train, val, test = (x[:50], labels[:50]), (x[50:70], labels[50:70]), (x[70:], labels[70:])
+    floor = linear.floor(train, val, test)
+    z = (x - x[:50].mean(0)) / x[:50].std(0)
+    fitted = linear.fit_linear(z[:50], labels[:50], 3, z[50:70], labels[50:70])
+    assert floor["C"] == fitted.C and floor["val_accuracy"] == fitted.val_accuracy
+    assert floor["test_accuracy"] == float(np.mean((z[70:] @ fitted.kernel + fitted.bias).argmax(1) == labels[70:]))
+    assert linear.majority(np.array([0, 0, 1]), np.array([0, 1, 1, 1])) == 0.25
