@@ -106,7 +106,8 @@ def format_search_summary(summary: dict, out: str) -> str:
     best, floor = summary["best"], summary["floor"]
     lp = floor["linear_probe"]
     lines = [f"\n{'':<40} {'val':>6} {'test':>6}",
-             f"{'best trial ' + str(best['trial_id']) + ' (retrained, exported)':<40} {fmt(best['val_accuracy']):>6} "
+             f"{'best trial ' + str(best['trial_id']) + (' (retrained, exported)' if summary.get('export') else ''):<40} "
+             f"{fmt(best['val_accuracy']):>6} "
              f"{fmt(summary.get('test_accuracy')):>6}",
              f"{'linear probe on pooled ' + lp['layer']:<40} {fmt(lp['val_accuracy']):>6} {fmt(lp['test_accuracy']):>6}",
              f"{'majority class':<40} {fmt(floor['majority_val']):>6} {fmt(floor['majority_test']):>6}",

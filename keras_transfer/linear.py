@@ -81,7 +81,7 @@ def floor(train: tuple, val: tuple, test: tuple | None = None, seed: int = 0) ->
     ``{"C", "val_accuracy", "test_accuracy"}`` (test: None without test data)."""
     mean, std = train[0].mean(0), train[0].std(0)
     std = np.where(std > 0, std, 1.0)  # as scikit-learn's StandardScaler
-    num_classes = int(max(np.max(train[1]), *(np.max(p[1]) for p in (val, test) if p is not None and len(p[1])))) + 1
+    num_classes = int(max(np.max(p[1]) for p in (train, val, test) if p is not None and len(p[1]))) + 1
     fitted = fit_linear((train[0] - mean) / std, train[1], num_classes, (val[0] - mean) / std, val[1], seed=seed)
     tested = None
     if test is not None and len(test[1]):

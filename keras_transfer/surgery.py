@@ -241,7 +241,8 @@ def resolve_frozen(model: keras.Model, frozen, removed: int = 0) -> int:
     """
     base = backbone_of(model)
     n_layers = cut_index(base, removed) + 1
-    left = units(base)[: len(units(base)) - removed]
+    names = units(base)
+    left = names[: len(names) - removed]
     if isinstance(frozen, str) and frozen.startswith("unit:") and frozen[5:].isdigit():
         frozen = ThroughUnit(int(frozen[5:]))
     if frozen is None:

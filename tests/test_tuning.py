@@ -402,4 +402,5 @@ def test_a_search_below_its_floor_says_so(tmp_path, capsys):
     assert best["floor"]["linear_probe"]["val_accuracy"] == 1.0 and best["best"]["val_accuracy"] < 1.0
     assert best["floor"]["below"] is True
     assert "WARNING: the best trial is below the linear-probe floor" in shown.out
+    assert "retrained, exported" not in shown.out and "exported:" not in shown.out  # --no-retrain
     assert "is below the linear-probe floor (val 1.000" in shown.out + shown.err

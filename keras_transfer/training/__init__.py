@@ -15,7 +15,7 @@ through Keras's ``fit``.
 =============  ===========================================================================
 module         one job
 =============  ===========================================================================
-model          ``build_model``; how many backbone layers are frozen (``resolve_frozen``)
+model          ``build_model``; ``resolve_frozen`` (surgery's resolver, re-exported)
 cache          the frozen-prefix ``FeatureCache`` (+ ``HeadMemo``), ``split_model``
 callbacks      ``SeesClassifier`` (callbacks see the classifier)
 stage          ``plan_stage`` then ``fit_stage`` (``train_stage`` = both): one stage on images or cached features

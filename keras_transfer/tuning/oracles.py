@@ -72,9 +72,6 @@ class GridOracle(keras_tuner.Oracle):
         super().__init__(max_trials=len(configs), **kwargs)
         self.configs = [dict(c) for c in configs]
 
-    def _values(self, config: dict) -> dict:
-        return dict(config)
-
     def create_trial(self, tuner_id):
         trial = super().create_trial(tuner_id)
         if trial.status == trial_module.TrialStatus.IDLE:
@@ -85,7 +82,7 @@ class GridOracle(keras_tuner.Oracle):
         tried = {_config_of(t) for t in self.trials.values()}
         for config in self.configs:
             if _key(config) not in tried:
-                return {"status": trial_module.TrialStatus.RUNNING, "values": self._values(config)}
+                return {"status": trial_module.TrialStatus.RUNNING, "values": dict(config)}
         return {"status": trial_module.TrialStatus.STOPPED, "values": None}
 
 
@@ -104,7 +101,7 @@ class HalvingOracle(GridOracle):
 
     def _rung_values(self, config: dict, rung: int) -> dict:
         head_epochs, fine_tune_epochs = self.budgets[rung]
-        return {**self._values(config), RUNG: rung, HEAD_EPOCHS: head_epochs, FINE_TUNE_EPOCHS: fine_tune_epochs}
+        return {**config, RUNG: rung, HEAD_EPOCHS: head_epochs, FINE_TUNE_EPOCHS: fine_tune_epochs}
 
     def populate_space(self, trial_id):
         by_key = {_config_of(t): t for t in self.trials.values()}
