@@ -66,6 +66,9 @@ def cmd_train(args) -> int:
     else:
         print(f"\ntest accuracy {metrics['accuracy']:.3f} on {metrics['images']} images "
               f"(majority class {metrics['majority_class_rate']:.3f}); {metrics['seconds']:.0f} s")
+        if "tta_accuracy" in metrics:
+            print(f"averaged over the {metrics['tta_views'].split('/')[1]} {metrics['tta_views'].split('/')[0]} views "
+                  f"(test-time augmentation): {metrics['tta_accuracy']:.3f}; the export serves the plain image")
     print(f"run folder: {out}\nexported:   {metrics['export']}")
     return 0
 

@@ -17,6 +17,7 @@ from keras_transfer import choices
 from keras_transfer import data as data_lib
 from keras_transfer.distribute import STRATEGIES
 from keras_transfer.precision import PRECISIONS
+from keras_transfer.views import VIEW_KINDS, kind_for
 
 TUNERS = ("random", "bayesian", "hyperband", "grid", "halving")
 
@@ -127,8 +128,14 @@ class RecipeConfig:
                                                    "recipe (default: the recipe's)", type=float)
     transferred_lr_scale: float | None = option(None, "--transferred-lr-scale", "instead of freezing layers [:K], "
                                                 "train them at this fraction of the learning rate", type=float)
-    augment: bool = option(False, "--augment", "random flip/rotation/zoom while training (disables feature caching)",
-                           action="store_true")
+    augment: bool | str = option(False, "--augment", "train on augmented views, one drawn per image per epoch, their "
+                                 "frozen-prefix features cached like the images': top_down (the 8 flips and turns, "
+                                 "for solar cells and other views from above), photo (flipped crops, brightness), or "
+                                 "auto (top_down for elpv, else photo); test accuracy is then also reported averaged "
+                                 "over the views (TTA)", nargs="?", const="auto", choices=["auto", *VIEW_KINDS],
+                                 metavar="KIND")
+    augment_views: int = option(8, "--augment-views", "how many views --augment draws from (top_down: at most 8)",
+                                type=ranged(int, 1, 32))
     cache_features: bool = option(True, "--no-cache", "do not cache frozen-prefix features", action="store_false")
     class_weight: bool = option(False, "--class-weight", "weigh classes to balance an imbalanced dataset",
                                 action="store_true")
@@ -138,16 +145,24 @@ class RecipeConfig:
                                      nargs="?", const="", metavar="DIR")
     verbose: int | str = option("auto", None)
 
-    def make(self, seed: int, width: int | None = None, dropout: float | None = None) -> recipes.Recipe:
-        """The named recipe with these epochs, rates, batch size... and the head's width/dropout."""
+    def make(self, seed: int, width: int | None = None, dropout: float | None = None,
+             dataset: str | None = None) -> recipes.Recipe:
+        """The named recipe with these epochs, rates, batch size... and the head's width/dropout
+        (``dataset``: the built-in dataset, which ``augment="auto"`` picks its views by)."""
         from keras_transfer import recipes
 
+        augment = kind_for(dataset) if self.augment == "auto" else self.augment
+        if not augment and self.augment_views != RecipeConfig.augment_views:
+            raise ValueError(f"augment_views sets how many views augmentation draws from; set augment too. "
+                             f"Received: augment_views={self.augment_views}, augment={self.augment!r}")
         recipe = recipes.recipe(
             self.recipe, width=width, dropout=dropout, head_epochs=self.epochs, fine_tune_epochs=self.fine_tune_epochs,
             frozen=self.frozen, head_learning_rate=self.learning_rate,
             fine_tune_learning_rate=self.fine_tune_learning_rate, transferred_lr_scale=self.transferred_lr_scale,
-            batch_size=self.batch_size, augment=self.augment, cache_features=self.cache_features,
+            batch_size=self.batch_size, augment=augment, augment_views=self.augment_views,
+            cache_features=self.cache_features,
             class_weight=self.class_weight, seed=seed, tensorboard=self.tensorboard, verbose=self.verbose)
+        recipe.views()  # a count the kind cannot give is refused here, before any data is read
         return dataclasses.replace(recipe, patience=self.patience)  # None here means "no early stopping"
 
 
@@ -211,7 +226,7 @@ class TrainConfig:
     distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
 
     def make_recipe(self) -> recipes.Recipe:  # noqa: F821 - imported where it is used
-        return self.recipe.make(self.data.seed, self.model.width, self.model.dropout)
+        return self.recipe.make(self.data.seed, self.model.width, self.model.dropout, self.data.dataset)
 
     def head_options(self) -> dict:
         options = self.make_recipe().head_options()

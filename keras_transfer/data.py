@@ -502,38 +502,41 @@ def load(data_dir: str | None = None, dataset: str | None = None, image_size=224
 
 # ---------------------------------------------------------------- tf.data
 
-def augmentation(seed: int = 0):
-    """Random flip, rotation and zoom as Keras preprocessing layers (training only)."""
-    import keras
-
-    return keras.Sequential([
-        keras.layers.RandomFlip("horizontal", seed=seed),
-        keras.layers.RandomRotation(0.05, seed=seed + 1),
-        keras.layers.RandomZoom(0.1, seed=seed + 2),
-    ], name="augmentation")
-
-
-def to_dataset(x: np.ndarray, y, batch_size: int = 32, shuffle: bool = False, seed: int = 0,
-               augment=None, sample_weight: np.ndarray | None = None):
+def to_dataset(x, y, batch_size: int = 32, shuffle: bool = False, seed: int = 0,
+               sample_weight: np.ndarray | None = None, views=None):
     """An in-memory batched ``tf.data.Dataset`` of ``(float32 x, y[, weight])``.
 
-    ``y`` may be an array or a dict of arrays (multi-output heads). ``augment`` (a Keras
-    layer, training only) runs on each batch. In-memory data is sharded by DATA across
+    ``y`` may be an array or a dict of arrays (multi-output heads). ``views`` (a
+    :class:`keras_transfer.views.Views`, training only): each image appears as one of its views,
+    drawn anew every epoch; ``x`` is then either the images (the drawn view is computed here) or a
+    list of ``views.count`` arrays, every view's cached features (the drawn one is picked). Both
+    draw the same views, so the two train alike. In-memory data is sharded by DATA across
     replicas/workers, as files do not exist to shard by.
     """
     import tensorflow as tf
 
-    parts = (x, y) if sample_weight is None else (x, y, sample_weight)
+    cached_views = isinstance(x, (list, tuple))
+    if cached_views and (views is None or len(x) != views.count):
+        raise ValueError(f"a list of cached views needs views with as many. Received: {len(x)} arrays, views={views}")
+    parts = (tuple(x) if cached_views else x, y) if sample_weight is None else (tuple(x) if cached_views else x, y,
+                                                                               sample_weight)
     ds = tf.data.Dataset.from_tensor_slices(parts)
     if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(y if not isinstance(y, dict) else next(iter(y.values()))), seed=seed,
+                        reshuffle_each_iteration=True)
+    if views is not None:
+        draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
+            lambda r: tf.cast(tf.math.floormod(r, views.count), tf.int32))
+        ds = tf.data.Dataset.zip(ds, draws).map(lambda element, v: (*element, v))
     ds = ds.batch(batch_size)
 
     def cast(*batch):
-        images = tf.cast(batch[0], tf.float32)
-        if augment is not None:
-            images = augment(images, training=True)
-        return (images, *batch[1:])
+        if views is None:
+            return (tf.cast(batch[0], tf.float32), *batch[1:])
+        *batch, v = batch
+        if cached_views:
+            return (tf.cast(tf.gather(tf.stack(batch[0], axis=1), v, batch_dims=1), tf.float32), *batch[1:])
+        return (views.apply(tf.cast(batch[0], tf.float32), v), *batch[1:])
 
     ds = ds.map(cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()

@@ -11,8 +11,10 @@ import numpy as np
 _compiled_calls: "weakref.WeakKeyDictionary[keras.Model, object]" = weakref.WeakKeyDictionary()
 
 
-def batched_call(model: keras.Model, images: np.ndarray, batch_size: int = 64):
+def batched_call(model: keras.Model, images: np.ndarray, batch_size: int = 64, transform=None):
     """``model(images)`` in inference mode, batch by batch, as numpy (a dict or list for several outputs).
+
+    ``transform``: applied to each float32 batch first (e.g. one augmented view, see :mod:`keras_transfer.views`).
 
     A compiled call rather than ``Model.predict``: it works the same under every tf.distribute
     strategy (``predict`` shares ``fit``'s multi-worker bug) and with no strategy at all.
@@ -24,7 +26,8 @@ def batched_call(model: keras.Model, images: np.ndarray, batch_size: int = 64):
         spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
         ref = weakref.ref(model)  # a strong reference here would keep the key (and the model) alive forever
         call = _compiled_calls[model] = tf.function(lambda x: ref()(x, training=False), input_signature=[spec])
-    chunks = [call(tf.constant(images[i:i + batch_size], tf.float32)) for i in range(0, len(images), batch_size)]
+    transform = transform or (lambda x: x)
+    chunks = [call(transform(tf.constant(images[i:i + batch_size], tf.float32))) for i in range(0, len(images), batch_size)]
     if not chunks:
         out = model.output
         spec = out if isinstance(out, dict) else {"": out}

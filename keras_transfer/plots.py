@@ -103,6 +103,40 @@ def confusion_matrix(matrix, class_names: Sequence[str], path: str, title: str =
     return _save(fig, path)
 
 
+def worst_mistakes(labels, probabilities, max_images: int = 16) -> list[int]:
+    """Indices of the misclassified images, the most confident mistakes first."""
+    probabilities = np.asarray(probabilities)
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != np.asarray(labels))
+    return [int(i) for i in wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:max_images]]
+
+
+def misclassified(images, labels, probabilities, class_names: Sequence[str], path: str, max_images: int = 16,
+                  names: Sequence[str] | None = None) -> list[dict]:
+    """The test images the model gets wrong, most confident first, each titled with its true and
+    predicted class and the predicted probability; returns what each panel shows."""
+    plt = _pyplot()
+    picks = worst_mistakes(labels, probabilities, max_images)
+    shown = [{"index": i, "true": class_names[int(labels[i])],
+              "predicted": class_names[int(np.argmax(probabilities[i]))],
+              "probability": float(np.max(probabilities[i])), "name": names[i] if names is not None else None}
+             for i in picks]
+    columns = min(4, max(1, len(picks)))
+    rows = max(1, -(-len(picks) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, row in zip(axes.flat, shown):
+        ax.imshow(np.asarray(images[row["index"]]).astype("uint8"))
+        ax.set_title(f"true {row['true']}\npredicted {row['predicted']} ({row['probability']:.2f})", fontsize=9,
+                     color="red")
+    wrong = int(np.sum(np.argmax(probabilities, axis=1) != np.asarray(labels)))
+    fig.suptitle(f"{wrong} of {len(labels)} test images misclassified" + (f", the {len(picks)} most confident shown"
+                 if wrong > len(picks) else "") if wrong else f"no test image misclassified (of {len(labels)})")
+    _save(fig, path)
+    return shown
+
+
 def heatmap(values: dict[tuple[int, int], float], path: str, x_label: str = "frozen layers (k)",
             y_label: str = "removed units", title: str = "validation accuracy") -> str:
     """``{(removed, frozen): value}`` as a grid; cells never tried are blank; best is boxed."""

@@ -61,13 +61,23 @@ class Recipe:
     # them at fine_tune_learning_rate * transferred_lr_scale.
     transferred_lr_scale: float | None = None
     batch_size: int = 32
-    augment: bool = False
+    # augmented views (see keras_transfer.views): "top_down", "photo", or False; True means "photo"
+    augment: bool | str = False
+    augment_views: int = 8
     cache_features: bool = True
     patience: int | None = 3  # early stopping on val_loss (best weights restored); None disables it
     class_weight: bool = False
     seed: int = 0
     tensorboard: str | None = None  # "": RUN_DIR/tensorboard
     verbose: int | str = "auto"
+
+    def views(self):
+        """The :class:`~keras_transfer.views.Views` training draws from, or None without augmentation."""
+        if not self.augment:
+            return None
+        from keras_transfer.views import Views
+
+        return Views("photo" if self.augment is True else self.augment, self.augment_views, self.seed)
 
     def head_options(self) -> dict:
         """Keyword arguments for the ``gap_dense`` head this recipe trains."""

@@ -143,8 +143,8 @@ def _run(config: TrainConfig, run_dir: str, work_dir: str, strategy, continuing:
             probe.write(probe_result, run_dir)
     else:
         os.makedirs(work_dir, exist_ok=True)
-    histories = training.fine_tune(model, splits, config.make_recipe(), run_dir=work_dir, strategy=strategy,
-                                   resume=continuing)
+    recipe = config.make_recipe()
+    histories = training.fine_tune(model, splits, recipe, run_dir=work_dir, strategy=strategy, resume=continuing)
     weights_digest = training.weights_fingerprint(model)
     logger.info(f"weights fingerprint {weights_digest} ({'chief' if chief else 'worker'})")
     served = precision.as_float32(model)  # the export computes in float32: test what is served
@@ -153,6 +153,9 @@ def _run(config: TrainConfig, run_dir: str, work_dir: str, strategy, continuing:
                "frozen": frozen, "head": config.model.head,
                "train_images": len(splits.train), "skipped_files": len(splits.skipped),
                "weights_fingerprint": weights_digest}
+    if recipe.views() is not None and len(splits.test):  # the export serves one view: both are reported
+        metrics["tta_accuracy"] = training.evaluate(served, splits.test, views=recipe.views())["accuracy"]
+        metrics["tta_views"] = recipe.views().key
     if chief:
         _write_report(model, served, splits, histories, metrics, config, run_dir)
         metrics["seconds"] = round(time.time() - start, 1)
@@ -169,6 +172,10 @@ def _write_report(model, served, splits, histories: dict, metrics: dict, config:
     if "confusion_matrix" in metrics:
         plots.confusion_matrix(metrics["confusion_matrix"], splits.class_names,
                                os.path.join(run_dir, "confusion_matrix.png"))
+        probabilities = training.predict_classes(served, splits.test.images)
+        shown = plots.misclassified(splits.test.images, splits.test.labels, probabilities, splits.class_names,
+                                    os.path.join(run_dir, "misclassified.png"), names=splits.test.paths)
+        metrics["misclassified_shown"] = shown
     with atomic_path(os.path.join(run_dir, "model.keras")) as tmp:
         model.save(tmp)
     metrics["export"] = export.export(served, os.path.join(run_dir, "export"), splits.class_names,

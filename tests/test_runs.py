@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
 
 def test_train_writes_every_result(trained):
     _, run, _ = trained
-    for name in ("config.json", "metrics.json", "history.png", "confusion_matrix.png", "model.keras",
+    for name in ("config.json", "metrics.json", "history.png", "confusion_matrix.png", "misclassified.png", "model.keras",
                  "skipped.csv", "head.csv", "fine_tune.csv", "fine_tune.weights.h5"):
         assert os.path.exists(os.path.join(run, name)), name
     # the model is kept twice (model.keras, the last stage's weights) besides its export
@@ -56,6 +56,58 @@ def test_the_reported_test_accuracy_is_the_exports(trained):
     assert metrics["accuracy"] == float(np.mean(served.argmax(1) == splits.test.labels))
     assert metrics["confusion_matrix"] == [[int(np.sum((splits.test.labels == i) & (served.argmax(1) == j)))
                                             for j in range(2)] for i in range(2)]
+
+
+def test_misclassified_shows_the_served_models_mistakes(trained):
+    import numpy as np
+
+    from keras_transfer import data, export
+
+    root, run, _ = trained
+    metrics = json.load(open(os.path.join(run, "metrics.json")))
+    splits = data.from_directory(str(root / "imgs"), image_size=32, validation_split=0.2, test_split=0.2, seed=0,
+                                 progress=False)
+    probs = export.load(os.path.join(run, "export", "1")).predict_images(splits.test.images)["probabilities"]
+    wrong = {splits.test.paths[i] for i in np.flatnonzero(probs.argmax(1) != splits.test.labels)}
+    shown = metrics["misclassified_shown"]
+    assert {row["name"] for row in shown} == wrong and len(shown) == round((1 - metrics["accuracy"]) * metrics["images"])
+    for row in shown:
+        i = splits.test.paths.index(row["name"])
+        assert row["true"] == splits.class_names[splits.test.labels[i]] != row["predicted"]
+        assert abs(row["probability"] - probs[i].max()) < 1e-4
+    assert [r["probability"] for r in shown] == sorted((r["probability"] for r in shown), reverse=True)
+
+
+def test_augmented_training_reports_test_time_augmentation(tmp_path, capsys):
+    import numpy as np
+
+    from keras_transfer import data, export, training
+    from keras_transfer.views import Views
+
+    make_class_folder(str(tmp_path / "imgs"), np.random.default_rng(5))
+    run = str(tmp_path / "run")
+    assert main(["train", "--data", str(tmp_path / "imgs"), *TRAIN, "--augment", "top_down", "--augment-views", "4",
+                 "--out", run]) == 0
+    out = capsys.readouterr().out
+    metrics = json.load(open(os.path.join(run, "metrics.json")))
+    assert f"averaged over the 4 top_down views (test-time augmentation): {metrics['tta_accuracy']:.3f}" in out
+    splits = data.from_directory(str(tmp_path / "imgs"), image_size=32, validation_split=0.2, test_split=0.2, seed=0,
+                                 progress=False)
+    served = export.load(os.path.join(run, "export", "1"))
+    views = Views("top_down", 4)
+    mean = np.mean([served.predict_images(np.ascontiguousarray(views.apply(splits.test.images, v).numpy()
+                                                               .round().astype("uint8")))["probabilities"]
+                    for v in range(4)], axis=0)
+    assert metrics["tta_accuracy"] == float(np.mean(mean.argmax(1) == splits.test.labels))
+
+
+@pytest.mark.parametrize("argv,says", [(["--augment-views", "3"], "set augment too"),
+                                       (["--augment", "top_down", "--augment-views", "9"], "top_down views number 1 to 8")])
+def test_augmentation_settings_that_cannot_apply_are_refused(tmp_path, capsys, argv, says):
+    make_class_folder(str(tmp_path / "imgs"), __import__("numpy").random.default_rng(4))
+    assert main(["train", "--data", str(tmp_path / "imgs"), *TRAIN, *argv, "--out", str(tmp_path / "run")]) == 2
+    assert says in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "run")
 
 
 def test_skipped_report_lists_exactly_the_bad_files(trained):

@@ -25,11 +25,11 @@ def _vgg(num_classes=3, **kw):
     return training.build_model("vgg16", num_classes, weights=None, input_size=32, removed=3, width=8, **kw)
 
 
-def _train(rng, cache, seed=1):
+def _train(rng, cache, seed=1, feature_cache=None, **recipe):
     keras.utils.set_random_seed(seed)
     model = _vgg()
     initial = [w.copy() for w in model.get_weights()]
-    training.fine_tune(model, _splits(rng), _recipe(cache_features=cache, seed=seed))
+    training.fine_tune(model, _splits(rng), _recipe(cache_features=cache, seed=seed, **recipe), cache=feature_cache)
     return model, initial
 
 
@@ -40,6 +40,43 @@ def test_cached_path_gives_the_same_model_as_the_plain_path():
     assert sum(changed) >= 4, "training must move the head and the unfrozen convs"
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["top_down", "photo"])
+def test_augmented_cached_training_equals_training_on_the_same_views_end_to_end(kind):
+    cache = training.FeatureCache()
+    a, initial = _train(np.random.default_rng(0), cache=False, augment=kind, augment_views=4)
+    b, _ = _train(np.random.default_rng(0), cache=True, feature_cache=cache, augment=kind, augment_views=4)
+    assert len(cache) >= 4  # one entry per view of the training images, and the validation images
+    changed = [not np.allclose(w0, w) for w0, w in zip(initial, a.get_weights())]
+    assert sum(changed) >= 4, "training must move the head and the unfrozen convs"
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-5)
+    plain, _ = _train(np.random.default_rng(0), cache=True)
+    assert not np.allclose(plain.get_weights()[-2], b.get_weights()[-2])  # the views did change training
+
+
+def test_augmented_views_are_computed_once_and_shared_by_runs():
+    cache = training.FeatureCache()
+    _train(np.random.default_rng(0), cache=True, feature_cache=cache, augment="top_down", augment_views=8)
+    misses = cache.misses
+    _train(np.random.default_rng(0), cache=True, feature_cache=cache, augment="top_down", augment_views=8)
+    assert cache.misses == misses and cache.hits >= 9  # 8 views + validation, read again
+
+
+def test_test_time_augmentation_averages_the_views(rng):
+    from keras_transfer.views import Views
+
+    model = _vgg()
+    head = model.get_layer("head")  # a fresh head answers 1/3 everywhere: give it weights that tell images apart
+    head.set_weights([rng.normal(0, 1e-3, w.shape).astype("float32") for w in head.get_weights()])
+    x = rng.integers(0, 255, (5, 32, 32, 3)).astype("uint8")
+    tta = training.predict_classes(model, x, views=Views("top_down", 8))
+    turned = [np.rot90(x, k, axes=(1, 2)) for k in range(4)]
+    manual = np.mean([training.predict_classes(model, np.ascontiguousarray(t)) for t in turned + [t[:, :, ::-1] for t in turned]],
+                     axis=0)
+    np.testing.assert_allclose(np.log(tta), np.log(manual), rtol=1e-3, atol=1e-3)
+    assert not np.allclose(np.log(tta), np.log(training.predict_classes(model, x)), atol=1e-2)
 
 
 def test_runs_are_repeatable_with_a_seed():

@@ -141,9 +141,12 @@ class FeatureCache:
         itemsize = 2 if "16" in str(prefix.output.dtype) else 4  # bfloat16/float16 features take half
         return itemsize * n_images * int(np.prod(prefix.output.shape[1:])) <= self.max_bytes
 
-    def features(self, prefix: keras.Model, cut_name: str, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    def features(self, prefix: keras.Model, cut_name: str, images: np.ndarray, batch_size: int = 32,
+                 views=None, view: int = 0) -> np.ndarray:
+        """``prefix``'s output on ``images`` (on their view number ``view`` of ``views``, if given)."""
         layer_hashes = tuple(_fingerprint([w]) for w in prefix.get_weights())
-        images_key = (tuple(prefix.input_shape), str(prefix.output.dtype), _fingerprint([images]))
+        images_key = (tuple(prefix.input_shape), str(prefix.output.dtype), _fingerprint([images]),
+                      f"{views.key}/{view}" if views is not None else "")
         key = (cut_name, images_key, hashlib.sha1("".join(layer_hashes).encode()).hexdigest())
         if key in self._entries:
             self.hits += 1
@@ -152,7 +155,8 @@ class FeatureCache:
         self.misses += 1
         out = self._extend(prefix, cut_name, images_key, layer_hashes, batch_size)
         if out is None:
-            out = batched_call(prefix, images, batch_size)
+            transform = (lambda x: views.apply(x, view)) if views is not None else None
+            out = batched_call(prefix, images, batch_size, transform)
         if out.nbytes <= self.max_bytes:
             self._entries[key] = _Entry(out, cut_name, layer_hashes)
             while self.nbytes > self.max_bytes:

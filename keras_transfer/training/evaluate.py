@@ -15,20 +15,28 @@ from keras_transfer.training.cache import _fingerprint
 logger = logging.getLogger("keras_transfer.training")
 
 
-def predict_classes(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities ``(N, n)`` for uint8/float images ``(N, H, W, 3)``."""
-    return np.asarray(heads.class_probabilities(model, batched_call(model, images, batch_size)))
+def predict_classes(model: keras.Model, images: np.ndarray, batch_size: int = 64, views=None) -> np.ndarray:
+    """Class probabilities ``(N, n)`` for uint8/float images ``(N, H, W, 3)``; with ``views``
+    (:class:`keras_transfer.views.Views`), their mean over every view (test-time augmentation)."""
+    if views is None:
+        return np.asarray(heads.class_probabilities(model, batched_call(model, images, batch_size)))
+    total = 0.0
+    for v in range(views.count):
+        out = batched_call(model, images, batch_size, lambda x, v=v: views.apply(x, v))
+        total = total + np.asarray(heads.class_probabilities(model, out))
+    return total / views.count
 
 
-def evaluate(model: keras.Model, split: data_lib.ImageSet, batch_size: int = 64) -> dict:
-    """Accuracy, per-class precision/recall/F1/support and the confusion matrix on ``split``."""
+def evaluate(model: keras.Model, split: data_lib.ImageSet, batch_size: int = 64, views=None) -> dict:
+    """Accuracy, per-class precision/recall/F1/support and the confusion matrix on ``split``
+    (with ``views``: of the probabilities averaged over them, see :func:`predict_classes`)."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     labels = list(range(len(split.class_names)))
     if not len(split):
         raise ValueError("evaluate needs at least one image; give a split with images (e.g. a test fraction > 0). "
                          "Received: a split of 0 images")
-    pred = predict_classes(model, split.images, batch_size).argmax(axis=1)
+    pred = predict_classes(model, split.images, batch_size, views).argmax(axis=1)
     p, r, f, s = precision_recall_fscore_support(split.labels, pred, labels=labels, zero_division=0)
     return {
         "images": int(len(split)),

@@ -65,7 +65,7 @@ class StagePlan:
     k: int  # backbone layers [:k] frozen (or, ``scaled``, at a reduced rate)
     scaled: bool  # layers [:k] train at ``recipe.transferred_lr_scale`` instead of being frozen
     fit_model: keras.Model  # the classifier, or its trainable suffix on cached features
-    x_train: np.ndarray | None  # images or cached frozen-prefix features (None: streamed data)
+    x_train: np.ndarray | list | None  # images or cached frozen-prefix features, a list of one per view (None: streamed data)
     x_val: np.ndarray | None
     how: str
     at_top: bool  # the cached features are the backbone's outputs (what the head's init needs)
@@ -74,9 +74,10 @@ class StagePlan:
 def plan_stage(model: keras.Model, splits, recipe: Recipe, stage: str, epochs: int, k: int, strategy=None,
                cache: FeatureCache | None = None) -> StagePlan:
     """Decide how ``stage`` trains: on cached frozen-prefix features when worthwhile (in-memory
-    data, no augmentation, layers ``[:k]`` frozen rather than at a reduced rate, a prefix that
-    saves enough and fits the cache; see :func:`~keras_transfer.training.cache.split_model`),
-    computing them (from the deepest shallower cut cached, if any), else on the images."""
+    data, layers ``[:k]`` frozen rather than at a reduced rate, a prefix that saves enough and
+    fits the cache; see :func:`~keras_transfer.training.cache.split_model`), computing them (from
+    the deepest shallower cut cached, if any; under augmentation, those of every view of the
+    training images), else on the images."""
     import tensorflow as tf
 
     strategy = strategy or tf.distribute.get_strategy()
@@ -84,21 +85,31 @@ def plan_stage(model: keras.Model, splits, recipe: Recipe, stage: str, epochs: i
     scaled = stage == "fine_tune" and recipe.transferred_lr_scale is not None
     plan = functools.partial(StagePlan, stage, epochs, k, scaled)
     if isinstance(splits, data_lib.Streams):
+        if recipe.augment:
+            raise ValueError("augmented views need in-memory splits. Received: augment="
+                             f"{recipe.augment!r} with streamed data")
         return plan(model, None, None, "end to end on streamed data", False)
     parts = None
-    if recipe.cache_features and not recipe.augment and not scaled:
+    views = recipe.views()
+    if recipe.cache_features and not scaled:
         with strategy.scope():  # Keras ties a model to the strategy it was created under
             parts = split_model(model, k)
-    if parts is not None and not cache.fits(parts[0], len(splits.train) + len(splits.val)):
+    n_cached = len(splits.train) * (views.count if views else 1) + len(splits.val)
+    if parts is not None and not cache.fits(parts[0], n_cached):
         logger.info("[%s] %s features would not fit the feature cache (%.0f MB): training end to end",
                     stage, parts[2], cache.max_bytes / 2**20)
         parts = None
     if parts is None:
         return plan(model, splits.train.images, splits.val.images, "end to end", False)
     prefix, suffix, cut_name = parts
-    x_train = cache.features(prefix, cut_name, splits.train.images, recipe.batch_size)
+    if views is None:
+        x_train = cache.features(prefix, cut_name, splits.train.images, recipe.batch_size)
+    else:
+        x_train = [cache.features(prefix, cut_name, splits.train.images, recipe.batch_size, views, v)
+                   for v in range(views.count)]
     x_val = cache.features(prefix, cut_name, splits.val.images, recipe.batch_size)
-    return plan(suffix, x_train, x_val, f"on cached {cut_name} features", cut_name == backbone_of(model).layers[-1].name)
+    how = f"on cached {cut_name} features" + (f" of {views.count} {views.kind} views" if views else "")
+    return plan(suffix, x_train, x_val, how, cut_name == backbone_of(model).layers[-1].name)
 
 
 def init_head(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, base_train=None, base_val=None) -> None:
@@ -183,7 +194,8 @@ def fit_stage(model: keras.Model, plan: StagePlan, splits, recipe: Recipe, strat
     freeze_for_stage(model, recipe, stage, k)
     key = None  # the head stage's HeadMemo key, when its result may be reused
     if stage == "head":
-        init_head(model, splits, recipe, plan.x_train if plan.at_top else None, plan.x_val if plan.at_top else None)
+        top_train = (plan.x_train[0] if isinstance(plan.x_train, list) else plan.x_train) if plan.at_top else None
+        init_head(model, splits, recipe, top_train, plan.x_val if plan.at_top else None)  # view 0: the images
         memo = not run_dir and all(getattr(cb, REUSED_HEAD_IS_FINE, False) for cb in callbacks or [])
         key = head_key(model, splits, recipe, epochs, strategy) if memo else None
         reused = cache.heads.get(key) if key else None
@@ -195,7 +207,7 @@ def fit_stage(model: keras.Model, plan: StagePlan, splits, recipe: Recipe, strat
                 0 if plan.scaled else k, len(backbone_of(model).layers),
                 f" (layers [:{k}] at lr x{recipe.transferred_lr_scale})" if plan.scaled else "", plan.how)
     batch = recipe.batch_size * strategy.num_replicas_in_sync
-    n_train = data_lib.stream_size(splits.train, "train") if plan.x_train is None else len(plan.x_train)
+    n_train = data_lib.stream_size(splits.train, "train") if plan.x_train is None else len(splits.train)
     steps = epochs * max(1, -(-n_train // batch))
     fit_model = plan.fit_model
     with strategy.scope():
@@ -252,9 +264,8 @@ def _stage_datasets(model, fit_model, splits, x_train, x_val, recipe, stage, bat
         train_ds = data_lib.batch_stream(splits.train, batch, targets)
         return train_ds, (data_lib.batch_stream(splits.val, batch, targets) if splits.val is not None else None)
     seed = recipe.seed + (0 if stage == "head" else 1)
-    augment = data_lib.augmentation(recipe.seed) if (recipe.augment and fit_model is model) else None
     train_ds = data_lib.to_dataset(x_train, heads.targets(model, splits.train.labels), batch, shuffle=True,
-                                   seed=seed, augment=augment)
+                                   seed=seed, views=recipe.views())
     if not len(splits.val):
         return train_ds, None
     return train_ds, data_lib.to_dataset(x_val, heads.targets(model, splits.val.labels), batch)

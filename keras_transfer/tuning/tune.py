@@ -98,7 +98,7 @@ def _search_in(config: SearchConfig, out_dir: str, verbose: int, resuming: bool)
         data_lib.write_skipped_report(splits.skipped, os.path.join(out_dir, "skipped.csv"))
         for s in splits.skipped:
             logger.warning(f"  skipped {s.path}: {s.reason}")
-    recipe = dataclasses.replace(config.recipe.make(config.data.seed), verbose=0)
+    recipe = dataclasses.replace(config.recipe.make(config.data.seed, dataset=config.data.dataset), verbose=0)
     removed, recommended = removed_range(config, splits, out_dir if chief else None)
     hypermodel = TransferHyperModel(config.model.backbone, splits.num_classes, weights=config.model.weights,
                                     input_size=splits.image_size[0], removed_range=removed,
