@@ -200,6 +200,19 @@ def cmd_predict(args) -> int:
     return 0 if rows and not skipped else 1
 
 
+def cmd_explain(args) -> int:
+    from keras_transfer import explain
+
+    files, skipped = image_paths(args.images)
+    rows, unreadable = explain.explain_files(args.model, files, args.out) if files else ([], [])
+    skipped += unreadable
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    for row in rows:
+        print(f"{row['path']}\t{row['class']}\t{row['probability']:.4f}\t{row['figure']}")
+    return 0 if rows and not skipped else 1
+
+
 def cmd_sample_data(args) -> int:
     from keras_transfer import data
 
@@ -266,6 +279,17 @@ def add_commands(sub, add_backbone_args) -> None:
     p.add_argument("--output", metavar="FILE", default=None,
                    help="write the predictions to FILE: .json (with the skipped files) or else CSV")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("explain", help="show which pixels made an exported model answer what it did (Grad-CAM)",
+                       description="For each image, write OUT/<name>.gradcam.png: the image beside the Grad-CAM "
+                                   "heatmap of the predicted class (from the export's 'explain' signature), and print "
+                                   "the class. Unreadable files are skipped with their reason (exit code 1); an "
+                                   "existing figure is never overwritten.")
+    p.add_argument("model", metavar="MODEL", help="an export folder (RUN_DIR/export) or one version of it, or a .keras "
+                                                  "classifier taking RGB pixels (e.g. RUN_DIR/model.keras)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders (walked for image files)")
+    p.add_argument("--out", default="gradcam", metavar="DIR", help="folder for the figures (default: %(default)s)")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("sample-data", help="write a small synthetic dataset to try the package on",
                        description="guitars: drawn Stratocaster, Les Paul and SG body outlines in random colours, "

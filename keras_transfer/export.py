@@ -18,6 +18,8 @@ Signatures, both returning ``probabilities`` (N, n) float32, ``class_ids`` (N,) 
 
 - ``serving_default`` (= ``serve``): ``images`` uint8 ``[N, H, W, 3]`` RGB of any H, W; resized
   inside to the model's input size by the resize training used (:mod:`keras_transfer.images`).
+- ``explain``: as ``serving_default``, plus ``heatmaps`` (N, h, w) float32 in [0, 1]: Grad-CAM of
+  the predicted class at the last feature map (:mod:`keras_transfer.explain`).
 - ``serve_bytes``: ``images`` string ``[N]``, each an encoded JPEG/PNG/BMP/GIF file, decoded in
   the graph to the pixels training decoded (:func:`keras_transfer.images.decode_bytes`: EXIF
   orientation, transparency on white, 16-bit); a GIF with a transparent colour, bytes that are
@@ -62,6 +64,8 @@ def _versions(out_dir: str) -> list[int]:
 def _serving_functions(model: keras.Model, class_names):
     import tensorflow as tf
 
+    from keras_transfer import explain
+
     size = tuple(model.input_shape[1:3])
     names = tf.constant(list(class_names))
 
@@ -80,7 +84,15 @@ def _serving_functions(model: keras.Model, class_names):
     def serve_bytes(images):
         return classify(tf.map_fn(decode_one, images, fn_output_signature=tf.TensorSpec((*size, 3), tf.float32)))
 
-    return serve, serve_bytes
+    split = explain.feature_split(model)  # built here, outside the traced function
+
+    def explain_images(images):
+        heatmaps, probabilities = explain.grad_cam(model, images_lib.resize(images, size), split=split)
+        ids = tf.argmax(probabilities, axis=-1)
+        return {"probabilities": probabilities, "class_ids": ids, "class_names": tf.gather(names, ids),
+                "heatmaps": heatmaps}
+
+    return serve, serve_bytes, explain_images
 
 
 def _check_formats(formats) -> tuple[str, ...]:
@@ -128,11 +140,13 @@ def export(model: keras.Model, out_dir: str, class_names, metadata: dict | None 
     tmp = tempfile.mkdtemp(prefix=f"{temporary_prefix()}{version}-", dir=out_dir)
     try:
         served = as_float32(model)
-        serve, serve_bytes = _serving_functions(served, class_names)
+        serve, serve_bytes, explain_images = _serving_functions(served, class_names)
         archive = keras.export.ExportArchive()
         # the first endpoint added also becomes serving_default
         archive.add_endpoint("serve", serve, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
         archive.add_endpoint("serve_bytes", serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+        archive.add_endpoint("explain", explain_images,
+                             input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
         archive.write_out(tmp, verbose=False)
         if "tflite" in formats:
             to_tflite(tmp, os.path.join(tmp, TFLITE_FILE))
@@ -184,6 +198,11 @@ class Predictor:
 
     def predict_images(self, images) -> dict:
         """``images``: uint8 array ``[N, H, W, 3]`` (RGB, 0..255, any H and W)."""
+        out = self.saved_model.signatures["serving_default"](images=self._checked(images))
+        return {k: v.numpy() for k, v in out.items()}
+
+    @staticmethod
+    def _checked(images) -> np.ndarray:
         images = np.asarray(images)
         if images.dtype != np.uint8:
             raise TypeError(f"images must be uint8 RGB in 0..255, got dtype {images.dtype}; "
@@ -191,7 +210,15 @@ class Predictor:
         if images.ndim != 4 or images.shape[-1] != 3:
             hint = " (one image? add a batch axis: images[None])" if images.ndim == 3 else ""
             raise ValueError(f"images must have shape [N, H, W, 3], got {list(images.shape)}{hint}.")
-        out = self.saved_model.signatures["serving_default"](images=images)
+        return images
+
+    def explain_images(self, images) -> dict:
+        """:meth:`predict_images` plus ``heatmaps`` (N, h, w): Grad-CAM of each predicted class."""
+        if "explain" not in self.saved_model.signatures:
+            raise ValueError(f"{self.path} has no 'explain' signature: it was exported before Grad-CAM was part of "
+                             "an export. Export it again with `keras-transfer export RUN_DIR`.")
+        images = self._checked(images)
+        out = self.saved_model.signatures["explain"](images=images)
         return {k: v.numpy() for k, v in out.items()}
 
     def predict_files(self, paths) -> tuple[list[dict], list[tuple[str, str]]]:

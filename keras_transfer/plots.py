@@ -137,6 +137,18 @@ def misclassified(images, labels, probabilities, class_names: Sequence[str], pat
     return shown
 
 
+def grad_cam(image: np.ndarray, overlaid: np.ndarray, title: str, path: str) -> str:
+    """An image beside its Grad-CAM overlay (:func:`keras_transfer.explain.overlay`)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.8))
+    for ax, picture, label in zip(axes, (image, overlaid), ("image", "Grad-CAM: " + title)):
+        ax.imshow(picture)
+        ax.set_title(label, fontsize=10)
+        ax.set_axis_off()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def heatmap(values: dict[tuple[int, int], float], path: str, x_label: str = "frozen layers (k)",
             y_label: str = "removed units", title: str = "validation accuracy") -> str:
     """``{(removed, frozen): value}`` as a grid; cells never tried are blank; best is boxed."""

@@ -127,7 +127,7 @@ def test_help_answers_without_importing_tensorflow():
     assert out.stdout.strip().splitlines()[-1] == "False False"
 
 
-@pytest.mark.parametrize("command", ["train", "tune", "probe", "export", "predict", "sample-data", "inspect"])
+@pytest.mark.parametrize("command", ["train", "tune", "probe", "export", "predict", "explain", "sample-data", "inspect"])
 def test_every_command_says_what_it_does(command):
     parser = _subparser(command)
     assert parser.description and len(parser.description) > 40, command

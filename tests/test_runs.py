@@ -110,6 +110,37 @@ def test_augmentation_settings_that_cannot_apply_are_refused(tmp_path, capsys, a
     assert not os.path.exists(tmp_path / "run")
 
 
+def test_explain_writes_grad_cam_figures_from_the_export_and_from_model_keras(trained, tmp_path, capsys):
+    import keras
+    import numpy as np
+
+    from keras_transfer import explain, export
+    from keras_transfer.images import read_image
+
+    root, run, bad = trained
+    good = [os.path.join(root, "imgs", "red", "r0.jpg"), os.path.join(root, "imgs", "blue", "b0.png")]
+    out = tmp_path / "cams"
+    unreadable = sorted(bad)[0]
+    assert main(["explain", os.path.join(run, "export"), *good, unreadable, "--out", str(out)]) == 1  # one bad file
+    captured = capsys.readouterr()
+    assert f"skipped {unreadable}" in captured.err
+    lines = [line.split("\t") for line in captured.out.strip().splitlines()]
+    predicted = export.load(os.path.join(run, "export")).predict_files(good)[0]
+    assert [(p, c) for p, c, _, _ in lines] == [(r["path"], r["class"]) for r in predicted]
+    assert all(os.path.getsize(figure) > 5000 for *_, figure in lines)
+    # the served heatmap is the trained model's
+    model = keras.saving.load_model(os.path.join(run, "model.keras"))
+    pixels = np.stack([read_image(p, (32, 32)) for p in good])
+    served = export.load(os.path.join(run, "export")).explain_images(pixels)
+    heat, probs = explain.grad_cam(model, pixels)
+    np.testing.assert_allclose(served["heatmaps"], np.asarray(heat), atol=1e-3)
+    np.testing.assert_allclose(served["probabilities"], np.asarray(probs), atol=1e-5)
+    # a .keras model works too, with the run's class names; the figures already there are kept
+    assert main(["explain", os.path.join(run, "model.keras"), good[0], "--out", str(out)]) == 0
+    again = capsys.readouterr().out.strip().split("\t")
+    assert again[1] == lines[0][1] and again[3].endswith(".gradcam-2.png") and os.path.exists(lines[0][3])
+
+
 def test_skipped_report_lists_exactly_the_bad_files(trained):
     _, run, bad = trained
     with open(os.path.join(run, "skipped.csv")) as f:
