@@ -60,5 +60,8 @@ def test_guitar_notebook_end_to_end(tmp_path, monkeypatch):
     assert os.path.exists(os.path.join(result["export"], "saved_model.pb"))
     assert result["reload_max_diff"] < 1e-5 and result["tflite_max_diff"] < 1e-3
     assert 0 <= result["test_accuracy"] <= 1 and result["best_trial"]["status"] == "COMPLETED"
-    for png in ("history.png", "confusion_matrix.png", "heatmap.png"):
+    assert "misclassified test image(s) shown" in outputs and "heatmaps of" in outputs
+    peaks = [float(v) for v in outputs.split("peaks ")[1].splitlines()[0].split(", ")]
+    assert len(peaks) >= 2 and all(p == 1.0 or p == 0.0 for p in peaks) and max(peaks) == 1.0  # drawn heatmaps
+    for png in ("history.png", "confusion_matrix.png", "misclassified.png", "heatmap.png", "gradcam.png"):
         assert (tmp_path / "out" / png).stat().st_size > 5000  # a drawn figure, not an empty canvas
