@@ -67,8 +67,9 @@ def cmd_train(args) -> int:
         print(f"\ntest accuracy {metrics['accuracy']:.3f} on {metrics['images']} images "
               f"(majority class {metrics['majority_class_rate']:.3f}); {metrics['seconds']:.0f} s")
         if "tta_accuracy" in metrics:
-            print(f"averaged over the {metrics['tta_views'].split('/')[1]} {metrics['tta_views'].split('/')[0]} views "
-                  f"(test-time augmentation): {metrics['tta_accuracy']:.3f}; the export serves the plain image")
+            print(f"averaged over the {metrics['tta_views']['count']} {metrics['tta_views']['kind']} views "
+                  f"(test-time augmentation): {metrics['tta_accuracy']:.3f}; the export serves the plain image "
+                  "(predict --tta averages the views)")
     print(f"run folder: {out}\nexported:   {metrics['export']}")
     return 0
 
@@ -185,7 +186,7 @@ def cmd_predict(args) -> int:
         raise ValueError(f"--top-k must be at least 1. Received: --top-k {args.top_k}")
     files, skipped = image_paths(args.images)
     predictor = export.load(args.model_dir)
-    results, unreadable = predictor.predict_files(files) if files else ([], [])
+    results, unreadable = predictor.predict_files(files, tta=args.tta) if files else ([], [])
     skipped += unreadable
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
@@ -278,6 +279,8 @@ def add_commands(sub, add_backbone_args) -> None:
                                                         "(default: %(default)s)")
     p.add_argument("--output", metavar="FILE", default=None,
                    help="write the predictions to FILE: .json (with the skipped files) or else CSV")
+    p.add_argument("--tta", action="store_true", help="average over the augmented views the model trained on "
+                                                      "(test-time augmentation; an export of train --augment)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("explain", help="show which pixels made an exported model answer what it did (Grad-CAM)",

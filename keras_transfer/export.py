@@ -196,10 +196,30 @@ class Predictor:
                                     f"export, or copied only in part. Received: {self.path}")
         self.class_names = self.info["class_names"]
 
-    def predict_images(self, images) -> dict:
-        """``images``: uint8 array ``[N, H, W, 3]`` (RGB, 0..255, any H and W)."""
-        out = self.saved_model.signatures["serving_default"](images=self._checked(images))
-        return {k: v.numpy() for k, v in out.items()}
+    def predict_images(self, images, tta: bool = False) -> dict:
+        """``images``: uint8 array ``[N, H, W, 3]`` (RGB, 0..255, any H and W). ``tta``: the
+        probabilities averaged over the augmented views the model trained on (test-time
+        augmentation), each view taken of the image at the model's input size."""
+        images = self._checked(images)
+        serve = self.saved_model.signatures["serving_default"]
+        if not tta:
+            return {k: v.numpy() for k, v in serve(images=images).items()}
+        views = self.views()
+        resized = images_lib.resize_array(images, self.info["input_size"]).astype("float32")
+        probabilities = np.mean([serve(images=np.asarray(views.apply(resized, v)).round().astype("uint8"))
+                                 ["probabilities"].numpy() for v in range(views.count)], axis=0)
+        ids = probabilities.argmax(axis=-1)
+        return {"probabilities": probabilities, "class_ids": ids,
+                "class_names": np.array([self.class_names[i].encode() for i in ids], dtype=object)}
+
+    def views(self):
+        """The :class:`~keras_transfer.views.Views` the model trained on; an error if it trained on none."""
+        from keras_transfer.views import Views
+
+        if "views" not in self.info:
+            raise ValueError(f"{self.path} was trained without augmented views, so there are none to average: "
+                             "test-time augmentation needs a model trained with `train --augment`. Received: tta=True")
+        return Views(**self.info["views"])
 
     @staticmethod
     def _checked(images) -> np.ndarray:
@@ -221,7 +241,7 @@ class Predictor:
         out = self.saved_model.signatures["explain"](images=images)
         return {k: v.numpy() for k, v in out.items()}
 
-    def predict_files(self, paths) -> tuple[list[dict], list[tuple[str, str]]]:
+    def predict_files(self, paths, tta: bool = False) -> tuple[list[dict], list[tuple[str, str]]]:
         """Classify image files; returns (results, skipped) where skipped lists (path, reason).
 
         Files are decoded as training decoded them (:func:`keras_transfer.images.decode_file`:
@@ -230,6 +250,8 @@ class Predictor:
         """
         from keras_transfer.data import skip_reason
 
+        if tta:
+            self.views()  # refused before any file is read
         results, skipped = [], []
         for path in paths:
             try:
@@ -237,7 +259,7 @@ class Predictor:
             except Exception as err:  # noqa: BLE001 - an unreadable file is reported, not fatal
                 skipped.append((path, skip_reason(err)))
                 continue
-            probs = self.predict_images(pixels[None])["probabilities"][0]
+            probs = self.predict_images(pixels[None], tta)["probabilities"][0]
             i = int(np.argmax(probs))
             results.append({"path": path, "class": self.class_names[i], "probability": float(probs[i]),
                             "probabilities": {c: float(p) for c, p in zip(self.class_names, probs)}})

@@ -155,7 +155,7 @@ def _run(config: TrainConfig, run_dir: str, work_dir: str, strategy, continuing:
                "weights_fingerprint": weights_digest}
     if recipe.views() is not None and len(splits.test):  # the export serves one view: both are reported
         metrics["tta_accuracy"] = training.evaluate(served, splits.test, views=recipe.views())["accuracy"]
-        metrics["tta_views"] = recipe.views().key
+        metrics["tta_views"] = dataclasses.asdict(recipe.views())
     if chief:
         _write_report(model, served, splits, histories, metrics, config, run_dir)
         metrics["seconds"] = round(time.time() - start, 1)
@@ -179,7 +179,9 @@ def _write_report(model, served, splits, histories: dict, metrics: dict, config:
     with atomic_path(os.path.join(run_dir, "model.keras")) as tmp:
         model.save(tmp)
     metrics["export"] = export.export(served, os.path.join(run_dir, "export"), splits.class_names,
-                                      {"backbone": config.model.backbone, "test_accuracy": metrics["accuracy"]})
+                                      {"backbone": config.model.backbone, "test_accuracy": metrics["accuracy"],
+                                       **({"views": metrics["tta_views"], "tta_accuracy": metrics["tta_accuracy"]}
+                                          if "tta_views" in metrics else {})})
 
 
 def removed_for(config: TrainConfig, splits) -> tuple[int, dict | None]:

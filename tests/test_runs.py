@@ -99,6 +99,17 @@ def test_augmented_training_reports_test_time_augmentation(tmp_path, capsys):
                                                                .round().astype("uint8")))["probabilities"]
                     for v in range(4)], axis=0)
     assert metrics["tta_accuracy"] == float(np.mean(mean.argmax(1) == splits.test.labels))
+    np.testing.assert_allclose(served.predict_images(splits.test.images, tta=True)["probabilities"], mean, atol=1e-6)
+    assert main(["predict", os.path.join(run, "export"), splits.test.paths[0], "--tta"]) == 0
+    line = capsys.readouterr().out.strip().split("\t")
+    assert line[1] == splits.class_names[int(mean[0].argmax())] and abs(float(line[2]) - mean[0].max()) < 1e-3
+
+
+def test_predict_tta_without_trained_views_is_refused(trained, capsys):
+    root, run, _ = trained
+    image = os.path.join(root, "imgs", "red", "r0.jpg")
+    assert main(["predict", os.path.join(run, "export"), image, "--tta"]) == 2
+    assert "trained without augmented views" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,says", [(["--augment-views", "3"], "set augment too"),
