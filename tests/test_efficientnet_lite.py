@@ -94,3 +94,15 @@ def test_features_at_every_unit_have_the_published_shapes():
 def test_imagenet_weights_with_another_class_count_are_refused():
     with pytest.raises(ValueError, match="1000 classes.*Received: classes=10"):
         EfficientNetLite0(weights="imagenet", include_top=True, classes=10)
+
+
+def test_keep_classifier_head_keeps_the_imagenet_classifier():
+    from keras_transfer import training
+
+    model = training.build_model("efficientnet_lite0", 3, weights="imagenet", input_size=224, removed=0,
+                                 head="keep_classifier", include_top=True, width=8)
+    kernel, bias = model.get_layer("efficientnet_lite0").get_layer("predictions").get_weights()
+    state = read_state_dict(lite0_weights_path())
+    np.testing.assert_array_equal(kernel, state["_fc.weight"].T)
+    np.testing.assert_array_equal(bias, state["_fc.bias"])
+    assert tuple(model.output.shape) == (None, 3)
