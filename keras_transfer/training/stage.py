@@ -105,6 +105,8 @@ def plan_stage(model: keras.Model, splits, recipe: Recipe, stage: str, epochs: i
     if views is None:
         x_train = cache.features(prefix, cut_name, splits.train.images, recipe.batch_size)
     else:
+        logger.info("[%s] %s features of %d %s views of the %d training images (each computed once, then cached)",
+                    stage, cut_name, views.count, views.kind, len(splits.train))
         x_train = [cache.features(prefix, cut_name, splits.train.images, recipe.batch_size, views, v)
                    for v in range(views.count)]
     x_val = cache.features(prefix, cut_name, splits.val.images, recipe.batch_size)
