@@ -9,7 +9,9 @@ test-time augmentation averages the class probabilities over the same views.
 Two kinds, chosen by what leaves the label unchanged:
 
 ``top_down``  images seen from above (solar cells, micrographs, satellite tiles): the 8 flips and
-              90-degree turns of the square, exact (no interpolation).
+              90-degree turns of the square, exact (no interpolation). The first 4 keep the
+              image's axes (itself, mirrored left-right, upside down, both): ``count=4`` suits
+              images whose rows and columns differ (a solar cell's busbars run across it).
 ``photo``     photographs: view 0 plus horizontal flips of seeded crops (80-100 % of the side,
               resized back) with a brightness change of up to 10 %.
 """
@@ -74,10 +76,10 @@ def _top_down(images, v):
     if images.shape[1] != images.shape[2]:
         raise ValueError(f"top_down views turn the image by 90 degrees, so it must be square. "
                          f"Received: images of shape {tuple(images.shape)}")
-    turns = [images, tf.transpose(images, [0, 2, 1, 3])[:, ::-1], images[:, ::-1, ::-1],
-             tf.transpose(images, [0, 2, 1, 3])[:, :, ::-1]]  # 0, 90, 180, 270 degrees
-    all8 = tf.stack(turns + [t[:, :, ::-1] for t in turns], axis=1)  # then each mirrored
-    return tf.gather(all8, v, batch_dims=1)
+    axes_kept = [images, images[:, :, ::-1], images[:, ::-1], images[:, ::-1, ::-1]]  # id, mirrored, flipped, 180
+    transposed = tf.transpose(images, [0, 2, 1, 3])
+    axes_swapped = [transposed, transposed[:, ::-1], transposed[:, :, ::-1], transposed[:, ::-1, ::-1]]  # 90, 270...
+    return tf.gather(tf.stack(axes_kept + axes_swapped, axis=1), v, batch_dims=1)
 
 
 def _photo(images, v, table):

@@ -73,8 +73,8 @@ def test_test_time_augmentation_averages_the_views(rng):
     x = rng.integers(0, 255, (5, 32, 32, 3)).astype("uint8")
     tta = training.predict_classes(model, x, views=Views("top_down", 8))
     turned = [np.rot90(x, k, axes=(1, 2)) for k in range(4)]
-    manual = np.mean([training.predict_classes(model, np.ascontiguousarray(t)) for t in turned + [t[:, :, ::-1] for t in turned]],
-                     axis=0)
+    every = turned + [t[:, :, ::-1] for t in turned]  # the 8 symmetries of the square, in another order
+    manual = np.mean([training.predict_classes(model, np.ascontiguousarray(t)) for t in every], axis=0)
     np.testing.assert_allclose(np.log(tta), np.log(manual), rtol=1e-3, atol=1e-3)
     assert not np.allclose(np.log(tta), np.log(training.predict_classes(model, x)), atol=1e-2)
 

@@ -9,8 +9,9 @@ def test_top_down_views_are_the_eight_flips_and_turns(rng):
     x = rng.integers(0, 255, (3, 6, 6, 3)).astype("float32")
     views = Views("top_down", 8)
     got = [views.apply(x, v).numpy() for v in range(8)]
-    want = [np.rot90(x, k, axes=(1, 2)) for k in range(4)]
-    want += [w[:, :, ::-1] for w in want]
+    want = [x, x[:, :, ::-1], x[:, ::-1], np.rot90(x, 2, axes=(1, 2))]  # the axes kept first
+    transposed = x.transpose(0, 2, 1, 3)
+    want += [transposed, np.rot90(x, 1, axes=(1, 2)), np.rot90(x, -1, axes=(1, 2)), transposed[:, ::-1, ::-1]]
     for v, (g, w) in enumerate(zip(got, want)):
         np.testing.assert_array_equal(g, w, err_msg=f"view {v}")
     assert len({g.tobytes() for g in got}) == 8
@@ -19,8 +20,10 @@ def test_top_down_views_are_the_eight_flips_and_turns(rng):
 def test_each_image_gets_its_own_view(rng):
     x = rng.integers(0, 255, (4, 5, 5, 3)).astype("float32")
     mixed = Views("top_down", 8).apply(x, np.array([0, 1, 2, 5])).numpy()
-    np.testing.assert_array_equal(mixed[1], np.rot90(x[1]))
-    np.testing.assert_array_equal(mixed[3], np.rot90(x[3], 1)[:, ::-1])
+    np.testing.assert_array_equal(mixed[0], x[0])
+    np.testing.assert_array_equal(mixed[1], x[1][:, ::-1])
+    np.testing.assert_array_equal(mixed[2], x[2][::-1])
+    np.testing.assert_array_equal(mixed[3], np.rot90(x[3]))
 
 
 def test_photo_view_zero_is_the_image_and_the_others_differ(rng):

@@ -118,14 +118,23 @@ def init_head(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, base_
     """Before the head trains: standardise its features with the training images' statistics and,
     for a linear head under ``recipe.linear_probe``, start it at the converged linear probe (LP-FT).
 
-    ``base_train``/``base_val``: the backbone's outputs on the train/val images if already at hand.
+    ``base_train``/``base_val``: the backbone's outputs on the train/val images if already at hand;
+    ``base_train`` may be a list, one per augmented view: the head then starts from what it will
+    train on, every view (a probe of view 0 alone is over-confident on the others).
     """
     probe_it = recipe.linear_probe and heads.linear_classifier(model) is not None
     if heads.feature_norm(model) is None and not probe_it:
         return
     prefix = prefix_model(model) if base_train is None or (probe_it and base_val is None) else None
+    views = recipe.views()
+    if base_train is None and views is not None and isinstance(splits.train, data_lib.ImageSet):
+        base_train = [_pooled_maps(batched_call(prefix, splits.train.images, recipe.batch_size,
+                                                lambda x, v=v: views.apply(x, v))) for v in range(views.count)]
     if base_train is None:
         base_train, y_train = _features(prefix, splits.train, recipe.batch_size)
+    elif isinstance(base_train, list):  # pooled first: 1x1 maps of every view, not V copies of the maps
+        base_train = np.concatenate([_pooled_maps(b) for b in base_train])
+        y_train = np.tile(splits.train.labels, len(base_train) // len(splits.train))
     else:
         y_train = splits.train.labels
     heads.adapt_feature_norm(model, base_train)
@@ -139,6 +148,11 @@ def init_head(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, base_
     fitted = fit_linear(heads.pooled_features(model, base_train), y_train, len(splits.class_names),
                         x_val, y_val if x_val is not None else None, seed=recipe.seed)
     heads.linear_classifier(model).set_weights([fitted.kernel, fitted.bias])
+
+
+def _pooled_maps(features: np.ndarray) -> np.ndarray:
+    """``(N, h, w, C)`` maps as ``(N, 1, 1, C)``: their global average, still a map for the head's helpers."""
+    return np.asarray(features, "float32").mean(axis=(1, 2), keepdims=True)
 
 
 def _features(prefix, part, batch_size: int):
@@ -196,8 +210,7 @@ def fit_stage(model: keras.Model, plan: StagePlan, splits, recipe: Recipe, strat
     freeze_for_stage(model, recipe, stage, k)
     key = None  # the head stage's HeadMemo key, when its result may be reused
     if stage == "head":
-        top_train = (plan.x_train[0] if isinstance(plan.x_train, list) else plan.x_train) if plan.at_top else None
-        init_head(model, splits, recipe, top_train, plan.x_val if plan.at_top else None)  # view 0: the images
+        init_head(model, splits, recipe, plan.x_train if plan.at_top else None, plan.x_val if plan.at_top else None)
         memo = not run_dir and all(getattr(cb, REUSED_HEAD_IS_FINE, False) for cb in callbacks or [])
         key = head_key(model, splits, recipe, epochs, strategy) if memo else None
         reused = cache.heads.get(key) if key else None
