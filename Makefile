@@ -21,7 +21,7 @@ $(STAMP): setup.cfg pyproject.toml
 # a small budget that runs in a few minutes on 2 CPU cores; prints test accuracy, exports.
 demo: $(STAMP)
 	$(BIN)/keras-transfer train --dataset elpv --backbone vgg16 --weights hed \
-		--input-size 160 --removed 3 --limit-per-class 400 --precision bfloat16 \
+		--input-size 160 --removed 3 --limit-per-class 400 --precision auto \
 		--epochs 4 --fine-tune-epochs 4 --out $(DEMO_OUT) --resume
 
 test: $(STAMP)
