@@ -518,8 +518,7 @@ def to_dataset(x, y, batch_size: int = 32, shuffle: bool = False, seed: int = 0,
     cached_views = isinstance(x, (list, tuple))
     if cached_views and (views is None or len(x) != views.count):
         raise ValueError(f"a list of cached views needs views with as many. Received: {len(x)} arrays, views={views}")
-    parts = (tuple(x) if cached_views else x, y) if sample_weight is None else (tuple(x) if cached_views else x, y,
-                                                                               sample_weight)
+    parts = (tuple(x) if cached_views else x, y) + (() if sample_weight is None else (sample_weight,))
     ds = tf.data.Dataset.from_tensor_slices(parts)
     if shuffle:
         ds = ds.shuffle(len(y if not isinstance(y, dict) else next(iter(y.values()))), seed=seed,

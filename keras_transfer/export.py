@@ -13,7 +13,7 @@ variables under any mixed policy, are copied into a float32 twin): a bfloat16 gr
 emulated, slowly, on CPUs without bf16 and is not convertible to TensorFlow Lite. The Keras
 model itself (for further training) is the run folder's ``model.keras``, not stored again here.
 
-Signatures, both returning ``probabilities`` (N, n) float32, ``class_ids`` (N,) int64 and
+Signatures, each returning ``probabilities`` (N, n) float32, ``class_ids`` (N,) int64 and
 ``class_names`` (N,) string:
 
 - ``serving_default`` (= ``serve``): ``images`` uint8 ``[N, H, W, 3]`` RGB of any H, W; resized

@@ -41,17 +41,22 @@ def test_train_writes_every_result(trained):
     assert os.path.exists(os.path.join(run, "export", "1", "saved_model.pb"))
 
 
-def test_the_reported_test_accuracy_is_the_exports(trained):
-    """metrics.json scores the model that is served (float32, whatever precision trained it)."""
-    import numpy as np
-
+def _served_on_test(trained):
+    """``(metrics.json, the run's splits drawn again, the export's probabilities on the test images)``."""
     from keras_transfer import data, export
 
     root, run, _ = trained
     metrics = json.load(open(os.path.join(run, "metrics.json")))
     splits = data.from_directory(str(root / "imgs"), image_size=32, validation_split=0.2, test_split=0.2, seed=0,
                                  progress=False)
-    served = export.load(os.path.join(run, "export", "1")).predict_images(splits.test.images)["probabilities"]
+    return metrics, splits, export.load(os.path.join(run, "export", "1")).predict_images(splits.test.images)["probabilities"]
+
+
+def test_the_reported_test_accuracy_is_the_exports(trained):
+    """metrics.json scores the model that is served (float32, whatever precision trained it)."""
+    import numpy as np
+
+    metrics, splits, served = _served_on_test(trained)
     assert metrics["images"] == len(splits.test)
     assert metrics["accuracy"] == float(np.mean(served.argmax(1) == splits.test.labels))
     assert metrics["confusion_matrix"] == [[int(np.sum((splits.test.labels == i) & (served.argmax(1) == j)))
@@ -61,13 +66,7 @@ def test_the_reported_test_accuracy_is_the_exports(trained):
 def test_misclassified_shows_the_served_models_mistakes(trained):
     import numpy as np
 
-    from keras_transfer import data, export
-
-    root, run, _ = trained
-    metrics = json.load(open(os.path.join(run, "metrics.json")))
-    splits = data.from_directory(str(root / "imgs"), image_size=32, validation_split=0.2, test_split=0.2, seed=0,
-                                 progress=False)
-    probs = export.load(os.path.join(run, "export", "1")).predict_images(splits.test.images)["probabilities"]
+    metrics, splits, probs = _served_on_test(trained)
     wrong = {splits.test.paths[i] for i in np.flatnonzero(probs.argmax(1) != splits.test.labels)}
     shown = metrics["misclassified_shown"]
     assert {row["name"] for row in shown} == wrong and len(shown) == round((1 - metrics["accuracy"]) * metrics["images"])
