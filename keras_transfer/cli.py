@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     from keras_transfer import cli_commands  # the train/tune/export/... commands
 
     cli_commands.add_commands(sub, _add_backbone_args)
+    from keras_transfer import cli_serve
+
+    cli_serve.add_parser(sub)
     add_verbose(parser)
     for command in sub.choices.values():
         add_verbose(command)  # (experiment NAME's parsers add their own)
