@@ -118,7 +118,7 @@ class ModelServer:
         poll_seconds: how often the export folder is checked for a new version.
     """
 
-    def __init__(self, export_dir: str, name: str, batching: bool = True, max_batch_size: int = 32,
+    def __init__(self, export_dir: str, name: str, batching: bool = False, max_batch_size: int = 32,
                  batch_timeout: float = 0.002, poll_seconds: float = 1.0, threads: int = 2):
         self.export_dir, self.name = os.path.abspath(export_dir), name
         self.batching, self.max_batch_size, self.batch_timeout = batching, max_batch_size, batch_timeout

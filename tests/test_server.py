@@ -43,7 +43,7 @@ def served(tmp_path_factory):
     export.export(_model(0), out, CLASSES)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "keras_transfer", "serve", out, "--port", str(port),
-                             "--poll-seconds", "0.2", "--max-body-mb", "1"],
+                             "--poll-seconds", "0.2", "--max-body-mb", "1", "--enable-batching"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for_port(port, proc)
@@ -159,5 +159,5 @@ def test_serve_refuses_bad_options(tmp_path):
         cli.build_parser().parse_args(["serve", str(tmp_path), "--port", "70000"])
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["serve", str(tmp_path), "--model-name", "a/b"])
-    assert cli.main(["serve", str(tmp_path), "--no-batching", "--max-batch-size", "8"]) == 2
+    assert cli.main(["serve", str(tmp_path), "--max-batch-size", "8"]) == 2
     assert cli.main(["serve", str(tmp_path)]) == 2  # no export there: one line, no traceback
