@@ -161,3 +161,45 @@ def test_serve_refuses_bad_options(tmp_path):
         cli.build_parser().parse_args(["serve", str(tmp_path), "--model-name", "a/b"])
     assert cli.main(["serve", str(tmp_path), "--max-batch-size", "8"]) == 2
     assert cli.main(["serve", str(tmp_path)]) == 2  # no export there: one line, no traceback
+
+
+def test_the_page_in_a_real_browser_shows_the_served_answer(served, tmp_path):
+    import shutil
+
+    driver_path, browser = shutil.which("chromedriver"), shutil.which("chromium")
+    if not (driver_path and browser):
+        if os.environ.get("CI"):
+            pytest.fail("CI needs Debian's chromium and chromium-driver (.ci/run installs them)")
+        pytest.skip("no chromium/chromedriver here (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port, out, _ = served
+    pixels = np.random.default_rng(5).integers(0, 256, (60, 50, 3), dtype=np.uint8)
+    image = tmp_path / "photo.png"
+    image.write_bytes(_png(pixels))
+    want = export.load(out).predict_images(pixels[None])["probabilities"][0]
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    try:
+        driver.get(f"http://127.0.0.1:{port}/")
+        driver.find_element(By.ID, "file").send_keys(str(image))
+        WebDriverWait(driver, 60).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-answered"))
+        assert driver.find_element(By.ID, "error").text == ""
+        first = driver.find_elements(By.CSS_SELECTOR, "#classes li")[0]
+        assert first.get_attribute("data-class") == CLASSES[int(want.argmax())]
+        assert float(first.get_attribute("data-probability")) == pytest.approx(float(want.max()), abs=1e-5)
+        assert f"{100 * want.max():.1f} %" in first.text
+        assert driver.find_element(By.ID, "overlay").get_attribute("src").startswith("data:image/png;base64,")
+        bad = tmp_path / "notes.png"
+        bad.write_bytes(b"not an image at all")
+        driver.find_element(By.ID, "file").send_keys(str(bad))
+        WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "error").text)
+        assert "notes.png" in driver.find_element(By.ID, "error").text
+    finally:
+        driver.quit()
