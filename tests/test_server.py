@@ -203,3 +203,25 @@ def test_the_page_in_a_real_browser_shows_the_served_answer(served, tmp_path):
         assert "notes.png" in driver.find_element(By.ID, "error").text
     finally:
         driver.quit()
+
+
+@pytest.mark.parametrize("batching", [False, True])
+def test_predict_with_and_without_batching_gives_the_signatures_answer(served, batching):
+    import asyncio
+
+    from keras_transfer import server
+
+    _, out, _ = served
+    model = server.ModelServer(out, "guitars", batching=batching, max_batch_size=4)
+    pixels = np.random.default_rng(6).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    want = model.current.run("serving_default", {"images": pixels})["probabilities"]
+
+    async def main():
+        try:
+            return await asyncio.gather(*(model.predict(model.current, "serving_default", {"images": pixels})
+                                          for _ in range(3)))
+        finally:
+            await model.close()
+
+    for got in asyncio.run(main()):
+        np.testing.assert_allclose(got["probabilities"], want, atol=1e-6)
