@@ -86,7 +86,7 @@ def main():
         own = _model_throughput(version, files)
         print(f"{args.backbone} at {args.size} px, 256 px JPEGs; the model's own serve_bytes throughput, "
               f"batch 32: {own:.1f} images/s")
-        print(f"| batching | clients | requests/s | p50 ms | p99 ms | errors |\n| --- | --- | --- | --- | --- | --- |")
+        print("| batching | clients | requests/s | p50 ms | p99 ms | errors |\n| --- | --- | --- | --- | --- | --- |")
         for batching in (False, True):
             port = free_port()
             cmd = [sys.executable, "-m", "keras_transfer", "serve", os.path.dirname(version), "--port", str(port),

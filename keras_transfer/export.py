@@ -55,7 +55,8 @@ TFLITE_FILE = "model.tflite"
 FORMATS = ("saved_model", "tflite")
 
 
-def _versions(out_dir: str) -> list[int]:
+def versions(out_dir: str) -> list[int]:
+    """The version numbers exported under ``out_dir`` (its numbered folders), ascending."""
     if not os.path.isdir(out_dir):
         return []
     return sorted(int(d) for d in os.listdir(out_dir) if re.fullmatch(r"\d+", d) and os.path.isdir(os.path.join(out_dir, d)))
@@ -134,7 +135,7 @@ def export(model: keras.Model, out_dir: str, class_names, metadata: dict | None 
         raise ValueError(f"{len(class_names)} class names for a model with {n_out} outputs. "
                          f"Received: class_names={class_names!r}")
     os.makedirs(out_dir, exist_ok=True)
-    version = (_versions(out_dir) or [0])[-1] + 1
+    version = (versions(out_dir) or [0])[-1] + 1
     final = os.path.join(out_dir, str(version))
     remove_stale_temporaries(out_dir)
     tmp = tempfile.mkdtemp(prefix=f"{temporary_prefix()}{version}-", dir=out_dir)
@@ -166,11 +167,11 @@ def resolve(path: str) -> str:
     """A version folder: ``path`` itself if it holds a SavedModel, else its newest version."""
     if os.path.exists(os.path.join(path, "saved_model.pb")):
         return path
-    versions = _versions(path)
-    if not versions:
+    numbers = versions(path)
+    if not numbers:
         raise FileNotFoundError(f"{path!r} holds no exported model (no saved_model.pb, no numbered version folder). "
                                 "Export one with `keras-transfer export RUN_DIR`.")
-    return os.path.join(path, str(versions[-1]))
+    return os.path.join(path, str(numbers[-1]))
 
 
 class Predictor:
@@ -185,7 +186,7 @@ class Predictor:
         except Exception as err:  # noqa: BLE001 - whatever TensorFlow raises, the export is unusable
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             base = os.path.dirname(self.path)
-            older = [os.path.join(base, str(v)) for v in _versions(base) if str(v) != os.path.basename(self.path)]
+            older = [os.path.join(base, str(v)) for v in versions(base) if str(v) != os.path.basename(self.path)]
             raise ValueError(f"{self.path} is not a complete SavedModel ({type(err).__name__}: {reason}): it was "
                              "damaged or copied only in part. Copy it again" + (
                                  f", or use the version before it ({older[-1]})" if older else "")

@@ -74,13 +74,7 @@ def _as_array(value, spec: dict, where: str) -> np.ndarray:
     """One input's batch-major value as the array its TensorSpec (``dtype``, ``shape``) asks for."""
     dtype, shape = spec["dtype"], spec["shape"]
     if dtype == "DT_STRING":
-        value = _unb64(value, where)
-        array = np.empty(len(value), dtype=object) if isinstance(value, list) and value and \
-            all(isinstance(v, bytes) for v in value) else None
-        if array is not None:
-            array[:] = value
-        else:
-            array = np.asarray(value, dtype=object)
+        array = np.asarray(_unb64(value, where), dtype=object)
     else:
         try:
             array = np.asarray(value, dtype=np.float64)

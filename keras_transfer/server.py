@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import functools
 import logging
 import os
 import re
@@ -54,8 +55,8 @@ class Version:
         from tensorflow.core.protobuf import saved_model_pb2
 
         self.path = path
-        self.number = int(os.path.basename(os.path.normpath(path))) if os.path.basename(
-            os.path.normpath(path)).isdigit() else 1
+        folder = os.path.basename(os.path.normpath(path))
+        self.number = int(folder) if folder.isdigit() else 1
         self.predictor = export.Predictor(path)
         self.signatures = dict(self.predictor.saved_model.signatures)
         self.specs = {
@@ -93,18 +94,20 @@ def tensorflow_reason(err: Exception) -> str:
     return found[:500] or type(err).__name__
 
 
-_decoders: dict = {}
+@functools.cache
+def _decoder():
+    import tensorflow as tf
+
+    from keras_transfer import images
+
+    return tf.function(images.decode_bytes, input_signature=[tf.TensorSpec([], tf.string)])
 
 
 def decode_bytes(encoded: bytes) -> np.ndarray:
     """``serve_bytes``' decoding of one file, as a compiled function (its errors read as the signature's)."""
     import tensorflow as tf
 
-    from keras_transfer import images
-
-    if "fn" not in _decoders:
-        _decoders["fn"] = tf.function(images.decode_bytes, input_signature=[tf.TensorSpec([], tf.string)])
-    return _decoders["fn"](tf.constant(encoded)).numpy()
+    return _decoder()(tf.constant(encoded)).numpy()
 
 
 class ModelServer:
@@ -132,7 +135,7 @@ class ModelServer:
     def newest_path(self) -> str | None:
         if self.fixed:
             return None
-        versions = export._versions(self.export_dir)
+        versions = export.versions(self.export_dir)
         return os.path.join(self.export_dir, str(versions[-1])) if versions else None
 
     async def watch(self) -> None:
