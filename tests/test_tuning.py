@@ -83,6 +83,32 @@ def test_every_trial_completes_and_results_are_written(kind, tmp_path):
     assert "val_acc" in tuning.format_top(rows)
 
 
+@pytest.mark.parametrize("kind", ["grid", "random", "hyperband"])
+def test_keras_tuners_state_files_are_replaced_whole_so_a_reader_or_a_kill_never_sees_half(kind, tmp_path):
+    """A reader that opened a state file before a save still reads the whole old file (written
+    in place, it would read a truncated one; so would the next run after a kill mid-write)."""
+    tuner = tuning.make_tuner(_hypermodel(removed_range=(0, 3)), kind, str(tmp_path), max_trials=3)
+    trial = tuner.oracle.create_trial("t0")
+    tuner.save()
+    project = tmp_path / "transfer"
+    files = [project / "oracle.json", project / f"trial_{trial.trial_id}" / "trial.json", project / "tuner0.json"]
+    readers = [open(path) for path in files]
+    try:
+        before = [path.read_text() for path in files]
+        tuner.oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+        trial.status = "COMPLETED"
+        tuner.oracle.end_trial(trial)
+        tuner.save()
+        assert [r.read() for r in readers] == before
+    finally:
+        for r in readers:
+            r.close()
+    assert json.loads(files[1].read_text())["status"] == "COMPLETED"
+    again = tuning.make_tuner(_hypermodel(removed_range=(0, 3)), kind, str(tmp_path), max_trials=3)
+    again.reload()
+    assert again.oracle.trials[trial.trial_id].status == "COMPLETED"
+
+
 def test_the_same_seed_gives_the_same_trials(tmp_path):
     """Keras Tuner takes seed=0 as "no seed"; our default seed is 0 and must still repeat."""
     import random

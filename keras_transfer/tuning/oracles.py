@@ -16,12 +16,14 @@ again reloads them, reruns the trial that was running and goes on; under Keras T
 
 from __future__ import annotations
 
+import os
 import time
 
 import keras_tuner
 import numpy as np
 from keras_tuner.engine import trial as trial_module
 
+from keras_transfer.files import write_json
 from keras_transfer.tuning.hypermodel import FINE_TUNE_EPOCHS, HEAD_EPOCHS, RUNG, TransferHyperModel
 
 KEYS = ("removed", "frozen_units", "width", "dropout", "learning_rate", "head")
@@ -65,7 +67,24 @@ def _key(config: dict, rung: int = 0) -> tuple:
     return tuple(config.get(k) for k in KEYS) + (rung,)
 
 
-class GridOracle(keras_tuner.Oracle):
+class AtomicSaves:
+    """Mixed into an Oracle. Keras Tuner writes ``oracle.json`` and every ``trial.json`` in place,
+    so a search killed mid-write would leave a file the next run cannot reload: these write each
+    file whole or not at all."""
+
+    def save(self):
+        write_json(self._get_oracle_fname(), self.get_state())
+
+    def _save_trial(self, trial):
+        write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
+
+
+def atomic(oracle_class):
+    """``oracle_class`` with :class:`AtomicSaves`."""
+    return type(f"Atomic{oracle_class.__name__}", (AtomicSaves, oracle_class), {})
+
+
+class GridOracle(AtomicSaves, keras_tuner.Oracle):
     """Every configuration in ``configs`` once, in order (see :func:`configurations`)."""
 
     def __init__(self, configs: list[dict], **kwargs):
@@ -125,9 +144,10 @@ class HalvingOracle(GridOracle):
 
 
 def default_first(oracle_class):
-    """``oracle_class`` whose first trial is the space's defaults (the default recipe)."""
+    """``oracle_class`` whose first trial is the space's defaults (the default recipe), saved
+    atomically (:class:`AtomicSaves`)."""
 
-    class DefaultFirst(oracle_class):
+    class DefaultFirst(AtomicSaves, oracle_class):
         def populate_space(self, trial_id):
             if not self.trials:
                 hps = self.hyperparameters

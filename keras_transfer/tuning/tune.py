@@ -16,7 +16,7 @@ from keras_transfer.files import read_json, write_json
 from keras_transfer.internals import tuner_is_worker
 from keras_transfer.tuning.folder import check_search_dir, start_search_dir
 from keras_transfer.tuning.hypermodel import TransferHyperModel
-from keras_transfer.tuning.oracles import GridOracle, HalvingOracle, configurations, default_first
+from keras_transfer.tuning.oracles import GridOracle, HalvingOracle, atomic, configurations, default_first
 from keras_transfer.tuning.results import format_top, trial_rows, write_results
 
 logger = logging.getLogger("keras_transfer.tuning")
@@ -38,7 +38,9 @@ def make_tuner(hypermodel: TransferHyperModel, kind: str = "random", directory: 
     goal = keras_tuner.Objective(objective, "max" if "acc" in objective else "min")
     where = dict(directory=directory, project_name=project_name, overwrite=overwrite)
     if kind == "hyperband":  # its tuner continues trials from their checkpoints: keep Keras Tuner's own
-        return keras_tuner.Hyperband(hypermodel, max_epochs=max_epochs, factor=3, objective=goal, seed=seed + 1, **where)
+        tuner = Hyperband(hypermodel, max_epochs=max_epochs, factor=3, objective=goal, seed=seed + 1, **where)
+        tuner.oracle.__class__ = atomic(type(tuner.oracle))  # Hyperband builds its oracle itself
+        return tuner
     if kind == "random":
         oracle = default_first(keras_tuner.oracles.RandomSearchOracle)(objective=goal, max_trials=max_trials,
                                                                        seed=seed + 1)
@@ -55,7 +57,25 @@ def make_tuner(hypermodel: TransferHyperModel, kind: str = "random", directory: 
                                    objective=goal, seed=seed + 1)
     else:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}. Received: kind={kind!r}")
-    return keras_tuner.Tuner(oracle=oracle, hypermodel=hypermodel, **where)
+    return Tuner(oracle=oracle, hypermodel=hypermodel, **where)
+
+
+class AtomicTunerSave:
+    """Keras Tuner's tuner writes ``tuner0.json`` in place; a torn one would stop the search
+    resuming (see :class:`~keras_transfer.tuning.oracles.AtomicSaves` for the oracle's files)."""
+
+    def save(self):
+        if not self._is_worker():
+            self.oracle.save()
+        write_json(self._get_tuner_fname(), self.get_state())
+
+
+class Tuner(AtomicTunerSave, keras_tuner.Tuner):
+    pass
+
+
+class Hyperband(AtomicTunerSave, keras_tuner.Hyperband):
+    pass
 
 
 def search(config: SearchConfig, out_dir: str, verbose: int = 1) -> dict:
