@@ -140,8 +140,8 @@ def _tune_cmd(data_dir, out, trials, tuner="random"):
             "--tuner", tuner, "--no-retrain", "--out", str(out)]
 
 
-# trials a search of --trials 4 runs: halving trains the best third (2 of 4) again at the full budget
-_TRIALS_OF_4 = {"random": 4, "grid": 4, "halving": 6}
+# trials a search of --trials 3 runs: halving trains the best third (1 of 3) again at the full budget
+_TRIALS_OF_3 = {"random": 3, "grid": 3, "halving": 4}
 
 
 def _env(**extra):
@@ -170,7 +170,7 @@ def _trial_states(out):
 @pytest.mark.parametrize("tuner", ["grid", "halving"])
 def test_a_search_killed_mid_trial_resumes_and_keeps_finished_trials(guitars, tmp_path, tuner):
     out = tmp_path / "search"
-    proc = subprocess.Popen(_tune_cmd(guitars, out, 4, tuner), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(_tune_cmd(guitars, out, 3, tuner), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=_env())
     deadline = time.time() + 300
     try:
@@ -185,13 +185,13 @@ def test_a_search_killed_mid_trial_resumes_and_keeps_finished_trials(guitars, tm
         proc.kill()
     before = {k: v for k, v in _trial_states(out).items() if v[0] == "COMPLETED"}
     assert before, "no trial finished before the kill"
-    again = subprocess.run(_tune_cmd(guitars, out, 4, tuner), capture_output=True, text=True, timeout=400, env=_env())
+    again = subprocess.run(_tune_cmd(guitars, out, 3, tuner), capture_output=True, text=True, timeout=400, env=_env())
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert "resuming the search" in again.stdout
     after = _trial_states(out)
     for trial_id, state in before.items():
         assert after[trial_id] == state, "a finished trial must be kept as it was"
-    n = _TRIALS_OF_4[tuner]
+    n = _TRIALS_OF_3[tuner]
     assert sum(s == "COMPLETED" for s, _ in after.values()) == n
     assert len({config for _, config in after.values()}) == n  # no configuration trained twice
     with open(out / "results.csv") as f:
@@ -207,7 +207,7 @@ def test_distributed_search_chief_and_workers_finish_by_themselves(guitars, tmp_
     start = time.time()
     for tuner_id in ["chief"] + [f"tuner{i}" for i in range(workers)]:
         env = _env(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(port))
-        procs[tuner_id] = subprocess.Popen(_tune_cmd(guitars, out, 4, tuner), stdout=subprocess.PIPE,
+        procs[tuner_id] = subprocess.Popen(_tune_cmd(guitars, out, 3, tuner), stdout=subprocess.PIPE,
                                            stderr=subprocess.STDOUT, text=True, env=env)
         if tuner_id == "chief":
             wait_for_port(port, procs["chief"])  # the workers need the chief's oracle listening
@@ -221,7 +221,7 @@ def test_distributed_search_chief_and_workers_finish_by_themselves(guitars, tmp_
     seconds = time.time() - start
     assert {t: p.returncode for t, p in procs.items()} == {t: 0 for t in procs}, \
         {t: o[-1500:] for t, o in outs.items()}
-    n = _TRIALS_OF_4[tuner]
+    n = _TRIALS_OF_3[tuner]
     done = [sum(line.startswith("[head]") for line in outs[w].splitlines()) for w in procs if w != "chief"]
     assert sum(done) == n, "the workers run every trial; the chief only serves the oracle"
     assert not any(line.startswith("[head]") for line in outs["chief"].splitlines())
@@ -310,16 +310,16 @@ def test_tune_halving_trains_the_best_third_longer_and_exports_the_winner(guitar
 
     out = tmp_path / "halving"
     argv = ["tune", "--data", str(guitars), "--backbone", "vgg16", "--weights", "none", "--input-size", "32",
-            "--tuner", "halving", "--trials", "6", "--epochs", "1", "--fine-tune-epochs", "2", "--widths", "8",
+            "--tuner", "halving", "--trials", "3", "--epochs", "1", "--fine-tune-epochs", "2", "--widths", "8",
             "--dropouts", "0.0", "--learning-rates", "0.001", "--batch-size", "4", "--removed-range", "1:2",
             "--frozen-range", "9:13", "--out", str(out)]
     assert main(argv) == 0
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["status"] for r in rows] == ["COMPLETED"] * 8
-    assert [r["rung"] for r in rows] == ["0"] * 6 + ["1"] * 2  # 6 at 1+1 epochs, the best third on
-    stopped = sorted(rows[:6], key=lambda r: (-float(r["val_accuracy"]), float(r["val_loss"])))
-    promoted = {(r["removed"], r["frozen_units"]) for r in rows[6:]}
+    assert [r["status"] for r in rows] == ["COMPLETED"] * 4
+    assert [r["rung"] for r in rows] == ["0"] * 3 + ["1"]  # 3 at 1+1 epochs, the best third on
+    stopped = sorted(rows[:3], key=lambda r: (-float(r["val_accuracy"]), float(r["val_loss"])))
+    promoted = {(r["removed"], r["frozen_units"]) for r in rows[3:]}
     assert (stopped[0]["removed"], stopped[0]["frozen_units"]) in promoted
     best = json.load(open(out / "best.json"))
     assert best["best"]["status"] == "COMPLETED" and os.listdir(out / "export") == ["1"]
