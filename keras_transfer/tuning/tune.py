@@ -39,7 +39,8 @@ def make_tuner(hypermodel: TransferHyperModel, kind: str = "random", directory: 
     where = dict(directory=directory, project_name=project_name, overwrite=overwrite)
     if kind == "hyperband":  # its tuner continues trials from their checkpoints: keep Keras Tuner's own
         tuner = Hyperband(hypermodel, max_epochs=max_epochs, factor=3, objective=goal, seed=seed + 1, **where)
-        tuner.oracle.__class__ = atomic(type(tuner.oracle))  # Hyperband builds its oracle itself
+        if isinstance(tuner.oracle, keras_tuner.Oracle):  # Hyperband builds its oracle itself; a worker's is
+            tuner.oracle.__class__ = atomic(type(tuner.oracle))  # the chief's client, which saves nothing
         return tuner
     if kind == "random":
         oracle = default_first(keras_tuner.oracles.RandomSearchOracle)(objective=goal, max_trials=max_trials,
