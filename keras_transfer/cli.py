@@ -130,6 +130,11 @@ def _native_stderr_hidden(hidden: bool):
 
 def _start_tensorflow(show_logs: bool) -> None:
     """Import TensorFlow and initialise its devices, quietly unless ``show_logs``."""
+    if not show_logs and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "2":  # the package's default
+        # TF's native ERROR lines are not the user's errors either: a SavedModel's first call logs
+        # grappler's "layout failed" and oneDNN's fallback notes (harmless); real faults still
+        # arrive as Python exceptions, which the CLI reports.
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     with _native_stderr_hidden(not show_logs):
         import tensorflow as tf
 

@@ -225,3 +225,26 @@ def test_predict_with_and_without_batching_gives_the_signatures_answer(served, b
 
     for got in asyncio.run(main()):
         np.testing.assert_allclose(got["probabilities"], want, atol=1e-6)
+
+
+def test_the_console_shows_the_servers_lines_not_tensorflows_native_log(served):
+    # A SavedModel's first call logs grappler's "E0000 ... layout failed" (harmless, and alarming
+    # to read) to file descriptor 2; off --verbose the CLI keeps TensorFlow's native log quiet.
+    import re
+
+    _, out, _ = served
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell has it
+    proc = subprocess.Popen([sys.executable, "-m", "keras_transfer", "serve", out, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        wait_for_port(port, proc)
+        pixels = np.random.default_rng(8).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        b64 = {"b64": base64.b64encode(_png(pixels)).decode()}
+        assert _call(port, "/v1/models/guitars:predict", {"signature_name": "serve_bytes", "instances": [b64]})[0] == 200
+        assert _call(port, "/v1/models/guitars:predict", {"instances": [pixels.tolist()]})[0] == 200
+    finally:
+        proc.terminate()
+        said = proc.communicate(timeout=30)[0]
+    assert "serving guitars version" in said
+    assert not re.findall(r"^[IWEF]\d{4} .*$", said, re.M)
