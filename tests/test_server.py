@@ -110,6 +110,20 @@ def test_a_bad_request_gets_an_error_and_the_server_goes_on(served, body, status
     assert ok == 200 and len(answer["predictions"]) == 1
 
 
+def test_a_decompression_bomb_is_refused_from_its_header_and_the_server_goes_on(served, tmp_path):
+    from helpers import write_bomb_png
+
+    port, _, _ = served
+    bomb = open(write_bomb_png(str(tmp_path / "bomb.png")), "rb").read()  # 30000 x 30000 declared, 90 bytes
+    body = {"signature_name": "serve_bytes", "instances": [{"b64": base64.b64encode(bomb).decode()}]}
+    status, answer = _call(port, "/v1/models/guitars:predict", body)
+    assert status == 400 and "more pixels than this model decodes" in answer["error"]
+    status, answer = _call(port, "/page/explain", bomb)
+    assert status == 400 and "pixels" in answer["error"]
+    ok, answer = _call(port, "/v1/models/guitars:predict", {"instances": [[[[1, 2, 3]]]]})
+    assert ok == 200 and len(answer["predictions"]) == 1
+
+
 def test_unknown_model_or_version_is_404(served):
     port, _, _ = served
     assert _call(port, "/v1/models/other:predict", {"instances": [[[[1, 2, 3]]]]})[0] == 404
