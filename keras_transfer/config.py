@@ -139,6 +139,9 @@ class RecipeConfig:
     cache_features: bool = option(True, "--no-cache", "do not cache frozen-prefix features", action="store_false")
     class_weight: bool = option(False, "--class-weight", "weigh classes to balance an imbalanced dataset",
                                 action="store_true")
+    train_batchnorm: bool = option(False, "--train-batchnorm", "fine-tuning also trains the unfrozen backbone's "
+                                   "BatchNorm layers (scale, offset and batch statistics; default: the recipe's, "
+                                   "default and keras_io keep them in inference mode)", action="store_true")
     patience: int | None = option(3, "--patience", "early-stopping patience; -1 disables it", type=_patience)
     tensorboard: str | None = option(None, "--tensorboard", "write TensorBoard logs to DIR (default: "
                                      "OUT/tensorboard); tune: one folder per trial, with the HParams dashboard",
@@ -161,7 +164,7 @@ class RecipeConfig:
             fine_tune_learning_rate=self.fine_tune_learning_rate, transferred_lr_scale=self.transferred_lr_scale,
             batch_size=self.batch_size, augment=augment, augment_views=self.augment_views,
             cache_features=self.cache_features,
-            class_weight=self.class_weight, seed=seed, tensorboard=self.tensorboard, verbose=self.verbose)
+            class_weight=self.class_weight, bn_inference=False if self.train_batchnorm else None, seed=seed, tensorboard=self.tensorboard, verbose=self.verbose)
         recipe.views()  # a count the kind cannot give is refused here, before any data is read
         return dataclasses.replace(recipe, patience=self.patience)  # None here means "no early stopping"
 

@@ -198,6 +198,29 @@ def test_reduced_learning_rate_instead_of_freezing(rng):
     assert all(layer.trainable for layer in base.layers)
 
 
+@pytest.mark.parametrize("bn_inference", [True, False])
+def test_batchnorm_keeps_its_statistics_in_inference_mode_and_learns_them_when_trained(rng, bn_inference):
+    keras.utils.set_random_seed(0)
+    model = training.build_model("mobilenet_v2", 3, weights=None, input_size=32, removed=0)
+    base = backbone_of(model)
+    norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    top, bottom = norms[-1], norms[0]  # fine-tuning below freezes every layer before top
+    before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in (top, bottom)}
+    training.fine_tune(model, _splits(rng), _recipe(head_epochs=0, frozen=layer_index(base, top.name),
+                                                    bn_inference=bn_inference, fine_tune_learning_rate=0.05))
+    for w0, w1 in zip(before[bottom.name], bottom.get_weights()):  # frozen: never changes
+        np.testing.assert_array_equal(w0, w1)
+    moved = [not np.array_equal(w0, w1) for w0, w1 in zip(before[top.name], top.get_weights())]
+    assert moved == ([False] * 4 if bn_inference else [True] * 4)  # gamma, beta, moving mean, moving variance
+
+
+def test_train_batchnorm_option_reaches_the_recipe():
+    from keras_transfer.config import RecipeConfig
+
+    assert RecipeConfig().make(seed=0).bn_inference is True
+    assert RecipeConfig(train_batchnorm=True).make(seed=0).bn_inference is False
+
+
 def test_binary_auxiliary_head_trains_through_the_recipe(rng):
     model = _vgg(head="binary_auxiliary")
     histories = training.fine_tune(model, _splits(rng), _recipe())
