@@ -130,7 +130,10 @@ class Explainer:
         if path.endswith(".keras"):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"no such model file. Received: {path}")
-            self.model = keras.saving.load_model(path)
+            from keras_transfer.precision import as_float32
+
+            # in float32 like the export's explain signature, whatever precision it trained in
+            self.model = as_float32(keras.saving.load_model(path))
             self.split = feature_split(self.model)
             self.size = tuple(self.model.input_shape[1:3])
             out = self.model.output

@@ -73,6 +73,25 @@ def test_grad_cam_on_a_package_model_uses_the_nested_backbones_last_map(rng):
     np.testing.assert_allclose(np.asarray(heat), cam, atol=1e-4)
 
 
+def test_a_model_trained_in_bfloat16_is_explained_in_float32_as_its_export_is(tmp_path, rng):
+    from keras_transfer import precision
+
+    with precision.using("bfloat16"):
+        model = training.build_model("vgg16", 3, weights=None, input_size=32, removed=3, width=0)
+    head = model.get_layer("head")
+    head.set_weights([rng.normal(0, 0.05, w.shape).astype("float32") for w in head.get_weights()])
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    explainer = explain.Explainer(path)
+    probs, heat = explainer(pixels)
+    want_heat, want_probs = explain.grad_cam(precision.as_float32(model), pixels[None].astype("float32"))
+    np.testing.assert_allclose(heat, np.asarray(want_heat)[0], atol=1e-6)
+    np.testing.assert_allclose(probs, np.asarray(want_probs)[0], atol=1e-6)
+    bf16_heat, _ = explain.grad_cam(model, pixels[None].astype("float32"))
+    assert np.abs(np.asarray(bf16_heat)[0] - heat).max() > 1e-3  # so this test tells the two apart
+
+
 def test_a_model_without_a_feature_map_is_refused():
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))

@@ -124,7 +124,7 @@ def test_explain_writes_grad_cam_figures_from_the_export_and_from_model_keras(tr
     import keras
     import numpy as np
 
-    from keras_transfer import explain, export
+    from keras_transfer import explain, export, precision
     from keras_transfer.images import read_image
 
     root, run, bad = trained
@@ -138,8 +138,9 @@ def test_explain_writes_grad_cam_figures_from_the_export_and_from_model_keras(tr
     predicted = export.load(os.path.join(run, "export")).predict_files(good)[0]
     assert [(p, c) for p, c, _, _ in lines] == [(r["path"], r["class"]) for r in predicted]
     assert all(os.path.getsize(figure) > 5000 for *_, figure in lines)
-    # the served heatmap is the trained model's
-    model = keras.saving.load_model(os.path.join(run, "model.keras"))
+    # the served heatmap is the trained model's (in float32, as the export computes, whatever
+    # precision training ran in)
+    model = precision.as_float32(keras.saving.load_model(os.path.join(run, "model.keras")))
     pixels = np.stack([read_image(p, (32, 32)) for p in good])
     served = export.load(os.path.join(run, "export")).explain_images(pixels)
     heat, probs = explain.grad_cam(model, pixels)
