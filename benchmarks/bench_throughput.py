@@ -81,8 +81,13 @@ def main(argv=None) -> int:
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seconds", type=float, default=6.0, help="time each measurement this long")
-    p.add_argument("--out", default=os.path.join(HERE, "results", "throughput.json"))
+    p.add_argument("--out", help="default: results/throughput.json for the default backbones and sizes, else a "
+                   "file named after them (a partial run does not replace the full table)")
     args = p.parse_args(argv)
+    if args.out is None:
+        default = args.backbones == p.get_default("backbones") and args.sizes == p.get_default("sizes")
+        name = "throughput" if default else "_".join(["throughput", *args.backbones, *map(str, args.sizes)])
+        args.out = os.path.join(HERE, "results", name + ".json")
     ceiling = {d: matmul_gflops(d) for d in args.dtypes}
     print("matmul 2048x2048: " + ", ".join(f"{d} {g:.0f} GFLOP/s" for d, g in ceiling.items()), flush=True)
     rows = []

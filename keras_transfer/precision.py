@@ -43,11 +43,20 @@ def has_gpu() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def choose(precision: str = "auto", gpu: bool | None = None, flags=None) -> str:
+def _bf16_pays_on_cpu(backbone: str | None) -> bool:
+    if backbone is None:
+        return True
+    from keras_transfer.backbones import get_backbone
+
+    return get_backbone(backbone).cpu_bfloat16
+
+
+def choose(precision: str = "auto", gpu: bool | None = None, flags=None, backbone: str | None = None) -> str:
     """``float32``, ``bfloat16`` or ``float16`` for this machine (``gpu``/``flags``: seams for tests).
 
     ``auto``: float16 on a GPU; on a CPU, bfloat16 where it has bf16 instructions and
-    ``AUTO_BF16_ON_CPU`` (set by the quality benchmark; True since 2026-11-23), else float32.
+    ``AUTO_BF16_ON_CPU`` (set by the quality benchmark; True since 2026-11-23) and bfloat16
+    trains ``backbone`` faster there (its table row's ``cpu_bfloat16``), else float32.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}. Received: precision={precision!r}")
@@ -57,7 +66,7 @@ def choose(precision: str = "auto", gpu: bool | None = None, flags=None) -> str:
     if precision == "auto":
         if gpu:
             return "float16"
-        return "bfloat16" if (bf16_cpu and AUTO_BF16_ON_CPU) else "float32"
+        return "bfloat16" if (bf16_cpu and AUTO_BF16_ON_CPU and _bf16_pays_on_cpu(backbone)) else "float32"
     if precision == "float16" and not gpu:
         raise ValueError("float16 is for GPUs: on a CPU it is slower than float32. Use precision='bfloat16' "
                          "(CPUs with avx512_bf16 or AMX) or 'float32'. Received: precision='float16'")
@@ -67,14 +76,14 @@ def choose(precision: str = "auto", gpu: bool | None = None, flags=None) -> str:
     return precision
 
 
-def apply(precision: str = "auto", gpu: bool | None = None, flags=None) -> str:
+def apply(precision: str = "auto", gpu: bool | None = None, flags=None, backbone: str | None = None) -> str:
     """Set Keras's global dtype policy for ``precision`` (see :func:`choose`); returns the choice.
 
     Call it before building models: a model computes in the policy it was built under.
     """
     import keras
 
-    chosen = choose(precision, gpu, flags)
+    chosen = choose(precision, gpu, flags, backbone)
     keras.mixed_precision.set_global_policy(POLICIES[chosen])
     logger.info("precision: %s (Keras policy %s%s)", chosen, POLICIES[chosen],
                 "; softmax and exports stay float32" if chosen != "float32" else "")
@@ -82,13 +91,13 @@ def apply(precision: str = "auto", gpu: bool | None = None, flags=None) -> str:
 
 
 @contextlib.contextmanager
-def using(precision: str = "auto", gpu: bool | None = None, flags=None):
+def using(precision: str = "auto", gpu: bool | None = None, flags=None, backbone: str | None = None):
     """:func:`apply` for the duration of a ``with`` block, then the previous policy again."""
     import keras
 
     previous = keras.mixed_precision.global_policy().name
     try:
-        yield apply(precision, gpu, flags)
+        yield apply(precision, gpu, flags, backbone)
     finally:
         keras.mixed_precision.set_global_policy(previous)
 

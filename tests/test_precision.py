@@ -20,6 +20,18 @@ def test_auto_picks_by_device_and_cpu_flags(gpu, flags, expected, bf16_ok, monke
     assert precision.choose("auto", gpu=gpu, flags=flags) == expected
 
 
+def test_auto_keeps_float32_on_a_cpu_for_a_backbone_bfloat16_trains_slower(monkeypatch):
+    from keras_transfer.backbones import BACKBONES
+
+    monkeypatch.setattr(precision, "AUTO_BF16_ON_CPU", True)
+    bf16_cpu = {"avx2", "avx512_bf16"}
+    assert precision.choose("auto", gpu=False, flags=bf16_cpu, backbone="efficientnet_lite0") == "float32"
+    assert precision.choose("auto", gpu=False, flags=bf16_cpu, backbone="vgg16") == "bfloat16"
+    assert precision.choose("auto", gpu=True, flags=bf16_cpu, backbone="efficientnet_lite0") == "float16"
+    assert precision.choose("bfloat16", gpu=False, flags=bf16_cpu, backbone="efficientnet_lite0") == "bfloat16"
+    assert not BACKBONES["efficientnet_lite0"].cpu_bfloat16 and BACKBONES["vgg16"].cpu_bfloat16
+
+
 def test_float16_on_a_cpu_and_unknown_names_are_refused():
     with pytest.raises(ValueError, match="Received: precision='float16'"):
         precision.choose("float16", gpu=False, flags={"avx512_bf16"})

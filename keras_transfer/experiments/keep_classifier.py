@@ -139,7 +139,7 @@ def run(config: KeepClassifierConfig, out_dir: str) -> dict:
     _check(config)
     results = Results(out_dir, "keep-classifier", config, len(config.seeds) * len(config.frozen) * len(HEADS))
     pool = classsplits.load_pool(config.data_dir, config.dataset, _input_size(config), config.limit_per_class)
-    with precision.using(config.precision):
+    with precision.using(config.precision, backbone=config.backbone):
         for seed in config.seeds:
             _run_seed(config, results, pool, seed)
     unit_names = _unit_names(config.backbone) if config.backbone else list(smallnet.UNITS)

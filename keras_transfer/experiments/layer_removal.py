@@ -72,7 +72,7 @@ def run(config: LayerRemovalConfig, out_dir: str) -> dict:
     """Run (or resume) the experiment in ``out_dir``; returns ``results.json``'s content."""
     results = Results(out_dir, "layer-removal", config, len(config.seeds) * len(config.removed) * len(MODES))
     probes = results.extra.setdefault("probe", {})
-    with precision.using(config.precision):
+    with precision.using(config.precision, backbone=config.backbone):
         for seed in config.seeds:
             splits = data.load(config.data_dir, config.dataset, config.input_size, 0.2, 0.2, seed,
                                config.limit_per_class, progress=False)

@@ -85,7 +85,7 @@ def search(config: SearchConfig, out_dir: str, verbose: int = 1) -> dict:
     trial. Models compute in ``config.distribute.precision`` (the global policy is restored after)."""
     from keras_transfer import precision
 
-    with precision.using(config.distribute.precision):
+    with precision.using(config.distribute.precision, backbone=config.model.backbone):
         if tuner_is_worker():  # a distributed worker: the chief's oracle owns the folder
             return _search_in(config, out_dir, verbose, resuming=True)
         with folders.locked(out_dir, "keras-transfer tune"):
