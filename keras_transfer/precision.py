@@ -85,8 +85,10 @@ def apply(precision: str = "auto", gpu: bool | None = None, flags=None, backbone
 
     chosen = choose(precision, gpu, flags, backbone)
     keras.mixed_precision.set_global_policy(POLICIES[chosen])
-    logger.info("precision: %s (Keras policy %s%s)", chosen, POLICIES[chosen],
-                "; softmax and exports stay float32" if chosen != "float32" else "")
+    why = "; softmax and exports stay float32" if chosen != "float32" else ""
+    if chosen == "float32" and precision == "auto" and choose("auto", gpu, flags) == "bfloat16":
+        why = f"; bfloat16 trains {backbone} slower on this CPU"
+    logger.info("precision: %s (Keras policy %s%s)", chosen, POLICIES[chosen], why)
     return chosen
 
 

@@ -32,6 +32,17 @@ def test_auto_keeps_float32_on_a_cpu_for_a_backbone_bfloat16_trains_slower(monke
     assert not BACKBONES["efficientnet_lite0"].cpu_bfloat16 and BACKBONES["vgg16"].cpu_bfloat16
 
 
+def test_the_log_says_why_auto_kept_float32(monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setattr(precision, "AUTO_BF16_ON_CPU", True)
+    with caplog.at_level(logging.INFO, logger="keras_transfer"):
+        with precision.using("auto", gpu=False, flags={"avx512_bf16"}, backbone="efficientnet_lite0"):
+            pass
+    assert "precision: float32 (Keras policy float32; bfloat16 trains efficientnet_lite0 slower on this CPU)" \
+        in caplog.text
+
+
 def test_float16_on_a_cpu_and_unknown_names_are_refused():
     with pytest.raises(ValueError, match="Received: precision='float16'"):
         precision.choose("float16", gpu=False, flags={"avx512_bf16"})
