@@ -164,7 +164,8 @@ class RecipeConfig:
             fine_tune_learning_rate=self.fine_tune_learning_rate, transferred_lr_scale=self.transferred_lr_scale,
             batch_size=self.batch_size, augment=augment, augment_views=self.augment_views,
             cache_features=self.cache_features,
-            class_weight=self.class_weight, bn_inference=False if self.train_batchnorm else None, seed=seed, tensorboard=self.tensorboard, verbose=self.verbose)
+            class_weight=self.class_weight, bn_inference=False if self.train_batchnorm else None, seed=seed,
+            tensorboard=self.tensorboard, verbose=self.verbose)
         recipe.views()  # a count the kind cannot give is refused here, before any data is read
         return dataclasses.replace(recipe, patience=self.patience)  # None here means "no early stopping"
 

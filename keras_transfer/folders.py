@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -81,15 +82,24 @@ def contents(folder: str) -> list[str]:
     return [n for n in os.listdir(folder) if n != LOCK_FILE] if os.path.isdir(folder) else []
 
 
-def settings_changes(saved: dict, asked: dict, may_change=()) -> list[tuple[str, object, object]]:
-    """``(group.key, was, now)`` for each setting ``asked`` that differs from ``saved`` (both
-    ``dataclasses.asdict`` of a config; tuples and lists compare equal), except the groups or
-    ``group.key`` names in ``may_change``."""
+def settings_changes(saved: dict, asked, may_change=()) -> list[tuple[str, object, object]]:
+    """``(group.key, was, now)`` for each setting ``asked`` (a config, or its ``dataclasses.asdict``)
+    that differs from ``saved`` (tuples and lists compare equal), except the groups or
+    ``group.key`` names in ``may_change``. A setting ``saved`` does not hold (one the package
+    gained after the folder was started) was its default then, so a config's default matches it."""
+    defaults = {}
+    if dataclasses.is_dataclass(asked):
+        defaults, asked = json.loads(json.dumps(dataclasses.asdict(type(asked)()))), dataclasses.asdict(asked)
     asked = json.loads(json.dumps(asked))  # as it would be saved
-    return [(f"{group}.{key}", saved.get(group, {}).get(key), value)
+
+    def was(group, key):
+        held = saved.get(group, {})
+        return held[key] if key in held else defaults.get(group, {}).get(key)
+
+    return [(f"{group}.{key}", was(group, key), value)
             for group, values in asked.items() if group not in may_change
             for key, value in values.items() if f"{group}.{key}" not in may_change
-            and saved.get(group, {}).get(key) != value]
+            and was(group, key) != value]
 
 
 def describe_changes(changes) -> tuple[str, str]:

@@ -78,7 +78,9 @@ def cv_linear_probe(features: np.ndarray, labels: np.ndarray, folds: int = 5, se
 def floor(train: tuple, val: tuple, test: tuple | None = None, seed: int = 0) -> dict:
     """The quality floor every recipe and search must reach: :func:`fit_linear` on ``train =
     (features, labels)`` standardised with the training statistics, C chosen on ``val``;
-    ``{"C", "val_accuracy", "test_accuracy"}`` (test: None without test data)."""
+    ``{"C", "val_accuracy", "test_accuracy"}`` (test: None without test data). Features computed
+    in bfloat16 are taken in float32 (scikit-learn takes no bfloat16, and statistics need the bits)."""
+    train, val, test = [None if p is None else (np.asarray(p[0], "float32"), p[1]) for p in (train, val, test)]
     mean, std = train[0].mean(0), train[0].std(0)
     std = np.where(std > 0, std, 1.0)  # as scikit-learn's StandardScaler
     num_classes = int(max(np.max(p[1]) for p in (train, val, test) if p is not None and len(p[1]))) + 1

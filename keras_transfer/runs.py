@@ -67,7 +67,7 @@ def check_run_dir(run_dir: str, config: TrainConfig, resume: bool) -> bool:
     if not resume:
         raise FileExistsError(f"run_dir {run_dir!r} already holds a run; resume it (resume=True) or choose "
                               f"another run_dir (nothing was overwritten). Received: run_dir={run_dir!r}")
-    changed = [c for c in folders.settings_changes(saved, dataclasses.asdict(config), _MAY_CHANGE_ON_RESUME)
+    changed = [c for c in folders.settings_changes(saved, config, _MAY_CHANGE_ON_RESUME)
                if not c[0].endswith(".verbose")]
     if changed:
         was, now = folders.describe_changes(changed)

@@ -55,6 +55,19 @@ def test_settings_changes_name_what_differs():
     assert folders.settings_changes(saved, asked, ("distribute", "search.trials")) == [("data.image_size", 32, 40)]
 
 
+def test_a_setting_added_after_a_folder_was_started_counts_as_its_default():
+    import dataclasses
+
+    from keras_transfer.config import TrainConfig
+
+    saved = dataclasses.asdict(TrainConfig())
+    del saved["recipe"]["train_batchnorm"]  # a run started before the option existed
+    assert folders.settings_changes(saved, TrainConfig()) == []
+    asked = TrainConfig()
+    asked.recipe.train_batchnorm = True
+    assert folders.settings_changes(saved, asked) == [("recipe.train_batchnorm", False, True)]
+
+
 def _splits(rng, n=6):
     images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
     whole = data.ImageSet(images, np.arange(n) % 2, ["a", "b"], paths=[f"/d/{'ab'[i % 2]}/{i}.png" for i in range(n)])

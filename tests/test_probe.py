@@ -133,3 +133,15 @@ def test_the_floor_and_the_head_start_choose_c_alike():
     assert floor["C"] == fitted.C and floor["val_accuracy"] == fitted.val_accuracy
     assert floor["test_accuracy"] == float(np.mean((z[70:] @ fitted.kernel + fitted.bias).argmax(1) == labels[70:]))
     assert linear.majority(np.array([0, 0, 1]), np.array([0, 1, 1, 1])) == 0.25
+
+
+def test_the_floor_takes_features_computed_in_bfloat16():
+    import ml_dtypes
+
+    from keras_transfer import linear
+
+    informative, noise, labels = _data(n=90)
+    x = (informative + noise).astype(ml_dtypes.bfloat16)  # what a bfloat16 model's pooled features are
+    parts = [(x[a:b], labels[a:b]) for a, b in ((0, 50), (50, 70), (70, 90))]
+    want = linear.floor(*[(p[0].astype("float32"), p[1]) for p in parts])
+    assert linear.floor(*parts) == want and want["test_accuracy"] > 0.5

@@ -28,7 +28,7 @@ def check_search_dir(out_dir: str, config: SearchConfig) -> bool:
         return False
     if not _has_trials(out_dir):
         return False  # an earlier command stopped before any trial: nothing to keep
-    changed = folders.settings_changes(saved, dataclasses.asdict(config), _MAY_CHANGE_ON_RESUME)
+    changed = folders.settings_changes(saved, config, _MAY_CHANGE_ON_RESUME)
     if changed:
         was, now = folders.describe_changes(changed)
         raise ValueError(f"tune: {out_dir!r} holds a search started with {was}; run the same command to resume "
