@@ -6,24 +6,23 @@ import datetime
 import os
 import sys
 
-import numpy as np
-
 from keras_transfer import cli_experiments, config
 from keras_transfer.cli_options import add_group, group_from_args
 
 
 def cmd_probe(args) -> int:
+    from keras_transfer import data as data_lib
     from keras_transfer import probe
     from keras_transfer.backbones import build_base
 
     data = group_from_args(config.DataConfig, args)
     size = data.size(args.backbone)
     splits = data.load(args.backbone)
-    images = np.concatenate([splits.train.images, splits.val.images])  # never the test images
-    labels = np.concatenate([splits.train.labels, splits.val.labels])
+    seen = data_lib.join(splits.train, splits.val)  # never the test images
     base = build_base(args.backbone, weights=args.weights, input_shape=(size, size, 3))
     out = args.out or os.path.join("runs", f"probe-{args.backbone}-{data.name}")
-    result = probe.probe_cuts(base, images, labels, splits.class_names, out, args.sample, args.seed, args.batch_size)
+    result = probe.probe_cuts(base, seen.images, seen.labels, splits.class_names, out, args.sample, args.seed,
+                              args.batch_size)
     print(probe.format_rows(result))
     print(f"\nrecommended: --removed {result['recommended_removed']} (ends at {result['recommended_layer']}); "
           f"wrote {out}/probe.json and {out}/probe.png")

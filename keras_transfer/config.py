@@ -76,6 +76,10 @@ class DataConfig:
     test_split: float = option(0.15, "--test-split", "test fraction (0: no test images, so no test accuracy)",
                                type=ranged(float, 0.0, 0.95))
     seed: int = option(0, "--seed", "seed for splits, init and shuffling", type=int)
+    in_memory: str = option("auto", "--in-memory", "hold the decoded images in memory (yes), or stream them from "
+                            "their files every epoch (no; files are checked up front, sharded per worker, and the "
+                            "feature cache is off); auto: stream when decoded they would take over half the memory "
+                            "available", choices=list(data_lib.IN_MEMORY))
 
     def size(self, backbone: str) -> int:
         """``input_size``, or the backbone's ImageNet size."""
@@ -85,7 +89,7 @@ class DataConfig:
 
     def load(self, backbone: str, progress: bool = True) -> data_lib.Splits:
         return data_lib.load(self.data_dir, self.dataset, self.size(backbone), self.validation_split, self.test_split,
-                             self.seed, self.limit_per_class, progress=progress)
+                             self.seed, self.limit_per_class, progress=progress, in_memory=self.in_memory)
 
     @property
     def name(self) -> str:

@@ -1,9 +1,12 @@
 """Images in, ``(uint8 image, int label)`` out: folders, built-in datasets, TFDS, arrays.
 
-Datasets here are small (the package is for small datasets), so images are decoded once,
-resized and held in memory as ``uint8`` arrays. That makes bad files visible up front (each
-one is skipped *and reported*), splits exact and repeatable, and the frozen-prefix feature
-cache possible. Everything becomes RGB in [0, 255]; models preprocess inside themselves.
+A set that fits in memory (``in_memory="auto"``: its decoded pixels take under half the memory
+available) is decoded once, resized and held as a ``uint8`` array: bad files are visible up front
+(each one skipped *and reported*) and the frozen-prefix feature cache is possible. A larger one
+stays files (:class:`keras_transfer.streaming.FileImages`), each checked cheaply up front and
+decoded batch by batch while training, by the same decode and resize. Either way splits are drawn
+from the list of images, exact and repeatable by seed. Everything becomes RGB in [0, 255];
+models preprocess inside themselves.
 """
 
 from __future__ import annotations
@@ -18,22 +21,19 @@ from typing import Sequence
 import numpy as np
 
 from keras_transfer import images as images_lib
+from keras_transfer.streaming import FileImages, SkippedFile, check_file, memory_budget, skip_reason  # noqa: F401
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IN_MEMORY = ("auto", "yes", "no")
 BUILTIN_DATASETS = ("elpv", "elpv_4class", "fashion_mnist", "digits")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_MNIST_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"]
 
 
-@dataclasses.dataclass(frozen=True)
-class SkippedFile:
-    path: str
-    reason: str
-
-
 @dataclasses.dataclass
 class ImageSet:
-    """Images ``(N, H, W, 3)`` uint8, labels ``(N,)`` int32, and where they came from."""
+    """Images ``(N, H, W, 3)`` uint8 (an array, or :class:`FileImages` still on disk), labels
+    ``(N,)`` int32, and where they came from."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -55,7 +55,13 @@ class ImageSet:
     def subset(self, index) -> "ImageSet":
         index = np.asarray(index, dtype=int)
         paths = [self.paths[i] for i in index] if self.paths is not None else None
-        return ImageSet(self.images[index], self.labels[index], list(self.class_names), [], paths)
+        images = self.images.take(index) if self.streamed else self.images[index]
+        return ImageSet(images, self.labels[index], list(self.class_names), [], paths)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the images stay files, read batch by batch (see :mod:`keras_transfer.streaming`)."""
+        return isinstance(self.images, FileImages)
 
 
 @dataclasses.dataclass
@@ -76,9 +82,18 @@ class Splits:
     def image_size(self) -> tuple[int, int]:
         return self.train.image_size
 
+    @property
+    def streamed(self) -> bool:
+        return self.train.streamed
+
+    def late_skips(self) -> list[SkippedFile]:
+        """Streamed files that passed the up-front check but failed when read (so far)."""
+        return self.train.images.skips.files if self.streamed else []
+
     def summary(self) -> str:
         lines = [f"{len(self.class_names)} classes, {len(self.train)} train / {len(self.val)} val / "
-                 f"{len(self.test)} test images at {self.image_size[0]}x{self.image_size[1]}"]
+                 f"{len(self.test)} test images at {self.image_size[0]}x{self.image_size[1]}"
+                 + (", streamed from their files" if self.streamed else "")]
         counts = self.train.counts()
         lines += [f"  {name:<20} {counts[name]:>6} train" for name in self.class_names]
         if imbalance(self.train) > 1.5:
@@ -151,14 +166,6 @@ def read_image(path: str, image_size: tuple[int, int]) -> np.ndarray:
     return images_lib.read_image(path, image_size)
 
 
-def skip_reason(err: BaseException) -> str:
-    """A one-line reason for a skipped file: ValueErrors are ours, anything else is named."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    if isinstance(err, ValueError) and text:
-        return text[:300]
-    return f"{type(err).__name__}: {text}"[:300] if text else type(err).__name__
-
-
 # ---------------------------------------------------------------- folders
 
 def _class_files(root: str) -> tuple[list[str], dict[str, list[str]], list[SkippedFile]]:
@@ -222,14 +229,15 @@ def _refuse_overlapping_classes(root: str, real: dict[str, str]) -> None:
                                  f"{os.path.join(root, c)}")
 
 
-def load_folder(root: str, image_size: tuple[int, int] | int, workers: int | None = None, progress: bool = True) -> ImageSet:
-    """Every image under ``root/<class>/`` (nested folders allowed), decoded and resized.
+def load_folder(root: str, image_size: tuple[int, int] | int, workers: int | None = None, progress: bool = True,
+                in_memory: str = "yes") -> ImageSet:
+    """Every image under ``root/<class>/`` (nested folders allowed), decoded and resized; with
+    ``in_memory="no"`` (or ``"auto"`` and a set too large, see :func:`streams`) checked cheaply
+    and left on disk as :class:`FileImages`.
 
     Files that cannot be used are skipped and listed in ``ImageSet.skipped`` with the reason.
     Refuses (ValueError) an empty dataset, a class with no usable image, or a single class.
     """
-    from tqdm.auto import tqdm
-
     image_size = _size(image_size)
     classes, files, skipped = _class_files(root)
     if len(classes) < 2:
@@ -238,18 +246,17 @@ def load_folder(root: str, image_size: tuple[int, int] | int, workers: int | Non
             "transfer learning needs at least 2 classes, one sub-folder each."
         )
     jobs = [(path, label) for label, c in enumerate(classes) for path in files[c]]
+    stream = streams(in_memory, len(jobs), image_size, f"data_dir {root!r}")
+    work = (lambda path: check_file(path)) if stream else (lambda path: read_image(path, image_size))
     images, labels, paths = [], [], []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
-        futures = [pool.submit(read_image, path, image_size) for path, _ in jobs]
-        for (path, label), future in tqdm(zip(jobs, futures), total=len(jobs), desc="reading images",
-                                          unit="img", disable=not progress):
-            try:
-                images.append(future.result())
-            except Exception as err:  # noqa: BLE001 - one bad file is reported, never the end of a run
-                skipped.append(SkippedFile(path, skip_reason(err)))
-                continue
-            labels.append(label)
-            paths.append(path)
+    for path, label, result, err in _each_file(jobs, work, "checking images" if stream else "reading images",
+                                                workers, progress):
+        if err is not None:
+            skipped.append(SkippedFile(path, skip_reason(err)))
+            continue
+        images.append(result)
+        labels.append(label)
+        paths.append(path)
     counts = np.bincount(np.array(labels, dtype=int), minlength=len(classes))
     empty = [c for c, n in zip(classes, counts) if n == 0]
     if empty:
@@ -257,7 +264,41 @@ def load_folder(root: str, image_size: tuple[int, int] | int, workers: int | Non
             f"class folder(s) with no usable image under {root!r}: {', '.join(empty)}. "
             "Add images or remove the folder" + (f" ({len(skipped)} file(s) were unreadable; see the report)." if skipped else ".")
         )
-    return ImageSet(np.stack(images), np.array(labels, dtype=np.int32), classes, skipped, paths)
+    pixels = FileImages(paths, image_size) if stream else np.stack(images)
+    return ImageSet(pixels, np.array(labels, dtype=np.int32), classes, skipped, paths)
+
+
+def _each_file(jobs, work, desc: str, workers: int | None, progress: bool):
+    """``(path, label, work(path), None)`` or ``(path, label, None, error)`` for each job, in order."""
+    from tqdm.auto import tqdm
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+        futures = [pool.submit(work, path) for path, _ in jobs]
+        for (path, label), future in tqdm(zip(jobs, futures), total=len(jobs), desc=desc, unit="img",
+                                          disable=not progress):
+            try:
+                yield path, label, future.result(), None
+            except Exception as err:  # noqa: BLE001 - one bad file is reported, never the end of a run
+                yield path, label, None, err
+
+
+def streams(in_memory: str, n_images: int, image_size, what: str) -> bool:
+    """Whether ``n_images`` at ``image_size`` stay files: ``in_memory`` "no", or "auto" and their
+    decoded pixels would take more than :func:`~keras_transfer.streaming.memory_budget`."""
+    if in_memory not in IN_MEMORY:
+        raise ValueError(f"in_memory must be one of {', '.join(IN_MEMORY)}. Received: in_memory={in_memory!r}")
+    if in_memory != "auto":
+        return in_memory == "no"
+    h, w = _size(image_size)
+    needed, budget = n_images * h * w * 3, memory_budget()
+    if needed > budget:
+        import logging
+
+        logging.getLogger(__name__).info(
+            "%s: %d images at %dx%d would take %.1f GiB decoded, more than half the memory available (%.1f GiB): "
+            "streaming them from their files (in_memory='yes' holds them anyway)", what, n_images, h, w,
+            needed / 2**30, budget / 2**30)
+    return needed > budget
 
 
 def _size(image_size) -> tuple[int, int]:
@@ -320,6 +361,28 @@ def limit_per_class(data: ImageSet, n: int, seed: int = 0) -> ImageSet:
     return out
 
 
+def join(a: ImageSet, b: ImageSet) -> ImageSet:
+    """The images of ``a`` then ``b`` (both in memory, or both files), with their labels."""
+    if a.streamed:
+        images = FileImages(a.images.paths + b.images.paths, a.images.size, a.images.skips)
+    else:
+        images = np.concatenate([a.images, b.images])
+    paths = a.paths + b.paths if a.paths is not None and b.paths is not None else None
+    return ImageSet(images, np.concatenate([a.labels, b.labels]), list(a.class_names), [], paths)
+
+
+def stratified_sample(data: ImageSet, n: int, seed: int = 0) -> ImageSet:
+    """About ``n`` images drawn from ``seed``, each class in its proportion (at least 2 of each);
+    ``data`` itself when it holds no more."""
+    if len(data) <= n:
+        return data
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(data.labels, minlength=len(data.class_names))
+    take = [max(2, int(round(n * k / len(data)))) for k in counts]
+    keep = [rng.permutation(np.flatnonzero(data.labels == c))[:take[c]] for c in range(len(data.class_names))]
+    return data.subset(np.sort(np.concatenate(keep)))
+
+
 def split_classes(data: ImageSet, a: Sequence | None = None, b: Sequence | None = None,
                   seed: int | None = 0) -> tuple[ImageSet, ImageSet]:
     """Split the *classes* into two datasets A and B (Yosinski et al. 2014; Borthakur & Einhorn).
@@ -373,7 +436,8 @@ def _resize_all(images: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     return images_lib.resize_array(images, image_size)
 
 
-def elpv(image_size=300, variant: str = "binary", limit: int | None = None, seed: int = 0) -> ImageSet:
+def elpv(image_size=300, variant: str = "binary", limit: int | None = None, seed: int = 0,
+         in_memory: str = "yes") -> ImageSet:
     """ELPV (Deitsch et al. 2019): 2,624 real 300x300 electroluminescence images of solar cells.
 
     ``binary``: defective (defect probability >= 0.5) vs functional; ``4class``: the four
@@ -403,6 +467,8 @@ def elpv(image_size=300, variant: str = "binary", limit: int | None = None, seed
         keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:limit] for c in range(len(names))]))
     size = _size(image_size)
     paths = [os.path.join(folder, f) for f in files[keep]]
+    if streams(in_memory, len(paths), size, "elpv"):
+        return ImageSet(FileImages(paths, size), labels[keep], names, paths=paths)
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         images = list(pool.map(lambda path: read_image(path, size), paths))
     return ImageSet(np.stack(images), labels[keep], names, paths=paths)
@@ -467,13 +533,18 @@ def from_tfds(name: str, image_size=224, split: str = "train", data_dir: str | N
     return ImageSet(np.stack(images), np.array(labels, dtype=np.int32), names)
 
 
-def builtin(name: str, image_size=224, limit: int | None = None, seed: int = 0) -> ImageSet:
+def builtin(name: str, image_size=224, limit: int | None = None, seed: int = 0, in_memory: str = "yes") -> ImageSet:
     """A built-in dataset by name: elpv, elpv_4class, fashion_mnist, digits, or tfds:NAME.
 
-    ``limit`` keeps at most that many images per class (chosen from ``seed``).
+    ``limit`` keeps at most that many images per class (chosen from ``seed``). Only ELPV has
+    files to stream (``in_memory="no"``); the others come as arrays.
     """
     if name in ("elpv", "elpv_4class"):
-        return elpv(image_size, "binary" if name == "elpv" else "4class", limit, seed)
+        return elpv(image_size, "binary" if name == "elpv" else "4class", limit, seed, in_memory)
+    if in_memory == "no":
+        raise ValueError(f"dataset {name!r} comes as arrays, not files: there is nothing to stream. Use "
+                         f"in_memory='auto' or 'yes' (or a folder of its images as data_dir). Received: "
+                         f"dataset={name!r}, in_memory='no'")
     if name == "fashion_mnist":
         data = fashion_mnist(image_size)
     elif name == "digits":
@@ -487,42 +558,51 @@ def builtin(name: str, image_size=224, limit: int | None = None, seed: int = 0) 
 
 def load(data_dir: str | None = None, dataset: str | None = None, image_size=224,
          validation_split: float = 0.15, test_split: float = 0.15, seed: int = 0,
-         limit: int | None = None, progress: bool = True) -> Splits:
-    """What the CLI calls: ``data_dir`` (a folder) or ``dataset`` (a built-in name) -> splits."""
+         limit: int | None = None, progress: bool = True, in_memory: str = "auto") -> Splits:
+    """What the CLI calls: ``data_dir`` (a folder) or ``dataset`` (a built-in name) -> splits,
+    held in memory or streamed from their files (``in_memory``: see :func:`streams`)."""
     if (data_dir is None) == (dataset is None):
         raise ValueError(f"give exactly one of data_dir (a folder) or dataset (a built-in name). "
                          f"Received: data_dir={data_dir!r}, dataset={dataset!r}")
     if data_dir:
-        data = load_folder(data_dir, image_size, progress=progress)
+        data = load_folder(data_dir, image_size, progress=progress, in_memory=in_memory)
         data = limit_per_class(data, limit, seed) if limit else data
     else:
-        data = builtin(dataset, image_size, limit, seed)
+        data = builtin(dataset, image_size, limit, seed, in_memory)
     return split(data, validation_split, test_split, seed)
 
 
 # ---------------------------------------------------------------- tf.data
 
 def to_dataset(x, y, batch_size: int = 32, shuffle: bool = False, seed: int = 0,
-               sample_weight: np.ndarray | None = None, views=None):
-    """An in-memory batched ``tf.data.Dataset`` of ``(float32 x, y[, weight])``.
+               sample_weight: np.ndarray | None = None, views=None, share: tuple[int, int] = (1, 0)):
+    """A batched ``tf.data.Dataset`` of ``(float32 x, y[, weight])``.
 
+    ``x``: images (an array, or :class:`FileImages` decoded as they are read), or cached features.
     ``y`` may be an array or a dict of arrays (multi-output heads). ``views`` (a
     :class:`keras_transfer.views.Views`, training only): each image appears as one of its views,
     drawn anew every epoch; ``x`` is then either the images (the drawn view is computed here) or a
     list of ``views.count`` arrays, every view's cached features (the drawn one is picked). Both
-    draw the same views, so the two train alike. In-memory data is sharded by DATA across
-    replicas/workers, as files do not exist to shard by.
+    draw the same views, so the two train alike, and files are shuffled and drawn as arrays are.
+    Files are sharded by file: this worker (``share = (workers, index)``) reads only its share,
+    before decoding; in-memory data is sharded by DATA across workers, as it has no files.
     """
     import tensorflow as tf
 
+    from keras_transfer import streaming
+
+    files = isinstance(x, FileImages)
     cached_views = isinstance(x, (list, tuple))
     if cached_views and (views is None or len(x) != views.count):
         raise ValueError(f"a list of cached views needs views with as many. Received: {len(x)} arrays, views={views}")
-    parts = (tuple(x) if cached_views else x, y) + (() if sample_weight is None else (sample_weight,))
-    ds = tf.data.Dataset.from_tensor_slices(parts)
+    first = np.arange(len(x), dtype=np.int64) if files else (tuple(x) if cached_views else x)
+    parts = (first, y) + (() if sample_weight is None else (sample_weight,))
+    ds = in_order = tf.data.Dataset.from_tensor_slices(parts)
     if shuffle:
         ds = ds.shuffle(len(y if not isinstance(y, dict) else next(iter(y.values()))), seed=seed,
                         reshuffle_each_iteration=True)
+    if files:
+        ds = streaming.read(ds, x, share, in_order)
     if views is not None:
         draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
             lambda r: tf.cast(tf.math.floormod(r, views.count), tf.int32))
@@ -539,7 +619,8 @@ def to_dataset(x, y, batch_size: int = 32, shuffle: bool = False, seed: int = 0,
 
     ds = ds.map(cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.experimental_distribute.auto_shard_policy = (tf.data.experimental.AutoShardPolicy.OFF if files
+                                                         else tf.data.experimental.AutoShardPolicy.DATA)
     return ds.with_options(options)
 
 

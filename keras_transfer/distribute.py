@@ -155,6 +155,18 @@ def is_multi_worker(strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and in_multi_worker_mode(strategy)
 
 
+def input_share(strategy) -> tuple[int, int]:
+    """``(workers, index)``: which share of the files this process reads. ``(1, 0)`` unless
+    ``strategy`` spans several tasks; then every task that trains (chief and workers, chief first)
+    reads its own."""
+    if strategy is None or not is_multi_worker(strategy):
+        return (1, 0)
+    cluster = _cluster().get("cluster", {})
+    tasks = [(job, i) for job in ("chief", "worker") for i in range(len(cluster.get(job, [])))]
+    resolver = strategy.cluster_resolver
+    return (len(tasks), tasks.index((resolver.task_type, int(resolver.task_id))))
+
+
 def is_chief(strategy) -> bool:
     """True where checkpoints and exports are written: single-process runs, or the chief task
     (``chief``, else ``worker`` 0) of a multi-worker cluster."""

@@ -27,6 +27,7 @@ import shutil
 import time
 
 import keras
+import numpy as np
 
 from keras_transfer import data as data_lib
 from keras_transfer import distribute, export, folders, plots, precision, probe, training
@@ -151,12 +152,14 @@ def _run(config: TrainConfig, run_dir: str, work_dir: str, strategy, continuing:
     metrics = {**training.test_scores(served, splits),
                "backbone": config.model.backbone, "weights": str(config.model.weights), "removed": removed,
                "frozen": frozen, "head": config.model.head,
-               "train_images": len(splits.train), "skipped_files": len(splits.skipped),
+               "train_images": len(splits.train), "skipped_files": len(splits.skipped) + len(splits.late_skips()),
                "weights_fingerprint": weights_digest}
     if recipe.views() is not None and len(splits.test):  # the export serves one view: both are reported
         metrics["tta_accuracy"] = training.evaluate(served, splits.test, views=recipe.views())["accuracy"]
         metrics["tta_views"] = dataclasses.asdict(recipe.views())
     if chief:
+        if splits.late_skips():  # streamed files that failed when read: reported with the others
+            data_lib.write_skipped_report(splits.skipped + splits.late_skips(), os.path.join(run_dir, "skipped.csv"))
         _write_report(model, served, splits, histories, metrics, config, run_dir)
         metrics["seconds"] = round(time.time() - start, 1)
         write_json(os.path.join(run_dir, "metrics.json"), metrics)
@@ -173,8 +176,10 @@ def _write_report(model, served, splits, histories: dict, metrics: dict, config:
         plots.confusion_matrix(metrics["confusion_matrix"], splits.class_names,
                                os.path.join(run_dir, "confusion_matrix.png"))
         probabilities = training.predict_classes(served, splits.test.images)
-        shown = plots.misclassified(splits.test.images, splits.test.labels, probabilities, splits.class_names,
-                                    os.path.join(run_dir, "misclassified.png"), names=splits.test.paths)
+        read = np.flatnonzero(training.readable(probabilities))  # (a streamed file may fail when read)
+        test = splits.test.subset(read) if len(read) < len(splits.test) else splits.test
+        shown = plots.misclassified(test.images, test.labels, probabilities[read], splits.class_names,
+                                    os.path.join(run_dir, "misclassified.png"), names=test.paths)
         metrics["misclassified_shown"] = shown
     with atomic_path(os.path.join(run_dir, "model.keras")) as tmp:
         model.save(tmp)

@@ -3,7 +3,9 @@
 ``fit``: the package's stage training under MultiWorkerMirroredStrategy with a user callback and
 class weights; prints one JSON line: the epochs the callback saw, the model its callback saw,
 and a fingerprint of the final weights. ``plain``: Keras's bare ``fit`` without the workaround
-(the canary: it must still fail while keras-team/keras#20585 is open); prints the error."""
+(the canary: it must still fail while keras-team/keras#20585 is open); prints the error.
+``stream FOLDER``: the folder's images streamed from their files; prints the files this worker
+decoded in one pass of its training data, and the trained model's test probabilities."""
 import json
 import sys
 
@@ -48,6 +50,41 @@ def plain_fit(strategy):
         print(f"PLAIN FIT FAILED: {type(err).__name__}: {str(err)[:200]}", flush=True)
 
 
-strategy = distribute.strategy_for("multi_worker")
-assert distribute.is_multi_worker(strategy)
-(package_fit if sys.argv[1] == "fit" else plain_fit)(strategy)
+def stream_recipe(batch_size):
+    return recipes.recipe(head_epochs=2, fine_tune_epochs=1, frozen="block3_pool", batch_size=batch_size, verbose=0,
+                          dropout=0.0, seed=3)  # no dropout: each replica would draw its own masks
+
+
+def stream_splits(folder):
+    return data.load(folder, image_size=32, validation_split=0.2, test_split=0.2, seed=0, progress=False,
+                     in_memory="no")
+
+
+def streamed_fit(strategy, folder):
+    from keras_transfer import streaming
+
+    splits = stream_splits(folder)
+    share = distribute.input_share(strategy)
+    read = []
+    real = streaming.images_lib.read_image
+    streaming.images_lib.read_image = lambda path, size: (read.append(path), real(path, size))[1]
+    one_pass = data.to_dataset(splits.train.images, splits.train.labels, 8, shuffle=True, seed=3, share=share)
+    batches = [len(y) for _, y in one_pass]
+    files_read = sorted(read)
+    streaming.images_lib.read_image = real
+    keras.utils.set_random_seed(0)  # the same random backbone as the test's one-process run
+    model = training.build_model("vgg16", 2, weights=None, input_size=32, removed=3, strategy=strategy,
+                                 **stream_recipe(4).head_options())
+    training.fine_tune(model, splits, stream_recipe(4), strategy=strategy)
+    test = training.predict_classes(model, splits.test.images)
+    print(json.dumps({"share": list(share), "read": files_read, "batches": batches, "test": test.tolist(),
+                      "fingerprint": training.weights_fingerprint(model)}), flush=True)
+
+
+if __name__ == "__main__":
+    strategy = distribute.strategy_for("multi_worker")
+    assert distribute.is_multi_worker(strategy)
+    if sys.argv[1] == "stream":
+        streamed_fit(strategy, sys.argv[2])
+    else:
+        (package_fit if sys.argv[1] == "fit" else plain_fit)(strategy)

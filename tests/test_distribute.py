@@ -81,9 +81,9 @@ def guitars(tmp_path_factory):
     return data.sample_guitars(str(tmp_path_factory.mktemp("mw") / "data"), n_per_class=8, seed=0, size=48)
 
 
-def _two_workers(mode, tmp_path):
+def _two_workers(mode, tmp_path, *args):
     ports = _free_ports(2)
-    procs = [subprocess.Popen([PY, os.path.join(HERE, "multi_worker_job.py"), mode], stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([PY, os.path.join(HERE, "multi_worker_job.py"), mode, *args], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env=_cluster_env(ports, i, tmp_path))
              for i in range(2)]
     try:
@@ -104,6 +104,39 @@ def test_two_workers_fit_with_callbacks_and_class_weights_like_one_machine(tmp_p
         assert [e[0] for e in report["epochs"]] == [0, 1, 0, 1]
         assert {e[1] for e in report["epochs"]} == {"vgg16_gap_dense"}
         assert all({"loss", "accuracy", "val_loss", "val_accuracy"} <= set(e[2]) for e in report["epochs"])
+
+
+@pytest.mark.slow
+def test_two_workers_streaming_files_each_read_their_own_share_and_train_like_one(tmp_path):
+    import keras
+    import numpy as np
+
+    import multi_worker_job as job
+    from helpers import write_good
+    from keras_transfer import training
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "data"
+    for name, colour in (("red", (200, 40, 40)), ("blue", (40, 40, 200))):
+        (folder / name).mkdir(parents=True)
+        for i in range(12):
+            write_good(str(folder / name / f"{name}{i}.png"), rng, colour=colour)
+    procs, outs = _two_workers("stream", tmp_path, str(folder))
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    reports = [json.loads(next(line for line in o.splitlines() if line.startswith("{"))) for o in outs]
+    assert sorted(tuple(r["share"]) for r in reports) == [(2, 0), (2, 1)]
+    splits = job.stream_splits(str(folder))
+    train = set(splits.train.paths)  # 16 files: each worker reads 8 of them
+    shares = [set(r["read"]) for r in reports]
+    assert all(len(r["read"]) == len(s) == len(train) // 2 for r, s in zip(reports, shares))  # each file read once
+    assert not shares[0] & shares[1] and shares[0] | shares[1] == train
+    assert [sum(r["batches"]) for r in reports] == [len(train) // 2] * 2
+    assert reports[0]["fingerprint"] == reports[1]["fingerprint"]
+    # one process, the same global batch (2 workers x 4): the same model up to float noise
+    keras.utils.set_random_seed(0)
+    model = training.build_model("vgg16", 2, weights=None, input_size=32, removed=3, **job.stream_recipe(8).head_options())
+    training.fine_tune(model, splits, job.stream_recipe(8))
+    np.testing.assert_allclose(reports[0]["test"], training.predict_classes(model, splits.test.images), atol=1e-4)
 
 
 @pytest.mark.slow

@@ -29,7 +29,8 @@ from keras_transfer.training.cache import (  # noqa: F401
     MIN_SAVED_FRACTION, FeatureCache, HeadMemo, prefix_model, saved_fraction, split_model)
 from keras_transfer.inference import _compiled_calls, batched_call  # noqa: F401
 from keras_transfer.training.callbacks import SeesClassifier  # noqa: F401
-from keras_transfer.training.evaluate import evaluate, predict_classes, test_scores, weights_fingerprint  # noqa: F401
+from keras_transfer.training.evaluate import (evaluate, predict_classes, readable, test_scores,  # noqa: F401
+                                             weights_fingerprint)
 from keras_transfer.training.model import build_model, default_frozen, resolve_frozen  # noqa: F401
 from keras_transfer.training.stage import (  # noqa: F401
     StagePlan, fit_stage, freeze_for_stage, init_head, lr_scales, plan_stage, train_stage)

@@ -17,7 +17,17 @@ logger = logging.getLogger("keras_transfer.training")
 
 def predict_classes(model: keras.Model, images: np.ndarray, batch_size: int = 64, views=None) -> np.ndarray:
     """Class probabilities ``(N, n)`` for uint8/float images ``(N, H, W, 3)``; with ``views``
-    (:class:`keras_transfer.views.Views`), their mean over every view (test-time augmentation)."""
+    (:class:`keras_transfer.views.Views`), their mean over every view (test-time augmentation).
+    Files (:class:`~keras_transfer.streaming.FileImages`) are read batch by batch; the row of a
+    file that cannot be read now is NaN (see :func:`readable`)."""
+    if isinstance(images, data_lib.FileImages):
+        out = None
+        for positions, batch in images.batches(batch_size):
+            probabilities = predict_classes(model, batch, batch_size, views)
+            if out is None:
+                out = np.full((len(images), probabilities.shape[1]), np.nan, "float32")
+            out[positions] = probabilities
+        return out if out is not None else np.full((len(images), 1), np.nan, "float32")
     if views is None:
         return np.asarray(heads.class_probabilities(model, batched_call(model, images, batch_size)))
     total = 0.0
@@ -36,7 +46,13 @@ def evaluate(model: keras.Model, split: data_lib.ImageSet, batch_size: int = 64,
     if not len(split):
         raise ValueError("evaluate needs at least one image; give a split with images (e.g. a test fraction > 0). "
                          "Received: a split of 0 images")
-    pred = predict_classes(model, split.images, batch_size, views).argmax(axis=1)
+    probabilities = predict_classes(model, split.images, batch_size, views)
+    ok = readable(probabilities)
+    if not ok.all():
+        logger.warning("%d of %d images could not be read now: scored on the other %d", int((~ok).sum()), len(split),
+                       int(ok.sum()))
+        split = split.subset(np.flatnonzero(ok))
+    pred = probabilities[ok].argmax(axis=1)
     p, r, f, s = precision_recall_fscore_support(split.labels, pred, labels=labels, zero_division=0)
     return {
         "images": int(len(split)),
@@ -47,6 +63,11 @@ def evaluate(model: keras.Model, split: data_lib.ImageSet, batch_size: int = 64,
         "confusion_matrix": confusion_matrix(split.labels, pred, labels=labels).tolist(),
         "class_names": list(split.class_names),
     }
+
+
+def readable(probabilities: np.ndarray) -> np.ndarray:
+    """Which rows of :func:`predict_classes` are images that were read (not NaN)."""
+    return ~np.isnan(probabilities).any(axis=1)
 
 
 def test_scores(model: keras.Model, splits: data_lib.Splits) -> dict:

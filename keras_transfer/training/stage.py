@@ -89,6 +89,8 @@ def plan_stage(model: keras.Model, splits, recipe: Recipe, stage: str, epochs: i
             raise ValueError("augmented views need in-memory splits. Received: augment="
                              f"{recipe.augment!r} with streamed data")
         return plan(model, None, None, "end to end on streamed data", False)
+    if splits.streamed:  # the feature cache holds arrays in memory: files are read end to end every epoch
+        return plan(model, splits.train.images, splits.val.images, "end to end, streaming the files", False)
     parts = None
     views = recipe.views()
     if recipe.cache_features and not scaled:
@@ -114,23 +116,33 @@ def plan_stage(model: keras.Model, splits, recipe: Recipe, stage: str, epochs: i
     return plan(suffix, x_train, x_val, how, cut_name == backbone_of(model).layers[-1].name)
 
 
+# images of each part a streamed set's head starts from: pooled features of 4096 images estimate
+# each feature's mean and variance to about 1.6 % of its standard deviation
+HEAD_INIT_SAMPLE = 4096
+
+
 def init_head(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, base_train=None, base_val=None) -> None:
     """Before the head trains: standardise its features with the training images' statistics and,
     for a linear head under ``recipe.linear_probe``, start it at the converged linear probe (LP-FT).
 
     ``base_train``/``base_val``: the backbone's outputs on the train/val images if already at hand;
     ``base_train`` may be a list, one per augmented view: the head then starts from what it will
-    train on, every view (a probe of view 0 alone is over-confident on the others).
+    train on, every view (a probe of view 0 alone is over-confident on the others). Streamed
+    splits start it from a stratified sample of at most :data:`HEAD_INIT_SAMPLE` images of each
+    part, the same on every worker (a pass over every file on each would undo their sharding).
     """
     probe_it = recipe.linear_probe and heads.linear_classifier(model) is not None
     if heads.feature_norm(model) is None and not probe_it:
         return
+    if isinstance(splits, data_lib.Splits) and splits.streamed:
+        splits = dataclasses.replace(splits, train=data_lib.stratified_sample(splits.train, HEAD_INIT_SAMPLE, recipe.seed),
+                                     val=data_lib.stratified_sample(splits.val, HEAD_INIT_SAMPLE, recipe.seed))
     prefix = prefix_model(model) if base_train is None or (probe_it and base_val is None) else None
     views = recipe.views()
     if base_train is None and views is not None and isinstance(splits.train, data_lib.ImageSet):
-        base_train = [_pooled_maps(batched_call(prefix, splits.train.images, recipe.batch_size,
-                                                lambda x, v=v: views.apply(x, v))) for v in range(views.count)]
-    if base_train is None:
+        each = [_features(prefix, splits.train, recipe.batch_size, views, v) for v in range(views.count)]
+        base_train, y_train = (np.concatenate(parts) for parts in zip(*each))
+    elif base_train is None:
         base_train, y_train = _features(prefix, splits.train, recipe.batch_size)
     elif isinstance(base_train, list):  # pooled first: 1x1 maps of every view, not V copies of the maps
         base_train = np.concatenate([_pooled_maps(b) for b in base_train])
@@ -155,13 +167,21 @@ def _pooled_maps(features: np.ndarray) -> np.ndarray:
     return np.asarray(features, "float32").mean(axis=(1, 2), keepdims=True)
 
 
-def _features(prefix, part, batch_size: int):
-    """``(backbone features, labels)`` of an ImageSet or a stream of ``(image, label)``; None: no data."""
+def _features(prefix, part, batch_size: int, views=None, view: int = 0):
+    """``(backbone features, labels)`` of an ImageSet (of its view ``view`` of ``views``, if
+    given) or a stream of ``(image, label)``; None: no data. Pooled to ``(N, 1, 1, C)`` maps for
+    views and for files (their maps may not fit in memory; a file unreadable now is left out)."""
     if part is None or (isinstance(part, data_lib.ImageSet) and not len(part)):
         return None, np.zeros(0, int)
-    if isinstance(part, data_lib.ImageSet):
-        return batched_call(prefix, part.images, batch_size), part.labels
-    chunks = [(batched_call(prefix, np.asarray(x), batch_size), np.asarray(y)) for x, y in part.batch(batch_size)]
+    transform = (lambda x: views.apply(x, view)) if views is not None else None
+    if isinstance(part, data_lib.ImageSet) and part.streamed:
+        chunks = [(_pooled_maps(batched_call(prefix, images, batch_size, transform)), part.labels[positions])
+                  for positions, images in part.images.batches(batch_size)]
+    elif isinstance(part, data_lib.ImageSet):
+        out = batched_call(prefix, part.images, batch_size, transform)
+        return (out if views is None else _pooled_maps(out)), part.labels
+    else:
+        chunks = [(batched_call(prefix, np.asarray(x), batch_size), np.asarray(y)) for x, y in part.batch(batch_size)]
     return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
 
 
@@ -228,12 +248,13 @@ def fit_stage(model: keras.Model, plan: StagePlan, splits, recipe: Recipe, strat
     with strategy.scope():
         fit_model.compile(optimizer=recipes.optimizer(recipe, stage, steps, lr_scales(model, recipe, stage, k)),
                           **heads.compile_args(model, recipe.label_smoothing))
-    train_ds, val_ds = _stage_datasets(model, fit_model, splits, plan.x_train, plan.x_val, recipe, stage, batch)
+    train_ds, val_ds, sample = _stage_datasets(model, splits, plan.x_train, plan.x_val, recipe, stage, batch,
+                                               strategy)
     if recipe.class_weight and isinstance(splits, data_lib.Streams):
         raise ValueError("class_weight needs in-memory splits (their label counts). Received: class_weight=True")
     class_weight = data_lib.class_weights(splits.train) if recipe.class_weight else None
     multi_worker = distribute.is_multi_worker(strategy)
-    with fit_under_multi_worker(fit_model, next(iter(train_ds))) if multi_worker else contextlib.nullcontext():
+    with fit_under_multi_worker(fit_model, sample()) if multi_worker else contextlib.nullcontext():
         history = fit_model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
                                 callbacks=_callbacks(model, fit_model, recipe, stage, run_dir, resume,
                                                      val_ds is not None, callbacks),
@@ -263,7 +284,7 @@ def head_key(model, splits, recipe, epochs, strategy) -> str | None:
     dropout, and every weight it starts from, after ``init_head``), the images and labels, the
     recipe's head-stage fields, the epochs, the precision and the replicas. None where it is not
     reused: streamed data, several workers."""
-    if isinstance(splits, data_lib.Streams) or distribute.is_multi_worker(strategy):
+    if isinstance(splits, data_lib.Streams) or splits.streamed or distribute.is_multi_worker(strategy):
         return None
     arrays = model.get_weights() + [splits.train.images, splits.train.labels, splits.val.images, splits.val.labels]
     settings = (_architecture(model), dataclasses.replace(recipe, **_FINE_TUNE_ONLY), epochs,
@@ -271,16 +292,30 @@ def head_key(model, splits, recipe, epochs, strategy) -> str | None:
     return _fingerprint(arrays) + hashlib.sha1(repr(settings).encode()).hexdigest()
 
 
-def _stage_datasets(model, fit_model, splits, x_train, x_val, recipe, stage, batch):
-    """``(train_ds, val_ds)`` of ``x_train``/``x_val`` (images or cached features), or of the
-    streams; ``val_ds`` None without validation data."""
+def _stage_datasets(model, splits, x_train, x_val, recipe, stage, batch, strategy):
+    """``(train_ds, val_ds, sample)``: datasets of ``x_train``/``x_val`` (images, files or cached
+    features) or of the streams, ``val_ds`` None without validation data, and ``sample()`` a local
+    training batch. Files under several workers: each worker's pipeline reads its share and
+    batches for its own replicas (``distribute_datasets_from_function``); batched by the global
+    batch instead, tf.distribute would split each of its batches across the workers and Keras
+    would count the epoch's steps from it, halving them."""
     if isinstance(splits, data_lib.Streams):
         targets = lambda y: heads.targets(model, y)  # noqa: E731
         train_ds = data_lib.batch_stream(splits.train, batch, targets)
-        return train_ds, (data_lib.batch_stream(splits.val, batch, targets) if splits.val is not None else None)
+        val_ds = data_lib.batch_stream(splits.val, batch, targets) if splits.val is not None else None
+        return train_ds, val_ds, lambda: next(iter(train_ds))
     seed = recipe.seed + (0 if stage == "head" else 1)
-    train_ds = data_lib.to_dataset(x_train, heads.targets(model, splits.train.labels), batch, shuffle=True,
-                                   seed=seed, views=recipe.views())
-    if not len(splits.val):
-        return train_ds, None
-    return train_ds, data_lib.to_dataset(x_val, heads.targets(model, splits.val.labels), batch)
+    y_train, y_val = heads.targets(model, splits.train.labels), heads.targets(model, splits.val.labels)
+    train = functools.partial(data_lib.to_dataset, x_train, y_train, shuffle=True, seed=seed, views=recipe.views())
+    val = functools.partial(data_lib.to_dataset, x_val, y_val) if len(splits.val) else None
+    if not (isinstance(x_train, data_lib.FileImages) and distribute.is_multi_worker(strategy)):
+        train_ds = train(batch)
+        return train_ds, val(batch) if val else None, lambda: next(iter(train_ds))
+
+    def per_worker(make):
+        return strategy.distribute_datasets_from_function(lambda context: make(
+            context.get_per_replica_batch_size(batch), share=(context.num_input_pipelines, context.input_pipeline_id)))
+
+    share = distribute.input_share(strategy)
+    return (per_worker(train), per_worker(val) if val else None,
+            lambda: next(iter(train(batch // strategy.num_replicas_in_sync, share=share))))
