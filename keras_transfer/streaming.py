@@ -4,7 +4,7 @@
 ``shape``, indexing decodes), so splits, the probe and the plots take either. Training and
 evaluation read it through :func:`read` and :meth:`FileImages.batches`: a tf.data pipeline that
 decodes and resizes in parallel through the one path training in memory and serving use
-(:func:`keras_transfer.images.read_image`), reads under several workers only this worker's share
+(:func:`~keras_transfer.images.decode_file`, then :func:`~keras_transfer.images.resize`), reads under several workers only this worker's share
 of the files, and skips a file that fails this late (it passed :func:`check_file` when listed),
 recording it in the set's :class:`SkipLog` for ``skipped.csv``. Elsewhere (a probe's sample, the
 search's floor) a file that fails late is recorded too and a grey image stands in for it: one
@@ -127,15 +127,21 @@ class FileImages:
 
     def read(self, i: int) -> tuple[np.ndarray, bool]:
         """File ``i`` as training sees it, and whether it could be read (if not: grey, recorded)."""
+        image, ok = self.decode(i)
+        return (images_lib.resize_array(image, self.size) if ok else np.full((*self.size, 3), 128, np.uint8)), ok
+
+    def decode(self, i: int) -> tuple[np.ndarray, bool]:
+        """File ``i`` decoded (:func:`~keras_transfer.images.decode_file`) at its own size, and whether
+        it could be (if not: one grey pixel, and the file is recorded in :attr:`skips`)."""
         try:
-            return images_lib.read_image(self.paths[i], self.size), True
+            return images_lib.decode_file(self.paths[i]), True
         except Exception as err:  # noqa: BLE001 - one bad file is reported, never the end of a run
             self.skips.add(self.paths[i], skip_reason(err))
             failed = {s.path for s in self.skips.files}
             if all(p in failed for p in self.paths):  # nothing left to read: say so rather than wait
                 raise ValueError(f"none of the {len(self)} files (e.g. {self.paths[0]}) can be read any more "
                                  f"(the last: {skip_reason(err)}); were they moved or deleted?") from None
-            return np.full((*self.size, 3), 128, np.uint8), False
+            return np.full((1, 1, 3), 128, np.uint8), False
 
     def __getitem__(self, index):
         if isinstance(index, (int, np.integer)):
@@ -181,11 +187,14 @@ def _without_flag_at(i, image, ok):
 
 
 def _read_op(images: FileImages, i):
-    """``(image uint8 (H, W, 3), readable bool)`` of file ``i`` (a tensor) inside a tf.data map."""
+    """``(image uint8 (H, W, 3), readable bool)`` of file ``i`` (a tensor) inside a tf.data map:
+    decoded in Python (Pillow releases the GIL), resized in the graph by the same
+    :func:`~keras_transfer.images.resize` (resizing eagerly, image by image, costs more than the decoding)."""
     import tensorflow as tf
 
-    image, ok = tf.numpy_function(lambda j: images.read(int(j)), [i], [tf.uint8, tf.bool], stateful=False)
-    return tf.ensure_shape(image, (*images.size, 3)), tf.ensure_shape(ok, ())
+    image, ok = tf.numpy_function(lambda j: images.decode(int(j)), [i], [tf.uint8, tf.bool], stateful=False)
+    pixels = tf.cast(images_lib.resize(tf.ensure_shape(image, (None, None, 3)), images.size), tf.uint8)
+    return tf.ensure_shape(pixels, (*images.size, 3)), tf.ensure_shape(ok, ())
 
 
 def read(ds, images: FileImages, share: tuple[int, int] = (1, 0), in_order=None):

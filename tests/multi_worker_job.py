@@ -66,12 +66,12 @@ def streamed_fit(strategy, folder):
     splits = stream_splits(folder)
     share = distribute.input_share(strategy)
     read = []
-    real = streaming.images_lib.read_image
-    streaming.images_lib.read_image = lambda path, size: (read.append(path), real(path, size))[1]
+    real = streaming.images_lib.decode_file
+    streaming.images_lib.decode_file = lambda path: (read.append(path), real(path))[1]
     one_pass = data.to_dataset(splits.train.images, splits.train.labels, 8, shuffle=True, seed=3, share=share)
     batches = [len(y) for _, y in one_pass]
     files_read = sorted(read)
-    streaming.images_lib.read_image = real
+    streaming.images_lib.decode_file = real
     keras.utils.set_random_seed(0)  # the same random backbone as the test's one-process run
     model = training.build_model("vgg16", 2, weights=None, input_size=32, removed=3, strategy=strategy,
                                  **stream_recipe(4).head_options())
