@@ -21,7 +21,8 @@ from typing import Sequence
 import numpy as np
 
 from keras_transfer import images as images_lib
-from keras_transfer.streaming import FileImages, SkippedFile, check_file, memory_budget, skip_reason  # noqa: F401
+from keras_transfer.streaming import (DiskFeatures, FileImages, SkippedFile, check_file,  # noqa: F401
+                                     memory_budget, skip_reason)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 IN_MEMORY = ("auto", "yes", "no")
@@ -595,7 +596,16 @@ def to_dataset(x, y, batch_size: int = 32, shuffle: bool = False, seed: int = 0,
     cached_views = isinstance(x, (list, tuple))
     if cached_views and (views is None or len(x) != views.count):
         raise ValueError(f"a list of cached views needs views with as many. Received: {len(x)} arrays, views={views}")
-    first = np.arange(len(x), dtype=np.int64) if files else (tuple(x) if cached_views else x)
+    on_disk = [a for a in (x if cached_views else [x]) if isinstance(a, DiskFeatures)]
+    if on_disk:  # rows read as batches are drawn; only the rows of images that were read
+        rows = np.flatnonzero(np.logical_and.reduce([a.ok for a in on_disk]))
+        y = {k: v[rows] for k, v in y.items()} if isinstance(y, dict) else np.asarray(y)[rows]
+        sample_weight = sample_weight[rows] if sample_weight is not None else None
+        first = rows.astype(np.int64)
+    elif files:
+        first = np.arange(len(x), dtype=np.int64)
+    else:
+        first = tuple(x) if cached_views else x
     parts = (first, y) + (() if sample_weight is None else (sample_weight,))
     ds = in_order = tf.data.Dataset.from_tensor_slices(parts)
     if shuffle:
@@ -610,6 +620,9 @@ def to_dataset(x, y, batch_size: int = 32, shuffle: bool = False, seed: int = 0,
     ds = ds.batch(batch_size)
 
     def cast(*batch):
+        if on_disk:  # features, of the drawn view if there are views (one array per view)
+            v, rest = (batch[-1], batch[1:-1]) if views is not None else (None, batch[1:])
+            return (streaming.gather(on_disk, batch[0], v), *rest)
         if views is None:
             return (tf.cast(batch[0], tf.float32), *batch[1:])
         *batch, v = batch

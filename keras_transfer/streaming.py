@@ -93,6 +93,45 @@ def memory_budget() -> int:
     return int(available // 2)
 
 
+class DiskFeatures:
+    """Float32 features ``(N, ...)`` in a ``.npy`` file (see :mod:`keras_transfer.training.disk_cache`),
+    and ``ok`` ``(N,)``: which images could be read. Training reads the rows it draws, batch by
+    batch, with ``pread`` rather than a memory map: the rows pass through the page cache and the
+    process's resident memory stays flat however large the file."""
+
+    def __init__(self, path: str, ok: np.ndarray):
+        self.path, self.ok = path, np.asarray(ok, bool)
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            self.offset = f.tell()
+        if fortran or dtype != np.dtype("float32"):
+            raise ValueError(f"{path} is not a C-ordered float32 array. Received: dtype={dtype}, fortran={fortran}")
+        self.shape = tuple(shape)
+        self.row_bytes = int(np.prod(self.shape[1:])) * 4
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def rows(self, index) -> np.ndarray:
+        """Rows ``index`` (ints), read from the file, float32 ``(len(index), ...)``."""
+        out = np.empty((len(index), *self.shape[1:]), "float32")
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for k, i in enumerate(index):
+                out[k] = np.frombuffer(os.pread(fd, self.row_bytes, self.offset + int(i) * self.row_bytes),
+                                       "float32").reshape(self.shape[1:])
+        finally:
+            os.close(fd)
+        return out
+
+    @property
+    def features(self) -> np.ndarray:
+        """All rows (a read-only memory map)."""
+        return np.load(self.path, mmap_mode="r")
+
+
 class FileImages:
     """``(N, H, W, 3)`` uint8 images that stay files until read: ``paths`` at ``size``.
 
@@ -165,6 +204,15 @@ class FileImages:
         for positions, images in ds.batch(batch_size).prefetch(2).as_numpy_iterator():
             yield positions, images
 
+    def digest(self) -> str:
+        """What identifies these files at this size without decoding them (paths, sizes, times)."""
+        import hashlib
+
+        h = hashlib.sha1(repr(self.size).encode())
+        for i, path in enumerate(self.paths):
+            h.update(f"{path}\0{self.fingerprint_of(i)}\0".encode())
+        return h.hexdigest()
+
     def fingerprint_of(self, i: int) -> str:
         """What identifies file ``i`` without decoding it: its size and modification time."""
         st = os.stat(self.paths[i])
@@ -195,6 +243,21 @@ def _read_op(images: FileImages, i):
     image, ok = tf.numpy_function(lambda j: images.decode(int(j)), [i], [tf.uint8, tf.bool], stateful=False)
     pixels = tf.cast(images_lib.resize(tf.ensure_shape(image, (None, None, 3)), images.size), tf.uint8)
     return tf.ensure_shape(pixels, (*images.size, 3)), tf.ensure_shape(ok, ())
+
+
+def gather(arrays: list[DiskFeatures], rows, views=None):
+    """Rows ``rows`` (int64 ``(B,)``) of ``arrays[views[i]]`` (of ``arrays[0]`` without views), float32."""
+    import tensorflow as tf
+
+    def take(r, v):
+        out = np.empty((len(r), *arrays[0].shape[1:]), "float32")
+        for j in np.unique(v):
+            out[v == j] = arrays[int(j)].rows(r[v == j])
+        return out
+
+    v = views if views is not None else tf.zeros_like(rows, tf.int32)
+    out = tf.numpy_function(take, [rows, v], tf.float32, stateful=False)
+    return tf.ensure_shape(out, (None, *arrays[0].shape[1:]))
 
 
 def read(ds, images: FileImages, share: tuple[int, int] = (1, 0), in_order=None):

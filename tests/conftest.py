@@ -1,6 +1,9 @@
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# the on-disk feature cache of streamed sets: never the user's ~/.cache
+os.environ.setdefault("KERAS_TRANSFER_CACHE_DIR", tempfile.mkdtemp(prefix="keras-transfer-test-features-"))
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np  # noqa: E402

@@ -86,12 +86,14 @@ def _vgg(num_classes=2):
     return training.build_model("vgg16", num_classes, weights=None, input_size=32, removed=3)
 
 
-@pytest.mark.parametrize("augment", [False, "top_down"])
-def test_streamed_training_equals_training_in_memory_on_the_same_files(tmp_path, rng, augment):
+@pytest.mark.parametrize("augment, cache", [(False, True), ("top_down", True), (False, False), ("top_down", False)])
+def test_streamed_training_equals_training_in_memory_on_the_same_files(tmp_path, rng, augment, cache):
+    """Cached, the streamed files' features are on disk (the in-memory ones in RAM); uncached both
+    train end to end."""
     root = _two_classes(tmp_path / "d", rng, n=10)
     kw = dict(image_size=32, validation_split=0.2, test_split=0.2, seed=0, progress=False)
     memory, files = data.load(root, in_memory="yes", **kw), data.load(root, in_memory="no", **kw)
-    recipe = _recipe(augment=augment, augment_views=4)
+    recipe = _recipe(augment=augment, augment_views=4, cache_features=cache)
     predictions = []
     for splits in (memory, files):
         model = _vgg()

@@ -11,6 +11,8 @@ import keras
 import numpy as np
 
 from keras_transfer.inference import batched_call
+from keras_transfer.streaming import DiskFeatures, FileImages
+from keras_transfer.training.disk_cache import DiskCache
 from keras_transfer.surgery import backbone_of, cut_points, layer_index, multiply_adds
 
 
@@ -112,13 +114,17 @@ class FeatureCache:
     same weights, data and recipe train it once.
 
     Rule for what is kept: least recently used entries are evicted once the total passes
-    ``max_bytes`` (default: 4 GiB or a quarter of the machine's memory, whichever is less); an
-    entry larger than ``max_bytes`` by itself is used once and not kept (``fine_tune`` does not
-    even compute it: see :meth:`fits`). Low cuts are never cached at all (see :func:`split_model`).
+    ``max_bytes`` (default: 4 GiB or a quarter of the machine's memory, whichever is less). An
+    entry larger than ``max_bytes`` by itself, and every entry of images streamed from files,
+    goes to the :class:`~keras_transfer.training.disk_cache.DiskCache` (``disk``; shared by
+    every process that uses its directory, resumable, least recently used evicted past its own
+    cap); with ``disk=False`` such an entry is used once and not kept. Low cuts are never cached
+    at all (see :func:`split_model`).
     """
 
-    def __init__(self, max_bytes: int | None = None):
+    def __init__(self, max_bytes: int | None = None, disk: DiskCache | bool = True):
         self.max_bytes = int(max_bytes if max_bytes is not None else _default_cache_bytes())
+        self._disk = disk  # True: the default DiskCache, made when first needed; False: none
         self._entries: collections.OrderedDict[tuple, _Entry] = collections.OrderedDict()
         self.hits = 0
         self.misses = 0
@@ -136,18 +142,38 @@ class FeatureCache:
         self._entries.clear()
         self.heads = HeadMemo(self.heads.max_entries)
 
-    def fits(self, prefix: keras.Model, n_images: int) -> bool:
-        """Whether ``n_images`` features of ``prefix`` (in its compute dtype) fit in ``max_bytes``."""
+    @property
+    def disk(self) -> DiskCache | None:
+        """Where features that do not fit in ``max_bytes`` (or whose images are files) are kept."""
+        if self._disk is True:
+            self._disk = DiskCache()
+        return self._disk or None
+
+    def _bytes(self, prefix: keras.Model, n_images: int) -> int:
         itemsize = 2 if "16" in str(prefix.output.dtype) else 4  # bfloat16/float16 features take half
-        return itemsize * n_images * int(np.prod(prefix.output.shape[1:])) <= self.max_bytes
+        return itemsize * n_images * int(np.prod(prefix.output.shape[1:]))
+
+    def fits(self, prefix: keras.Model, n_images: int, streamed: bool = False) -> bool:
+        """Whether ``n_images`` features of ``prefix`` fit in ``max_bytes`` (in its compute dtype)
+        or, else or for ``streamed`` images, on disk (in float32)."""
+        if not streamed and self._bytes(prefix, n_images) <= self.max_bytes:
+            return True
+        return self.disk is not None and self.disk.fits(4 * n_images * int(np.prod(prefix.output.shape[1:])))
 
     def features(self, prefix: keras.Model, cut_name: str, images: np.ndarray, batch_size: int = 32,
-                 views=None, view: int = 0) -> np.ndarray:
-        """``prefix``'s output on ``images`` (on their view number ``view`` of ``views``, if given)."""
+                 views=None, view: int = 0):
+        """``prefix``'s output on ``images`` (on their view number ``view`` of ``views``, if given):
+        an array, or :class:`~keras_transfer.streaming.DiskFeatures` for files (:class:`FileImages`)
+        and for features larger than ``max_bytes``."""
         layer_hashes = tuple(_fingerprint([w]) for w in prefix.get_weights())
-        images_key = (tuple(prefix.input_shape), str(prefix.output.dtype), _fingerprint([images]),
+        streamed = isinstance(images, FileImages)
+        images_key = (tuple(prefix.input_shape), str(prefix.output.dtype),
+                      images.digest() if streamed else _fingerprint([images]),
                       f"{views.key}/{view}" if views is not None else "")
         key = (cut_name, images_key, hashlib.sha1("".join(layer_hashes).encode()).hexdigest())
+        transform = (lambda x: views.apply(x, view)) if views is not None else None
+        if self.disk is not None and (streamed or self._bytes(prefix, len(images)) > self.max_bytes):
+            return self._on_disk(key, prefix, images, batch_size, transform)
         if key in self._entries:
             self.hits += 1
             self._entries.move_to_end(key)
@@ -155,13 +181,29 @@ class FeatureCache:
         self.misses += 1
         out = self._extend(prefix, cut_name, images_key, layer_hashes, batch_size)
         if out is None:
-            transform = (lambda x: views.apply(x, view)) if views is not None else None
             out = batched_call(prefix, images, batch_size, transform)
         if out.nbytes <= self.max_bytes:
             self._entries[key] = _Entry(out, cut_name, layer_hashes)
             while self.nbytes > self.max_bytes:
                 self._entries.popitem(last=False)
         return out
+
+    def _on_disk(self, key, prefix, images, batch_size, transform) -> DiskFeatures:
+        shape = tuple(prefix.output.shape[1:])
+
+        def chunk(start, stop):
+            if not isinstance(images, FileImages):
+                return batched_call(prefix, images[start:stop], batch_size, transform), np.ones(stop - start, bool)
+            out, ok = np.zeros((stop - start, *shape), "float32"), np.zeros(stop - start, bool)
+            for positions, batch in images.take(range(start, stop)).batches(batch_size):
+                out[positions], ok[positions] = batched_call(prefix, batch, batch_size, transform), True
+            return out, ok
+
+        name = hashlib.sha1(repr(key).encode()).hexdigest()
+        found = self.disk.get(name)
+        self.hits += found is not None
+        self.misses += found is None
+        return found if found is not None else self.disk.features(name, len(images), chunk)
 
     def _extend(self, prefix, cut_name, images_key, layer_hashes, batch_size) -> np.ndarray | None:
         """Features at ``cut_name`` from the deepest cached shallower cut of the same images and

@@ -89,7 +89,8 @@ def plan_stage(model: keras.Model, splits, recipe: Recipe, stage: str, epochs: i
             raise ValueError("augmented views need in-memory splits. Received: augment="
                              f"{recipe.augment!r} with streamed data")
         return plan(model, None, None, "end to end on streamed data", False)
-    if splits.streamed:  # the feature cache holds arrays in memory: files are read end to end every epoch
+    if splits.streamed and (cache.disk is None or distribute.is_multi_worker(strategy)):
+        # features go to disk; several workers would each compute them for every file: end to end
         return plan(model, splits.train.images, splits.val.images, "end to end, streaming the files", False)
     parts = None
     views = recipe.views()
@@ -97,12 +98,13 @@ def plan_stage(model: keras.Model, splits, recipe: Recipe, stage: str, epochs: i
         with strategy.scope():  # Keras ties a model to the strategy it was created under
             parts = split_model(model, k)
     n_cached = len(splits.train) * (views.count if views else 1) + len(splits.val)
-    if parts is not None and not cache.fits(parts[0], n_cached):
+    if parts is not None and not cache.fits(parts[0], n_cached, splits.streamed):
         logger.info("[%s] %s features would not fit the feature cache (%.0f MB): training end to end",
                     stage, parts[2], cache.max_bytes / 2**20)
         parts = None
     if parts is None:
-        return plan(model, splits.train.images, splits.val.images, "end to end", False)
+        return plan(model, splits.train.images, splits.val.images,
+                    "end to end" + (", streaming the files" if splits.streamed else ""), False)
     prefix, suffix, cut_name = parts
     if views is None:
         x_train = cache.features(prefix, cut_name, splits.train.images, recipe.batch_size)
@@ -112,8 +114,11 @@ def plan_stage(model: keras.Model, splits, recipe: Recipe, stage: str, epochs: i
         x_train = [cache.features(prefix, cut_name, splits.train.images, recipe.batch_size, views, v)
                    for v in range(views.count)]
     x_val = cache.features(prefix, cut_name, splits.val.images, recipe.batch_size)
-    how = f"on cached {cut_name} features" + (f" of {views.count} {views.kind} views" if views else "")
-    return plan(suffix, x_train, x_val, how, cut_name == backbone_of(model).layers[-1].name)
+    on_disk = isinstance(x_val, data_lib.DiskFeatures)
+    how = (f"on cached {cut_name} features" + (f" of {views.count} {views.kind} views" if views else "")
+           + (" (on disk)" if on_disk else ""))
+    # features on disk are read batch by batch: the head starts from a sample, as for streamed files
+    return plan(suffix, x_train, x_val, how, cut_name == backbone_of(model).layers[-1].name and not on_disk)
 
 
 # images of each part a streamed set's head starts from: pooled features of 4096 images estimate
