@@ -377,11 +377,19 @@ def stratified_sample(data: ImageSet, n: int, seed: int = 0) -> ImageSet:
     ``data`` itself when it holds no more."""
     if len(data) <= n:
         return data
+    return data.subset(stratified_index(data.labels, n, seed))
+
+
+def stratified_index(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted positions of about ``n`` of ``labels``, each class in its proportion (at least 2 of each)."""
+    labels = np.asarray(labels)
+    if len(labels) <= n:
+        return np.arange(len(labels))
     rng = np.random.default_rng(seed)
-    counts = np.bincount(data.labels, minlength=len(data.class_names))
-    take = [max(2, int(round(n * k / len(data)))) for k in counts]
-    keep = [rng.permutation(np.flatnonzero(data.labels == c))[:take[c]] for c in range(len(data.class_names))]
-    return data.subset(np.sort(np.concatenate(keep)))
+    classes = np.unique(labels)
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:max(2, int(round(n * np.mean(labels == c))))]
+            for c in classes]
+    return np.sort(np.concatenate(keep))
 
 
 def split_classes(data: ImageSet, a: Sequence | None = None, b: Sequence | None = None,

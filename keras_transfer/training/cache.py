@@ -172,7 +172,7 @@ class FeatureCache:
                       f"{views.key}/{view}" if views is not None else "")
         key = (cut_name, images_key, hashlib.sha1("".join(layer_hashes).encode()).hexdigest())
         transform = (lambda x: views.apply(x, view)) if views is not None else None
-        if self.disk is not None and (streamed or self._bytes(prefix, len(images)) > self.max_bytes):
+        if len(images) and self.disk is not None and (streamed or self._bytes(prefix, len(images)) > self.max_bytes):
             return self._on_disk(key, prefix, images, batch_size, transform)
         if key in self._entries:
             self.hits += 1

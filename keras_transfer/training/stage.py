@@ -114,11 +114,9 @@ def plan_stage(model: keras.Model, splits, recipe: Recipe, stage: str, epochs: i
         x_train = [cache.features(prefix, cut_name, splits.train.images, recipe.batch_size, views, v)
                    for v in range(views.count)]
     x_val = cache.features(prefix, cut_name, splits.val.images, recipe.batch_size)
-    on_disk = isinstance(x_val, data_lib.DiskFeatures)
     how = (f"on cached {cut_name} features" + (f" of {views.count} {views.kind} views" if views else "")
-           + (" (on disk)" if on_disk else ""))
-    # features on disk are read batch by batch: the head starts from a sample, as for streamed files
-    return plan(suffix, x_train, x_val, how, cut_name == backbone_of(model).layers[-1].name and not on_disk)
+           + (" (on disk)" if isinstance(x_val, data_lib.DiskFeatures) else ""))
+    return plan(suffix, x_train, x_val, how, cut_name == backbone_of(model).layers[-1].name)
 
 
 # images of each part a streamed set's head starts from: pooled features of 4096 images estimate
@@ -139,12 +137,22 @@ def init_head(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, base_
     probe_it = recipe.linear_probe and heads.linear_classifier(model) is not None
     if heads.feature_norm(model) is None and not probe_it:
         return
-    if isinstance(splits, data_lib.Splits) and splits.streamed:
+    y_val = None
+    on_disk = isinstance(base_train[0] if isinstance(base_train, list) else base_train, data_lib.DiskFeatures)
+    if on_disk:  # cached on disk: a sample of their rows
+        each = [_disk_sample(d, splits.train.labels, recipe.seed)
+                for d in (base_train if isinstance(base_train, list) else [base_train])]
+        base_train, y_train = (np.concatenate(parts) for parts in zip(*each))
+        base_val, y_val = (_disk_sample(base_val, splits.val.labels, recipe.seed)
+                           if isinstance(base_val, data_lib.DiskFeatures) else (base_val, splits.val.labels))
+    elif isinstance(splits, data_lib.Splits) and splits.streamed:
         splits = dataclasses.replace(splits, train=data_lib.stratified_sample(splits.train, HEAD_INIT_SAMPLE, recipe.seed),
                                      val=data_lib.stratified_sample(splits.val, HEAD_INIT_SAMPLE, recipe.seed))
     prefix = prefix_model(model) if base_train is None or (probe_it and base_val is None) else None
     views = recipe.views()
-    if base_train is None and views is not None and isinstance(splits.train, data_lib.ImageSet):
+    if on_disk:
+        pass  # the sample above
+    elif base_train is None and views is not None and isinstance(splits.train, data_lib.ImageSet):
         each = [_features(prefix, splits.train, recipe.batch_size, views, v) for v in range(views.count)]
         base_train, y_train = (np.concatenate(parts) for parts in zip(*each))
     elif base_train is None:
@@ -159,12 +167,20 @@ def init_head(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, base_
         return
     if base_val is None:
         base_val, y_val = _features(prefix, splits.val, recipe.batch_size)
-    else:
+    elif y_val is None:
         y_val = splits.val.labels
     x_val = heads.pooled_features(model, base_val) if base_val is not None and len(y_val) else None
     fitted = fit_linear(heads.pooled_features(model, base_train), y_train, len(splits.class_names),
                         x_val, y_val if x_val is not None else None, seed=recipe.seed)
     heads.linear_classifier(model).set_weights([fitted.kernel, fitted.bias])
+
+
+def _disk_sample(features: data_lib.DiskFeatures, labels: np.ndarray, seed: int):
+    """``(pooled (n, 1, 1, C) maps, labels)`` of a stratified sample of at most :data:`HEAD_INIT_SAMPLE`
+    of the images whose features are on disk (those that were read)."""
+    readable = np.flatnonzero(features.ok)
+    rows = readable[data_lib.stratified_index(labels[readable], HEAD_INIT_SAMPLE, seed)]
+    return _pooled_maps(features.rows(rows)), labels[rows]
 
 
 def _pooled_maps(features: np.ndarray) -> np.ndarray:
