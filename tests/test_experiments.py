@@ -25,6 +25,26 @@ def test_layer_removal_tiny_run_and_resume(tmp_path, capsys):
     assert main(argv) == 0
     again = json.load(open(out / "results.json"))
     assert {k: again["cells"][k] for k in result["cells"]} == result["cells"] and len(again["cells"]) == len(cells)
+    # started before --in-memory existed: its results.json lacks the setting, which was its default
+    saved = json.load(open(out / "results.json"))
+    del saved["config"]["in_memory"]
+    json.dump(saved, open(out / "results.json", "w"))
+    assert main(argv) == 0
+    assert main([*argv, "--in-memory", "yes"]) == 2  # asking for another value is still a change
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_layer_removal_on_streamed_files(tmp_path, capsys):
+    from keras_transfer import data
+
+    folder = data.sample_guitars(str(tmp_path / "g"), n_per_class=5, seed=0, size=40)
+    out = tmp_path / "exp"
+    assert main(["experiment", "layer-removal", "--data", folder, "--in-memory", "no", "--input-size", "32",
+                 "--weights", "none", "--removed-max", "1", "--seeds", "1", "--epochs", "1", "--fine-tune-epochs",
+                 "0", "--precision", "float32", "--out", str(out)]) == 0
+    result = json.load(open(out / "results.json"))
+    assert result["config"]["in_memory"] == "no" and len(result["cells"]) == 4
+    assert set(result["probe_accuracy"]) == {"0", "1"}
 
 
 # ---------------------------------------------------------------- the A/B experiments (small conv net)

@@ -37,6 +37,10 @@ class LayerRemovalConfig:
     fine_tune_epochs: int = 5
     batch_size: int = 32
     precision: str = "auto"
+    in_memory: str = "auto"  # streamed files: the probe scores a sample of PROBE_SAMPLE training images
+
+
+PROBE_SAMPLE = 1000  # what `keras-transfer probe` samples by default
 
 
 def _cell(config: LayerRemovalConfig, splits, removed: int, mode: str, seed: int, cache) -> float:
@@ -75,11 +79,12 @@ def run(config: LayerRemovalConfig, out_dir: str) -> dict:
     with precision.using(config.precision, backbone=config.backbone):
         for seed in config.seeds:
             splits = data.load(config.data_dir, config.dataset, config.input_size, 0.2, 0.2, seed,
-                               config.limit_per_class, progress=False)
+                               config.limit_per_class, progress=False, in_memory=config.in_memory)
             if str(seed) not in probes:
                 base = build_base(config.backbone, weights=config.weights,
                                   input_shape=(config.input_size, config.input_size, 3))
-                scores = probe.score_cuts(base, splits.train.images, splits.train.labels, config.batch_size, seed)
+                probed = data.stratified_sample(splits.train, PROBE_SAMPLE, seed) if splits.streamed else splits.train
+                scores = probe.score_cuts(base, probed.images[:], probed.labels, config.batch_size, seed)
                 probes[str(seed)] = {str(s.removed): s.probe_accuracy for s in scores if s.removed in config.removed}
                 results.save()
             cache = training.FeatureCache()

@@ -34,7 +34,11 @@ class Results:
         self.path = os.path.join(out_dir, "results.json")
         self.config = jsonable(config)
         saved = read_json(self.path, {})
-        if saved and (saved.get("config") != self.config or saved.get("experiment", experiment) != experiment):
+        # a setting the saved config lacks (added to the package since) was its default then
+        defaults = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+                    for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+        was = {**defaults, **saved.get("config", {})}
+        if saved and (was != self.config or saved.get("experiment", experiment) != experiment):
             raise ValueError(f"{out_dir!r} holds a {saved.get('experiment', 'different')} run with other settings; "
                              "choose another out_dir (nothing was overwritten).")
         self.cells: dict = saved.get("cells", {})
