@@ -286,7 +286,7 @@ def test_features_too_big_for_the_cache_are_not_computed(caplog):
     s = _splits(np.random.default_rng(0))
     recipe = training.Recipe(head_epochs=1, fine_tune_epochs=0, batch_size=8, verbose=0, patience=None,
                              normalize=False, linear_probe=False)  # nothing computes features outside the cache
-    cache = training.FeatureCache(max_bytes=1000)
+    cache = training.FeatureCache(max_bytes=1000, disk=False)  # (with a disk cache they go there: test_disk_cache)
     training.fine_tune(_vgg(), s, recipe, cache=cache)
     assert (cache.misses, len(cache)) == (0, 0)
     assert "would not fit the feature cache" in caplog.text
