@@ -176,8 +176,8 @@ class FileImages:
             return images_lib.decode_file(self.paths[i]), True
         except Exception as err:  # noqa: BLE001 - one bad file is reported, never the end of a run
             self.skips.add(self.paths[i], skip_reason(err))
-            failed = {s.path for s in self.skips.files}
-            if all(p in failed for p in self.paths):  # nothing left to read: say so rather than wait
+            if len(self.skips) >= len(self) and set(self.paths) <= {s.path for s in self.skips.files}:
+                # nothing left to read: say so rather than wait
                 raise ValueError(f"none of the {len(self)} files (e.g. {self.paths[0]}) can be read any more "
                                  f"(the last: {skip_reason(err)}); were they moved or deleted?") from None
             return np.full((1, 1, 3), 128, np.uint8), False
@@ -279,7 +279,7 @@ def read(ds, images: FileImages, share: tuple[int, int] = (1, 0), in_order=None)
         elements = elements.map(_reader(images), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return elements.filter(_is_readable).map(_without_flag)
 
-    refill = decoded((in_order if in_order is not None else ds).repeat())
+    refill = decoded(in_order if in_order is not None else ds).repeat()  # (ends if the share yields nothing)
     return decoded(ds).concatenate(refill).take(n).apply(tf.data.experimental.assert_cardinality(n))
 
 

@@ -127,3 +127,13 @@ def test_a_file_that_fails_when_read_is_skipped_reported_and_the_run_goes_on(tmp
     assert metrics["images"] == len([p for p in test.paths if p not in late]) < len(test)  # scored on the rest
     assert os.path.exists(tmp_path / "run" / "export" / "1" / "saved_model.pb")
     assert os.path.exists(tmp_path / "run" / "misclassified.png")
+
+
+def test_files_deleted_after_they_were_listed_end_the_run_with_a_message_naming_them(tmp_path, rng):
+    root = _two_classes(tmp_path / "d", rng, n=6)
+    files = data.load(root, image_size=32, validation_split=0.2, test_split=0.2, progress=False, in_memory="no")
+    for path in files.train.paths:
+        os.remove(path)
+    with pytest.raises(Exception, match="none of the 8 files .* can be read any more.*moved or deleted"):
+        training.fine_tune(_vgg(), files, _recipe(cache_features=False, linear_probe=False, normalize=False))
+    assert len(files.late_skips()) == 8
