@@ -49,6 +49,8 @@ def _common(p, dataset: str, limit: int, input_size: int | None, seeds: int, epo
     p.add_argument("--seeds", type=int, default=seeds, help="seeds, each a full repeat (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=epochs, help="epochs per training (default: %(default)s)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--in-memory", choices=("auto", "yes", "no"), default="auto",
+                   help="hold the images decoded, or stream them from their files (see train; default: %(default)s)")
     p.add_argument("--out", metavar="DIR", default=None, help="default: runs/experiment-<name>-<data>")
 
 
@@ -72,8 +74,6 @@ def add_parser(sub, add_backbone_args) -> None:
     q.add_argument("--removed-max", type=int, default=6, help="remove 0..N units (default: %(default)s)")
     q.add_argument("--fine-tune-epochs", type=int, default=5, help="fine-tuning epochs per cell (default: %(default)s)")
     q.add_argument("--batch-size", type=int, default=32)
-    q.add_argument("--in-memory", choices=("auto", "yes", "no"), default="auto",
-                   help="hold the images decoded, or stream them from their files (see train; default: %(default)s)")
     q = names.add_parser("transferability", help=EXPERIMENTS["transferability"][3], description=EXPERIMENTS["transferability"][3])
     _common(q, "fashion_mnist", 500, 28, 3, 8)
     _ab(q)

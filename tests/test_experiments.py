@@ -67,6 +67,30 @@ def _png(path):
     return path.read_bytes()[:4] == b"\x89PNG"
 
 
+def _four_colours(root, n=8):
+    from helpers import write_good
+
+    rng = np.random.default_rng(0)
+    for name, colour in (("red", (220, 30, 30)), ("green", (30, 200, 30)), ("blue", (30, 30, 220)),
+                         ("grey", (128, 128, 128))):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            write_good(str(root / name / f"{i}.png"), rng, colour=colour)
+    return str(root)
+
+
+@pytest.mark.parametrize("name", ["transferability", "binary-aux"])
+def test_the_class_split_experiments_run_on_streamed_files(tmp_path, capsys, few_steps, name):
+    folder = _four_colours(tmp_path / "d")
+    out = tmp_path / "exp"
+    argv = ["experiment", name, "--data", folder, "--in-memory", "no", "--input-size", "16", "--seeds", "1",
+            "--epochs", "1", "--width", "4", "--precision", "float32", "--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    result = json.load(open(out / "results.json"))
+    assert result["config"]["in_memory"] == "no"
+    assert result["cells"] and all(0 <= v <= 1 for v in result["cells"].values())
+
+
 def test_transferability_tiny_run_resumes_without_retraining(tmp_path, capsys, caplog, few_steps):
     out = tmp_path / "tr"
     argv = ["experiment", "transferability", *TINY, "--a-classes", "0,1,2,3,4", "--out", str(out)]

@@ -37,6 +37,7 @@ class BinaryAuxConfig:
     epochs: int = 8
     width: int = 16
     precision: str = "auto"
+    in_memory: str = "auto"
 
 
 def _source(config, part, seed, binary: bool):
@@ -93,7 +94,8 @@ def run(config: BinaryAuxConfig, out_dir: str) -> dict:
     """Run (or resume) the experiment in ``out_dir``; returns ``results.json``'s content."""
     per_seed = len(SOURCES) * (1 + len(config.b_per_class) * len(MODES))
     results = Results(out_dir, "binary-aux", config, len(config.seeds) * per_seed)
-    pool = classsplits.load_pool(config.data_dir, config.dataset, config.input_size, config.limit_per_class)
+    pool = classsplits.load_pool(config.data_dir, config.dataset, config.input_size, config.limit_per_class,
+                                 in_memory=config.in_memory)
     with precision.using(config.precision):
         for seed in config.seeds:
             _run_seed(config, results, pool, seed)

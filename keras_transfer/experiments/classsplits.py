@@ -19,11 +19,12 @@ class ABSplits:
 
 
 def load_pool(data_dir: str | None, dataset: str | None, input_size: int, limit_per_class: int | None,
-              seed: int = 0) -> data.ImageSet:
+              seed: int = 0, in_memory: str = "auto") -> data.ImageSet:
+    """The images to split: a folder or a built-in dataset, held in memory or streamed (``in_memory``)."""
     if data_dir:
-        pool = data.load_folder(data_dir, input_size, progress=False)
+        pool = data.load_folder(data_dir, input_size, progress=False, in_memory=in_memory)
         return data.limit_per_class(pool, limit_per_class, seed) if limit_per_class else pool
-    return data.builtin(dataset, input_size, limit_per_class, seed)
+    return data.builtin(dataset, input_size, limit_per_class, seed, in_memory)
 
 
 def ab_splits(pool: data.ImageSet, a_classes: Sequence[str] | None, seed: int) -> ABSplits:

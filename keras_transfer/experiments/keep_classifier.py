@@ -43,6 +43,7 @@ class KeepClassifierConfig:
     backbone: str | None = None  # a pretrained source (with weights) instead of the net trained on A
     weights: str | None = "imagenet"
     precision: str = "auto"
+    in_memory: str = "auto"
 
 
 def _target(config, source: keras.Model, part, head: str, frozen: int, seed: int) -> keras.Model:
@@ -138,7 +139,8 @@ def run(config: KeepClassifierConfig, out_dir: str) -> dict:
     """Run (or resume) the experiment in ``out_dir``; returns ``results.json``'s content."""
     _check(config)
     results = Results(out_dir, "keep-classifier", config, len(config.seeds) * len(config.frozen) * len(HEADS))
-    pool = classsplits.load_pool(config.data_dir, config.dataset, _input_size(config), config.limit_per_class)
+    pool = classsplits.load_pool(config.data_dir, config.dataset, _input_size(config), config.limit_per_class,
+                                 in_memory=config.in_memory)
     with precision.using(config.precision, backbone=config.backbone):
         for seed in config.seeds:
             _run_seed(config, results, pool, seed)

@@ -30,6 +30,7 @@ class TransferabilityConfig:
     epochs: int = 8
     width: int = 16
     precision: str = "auto"
+    in_memory: str = "auto"
 
 
 def _train_base(config, part, seed):
@@ -75,7 +76,8 @@ def run(config: TransferabilityConfig, out_dir: str) -> dict:
     splits = classsplits.named_splits(config.dataset if not config.data_dir else None, config.a_classes)
     total = len(splits) * len(config.seeds) * (1 + len(CONDITIONS) * len(smallnet.UNITS))
     results = Results(out_dir, "transferability", config, total)
-    pool = classsplits.load_pool(config.data_dir, config.dataset, config.input_size, config.limit_per_class)
+    pool = classsplits.load_pool(config.data_dir, config.dataset, config.input_size, config.limit_per_class,
+                                 in_memory=config.in_memory)
     with precision.using(config.precision):
         for split_name, a_classes in splits.items():
             for seed in config.seeds:
