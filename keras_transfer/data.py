@@ -15,6 +15,7 @@ import concurrent.futures
 import csv
 import dataclasses
 import gzip
+import logging
 import os
 from typing import Sequence
 
@@ -23,6 +24,8 @@ import numpy as np
 from keras_transfer import images as images_lib
 from keras_transfer.streaming import (DiskFeatures, FileImages, SkippedFile, check_file,  # noqa: F401
                                      memory_budget, skip_reason)
+
+logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 IN_MEMORY = ("auto", "yes", "no")
@@ -248,7 +251,7 @@ def load_folder(root: str, image_size: tuple[int, int] | int, workers: int | Non
         )
     jobs = [(path, label) for label, c in enumerate(classes) for path in files[c]]
     stream = streams(in_memory, len(jobs), image_size, f"data_dir {root!r}")
-    work = (lambda path: check_file(path)) if stream else (lambda path: read_image(path, image_size))
+    work = check_file if stream else (lambda path: read_image(path, image_size))
     images, labels, paths = [], [], []
     for path, label, result, err in _each_file(jobs, work, "checking images" if stream else "reading images",
                                                 workers, progress):
@@ -293,9 +296,7 @@ def streams(in_memory: str, n_images: int, image_size, what: str) -> bool:
     h, w = _size(image_size)
     needed, budget = n_images * h * w * 3, memory_budget()
     if needed > budget:
-        import logging
-
-        logging.getLogger(__name__).info(
+        logger.info(
             "%s: %d images at %dx%d would take %.1f GiB decoded, more than half the memory available (%.1f GiB): "
             "streaming them from their files (in_memory='yes' holds them anyway)", what, n_images, h, w,
             needed / 2**30, budget / 2**30)

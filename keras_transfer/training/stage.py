@@ -137,31 +137,29 @@ def init_head(model: keras.Model, splits: data_lib.Splits, recipe: Recipe, base_
     probe_it = recipe.linear_probe and heads.linear_classifier(model) is not None
     if heads.feature_norm(model) is None and not probe_it:
         return
-    y_val = None
-    on_disk = isinstance(base_train[0] if isinstance(base_train, list) else base_train, data_lib.DiskFeatures)
-    if on_disk:  # cached on disk: a sample of their rows
-        each = [_disk_sample(d, splits.train.labels, recipe.seed)
+    y_val, prefix, views = None, None, recipe.views()
+    if isinstance(base_train[0] if isinstance(base_train, list) else base_train, data_lib.DiskFeatures):
+        each = [_disk_sample(d, splits.train.labels, recipe.seed)  # cached on disk: a sample of their rows
                 for d in (base_train if isinstance(base_train, list) else [base_train])]
         base_train, y_train = (np.concatenate(parts) for parts in zip(*each))
         base_val, y_val = (_disk_sample(base_val, splits.val.labels, recipe.seed)
                            if isinstance(base_val, data_lib.DiskFeatures) else (base_val, splits.val.labels))
-    elif isinstance(splits, data_lib.Splits) and splits.streamed:
-        splits = dataclasses.replace(splits, train=data_lib.stratified_sample(splits.train, HEAD_INIT_SAMPLE, recipe.seed),
-                                     val=data_lib.stratified_sample(splits.val, HEAD_INIT_SAMPLE, recipe.seed))
-    prefix = prefix_model(model) if base_train is None or (probe_it and base_val is None) else None
-    views = recipe.views()
-    if on_disk:
-        pass  # the sample above
-    elif base_train is None and views is not None and isinstance(splits.train, data_lib.ImageSet):
-        each = [_features(prefix, splits.train, recipe.batch_size, views, v) for v in range(views.count)]
-        base_train, y_train = (np.concatenate(parts) for parts in zip(*each))
-    elif base_train is None:
-        base_train, y_train = _features(prefix, splits.train, recipe.batch_size)
-    elif isinstance(base_train, list):  # pooled first: 1x1 maps of every view, not V copies of the maps
-        base_train = np.concatenate([_pooled_maps(b) for b in base_train])
-        y_train = np.tile(splits.train.labels, len(base_train) // len(splits.train))
     else:
-        y_train = splits.train.labels
+        if isinstance(splits, data_lib.Splits) and splits.streamed:
+            splits = dataclasses.replace(
+                splits, train=data_lib.stratified_sample(splits.train, HEAD_INIT_SAMPLE, recipe.seed),
+                val=data_lib.stratified_sample(splits.val, HEAD_INIT_SAMPLE, recipe.seed))
+        prefix = prefix_model(model) if base_train is None or (probe_it and base_val is None) else None
+        if base_train is None and views is not None and isinstance(splits.train, data_lib.ImageSet):
+            each = [_features(prefix, splits.train, recipe.batch_size, views, v) for v in range(views.count)]
+            base_train, y_train = (np.concatenate(parts) for parts in zip(*each))
+        elif base_train is None:
+            base_train, y_train = _features(prefix, splits.train, recipe.batch_size)
+        elif isinstance(base_train, list):  # pooled first: 1x1 maps of every view, not V copies of the maps
+            base_train = np.concatenate([_pooled_maps(b) for b in base_train])
+            y_train = np.tile(splits.train.labels, len(base_train) // len(splits.train))
+        else:
+            y_train = splits.train.labels
     heads.adapt_feature_norm(model, base_train)
     if not probe_it:
         return
