@@ -45,7 +45,7 @@ import numpy as np
 
 from keras_transfer import heads
 from keras_transfer import images as images_lib
-from keras_transfer.files import read_json, remove_stale_temporaries, temporary_prefix
+from keras_transfer.files import read_json, remove_stale_temporaries, sync_folder, sync_tree, temporary_prefix
 from keras_transfer.precision import as_float32
 
 logger = logging.getLogger(__name__)
@@ -156,7 +156,9 @@ def export(model: keras.Model, out_dir: str, class_names, metadata: dict | None 
         with open(os.path.join(tmp, LABELS_FILE), "w") as f:
             json.dump(info, f, indent=2)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private to this user
+        sync_tree(tmp)  # on disk before its name: a power cut leaves no version of zeros
         os.rename(tmp, final)
+        sync_folder(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,4 +1,9 @@
-"""Atomic writes: a reader (or a crash) sees the old file or the new one, never half of one.
+"""Atomic, durable writes: a reader (or a crash, a power cut) sees the old file or the new one,
+never half of one.
+
+A rename alone is not enough: without ``fsync`` a power cut can leave the new name pointing at a
+file whose blocks never reached the disk (the right size, zeros inside). So the new file (or
+every file of a new folder) is flushed before the rename, and the folder holding the name after.
 
 Temporaries are named ``.tmp-<pid>-...`` beside their target, so the leftovers of a killed
 process (whose pid no longer runs) can be told from a running writer's and removed
@@ -29,12 +34,41 @@ def atomic_path(path: str):
     os.remove(tmp)  # writers such as Keras want to create the file themselves
     try:
         yield tmp
+        sync_tree(tmp)
         os.replace(tmp, path)
+        sync_folder(folder)
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
         elif os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _fsync(path: str, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a folder; the files themselves were
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+def sync_folder(folder: str) -> None:
+    """Flush ``folder``'s entries (a rename into it, a new file's name) to disk."""
+    _fsync(folder, directory=True)
+
+
+def sync_tree(path: str) -> None:
+    """Flush the file ``path``, or every file and folder under the folder ``path``, to disk."""
+    if not os.path.isdir(path):
+        _fsync(path)
+        return
+    for folder, _, names in os.walk(path):
+        for name in names:
+            _fsync(os.path.join(folder, name))
+        sync_folder(folder)
 
 
 def temporary_prefix() -> str:

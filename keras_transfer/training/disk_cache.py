@@ -2,23 +2,33 @@
 
 One entry per key (what :class:`~keras_transfer.training.cache.FeatureCache` keys by: the cut,
 the prefix's weights, the images, the view) under ``directory``: ``<key>.npy`` (the features,
-float32, memory-mapped when read) and ``<key>.ok.npy`` (which images could be read). An entry is
+float32, read row by row), ``<key>.ok.npy`` (which images could be read) and ``<key>.json``
+(their shape, size and CRC-32, written last: the entry exists once it does). An entry is
 computed in chunks of :data:`CHUNK` images, each written atomically into ``<key>.part/``, so a
 run killed half-way resumes from its last chunk; the finished entry is assembled, then renamed
 into place, so a reader never sees half of one. Entries are shared by every process that uses
 the directory (a search's trials, reruns) and evicted least recently used first once they
 pass ``max_bytes``.
+
+Every write is flushed to disk before its rename (:func:`~keras_transfer.files.atomic_path`),
+and every entry is checked against its ``.json`` when first opened in a process: one cut short
+(a copy, a full disk) or holding zeros where features were (a crash before the data reached the
+disk) is logged with its path, removed and computed again, never trained on. A damaged chunk
+is computed again the same way.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import zipfile
+import zlib
 
 import numpy as np
 
-from keras_transfer.files import atomic_path, remove_stale_temporaries
+from keras_transfer.files import atomic_path, remove_stale_temporaries, write_json
 from keras_transfer.streaming import DiskFeatures
 
 logger = logging.getLogger("keras_transfer.training")
@@ -54,11 +64,43 @@ class DiskCache:
         return nbytes <= self.max_bytes
 
     def get(self, key: str) -> DiskFeatures | None:
+        """The finished entry ``key``, checked; None if there is none (or it was damaged: then it
+        is logged and removed, and the caller computes it again)."""
         path = self._path(key)
-        if not (os.path.exists(path) and os.path.exists(self._path(key, ".ok.npy"))):
+        if not os.path.exists(path):
+            return None
+        problem = self._check(key)
+        if problem:
+            logger.warning("feature cache on disk: %s %s; removed it, its features are computed again", path, problem)
+            self._remove(key)
             return None
         os.utime(path)  # most recently used
+        _checked.add(_identity(path))
         return DiskFeatures(path, np.load(self._path(key, ".ok.npy")))
+
+    def _check(self, key: str) -> str | None:
+        """What is wrong with the entry ``key`` (None: nothing). Its data is read through once per
+        process, and again if the file changed since (a finished entry is never written in place)."""
+        meta_path, path, ok_path = self._path(key, ".json"), self._path(key), self._path(key, ".ok.npy")
+        if not os.path.exists(meta_path):
+            return "has no .json beside it (written by an older version, or its .json was lost)"
+        try:
+            with open(meta_path) as f:
+                meta = json.load(f)
+            if _identity(path) in _checked:
+                return None
+            for file, size, crc in ((path, meta["bytes"], meta["crc32"]), (ok_path, meta["ok_bytes"], meta["ok_crc32"])):
+                actual = os.path.getsize(file)
+                if actual != size:
+                    return f"is damaged: {os.path.basename(file)} holds {actual:,} bytes, not {size:,} (cut short?)"
+                if _crc32(file) != crc:
+                    return f"is damaged: {os.path.basename(file)} does not hold what was written (its CRC-32 differs)"
+            shape = DiskFeatures(path, np.ones(0, bool)).shape
+            if list(shape) != meta["shape"]:
+                return f"is damaged: its features are {list(shape)}, not {meta['shape']}"
+        except (OSError, ValueError, KeyError, TypeError) as err:  # unreadable .json or .npy header
+            return f"is damaged ({type(err).__name__}: {str(err)[:120]})"
+        return None
 
     def features(self, key: str, n: int, compute_chunk) -> DiskFeatures:
         """The entry ``key`` of ``n`` rows: read, or computed chunk by chunk with ``compute_chunk(start,
@@ -69,36 +111,55 @@ class DiskCache:
         part = self._path(key, ".part")
         os.makedirs(part, exist_ok=True)
         remove_stale_temporaries(part)  # a chunk a killed run was writing
-        starts = range(0, n, CHUNK)
-        for start in starts:
-            chunk = os.path.join(part, f"{start:09d}.npz")
-            if os.path.exists(chunk):
-                continue
-            features, ok = compute_chunk(start, min(start + CHUNK, n))
-            with atomic_path(chunk) as tmp:
-                with open(tmp, "wb") as f:
-                    np.savez(f, features=np.asarray(features, "float32"), ok=np.asarray(ok, bool))
-            self.computed_chunks += 1
-            logger.info("feature cache on disk: %d of %d images", min(start + CHUNK, n), n)
-        self._assemble(key, part, starts, n)
+        # written aside, checksummed, then renamed: the .json and .ok.npy first, the .npy (which
+        # makes it an entry) last, so an entry always has what checks it
+        with atomic_path(self._path(key)) as tmp:
+            oks, out = [], None
+            for start in range(0, n, CHUNK):
+                features, ok = self._chunk(part, start, min(start + CHUNK, n), n, compute_chunk)
+                if out is None:
+                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype="float32", shape=(n, *features.shape[1:]))
+                out[start:start + len(ok)] = features
+                oks.append(ok)
+            meta = {"shape": list(out.shape)}
+            out.flush()
+            del out
+            meta.update(bytes=os.path.getsize(tmp), crc32=_crc32(tmp))
+            with atomic_path(self._path(key, ".ok.npy")) as ok_tmp:
+                np.save(ok_tmp, np.concatenate(oks))
+                meta.update(ok_bytes=os.path.getsize(ok_tmp), ok_crc32=_crc32(ok_tmp))
+            write_json(self._path(key, ".json"), meta)
+        shutil.rmtree(part, ignore_errors=True)
         self.evict(keep=key)
         return self.get(key)
 
-    def _assemble(self, key: str, part: str, starts, n: int) -> None:
-        oks, out = [], None
-        with atomic_path(self._path(key)) as tmp:
-            for start in starts:
-                with np.load(os.path.join(part, f"{start:09d}.npz")) as chunk:
-                    if out is None:
-                        out = np.lib.format.open_memmap(tmp, mode="w+", dtype="float32",
-                                                        shape=(n, *chunk["features"].shape[1:]))
-                    out[start:start + len(chunk["ok"])] = chunk["features"]
-                    oks.append(chunk["ok"])
-            out.flush()
-            del out
-        with atomic_path(self._path(key, ".ok.npy")) as tmp:
-            np.save(tmp, np.concatenate(oks))
-        shutil.rmtree(part, ignore_errors=True)
+    def _chunk(self, part: str, start: int, stop: int, n: int, compute_chunk):
+        """``(features, ok)`` of rows ``[start, stop)``: the chunk file a run wrote before, else computed and written."""
+        chunk = os.path.join(part, f"{start:09d}.npz")
+        if os.path.exists(chunk):
+            try:
+                with np.load(chunk) as saved:  # the zip's CRC-32 is checked as it is read
+                    features, ok = saved["features"], saved["ok"]
+                if len(ok) == stop - start and len(features) == len(ok):
+                    return features, ok
+                problem = f"holds {len(ok)} rows, not {stop - start}"
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+                problem = f"cannot be read ({type(err).__name__}: {str(err)[:120]})"
+            logger.warning("feature cache on disk: chunk %s %s; computing it again", chunk, problem)
+            os.remove(chunk)
+        features, ok = compute_chunk(start, stop)
+        features, ok = np.asarray(features, "float32"), np.asarray(ok, bool)
+        with atomic_path(chunk) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, features=features, ok=ok)
+        self.computed_chunks += 1
+        logger.info("feature cache on disk: %d of %d images", stop, n)
+        return features, ok
+
+    def _remove(self, key: str) -> None:
+        for suffix in (".npy", ".json", ".ok.npy"):  # the .npy first: without it the rest is no entry
+            if os.path.exists(self._path(key, suffix)):
+                os.remove(self._path(key, suffix))
 
     def entries(self) -> list[tuple[float, int, str]]:
         """``(last used, bytes, key)`` of every finished entry."""
@@ -120,8 +181,23 @@ class DiskCache:
                 break
             if key == keep:
                 continue
-            for suffix in (".npy", ".ok.npy"):
-                if os.path.exists(self._path(key, suffix)):
-                    os.remove(self._path(key, suffix))
+            self._remove(key)
             total -= size
             logger.info("feature cache on disk: evicted %s (%.0f MB)", key, size / 2**20)
+
+
+# the entries this process has checked, as they were then (see _identity)
+_checked: set[tuple] = set()
+
+
+def _identity(path: str) -> tuple:
+    stat = os.stat(path)
+    return path, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _crc32(path: str) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            crc = zlib.crc32(block, crc)
+    return crc
