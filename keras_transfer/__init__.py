@@ -12,6 +12,8 @@ on it, fine-tune, and export a SavedModel that serves raw images.
 
 import os as _os
 
+import wrapt as _wrapt
+
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of CLI output
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
@@ -25,6 +27,17 @@ _LAZY = {
     "keras_transfer.surgery": ("chop", "cut_points", "describe", "format_table", "freeze", "freeze_points", "units"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def _register_keras_objects(keras_module=None):
+    """Put this package's layers, losses and optimisers in Keras's registry, so that plain
+    ``keras.saving.load_model("RUN/model.keras")`` opens a run's model after ``import keras_transfer``."""
+    import keras_transfer.layers  # noqa: F401
+    import keras_transfer.recipes  # noqa: F401
+
+
+# Run once Keras is imported (at once if it already is): `import keras_transfer` stays free of TensorFlow.
+_wrapt.register_post_import_hook(_register_keras_objects, "keras")
 
 
 def __getattr__(name):

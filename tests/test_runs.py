@@ -455,3 +455,35 @@ def test_two_images_a_class_trains_and_says_before_training_there_is_nothing_to_
 
     assert "val_loss" not in plots.read_csv_log(os.path.join(run, "head.csv"))  # Keras wrote NA there
     assert os.path.getsize(os.path.join(run, "history.png")) > 5000
+
+
+LOAD_WITH_PLAIN_KERAS = """
+import sys
+import numpy as np
+import keras_transfer
+assert "tensorflow" not in sys.modules, "import keras_transfer must not import TensorFlow"
+import keras
+model = keras.saving.load_model(sys.argv[1])
+images = np.load(sys.argv[2])
+print(np.asarray(model.predict(images, verbose=0)).tolist())
+"""
+
+
+def test_model_keras_opens_with_plain_keras_after_import_keras_transfer_in_a_fresh_process(trained, tmp_path):
+    """README calls model.keras the trained classifier for further training: Keras itself must open it."""
+    import subprocess
+    import sys
+
+    import keras
+    import numpy as np
+
+    _, run, _ = trained
+    images = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3)).astype("uint8")
+    np.save(tmp_path / "images.npy", images)
+    script = tmp_path / "load.py"
+    script.write_text(LOAD_WITH_PLAIN_KERAS)
+    done = subprocess.run([sys.executable, str(script), os.path.join(run, "model.keras"), str(tmp_path / "images.npy")],
+                          capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = keras.saving.load_model(os.path.join(run, "model.keras")).predict(images, verbose=0)
+    np.testing.assert_allclose(json.loads(done.stdout.strip().splitlines()[-1]), expected, atol=1e-5)
