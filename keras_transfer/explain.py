@@ -128,12 +128,11 @@ class Explainer:
     def __init__(self, path: str):
         self.path = path
         if path.endswith(".keras"):
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"no such model file. Received: {path}")
             from keras_transfer.precision import as_float32
+            from keras_transfer.training.model import load_model
 
             # in float32 like the export's explain signature, whatever precision it trained in
-            self.model = as_float32(keras.saving.load_model(path))
+            self.model = as_float32(load_model(path, advice="Use the run's export instead, or train it again."))
             self.split = feature_split(self.model)
             self.size = tuple(self.model.input_shape[1:3])
             out = self.model.output

@@ -103,6 +103,13 @@ def remove_stale_temporaries(folder: str) -> list[str]:
     return removed
 
 
+def cannot_read(path: str, err: BaseException, advice: str) -> ValueError:
+    """The error for a checkpoint, model or export at ``path`` that fails to load with ``err``
+    (a truncated HDF5 file, a zip cut short...): one line naming it, then ``advice``."""
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    return ValueError(f"{path} cannot be read ({reason}): it was damaged or cut short. {advice} Received: {path}")
+
+
 def write_json(path: str, obj) -> None:
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=2)

@@ -208,7 +208,7 @@ def export_run(run_dir: str, formats=("saved_model",)) -> str:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: is {run_dir!r} a finished `keras-transfer train` run?")
     metrics = read_json(os.path.join(run_dir, "metrics.json"), {})
-    model = keras.saving.load_model(path)
+    model = training.load_model(path, advice=f"Train the run again (a new --out), or restore {path} from a copy.")
     names = metrics.get("class_names")
     if not names:
         raise FileNotFoundError(f"{run_dir}/metrics.json has no class names; re-run training.")

@@ -402,6 +402,14 @@ def test_a_damaged_checkpoint_or_export_is_one_line_naming_the_file(trained, tmp
     assert f"use the version before it ({exports}/{newest})" in err and "Traceback" not in err
     assert main(["predict", os.path.join(exports, str(newest)), image]) == 0
 
+    model_file = os.path.join(copy, "model.keras")
+    blob = open(model_file, "rb").read()
+    open(model_file, "wb").write(blob[: len(blob) // 2])
+    for command in (["export", copy], ["explain", model_file, image, "--out", str(tmp_path / "cam")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"{model_file} cannot be read (" in err and "damaged or cut short" in err and "Traceback" not in err
+
 
 @pytest.mark.parametrize("raised,says,code", [
     ("disk", "No space left on device", 2),

@@ -58,7 +58,10 @@ class Results:
         """A trained source network: loaded if an earlier run saved it, else trained and saved."""
         path = os.path.join(self.out_dir, "sources", f"{name}.keras")
         if os.path.exists(path):
-            return keras.saving.load_model(path, compile=False)
+            from keras_transfer.training.model import load_model
+
+            return load_model(path, advice="Delete it and run the same command again: the source network is "
+                                           "trained again.", compile=False)
         start = time.perf_counter()
         model = train()
         with atomic_path(path) as tmp:

@@ -15,9 +15,9 @@ through Keras's ``fit``.
 =============  ===========================================================================
 module         one job
 =============  ===========================================================================
-model          ``build_model``; ``resolve_frozen`` (surgery's resolver, re-exported)
+model          ``build_model``, ``load_model``/``load_weights`` (a damaged file named); ``resolve_frozen``
 cache          the frozen-prefix ``FeatureCache`` (+ ``HeadMemo``), ``split_model``
-callbacks      ``SeesClassifier`` (callbacks see the classifier)
+callbacks      ``SeesClassifier`` (callbacks see the classifier), ``Backup`` (a damaged backup named)
 stage          ``plan_stage`` then ``fit_stage`` (``train_stage`` = both): one stage on images or cached features
 two_stage      ``fine_tune``: the stages in order, resumable, keeping the better stage
 evaluate       ``predict_classes``, ``evaluate``, ``test_scores``, ``weights_fingerprint``
@@ -31,7 +31,8 @@ from keras_transfer.inference import _compiled_calls, batched_call  # noqa: F401
 from keras_transfer.training.callbacks import SeesClassifier  # noqa: F401
 from keras_transfer.training.evaluate import (evaluate, predict_classes, readable, test_scores,  # noqa: F401
                                              weights_fingerprint)
-from keras_transfer.training.model import build_model, default_frozen, resolve_frozen  # noqa: F401
+from keras_transfer.training.model import (build_model, default_frozen, load_model, load_weights,  # noqa: F401
+                                          resolve_frozen)
 from keras_transfer.training.stage import (  # noqa: F401
     StagePlan, fit_stage, freeze_for_stage, init_head, lr_scales, plan_stage, train_stage)
 from keras_transfer.training.two_stage import STATE_FILE, fine_tune, stages  # noqa: F401

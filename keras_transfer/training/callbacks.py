@@ -1,8 +1,10 @@
-"""Callbacks of a stage: the full classifier is what callbacks see."""
+"""Callbacks of a stage: the full classifier is what callbacks see; a damaged backup is named."""
 
 from __future__ import annotations
 
 import keras
+
+from keras_transfer.files import cannot_read
 
 
 class SeesClassifier(keras.callbacks.Callback):
@@ -35,3 +37,15 @@ class SeesClassifier(keras.callbacks.Callback):
 
 for _hook in SeesClassifier.HOOKS:
     setattr(SeesClassifier, _hook, lambda self, *a, _h=_hook, **k: self._forward(_h, *a, **k))
+
+
+class Backup(keras.callbacks.BackupAndRestore):
+    """Keras's ``BackupAndRestore`` (which falls back on its previous copy when the newest cannot be
+    read); a backup neither of whose copies can be read is an error naming its folder."""
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except (OSError, ValueError, KeyError) as err:  # h5py: truncated file; json: a torn epoch record
+            raise cannot_read(self.backup_dir, err, f"Delete {self.backup_dir} to train this stage again from its "
+                                                    "first epoch.") from None

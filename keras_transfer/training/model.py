@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import keras
 
 from keras_transfer import heads
 from keras_transfer.backbones import build_base
+from keras_transfer.files import cannot_read
 from keras_transfer.surgery import chop, resolve_frozen  # noqa: F401 - training.resolve_frozen, as before
 
 
@@ -28,3 +31,29 @@ def build_model(backbone: str, num_classes: int, weights="imagenet", input_size:
 def default_frozen(model: keras.Model) -> int:
     """Freeze all but the top two units (see :func:`keras_transfer.surgery.resolve_frozen`)."""
     return resolve_frozen(model, None)
+
+
+def load_model(path: str, advice: str = "Train it again, or use a copy of it.", **kwargs) -> keras.Model:
+    """``keras.saving.load_model(path)``; a file that cannot be read is an error naming it (Keras
+    itself says "File not found" for a ``.keras`` zip cut short)."""
+    import zipfile
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such model file. Received: {path}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every member, checks its CRC-32
+        if bad is not None:
+            raise ValueError(f"{bad} inside it does not hold what was written (its CRC-32 differs)")
+        return keras.saving.load_model(path, **kwargs)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise cannot_read(path, err, advice) from None
+
+
+def load_weights(model: keras.Model, path: str, advice: str) -> None:
+    """``model.load_weights(path)``; a file that cannot be read (h5py: truncated, bad signature) is an
+    error naming it and saying what to do (``advice``)."""
+    try:
+        model.load_weights(path)
+    except (OSError, ValueError, KeyError) as err:
+        raise cannot_read(path, err, advice) from None

@@ -21,7 +21,7 @@ from keras_transfer.surgery import backbone_of, freeze
 from keras_transfer.inference import batched_call
 from keras_transfer.linear import fit_linear
 from keras_transfer.training.cache import FeatureCache, _fingerprint, prefix_model, split_model
-from keras_transfer.training.callbacks import SeesClassifier
+from keras_transfer.training.callbacks import Backup, SeesClassifier
 
 logger = logging.getLogger("keras_transfer.training")
 
@@ -212,7 +212,7 @@ def _callbacks(model, fit_model, recipe, stage, run_dir, resume, has_val, extra)
                                                  restore_best_weights=True))
     if run_dir:
         cbs += [
-            keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup", stage), double_checkpoint=True),
+            Backup(os.path.join(run_dir, "backup", stage), double_checkpoint=True),
             keras.callbacks.CSVLogger(os.path.join(run_dir, f"{stage}.csv"), append=resume),
         ]
         if recipe.tensorboard is not None:

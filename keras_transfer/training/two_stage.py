@@ -15,6 +15,7 @@ from keras_transfer.files import atomic_path, read_json, write_json
 from keras_transfer.recipes import Recipe
 from keras_transfer.surgery import resolve_frozen
 from keras_transfer.training.cache import FeatureCache
+from keras_transfer.training.model import load_weights
 from keras_transfer.training.stage import fit_stage, plan_stage
 
 logger = logging.getLogger("keras_transfer.training")
@@ -53,13 +54,8 @@ class _StageState:
             raise FileNotFoundError(f"{self.run_dir}/{STATE_FILE} says stage {stage!r} finished but "
                                     f"{self._weights(stage)} is missing; start a new run_dir. "
                                     f"Received: run_dir={self.run_dir!r}")
-        try:
-            model.load_weights(self._weights(stage))
-        except (OSError, ValueError) as err:  # h5py: truncated file, bad signature...
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            raise ValueError(f"{self._weights(stage)} cannot be read ({reason}): it was damaged or cut short. "
-                             f"Start a new run_dir, or delete {self.run_dir}/{STATE_FILE} to train every stage "
-                             f"again here. Received: run_dir={self.run_dir!r}") from None
+        load_weights(model, self._weights(stage), f"Start a new run_dir, or delete {self.run_dir}/{STATE_FILE} to "
+                                                  f"train every stage again here.")
         logger.info("[%s] already finished in %s: loaded its weights", stage, self.run_dir)
         return done[-1] + 1
 
