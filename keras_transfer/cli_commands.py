@@ -108,16 +108,22 @@ def format_search_summary(summary: dict, out: str) -> str:
 
     best, floor = summary["best"], summary["floor"]
     lp = floor["linear_probe"]
-    lines = [f"\n{'':<40} {'val':>6} {'test':>6}",
-             f"{'best trial ' + str(best['trial_id']) + (' (retrained, exported)' if summary.get('export') else ''):<40} "
-             f"{fmt(best['val_accuracy']):>6} "
-             f"{fmt(summary.get('test_accuracy')):>6}",
-             f"{'linear probe on pooled ' + lp['layer']:<40} {fmt(lp['val_accuracy']):>6} {fmt(lp['test_accuracy']):>6}",
-             f"{'majority class':<40} {fmt(floor['majority_val']):>6} {fmt(floor['majority_test']):>6}",
-             f"best: removed {best['removed']}, frozen_units {best['frozen_units']} (layers [:{best['frozen_layers']}]), "
-             f"width {best['width']}, dropout {best['dropout']}, fine-tuning rate {best['learning_rate']:g}"]
+    lines = [f"\n{'':<40} {'val':>6} {'test':>6}"]
+    if summary.get("export"):
+        lines += [f"{'exported: trial ' + str(best['trial_id']) + ' (' + str(summary.get('exported_from')) + ')':<40} "
+                  f"{fmt(summary.get('val_accuracy')):>6} {fmt(summary.get('test_accuracy')):>6}",
+                  f"{'  its score in the search':<40} {fmt(best['val_accuracy']):>6}"]
+    else:
+        lines.append(f"{'best trial ' + str(best['trial_id']):<40} {fmt(best['val_accuracy']):>6}")
+    lines += [f"{'linear probe on pooled ' + lp['layer']:<40} {fmt(lp['val_accuracy']):>6} {fmt(lp['test_accuracy']):>6}",
+              f"{'majority class':<40} {fmt(floor['majority_val']):>6} {fmt(floor['majority_test']):>6}",
+              f"best: removed {best['removed']}, frozen_units {best['frozen_units']} (layers [:{best['frozen_layers']}]), "
+              f"width {best['width']}, dropout {best['dropout']}, fine-tuning rate {best['learning_rate']:g}"]
     if floor["below"]:
-        lines.append("WARNING: the best trial is below the linear-probe floor (see the warning above).")
+        lines.append(f"WARNING: the {'exported model' if summary.get('export') else 'best trial'} is below the "
+                     "linear-probe floor (see the warning above).")
+    if floor.get("export_below_trial"):
+        lines.append("WARNING: the exported model scores below its trial's score in the search (see the warning above).")
     lines.append(f"search folder: {out}" + (f"\nexported:      {summary['export']}" if summary.get("export") else ""))
     return "\n".join(lines)
 
@@ -236,7 +242,7 @@ def add_commands(sub, add_backbone_args) -> None:
                        description="Search how many units to remove and to freeze (plus head width, dropout, "
                                    "learning rate). Re-running the same command resumes; KERASTUNER_TUNER_ID/"
                                    "ORACLE_IP/ORACLE_PORT make it a distributed chief or worker. Writes "
-                                   "results.csv, heatmap.png, best.json and exports the retrained best model.")
+                                   "results.csv, heatmap.png, best.json and exports the best trial's model, scored on validation and test.")
     add_group(p, config.DataConfig, required_source=True)
     add_group(p, config.ModelConfig, only=("backbone", "weights"))  # the rest of the model is searched
     add_group(p, config.RecipeConfig, only=_TUNE_RECIPE, defaults=_tune_recipe_defaults())

@@ -223,7 +223,8 @@ class SearchSpaceConfig:
                                    type=ranged(float, 0.0, 1.0), nargs="+")
     head_kinds: tuple = option(("gap_dense",), "--heads", "heads to try", nargs="+",
                                choices=[h for h in choices.HEADS if h != "keep_classifier"])
-    retrain_best: bool = option(True, "--no-retrain", "skip retraining/exporting the best trial", action="store_false")
+    retrain_best: bool = option(True, "--no-retrain", "do not export the best trial (with the weights it kept, "
+                               "or retrained where its checkpoint is not at hand)", action="store_false")
 
 
 @dataclasses.dataclass

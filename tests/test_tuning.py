@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from helpers import free_port, wait_for_port
-from keras_transfer import config, data, training, tuning
+from keras_transfer import config, data, heads, training, tuning
 
 HERE = os.path.dirname(__file__)
 
@@ -430,3 +430,98 @@ def test_a_search_below_its_floor_says_so(tmp_path, capsys):
     assert "WARNING: the best trial is below the linear-probe floor" in shown.out
     assert "retrained, exported" not in shown.out and "exported:" not in shown.out  # --no-retrain
     assert "is below the linear-probe floor (val 1.000" in shown.out + shown.err
+
+
+def test_a_trials_score_is_its_kept_weights_accuracy_on_validation(tmp_path):
+    """Each trial's reported val accuracy is what its checkpoint (the weights it kept, which
+    get_best_models and the export load) scores on the validation images."""
+    hm = _hypermodel(removed_range=(2, 3), frozen_range=(10, 12),
+                     recipe=training.Recipe(head_epochs=2, fine_tune_epochs=3, batch_size=4, verbose=0, patience=None,
+                                            fine_tune_learning_rate=3e-3))
+    splits = _splits(n=40)
+    ended_with, fit = [], hm.fit
+
+    def fit_and_score(hp, model, *args, **kwargs):  # the model a trial ends with, scored as a user would
+        result = fit(hp, model, *args, **kwargs)
+        ended_with.append(training.evaluate(model, splits.val)["accuracy"])
+        return result
+
+    hm.fit = fit_and_score
+    tuner = tuning.make_tuner(hm, "grid", str(tmp_path), max_trials=3)
+    tuner.search(splits, verbose=0)
+    rows = tuning.trial_rows(tuner, hm)
+    assert len(rows) == 3 and all(r["status"] == "COMPLETED" for r in rows)
+    assert [r["val_accuracy"] for r in rows] == pytest.approx(ended_with, abs=1e-6)
+    for row in rows:
+        trial = tuner.oracle.get_trial(row["trial_id"])
+        model = tuner.load_model(trial)  # Keras Tuner's own: build, then its checkpoint
+        assert training.evaluate(model, splits.val)["accuracy"] == pytest.approx(row["val_accuracy"], abs=1e-6)
+    best = tuner.get_best_models(1)[0]
+    assert training.evaluate(best, splits.val)["accuracy"] == pytest.approx(max(r["val_accuracy"] for r in rows))
+
+
+def _colour_classes(root, n=10):
+    """Three classes a logistic regression on random VGG16 features separates perfectly."""
+    from PIL import Image
+
+    for c, level in enumerate((20, 120, 230)):
+        os.makedirs(root / f"c{c}")
+        for i in range(n):
+            Image.new("RGB", (32, 32), (level + i, level, 255 - level)).save(root / f"c{c}" / f"{i}.png")
+    return str(root)
+
+
+def test_an_export_scoring_below_its_trial_is_reported_with_its_own_figure(tmp_path, capsys, monkeypatch):
+    """If what is exported does not score what the search said (here: its checkpoint replaced by
+    a model that only answers one class), tune shows the export's own validation accuracy, judges
+    the floor on it, and says it is below its trial."""
+    from keras_transfer import export
+    from keras_transfer.cli import main
+    from keras_transfer.tuning import hypermodel as hypermodel_module
+
+    real_fit = hypermodel_module.TransferHyperModel.fit
+
+    def fit_then_damage_checkpoint(self, hp, model, *args, **kwargs):
+        result = real_fit(self, hp, model, *args, **kwargs)
+        classifier = heads.linear_classifier(model)
+        classifier.set_weights([np.zeros_like(w) for w in classifier.get_weights()])  # every answer: class 0
+        for cb in kwargs.get("callbacks") or []:
+            if hasattr(cb, "filepath"):
+                model.save_weights(cb.filepath)
+        return result
+
+    monkeypatch.setattr(hypermodel_module.TransferHyperModel, "fit", fit_then_damage_checkpoint)
+    folder = _colour_classes(tmp_path / "d")
+    out = tmp_path / "s"
+    argv = ["tune", "--data", folder, "--backbone", "vgg16", "--weights", "none", "--input-size", "32",
+            "--tuner", "grid", "--trials", "1", "--epochs", "2", "--fine-tune-epochs", "0", "--widths", "0",
+            "--dropouts", "0.0", "--learning-rates", "0.001", "--batch-size", "4", "--removed-range", "3:3",
+            "--frozen-range", "11:11", "--val-split", "0.3", "--out", str(out)]
+    assert main(argv) == 0
+    shown = capsys.readouterr()
+    best = json.load(open(out / "best.json"))
+    splits = data.from_directory(folder, image_size=32, validation_split=0.3, test_split=0.15, seed=0, progress=False)
+    served = export.load(str(out / "export")).predict_images(splits.val.images)["probabilities"]
+    own = float(np.mean(served.argmax(1) == splits.val.labels))
+    assert best["val_accuracy"] == pytest.approx(own) and own < best["best"]["val_accuracy"]
+    assert best["floor"]["export_below_trial"] is True
+    assert best["floor"]["below"] == (own < best["floor"]["linear_probe"]["val_accuracy"])
+    exported_line = next(line for line in shown.out.splitlines() if line.startswith("exported: trial"))
+    assert f"{own:.3f}" in exported_line
+    assert "WARNING: the exported model scores below its trial's score in the search" in shown.out
+    assert f"the exported model scores val accuracy {own:.3f}, below its trial's" in shown.out + shown.err
+
+
+def test_the_log_names_trials_as_the_table_does(guitars, tmp_path, capsys):
+    from keras_transfer.cli import main
+
+    argv = ["tune", "--data", str(guitars), "--backbone", "vgg16", "--weights", "none", "--input-size", "32",
+            "--tuner", "grid", "--trials", "2", "--epochs", "1", "--fine-tune-epochs", "0", "--widths", "0", "8",
+            "--dropouts", "0.0", "--learning-rates", "0.001", "--batch-size", "4", "--removed-range", "3:3",
+            "--frozen-range", "11:11", "--no-retrain", "--out", str(tmp_path / "s")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    with open(tmp_path / "s" / "results.csv") as f:
+        ids = [r["trial_id"] for r in csv.DictReader(f)]
+    assert len(ids) == 2 and "Trial #" not in out
+    assert all(f"Search: running trial {i}\n" in out and f"Trial {i} Complete" in out for i in ids)

@@ -21,6 +21,7 @@ from keras_transfer.surgery import backbone_of, freeze
 from keras_transfer.inference import batched_call
 from keras_transfer.linear import fit_linear
 from keras_transfer.training.cache import FeatureCache, _fingerprint, prefix_model, split_model
+from keras_transfer.training.best_epoch import KeepBestEpoch
 from keras_transfer.training.callbacks import Backup, SeesClassifier
 
 logger = logging.getLogger("keras_transfer.training")
@@ -205,11 +206,8 @@ def _features(prefix, part, batch_size: int, views=None, view: int = 0):
 
 
 def _callbacks(model, fit_model, recipe, stage, run_dir, resume, has_val, extra):
-    monitor = "val_loss" if has_val else "loss"
-    cbs = []
-    if recipe.patience is not None and has_val:
-        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=recipe.patience,
-                                                 restore_best_weights=True))
+    # the best epoch by the one rule (best_epoch): kept at the end, and what early stopping watches
+    cbs = [KeepBestEpoch(recipe.patience)] if has_val else []
     if run_dir:
         cbs += [
             Backup(os.path.join(run_dir, "backup", stage), double_checkpoint=True),

@@ -14,6 +14,7 @@ from keras_transfer import heads
 from keras_transfer.files import atomic_path, read_json, write_json
 from keras_transfer.recipes import Recipe
 from keras_transfer.surgery import resolve_frozen
+from keras_transfer.training import best_epoch
 from keras_transfer.training.cache import FeatureCache
 from keras_transfer.training.model import load_weights
 from keras_transfer.training.stage import fit_stage, plan_stage
@@ -23,16 +24,8 @@ logger = logging.getLogger("keras_transfer.training")
 STATE_FILE = "state.json"
 
 
-def _stage_val_loss(history: dict, recipe: Recipe) -> float | None:
-    """The val_loss of the weights a stage ended with (the best epoch if early stopping restored it)."""
-    losses = history.get("val_loss")
-    if not losses:
-        return None
-    return float(min(losses) if recipe.patience is not None else losses[-1])
-
-
 class _StageState:
-    """Which stages of a run are finished (``run_dir/STATE_FILE``) and the head stage's val_loss."""
+    """Which stages of a run are finished (``run_dir/STATE_FILE``) and the head stage's kept validation metrics."""
 
     def __init__(self, run_dir: str | None, resume: bool):
         self.run_dir = run_dir
@@ -77,15 +70,18 @@ class _StageState:
 
 
 def _keep_best(model, stage: str, history: dict, recipe: Recipe, state: _StageState, before) -> None:
-    """Record the head stage's val_loss; after fine-tuning, go back to the head's weights (``before``)
-    if fine-tuning never beat it (``recipe.keep_best``)."""
-    val_loss = _stage_val_loss(history, recipe)
-    if stage == "head" and val_loss is not None:
-        state.values["head_val_loss"] = val_loss
-    if before is not None and val_loss is not None and val_loss > state.values.get("head_val_loss", np.inf):
+    """Record the head stage's kept validation metrics; after fine-tuning, go back to the head's
+    weights (``before``) if the head's kept epoch is better by the one rule
+    (:mod:`~keras_transfer.training.best_epoch`; ``recipe.keep_best``)."""
+    kept = best_epoch.kept_metrics(history)
+    if stage == "head" and kept is not None:
+        state.values["head_val"] = kept
+    head = state.values.get("head_val")
+    if before is not None and kept is not None and best_epoch.better(head, kept):
         model.set_weights(before)
-        logger.info("[fine_tune] best val_loss %.4f > the head stage's %.4f: kept the head stage's weights",
-                    val_loss, state.values["head_val_loss"])
+        logger.info("[fine_tune] its best epoch (val accuracy %.4f, loss %.4f) is not better than the head stage's "
+                    "(%.4f, %.4f): kept the head stage's weights", kept["val_accuracy"], kept["val_loss"],
+                    head["val_accuracy"], head["val_loss"])
         history["kept_head_weights"] = True
 
 

@@ -7,11 +7,14 @@ import time
 
 import keras
 import keras_tuner
-import numpy as np
+
+from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
 
 from keras_transfer import heads, training
 from keras_transfer.backbones import build_base, get_backbone
+from keras_transfer.files import atomic_path
 from keras_transfer.internals import forget_custom_gradients, keras_tuner_bookkeeping
+from keras_transfer.training import best_epoch
 from keras_transfer.training.stage import REUSED_HEAD_IS_FINE
 from keras_transfer.surgery import ThroughUnit, max_removed, resolve_frozen, units
 
@@ -140,16 +143,22 @@ class TransferHyperModel(keras_tuner.HyperModel):
     # ---- training -----------------------------------------------------------------------
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, splits=None, **kwargs) -> dict:
         """Train on ``splits`` (what ``tuner.search(splits)`` was given) with :meth:`trial_recipe`;
-        returns ``val_accuracy`` (best epoch of the stage whose weights the trial ends with),
-        ``val_loss`` and ``seconds``."""
+        returns the ``val_accuracy`` and ``val_loss`` of the weights the trial keeps (the best epoch
+        by :mod:`~keras_transfer.training.best_epoch`'s rule, of the stage kept) and ``seconds``.
+
+        Those weights are what Keras Tuner's checkpoint of the trial holds (its best-epoch
+        callback is replaced: it would save the epoch of the best accuracy alone, maybe another),
+        so ``tuner.get_best_models()`` and the exported winner are the model the score is of."""
         if splits is None:
             raise ValueError("TransferHyperModel.fit needs the data: tuner.search(splits). Received: splits=None")
         recipe = self.trial_recipe(hp, **kwargs)
         callbacks = list(kwargs.get("callbacks") or [])
+        checkpoints = [cb for cb in callbacks if isinstance(cb, SaveBestEpoch)]
+        callbacks = [cb for cb in callbacks if cb not in checkpoints]
         # the HParams callback Keras Tuner adds beside a TensorBoard one records one session per
         # trial and refuses a second on_train_begin: a trial's two stages are one session to it
         sessions = [cb for cb in callbacks if type(cb).__module__.startswith("tensorboard.plugins.hparams")]
-        for cb in callbacks:  # Keras Tuner's own (its epoch hooks, its best-epoch save) need not see a reused head
+        for cb in callbacks:  # Keras Tuner's own (its epoch hooks) need not see a reused head
             if keras_tuner_bookkeeping(cb):
                 setattr(cb, REUSED_HEAD_IS_FINE, True)
         for cb in sessions:
@@ -158,18 +167,27 @@ class TransferHyperModel(keras_tuner.HyperModel):
         start = time.perf_counter()
         try:
             with forget_custom_gradients():  # else every trial's traced graphs stay in memory
-                # Keras Tuner's callbacks (its best-epoch checkpoint, which Hyperband continues from, and
-                # the user's) see the classifier even when a stage fits its suffix on cached features
+                # Keras Tuner's callbacks (and the user's) see the classifier even when a stage fits
+                # its suffix on cached features
                 histories = training.fine_tune(model, splits, recipe, strategy=self.strategy, cache=self.cache,
                                                callbacks=[cb for cb in callbacks if cb not in sessions])
         finally:
             for cb in sessions:
                 cb.on_train_end()
         seconds = time.perf_counter() - start
-        last = histories.get("fine_tune") or histories.get("head") or {}
-        if last.get("kept_head_weights"):  # fine-tuning never beat the head: the trial's model is the head stage's
-            last = histories.get("head") or last
-        if "val_accuracy" not in last:
+        kept = kept_metrics(histories)
+        if kept is None:
             raise ValueError("tuning needs a validation split (val_accuracy): use a validation fraction > 0.")
-        return {"val_accuracy": float(np.max(last["val_accuracy"])), "val_loss": float(np.min(last["val_loss"])),
-                "seconds": seconds}
+        for cb in checkpoints:
+            with atomic_path(cb.filepath) as tmp:
+                model.save_weights(tmp)
+        return {"val_accuracy": kept["val_accuracy"], "val_loss": kept["val_loss"], "seconds": seconds}
+
+
+def kept_metrics(histories: dict) -> dict | None:
+    """The validation metrics of the weights :func:`~keras_transfer.training.fine_tune` ended
+    with: the kept epoch of fine-tuning, or of the head stage when fine-tuning was not kept (or not run)."""
+    last = histories.get("fine_tune") or histories.get("head") or {}
+    if last.get("kept_head_weights"):
+        last = histories.get("head") or {}
+    return best_epoch.kept_metrics(last)

@@ -16,12 +16,14 @@ again reloads them, reruns the trial that was running and goes on; under Keras T
 
 from __future__ import annotations
 
+import datetime
 import os
 import time
 
 import keras_tuner
 import numpy as np
 from keras_tuner.engine import trial as trial_module
+from keras_tuner.src.engine.oracle import Display
 
 from keras_transfer.files import write_json
 from keras_transfer.tuning.hypermodel import FINE_TUNE_EPOCHS, HEAD_EPOCHS, RUNG, TransferHyperModel
@@ -67,10 +69,37 @@ def _key(config: dict, rung: int = 0) -> tuple:
     return tuple(config.get(k) for k in KEYS) + (rung,)
 
 
+class TrialIdDisplay(Display):
+    """Keras Tuner's progress lines, naming a trial by its id (``02``: its folder ``trial_02``, its
+    row in ``results.csv`` and the summary) rather than a count ("Trial #3") that is not."""
+
+    def on_trial_begin(self, trial):
+        if self.verbose < 1:
+            return
+        now = datetime.datetime.now()
+        self.trial_start[trial.trial_id] = now
+        self.search_start = self.search_start or now
+        self.trial_number[trial.trial_id] = trial.trial_id  # what on_trial_end prints: "Trial 02 Complete"
+        print(f"\nSearch: running trial {trial.trial_id}\n")
+        self.show_hyperparameter_table(trial)
+        print()
+
+
+def name_trials_by_id(oracle) -> None:
+    """Give ``oracle`` the :class:`TrialIdDisplay` (keeping its verbosity)."""
+    verbose = oracle._display.verbose
+    oracle._display = TrialIdDisplay(oracle=oracle)
+    oracle._display.verbose = verbose
+
+
 class AtomicSaves:
     """Mixed into an Oracle. Keras Tuner writes ``oracle.json`` and every ``trial.json`` in place,
     so a search killed mid-write would leave a file the next run cannot reload: these write each
-    file whole or not at all."""
+    file whole or not at all. (Its progress lines name trials by id: :class:`TrialIdDisplay`.)"""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        name_trials_by_id(self)
 
     def save(self):
         write_json(self._get_oracle_fname(), self.get_state())

@@ -16,7 +16,8 @@ from keras_transfer.files import read_json, write_json
 from keras_transfer.internals import tuner_is_worker
 from keras_transfer.tuning.folder import check_search_dir, start_search_dir
 from keras_transfer.tuning.hypermodel import TransferHyperModel
-from keras_transfer.tuning.oracles import GridOracle, HalvingOracle, atomic, configurations, default_first
+from keras_transfer.tuning.oracles import (GridOracle, HalvingOracle, atomic, configurations, default_first,
+                                          name_trials_by_id)
 from keras_transfer.tuning.results import format_top, trial_rows, write_results
 
 logger = logging.getLogger("keras_transfer.tuning")
@@ -41,6 +42,7 @@ def make_tuner(hypermodel: TransferHyperModel, kind: str = "random", directory: 
         tuner = Hyperband(hypermodel, max_epochs=max_epochs, factor=3, objective=goal, seed=seed + 1, **where)
         if isinstance(tuner.oracle, keras_tuner.Oracle):  # Hyperband builds its oracle itself; a worker's is
             tuner.oracle.__class__ = atomic(type(tuner.oracle))  # the chief's client, which saves nothing
+            name_trials_by_id(tuner.oracle)
         return tuner
     if kind == "random":
         oracle = default_first(keras_tuner.oracles.RandomSearchOracle)(objective=goal, max_trials=max_trials,
@@ -137,10 +139,10 @@ def _search_in(config: SearchConfig, out_dir: str, verbose: int, resuming: bool)
         logger.info(f"tuner {os.environ.get('KERASTUNER_TUNER_ID', '')}: no trials left, done")
         return {}
     summary = _summarise(trial_rows(tuner, hypermodel), hypermodel, out_dir)
-    summary["floor"] = judge(summary["best"], search_floor(hypermodel, splits, recipe.batch_size))
     if config.search.retrain_best:
         best_hp = tuner.oracle.get_trial(summary["best"]["trial_id"]).hyperparameters
-        summary.update(_export_best(best_hp, hypermodel, summary["best"], splits, config, out_dir, verbose))
+        summary.update(_export_best(tuner, best_hp, hypermodel, summary["best"], splits, config, out_dir, verbose))
+    summary["floor"] = judge(summary, search_floor(hypermodel, splits, recipe.batch_size))
     write_json(os.path.join(out_dir, "best.json"), summary)
     return summary
 
@@ -189,19 +191,28 @@ def search_floor(hypermodel: TransferHyperModel, splits, batch_size: int = 32) -
             "majority_test": linear.majority(splits.train.labels, splits.test.labels), "linear_probe": best}
 
 
-def judge(best: dict, floor: dict) -> dict:
-    """``floor`` with ``below``: whether the best trial's validation accuracy is under the linear
-    probe's (the search found nothing a logistic regression on its features does not); warns."""
-    lp = floor["linear_probe"]
+def judge(summary: dict, floor: dict) -> dict:
+    """``floor`` with ``below``: whether the search's result is under the linear probe's
+    validation accuracy (it found nothing a logistic regression on its features does not). The
+    result is the exported model's own validation accuracy when there is an export, else the
+    best trial's; warns, and warns too when the export scores below its trial."""
+    best, lp = summary["best"], floor["linear_probe"]
     logger.info(f"floor: majority class val {_fmt(floor['majority_val'])}; linear probe (logistic regression on pooled "
                 f"{lp['layer']} features) val {_fmt(lp['val_accuracy'])}, test {_fmt(lp['test_accuracy'])}")
-    below = lp["val_accuracy"] is not None and best["val_accuracy"] < lp["val_accuracy"] - 1e-9
+    exported = summary.get("val_accuracy") if summary.get("export") else None
+    shown, what = (exported, "the exported model") if exported is not None else (best["val_accuracy"], "the best trial")
+    below = lp["val_accuracy"] is not None and shown < lp["val_accuracy"] - 1e-9
     if below:
-        logger.warning(f"the best trial ({best['trial_id']}: val accuracy {best['val_accuracy']:.3f}) is below the "
-                       f"linear-probe floor (val {lp['val_accuracy']:.3f}: logistic regression on pooled {lp['layer']} "
-                       f"features). Widen the search (include --widths 0, the default recipe's linear head) or "
-                       f"train longer (--epochs, --fine-tune-epochs).")
-    return {**floor, "below": bool(below)}
+        logger.warning(f"{what} (trial {best['trial_id']}: val accuracy {shown:.3f}) is below the linear-probe floor "
+                       f"(val {lp['val_accuracy']:.3f}: logistic regression on pooled {lp['layer']} features). Widen "
+                       f"the search (include --widths 0, the default recipe's linear head), train longer (--epochs, "
+                       f"--fine-tune-epochs), or give it more validation images.")
+    under_trial = exported is not None and exported < best["val_accuracy"] - 1e-9
+    if under_trial:
+        logger.warning(f"the exported model scores val accuracy {exported:.3f}, below its trial's {best['val_accuracy']:.3f} "
+                       f"in the search ({summary.get('exported_from')}); the search's ranking rests on a difference "
+                       f"this small.")
+    return {**floor, "below": bool(below), "export_below_trial": bool(under_trial)}
 
 
 def _fmt(value) -> str:
@@ -210,25 +221,37 @@ def _fmt(value) -> str:
 
 # ---- the winner -----------------------------------------------------------------------------
 
-def _export_best(hp, hypermodel: TransferHyperModel, best: dict, splits, config: SearchConfig, out_dir: str,
+def _export_best(tuner, hp, hypermodel: TransferHyperModel, best: dict, splits, config: SearchConfig, out_dir: str,
                  verbose: int) -> dict:
-    """Retrain the best trial (its hyperparameters ``hp``) on the train split, test it, export it,
-    unless this folder already exported this trial: a rerun of a finished search changes nothing."""
+    """Export the best trial (its hyperparameters ``hp``) with the weights it kept, which its
+    checkpoint holds (a trial run by a worker on another machine is retrained here instead),
+    scored on validation and test as served (float32); unless this folder already exported this
+    trial: a rerun of a finished search changes nothing."""
     from keras_transfer import export
     from keras_transfer.precision import as_float32
 
     before = read_json(os.path.join(out_dir, "best.json"), {}) or {}
     if before.get("export") and os.path.isdir(before["export"]) and before.get("best", {}).get("trial_id") == best["trial_id"]:
         logger.info(f"the best trial ({best['trial_id']}) was exported before: {before['export']} (kept)")
-        return {"test_accuracy": before.get("test_accuracy"), "export": before["export"]}
-    logger.info(f"retraining the best trial ({best['trial_id']}) on the train split; testing on the test split")
+        return {k: before.get(k) for k in ("val_accuracy", "test_accuracy", "export", "exported_from")}
     model = hypermodel.build(hp)
-    final = dataclasses.replace(hypermodel.trial_recipe(hp), verbose=verbose)
-    training.fine_tune(model, splits, final, strategy=hypermodel.strategy, cache=hypermodel.cache)
-    served = as_float32(model)  # the export computes in float32: test what is served
-    metrics = training.test_scores(served, splits)
+    checkpoint = tuner._get_checkpoint_fname(best["trial_id"])
+    if os.path.exists(checkpoint):
+        training.load_weights(model, checkpoint, f"Run the search in a new folder (--out), or delete {checkpoint} "
+                                                 f"to retrain that trial for the export.")
+        source = "the weights the trial kept"
+    else:
+        logger.info(f"the best trial ({best['trial_id']}) has no checkpoint here (run on another machine?): "
+                    "retraining it on the train split")
+        final = dataclasses.replace(hypermodel.trial_recipe(hp), verbose=verbose)
+        training.fine_tune(model, splits, final, strategy=hypermodel.strategy, cache=hypermodel.cache)
+        source = "retrained"
+    served = as_float32(model)  # the export computes in float32: score what is served
+    val = training.evaluate(served, splits.val)["accuracy"] if len(splits.val) else None
+    test = training.test_scores(served, splits)["accuracy"]
     path = export.export(served, os.path.join(out_dir, "export"), splits.class_names,
-                         {"backbone": config.model.backbone, "best_trial": best})
-    tested = "no test images" if metrics["accuracy"] is None else f"test accuracy {metrics['accuracy']:.3f}"
-    logger.info(f"best model: {tested}; exported to {path}")
-    return {"test_accuracy": metrics["accuracy"], "export": path}
+                         {"backbone": config.model.backbone, "best_trial": best, "val_accuracy": val,
+                          "test_accuracy": test})
+    logger.info(f"exported trial {best['trial_id']} ({source}) to {path}: val accuracy {_fmt(val)}, "
+                f"test accuracy {_fmt(test)}")
+    return {"val_accuracy": val, "test_accuracy": test, "export": path, "exported_from": source}
