@@ -282,6 +282,13 @@ def _download_failed(name: str, message: str) -> str:
             f"so {where} and run again; or {offline}, or pass a weights file. Received: weights='imagenet'")
 
 
+def check_input_size(name: str, size: int, include_top: bool = False) -> int:
+    """``size`` if ``name`` can be built at ``size`` x ``size`` (with ``include_top``), else the
+    ValueError :func:`build_base` would raise: cheap, so commands check it before reading images."""
+    _checked_shape(get_backbone(name), (size, size, 3), include_top)
+    return size
+
+
 def _checked_shape(row: Backbone, input_shape, include_top: bool) -> tuple[int, int, int]:
     size, name = row.default_size, row.name
     input_shape = tuple(int(d) for d in (input_shape if input_shape is not None else (size, size, 3)))

@@ -277,8 +277,8 @@ def add_commands(sub, add_backbone_args) -> None:
                        description="Decode each image as training did (EXIF orientation, any colour mode), "
                                    "classify it with the export, and print or write the top classes. "
                                    "Unreadable files are skipped with their reason (exit code 1).")
-    p.add_argument("model_dir", metavar="MODEL_DIR", help="an export folder (RUN_DIR/export: its newest version) "
-                                                          "or one version of it")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a run or search folder, its export folder (the newest "
+                                                          "version) or one version of it")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders (walked for image files)")
     p.add_argument("--top-k", type=int, default=1, help="how many classes to report per image, best first "
                                                         "(default: %(default)s)")
@@ -293,8 +293,8 @@ def add_commands(sub, add_backbone_args) -> None:
                                    "heatmap of the predicted class (from the export's 'explain' signature), and print "
                                    "the class. Unreadable files are skipped with their reason (exit code 1); an "
                                    "existing figure is never overwritten.")
-    p.add_argument("model", metavar="MODEL", help="an export folder (RUN_DIR/export) or one version of it, or a .keras "
-                                                  "classifier taking RGB pixels (e.g. RUN_DIR/model.keras)")
+    p.add_argument("model", metavar="MODEL", help="a run folder, its export folder (RUN_DIR/export) or one version of "
+                                                  "it, or a .keras classifier taking RGB pixels (e.g. RUN_DIR/model.keras)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders (walked for image files)")
     p.add_argument("--out", default="gradcam", metavar="DIR", help="folder for the figures (default: %(default)s)")
     p.set_defaults(func=cmd_explain)

@@ -81,15 +81,17 @@ class DataConfig:
                             "feature cache is off); auto: stream when decoded they would take over half the memory "
                             "available", choices=list(data_lib.IN_MEMORY))
 
-    def size(self, backbone: str) -> int:
-        """``input_size``, or the backbone's ImageNet size."""
-        from keras_transfer.backbones import get_backbone
+    def size(self, backbone: str, include_top: bool = False) -> int:
+        """``input_size``, or the backbone's ImageNet size; one it cannot be built at is refused here,
+        before any image is read."""
+        from keras_transfer.backbones import check_input_size, get_backbone
 
-        return self.input_size or get_backbone(backbone).default_size
+        return check_input_size(backbone, self.input_size or get_backbone(backbone).default_size, include_top)
 
-    def load(self, backbone: str, progress: bool = True) -> data_lib.Splits:
-        return data_lib.load(self.data_dir, self.dataset, self.size(backbone), self.validation_split, self.test_split,
-                             self.seed, self.limit_per_class, progress=progress, in_memory=self.in_memory)
+    def load(self, backbone: str, progress: bool = True, include_top: bool = False) -> data_lib.Splits:
+        return data_lib.load(self.data_dir, self.dataset, self.size(backbone, include_top), self.validation_split,
+                             self.test_split, self.seed, self.limit_per_class, progress=progress,
+                             in_memory=self.in_memory)
 
     @property
     def name(self) -> str:

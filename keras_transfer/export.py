@@ -166,13 +166,22 @@ def export(model: keras.Model, out_dir: str, class_names, metadata: dict | None 
 
 
 def resolve(path: str) -> str:
-    """A version folder: ``path`` itself if it holds a SavedModel, else its newest version."""
+    """A version folder: ``path`` itself if it holds a SavedModel, else its newest version, else
+    (a run or search folder) the newest version of its ``export/``."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path!r} does not exist: give a run folder, its export/ folder or one version of it. "
+                                f"Received: {path}")
+    if not os.path.isdir(path):
+        raise NotADirectoryError(f"{path!r} is a file, not an export folder: give a run folder, its export/ folder or "
+                                 f"one version of it. Received: {path}")
     if os.path.exists(os.path.join(path, "saved_model.pb")):
         return path
     numbers = versions(path)
+    if not numbers and versions(os.path.join(path, "export")):
+        return resolve(os.path.join(path, "export"))
     if not numbers:
-        raise FileNotFoundError(f"{path!r} holds no exported model (no saved_model.pb, no numbered version folder). "
-                                "Export one with `keras-transfer export RUN_DIR`.")
+        raise FileNotFoundError(f"{path!r} holds no exported model (no saved_model.pb, no numbered version folder, no "
+                                "export/ folder). Export one with `keras-transfer export RUN_DIR`.")
     return os.path.join(path, str(numbers[-1]))
 
 
@@ -233,6 +242,9 @@ class Predictor:
         if images.ndim != 4 or images.shape[-1] != 3:
             hint = " (one image? add a batch axis: images[None])" if images.ndim == 3 else ""
             raise ValueError(f"images must have shape [N, H, W, 3], got {list(images.shape)}{hint}.")
+        if 0 in images.shape[1:3]:
+            raise ValueError(f"images have a height or width of 0 pixels: nothing to classify. Received: images of shape "
+                             f"{list(images.shape)}")
         return images
 
     def explain_images(self, images) -> dict:

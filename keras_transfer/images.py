@@ -124,6 +124,9 @@ def resize(images, size):
         x = x[None]
     height, width = (int(s) for s in size)
     shape = tf.shape(x)
+    # an image with no pixels would resize to black and get an answer; refuse it instead
+    tf.debugging.assert_positive(shape[1:3], message="an image has a height or width of 0 pixels: nothing to "
+                                 "classify (images must be [N, H, W, 3] with H, W >= 1)")
     x = tf.einsum("oh,nhwc->nowc", _triangle_weights(shape[1], height), x)
     x = tf.einsum("pw,nowc->nopc", _triangle_weights(shape[2], width), x)
     x = tf.clip_by_value(tf.round(x), 0.0, 255.0)

@@ -123,7 +123,7 @@ def _run(config: TrainConfig, run_dir: str, work_dir: str, strategy, continuing:
          start: float) -> dict:
     """The run itself; ``work_dir`` is ``run_dir`` on the chief (which writes the run folder)."""
     chief = work_dir == run_dir
-    splits = config.data.load(config.model.backbone, progress=progress)
+    splits = config.data.load(config.model.backbone, progress=progress, include_top=config.model.include_top)
     logger.info(splits.summary())
     fingerprint = folders.data_fingerprint(splits) if chief else None
     if continuing:

@@ -242,3 +242,25 @@ def test_a_bfloat16_model_is_served_in_float32(tmp_path):
     np.testing.assert_allclose(served, training.predict_classes(precision.as_float32(trained), x), atol=1e-5)
     np.testing.assert_allclose(served, training.predict_classes(trained, x), atol=1e-2)
     assert conv.compute_dtype == "bfloat16"  # the trained model is left as it was
+
+
+def test_an_image_of_no_pixels_is_refused_not_answered(exported):
+    served = tf.saved_model.load(exported[1])
+    for shape in ((1, 0, 0, 3), (1, 0, 5, 3), (2, 7, 0, 3)):
+        empty = tf.zeros(shape, tf.uint8)
+        for signature in ("serving_default", "explain"):
+            with pytest.raises(tf.errors.InvalidArgumentError, match="height or width of 0 pixels"):
+                served.signatures[signature](images=empty)
+        with pytest.raises(ValueError, match=r"height or width of 0 pixels.*Received: images of shape"):
+            export.load(exported[0]).predict_images(np.zeros(shape, np.uint8))
+
+
+def test_load_finds_the_export_of_a_run_folder_and_names_a_path_that_does_not_exist(exported, tmp_path):
+    import shutil
+
+    out, version = exported
+    run = tmp_path / "run"
+    shutil.copytree(out, run / "export")
+    assert export.load(str(run)).path == str(run / "export" / os.path.basename(version))
+    with pytest.raises(FileNotFoundError, match=r"'nosuch/export' does not exist"):
+        export.load("nosuch/export")

@@ -495,3 +495,21 @@ def test_model_keras_opens_with_plain_keras_after_import_keras_transfer_in_a_fre
     assert done.returncode == 0, done.stderr[-2000:]
     expected = keras.saving.load_model(os.path.join(run, "model.keras")).predict(images, verbose=0)
     np.testing.assert_allclose(json.loads(done.stdout.strip().splitlines()[-1]), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("command", ["train", "tune", "probe"])
+def test_an_input_size_the_backbone_cannot_take_is_refused_before_any_image_is_read(trained, command, capsys,
+                                                                                      monkeypatch, tmp_path):
+    from keras_transfer import data
+
+    def must_not_read(*args, **kwargs):
+        raise AssertionError("images were read before the input size was checked")
+
+    monkeypatch.setattr(data, "load", must_not_read)
+    root, _, _ = trained
+    argv = [command, "--data", str(root / "imgs"), "--backbone", "inception_v3", "--weights", "none",
+            "--input-size", "50"]
+    assert main(argv + ([] if command == "probe" else ["--out", str(tmp_path / "out")])) == 2
+    err = capsys.readouterr().err
+    assert "inception_v3 needs inputs of at least 75x75 pixels; got 50x50" in err and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "out")
