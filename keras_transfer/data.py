@@ -11,10 +11,12 @@ models preprocess inside themselves.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import csv
 import dataclasses
 import gzip
+import itertools
 import logging
 import os
 from typing import Sequence
@@ -252,13 +254,16 @@ def load_folder(root: str, image_size: tuple[int, int] | int, workers: int | Non
     jobs = [(path, label) for label, c in enumerate(classes) for path in files[c]]
     stream = streams(in_memory, len(jobs), image_size, f"data_dir {root!r}")
     work = check_file if stream else (lambda path: read_image(path, image_size))
-    images, labels, paths = [], [], []
+    # decoded straight into one array (rows of skipped files are never written, so never resident)
+    pixels = None if stream else np.empty((len(jobs), *image_size, 3), np.uint8)
+    labels, paths = [], []
     for path, label, result, err in _each_file(jobs, work, "checking images" if stream else "reading images",
                                                 workers, progress):
         if err is not None:
             skipped.append(SkippedFile(path, skip_reason(err)))
             continue
-        images.append(result)
+        if pixels is not None:
+            pixels[len(labels)] = result
         labels.append(label)
         paths.append(path)
     counts = np.bincount(np.array(labels, dtype=int), minlength=len(classes))
@@ -268,7 +273,7 @@ def load_folder(root: str, image_size: tuple[int, int] | int, workers: int | Non
             f"class folder(s) with no usable image under {root!r}: {', '.join(empty)}. "
             "Add images or remove the folder" + (f" ({len(skipped)} file(s) were unreadable; see the report)." if skipped else ".")
         )
-    pixels = FileImages(paths, image_size) if stream else np.stack(images)
+    pixels = FileImages(paths, image_size) if stream else pixels[:len(labels)]
     return ImageSet(pixels, np.array(labels, dtype=np.int32), classes, skipped, paths)
 
 
@@ -276,14 +281,24 @@ def _each_file(jobs, work, desc: str, workers: int | None, progress: bool):
     """``(path, label, work(path), None)`` or ``(path, label, None, error)`` for each job, in order."""
     from tqdm.auto import tqdm
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
-        futures = [pool.submit(work, path) for path, _ in jobs]
-        for (path, label), future in tqdm(zip(jobs, futures), total=len(jobs), desc=desc, unit="img",
-                                          disable=not progress):
+    threads = workers or os.cpu_count() or 1
+    waiting = iter(jobs)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool, \
+            tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress) as bar:
+        # a few files in flight per thread: the decoded images are handed on, never all held at once
+        pending = collections.deque((job, pool.submit(work, job[0])) for job in itertools.islice(waiting, 4 * threads))
+        while pending:
+            (path, label), future = pending.popleft()
+            following = next(waiting, None)
+            if following is not None:
+                pending.append((following, pool.submit(work, following[0])))
+            bar.update()
             try:
-                yield path, label, future.result(), None
+                result = future.result()
             except Exception as err:  # noqa: BLE001 - one bad file is reported, never the end of a run
                 yield path, label, None, err
+                continue
+            yield path, label, result, None
 
 
 def streams(in_memory: str, n_images: int, image_size, what: str) -> bool:
@@ -311,8 +326,13 @@ def _size(image_size) -> tuple[int, int]:
 
 # ---------------------------------------------------------------- splits
 
-def split(data: ImageSet, validation_split: float = 0.15, test_split: float = 0.15, seed: int = 0) -> Splits:
-    """Stratified, seeded train/val/test split: each class is divided in the same proportions."""
+def split(data: ImageSet, validation_split: float = 0.15, test_split: float = 0.15, seed: int = 0,
+          in_place: bool = False) -> Splits:
+    """Stratified, seeded train/val/test split: each class is divided in the same proportions.
+
+    ``in_place``: ``data``'s array is reordered (train, val, test) and the splits are slices of
+    it, instead of copies: the pixels are held once, not twice (``data`` is then reordered too).
+    """
     for name, frac in (("validation_split", validation_split), ("test_split", test_split)):
         if not 0 <= frac < 1:
             raise ValueError(f"{name} must be in [0, 1), got {frac}.")
@@ -330,8 +350,37 @@ def split(data: ImageSet, validation_split: float = 0.15, test_split: float = 0.
         parts["test"].extend(idx[:n_test])
         parts["val"].extend(idx[n_test:n_test + n_val])
         parts["train"].extend(idx[n_test + n_val:])
-    return Splits(*(data.subset(np.sort(parts[k])) for k in ("train", "val", "test")),
-                  class_names=list(data.class_names), skipped=list(data.skipped))
+    index = [np.sort(np.asarray(parts[k], dtype=int)) for k in ("train", "val", "test")]
+    if in_place and not data.streamed:
+        order = np.concatenate(index)
+        _permute_rows(data.images, order)
+        data.labels[:len(order)] = data.labels[order]
+        if data.paths is not None:
+            data.paths[:len(order)] = [data.paths[i] for i in order]
+        ends = np.cumsum([0] + [len(i) for i in index])
+        index = [np.arange(a, b) for a, b in zip(ends[:-1], ends[1:])]
+        sliced = [ImageSet(data.images[a:b], data.labels[a:b].copy(), list(data.class_names), [],
+                           data.paths[a:b] if data.paths is not None else None) for a, b in zip(ends[:-1], ends[1:])]
+        return Splits(*sliced, class_names=list(data.class_names), skipped=list(data.skipped))
+    return Splits(*(data.subset(i) for i in index), class_names=list(data.class_names), skipped=list(data.skipped))
+
+
+def _permute_rows(array: np.ndarray, order: np.ndarray) -> None:
+    """``array[:len(order)] = array[order]`` (``order`` a permutation of ``range(len(order))``), one
+    row at a time along its cycles: no second copy of the array."""
+    done = np.zeros(len(order), bool)
+    for start in range(len(order)):
+        if done[start]:
+            continue
+        first, i = array[start].copy(), start
+        while True:
+            done[i] = True
+            j = int(order[i])
+            if j == start:
+                array[i] = first
+                break
+            array[i] = array[j]
+            i = j
 
 
 def from_directory(path: str, image_size=224, validation_split: float = 0.15, test_split: float = 0.15,
@@ -579,7 +628,7 @@ def load(data_dir: str | None = None, dataset: str | None = None, image_size=224
         data = limit_per_class(data, limit, seed) if limit else data
     else:
         data = builtin(dataset, image_size, limit, seed, in_memory)
-    return split(data, validation_split, test_split, seed)
+    return split(data, validation_split, test_split, seed, in_place=True)  # `data` is ours: held once
 
 
 # ---------------------------------------------------------------- tf.data

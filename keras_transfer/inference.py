@@ -27,12 +27,23 @@ def batched_call(model: keras.Model, images: np.ndarray, batch_size: int = 64, t
         ref = weakref.ref(model)  # a strong reference here would keep the key (and the model) alive forever
         call = _compiled_calls[model] = tf.function(lambda x: ref()(x, training=False), input_signature=[spec])
     transform = transform or (lambda x: x)
-    chunks = [call(transform(tf.constant(images[i:i + batch_size], tf.float32))) for i in range(0, len(images), batch_size)]
-    if not chunks:
+    starts = range(0, len(images), batch_size)
+    if not len(starts):
         out = model.output
         spec = out if isinstance(out, dict) else {"": out}
         empty = {k: np.zeros((0, *v.shape[1:]), "float32") for k, v in spec.items()}
         return empty if isinstance(out, dict) else empty[""]
+    if not isinstance(model.output, (dict, list, tuple)):
+        # one output (features, probabilities): written into one array, so a large result is
+        # never held twice (its chunks and their concatenation)
+        out = None
+        for i in starts:
+            chunk = np.asarray(call(transform(tf.constant(images[i:i + batch_size], tf.float32))))
+            if out is None:
+                out = np.empty((len(images), *chunk.shape[1:]), chunk.dtype)
+            out[i:i + len(chunk)] = chunk
+        return out
+    chunks = [call(transform(tf.constant(images[i:i + batch_size], tf.float32))) for i in starts]
     if isinstance(chunks[0], dict):
         return {k: np.concatenate([np.asarray(c[k]) for c in chunks]) for k in chunks[0]}
     if isinstance(chunks[0], (list, tuple)):

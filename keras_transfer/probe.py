@@ -73,6 +73,13 @@ class CutScore:
     layer: str  # the layer the chopped model ends at
     logme: float
     probe_accuracy: float
+    map_floats: int = 0  # h x w x C of the feature map there, what training computes (and may cache) an image
+
+
+# Among cuts whose probe accuracies tie, one whose feature map is more than this many times the
+# smallest tied one's is passed over: it costs memory and time for no measured gain (on easy
+# images every cut ties, and LogME alone picked MobileNetV2's first block: 64x64x16 maps, 256 KB an image).
+MAP_COST_RATIO = 2.0
 
 
 def cut_candidates(base) -> list[tuple[int, str]]:
@@ -105,21 +112,31 @@ def score_cuts(base, images: np.ndarray, labels: np.ndarray, batch_size: int = 3
     rows = []
     for (removed, name), f in zip(candidates, features):
         standardised = (f - f.mean(0)) / np.maximum(f.std(0), 1e-6)
-        rows.append(CutScore(removed, name, logme(standardised, labels), cv_linear_probe(f, labels, seed=seed)))
+        floats = int(np.prod(base.get_layer(name).output.shape[1:]))
+        rows.append(CutScore(removed, name, logme(standardised, labels), cv_linear_probe(f, labels, seed=seed), floats))
         logger.info("removed %2d (ends at %-14s) LogME %.4f  linear probe %.3f", removed, name,
                     rows[-1].logme, rows[-1].probe_accuracy)
     return rows
 
 
 def recommend(rows: list[CutScore]) -> CutScore:
-    """The cut with the best linear-probe accuracy; LogME breaks ties, then fewer units removed."""
-    return max(rows, key=lambda r: (round(r.probe_accuracy, 3), r.logme, -r.removed))
+    """The cut with the best linear-probe accuracy; among ties, those whose maps are within
+    :data:`MAP_COST_RATIO` of the smallest tied map, LogME breaking the tie, then fewer units removed."""
+    best = max(round(r.probe_accuracy, 3) for r in rows)
+    tied = [r for r in rows if round(r.probe_accuracy, 3) == best]
+    cheapest = min(r.map_floats for r in tied)
+    affordable = [r for r in tied if r.map_floats <= MAP_COST_RATIO * cheapest]
+    return max(affordable, key=lambda r: (r.logme, -r.removed))
 
 
 def follows(best: CutScore, by_logme: CutScore) -> str:
     """What the recommendation follows, and why, when LogME would cut elsewhere."""
     if best.removed == by_logme.removed:
         return "the linear probe and LogME agree"
+    if round(best.probe_accuracy, 3) == round(by_logme.probe_accuracy, 3):
+        return (f"LogME prefers removed {by_logme.removed} ({by_logme.layer}), which the linear probe ties with the "
+                f"recommendation; its feature map is {by_logme.map_floats / max(best.map_floats, 1):.1f}x as large "
+                f"({by_logme.map_floats:,} floats an image against {best.map_floats:,}): no measured gain for the cost")
     return (f"LogME prefers removed {by_logme.removed} ({by_logme.layer}); the recommendation follows the linear "
             f"probe: the default head is that linear classifier, so the probe's cross-validated accuracy is what the "
             f"head stage starts from, while LogME scores a regression to one-hot labels (benchmarks/bench_probe.py "
@@ -178,10 +195,11 @@ def write(result: dict, out_dir: str) -> None:
 
 
 def format_rows(result: dict) -> str:
-    lines = [f"{'removed':>7}  {'ends at':<16} {'LogME':>9} {'probe acc':>9}"]
+    lines = [f"{'removed':>7}  {'ends at':<16} {'LogME':>9} {'probe acc':>9} {'map floats':>10}"]
     for r in result["cuts"]:
         mark = "  <- recommended" if r["removed"] == result["recommended_removed"] else ""
-        lines.append(f"{r['removed']:>7}  {r['layer']:<16} {r['logme']:>9.4f} {r['probe_accuracy']:>9.3f}{mark}")
+        lines.append(f"{r['removed']:>7}  {r['layer']:<16} {r['logme']:>9.4f} {r['probe_accuracy']:>9.3f} "
+                     f"{r.get('map_floats', 0):>10,}{mark}")
     if result.get("follows"):
         lines.append(result["follows"])
     return "\n".join(lines)

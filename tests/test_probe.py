@@ -119,6 +119,24 @@ def test_where_logme_and_the_probe_disagree_the_output_says_which_it_follows():
     assert probe.format_rows(result).splitlines()[-1] == said
 
 
+def test_among_tied_cuts_one_with_far_larger_maps_is_passed_over_whatever_logme_says():
+    """MobileNetV2 on easy images (every cut's probe at 1.000): LogME favoured its first block's
+    64x64x16 maps; a cut with maps within 2x of the smallest tied one wins instead."""
+    rows = [probe.CutScore(0, "out_relu", logme=-0.9, probe_accuracy=1.0, map_floats=4 * 4 * 1280),
+            probe.CutScore(8, "block_8_add", logme=-0.6, probe_accuracy=1.0, map_floats=8 * 8 * 64),
+            probe.CutScore(12, "block_4_add", logme=-0.5, probe_accuracy=1.0, map_floats=16 * 16 * 32),
+            probe.CutScore(16, "expanded_conv_project_BN", logme=-0.1, probe_accuracy=1.0, map_floats=64 * 64 * 16),
+            probe.CutScore(17, "stem", logme=0.0, probe_accuracy=0.9, map_floats=64)]
+    best = probe.recommend(rows)
+    assert best.layer == "block_4_add"  # 8,192 floats: within 2x of 4,096, and LogME's best of those two
+    said = probe.follows(best, max(rows[:4], key=lambda r: r.logme))
+    assert "LogME prefers removed 16 (expanded_conv_project_BN), which the linear probe ties" in said
+    assert "8.0x as large (65,536 floats an image against 8,192)" in said
+    # a real gain in probe accuracy still wins, whatever its maps cost
+    rows[3].probe_accuracy = 1.0 + 1e-2
+    assert probe.recommend(rows).layer == "expanded_conv_project_BN"
+
+
 def test_the_floor_and_the_head_start_choose_c_alike():
     """linear.floor (bench_quality's floor, tune's) is fit_linear on standardised features: the
     default head starts exactly there."""

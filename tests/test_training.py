@@ -379,3 +379,20 @@ def test_a_backup_neither_of_whose_copies_can_be_read_is_named(tmp_path):
         open(path, "wb").write(open(path, "rb").read()[:100])
     with pytest.raises(ValueError, match=f"{backup} cannot be read .*damaged or cut short. Delete {backup}"):
         model.fit(x, y, epochs=3, verbose=0, callbacks=[Backup(backup, double_checkpoint=True)])
+
+
+def test_a_frozen_backbone_under_a_pooling_head_is_cached_pooled_with_the_same_training(rng):
+    """The head pools first and has no weights before its pooling: its stage keeps C floats an
+    image (block4_pool at 32 px: 2x2x512 -> 512), and trains as on the whole maps."""
+    s = _splits(rng)
+    model = _vgg()
+    plan = training.plan_stage(model, s, _recipe(), "head", 2, len(backbone_of(model).layers))
+    assert plan.x_train.shape == (len(s.train), 1, 1, 512) and "block4_pool+gap" in plan.how
+    assert "2.0 KB an image" in plan.how  # 512 float32s (the maps: 2 x 2 x 512, 8 KB)
+    results = []
+    for cache in (True, False):
+        keras.utils.set_random_seed(1)
+        model = _vgg()
+        training.fine_tune(model, s, _recipe(frozen="all", cache_features=cache))
+        results.append(training.predict_classes(model, s.val.images))
+    np.testing.assert_allclose(results[0], results[1], atol=1e-5)

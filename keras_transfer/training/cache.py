@@ -33,11 +33,18 @@ def _default_cache_bytes() -> int:
 
 
 
+# the cut name of pooled features (see split_model): "<layer>+gap"
+POOLED = "+gap"
+
+
 def split_model(model: keras.Model, k: int):
     """``(prefix, suffix, cut_name)`` for a classifier whose backbone layers ``[:k]`` are frozen.
 
     ``prefix``: raw images -> the output of the last cut point below ``k`` (all frozen);
     ``suffix``: those features -> the model's outputs, sharing every layer with ``model``.
+    When the whole backbone is frozen and the head begins with global average pooling (it has no
+    weights), the prefix pools too and its features are ``(1, 1, C)``: C floats an image instead
+    of the ``h x w x C`` map (cut name ``<layer>+gap``).
     ``None`` when caching is not worth it: no cut point above the input is frozen, or skipping
     the prefix would save less than ``MIN_SAVED_FRACTION`` of a training step (low cuts: their
     output is large and cheap to recompute, e.g. VGG16's block1 is 21x the image's floats).
@@ -51,22 +58,40 @@ def split_model(model: keras.Model, k: int):
     cut = base.layers[c]
     if saved_fraction(model, c) < MIN_SAVED_FRACTION:
         return None
+    head = model.get_layer("head")
+    if c == len(base.layers) - 1 and _pools_first(head):
+        channels = int(cut.output.shape[-1])
+        features = keras.Input((1, 1, channels), name="features")
+        after_pooling = keras.Model(head.layers[1].output, head.output, name="head_after_pooling")
+        suffix = keras.Model(features, after_pooling(keras.layers.Reshape((channels,))(features)), name="suffix")
+        return prefix_model(model, cut.name + POOLED), suffix, cut.name + POOLED
     prefix = prefix_model(model, cut.name)
     features = keras.Input(tuple(cut.output.shape[1:]), name="features")
     x = features
     if c < len(base.layers) - 1:
         x = keras.Model(cut.output, base.output, name=f"{base.name}_suffix")(features)
-    suffix = keras.Model(features, model.get_layer("head")(x), name="suffix")
+    suffix = keras.Model(features, head(x), name="suffix")
     return prefix, suffix, cut.name
 
 
+def _pools_first(head: keras.Model) -> bool:
+    """Whether the head's first step is a global average pooling (weightless) and its only use of the input."""
+    return (len(head.layers) > 1 and isinstance(head.layers[1], keras.layers.GlobalAveragePooling2D)
+            and len(head.layers[0]._outbound_nodes) == 1)
+
+
 def prefix_model(model: keras.Model, cut_name: str | None = None) -> keras.Model:
-    """Raw images -> the backbone's output at ``cut_name`` (default: its top), sharing weights."""
+    """Raw images -> the backbone's output at ``cut_name`` (default: its top), sharing weights;
+    ``<layer>+gap``: its global average, ``(1, 1, C)``."""
     base = backbone_of(model)
-    cut = base.get_layer(cut_name) if cut_name else base.layers[-1]
+    layer_name, pooled = (cut_name[:-len(POOLED)], True) if cut_name and cut_name.endswith(POOLED) else (cut_name, False)
+    cut = base.get_layer(layer_name) if layer_name else base.layers[-1]
     images = keras.Input(tuple(model.input_shape[1:]), name="images")
     frozen_part = keras.Model(base.inputs, cut.output, name=f"{base.name}_prefix")
-    return keras.Model(images, frozen_part(model.get_layer("preprocess")(images)), name="prefix")
+    x = frozen_part(model.get_layer("preprocess")(images))
+    if pooled:
+        x = keras.layers.GlobalAveragePooling2D(keepdims=True, name="pooled")(x)
+    return keras.Model(images, x, name="prefix")
 
 
 def saved_fraction(model: keras.Model, c: int) -> float:
@@ -88,8 +113,8 @@ def _fingerprint(arrays) -> str:
 
 def _frozen_part(prefix: keras.Model) -> keras.Model | None:
     """The backbone sub-model inside a :func:`prefix_model` (None for another kind of prefix)."""
-    last = prefix.layers[-1] if prefix.layers else None
-    return last if isinstance(last, keras.Model) and last.name.endswith("_prefix") else None
+    return next((layer for layer in prefix.layers if isinstance(layer, keras.Model) and layer.name.endswith("_prefix")),
+                None)
 
 
 class _Entry:
@@ -219,7 +244,11 @@ class FeatureCache:
             return None
         key, entry = max(below, key=lambda ke: len(ke[1].layer_hashes))
         self._entries.move_to_end(key)
-        bridge = keras.Model(frozen.get_layer(entry.cut_name).output, frozen.get_layer(cut_name).output)
+        pooled = cut_name.endswith(POOLED)
+        top = frozen.get_layer(cut_name[:-len(POOLED)] if pooled else cut_name).output
+        if pooled:
+            top = keras.layers.GlobalAveragePooling2D(keepdims=True)(top)
+        bridge = keras.Model(frozen.get_layer(entry.cut_name).output, top)
         self.extended += 1
         return batched_call(bridge, entry.features, batch_size)
 

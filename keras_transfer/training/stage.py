@@ -20,7 +20,7 @@ from keras_transfer.recipes import Recipe
 from keras_transfer.surgery import backbone_of, freeze
 from keras_transfer.inference import batched_call
 from keras_transfer.linear import fit_linear
-from keras_transfer.training.cache import FeatureCache, _fingerprint, prefix_model, split_model
+from keras_transfer.training.cache import POOLED, FeatureCache, _fingerprint, prefix_model, split_model
 from keras_transfer.training.best_epoch import KeepBestEpoch
 from keras_transfer.training.callbacks import Backup, SeesClassifier
 
@@ -115,9 +115,15 @@ def plan_stage(model: keras.Model, splits, recipe: Recipe, stage: str, epochs: i
         x_train = [cache.features(prefix, cut_name, splits.train.images, recipe.batch_size, views, v)
                    for v in range(views.count)]
     x_val = cache.features(prefix, cut_name, splits.val.images, recipe.batch_size)
+    per_image = int(np.prod(prefix.output.shape[1:])) * (2 if "16" in str(prefix.output.dtype) else 4)
     how = (f"on cached {cut_name} features" + (f" of {views.count} {views.kind} views" if views else "")
-           + (" (on disk)" if isinstance(x_val, data_lib.DiskFeatures) else ""))
-    return plan(suffix, x_train, x_val, how, cut_name == backbone_of(model).layers[-1].name)
+           + f" ({_size(per_image)} an image" + (", on disk)" if isinstance(x_val, data_lib.DiskFeatures) else ")"))
+    top = backbone_of(model).layers[-1].name
+    return plan(suffix, x_train, x_val, how, cut_name in (top, top + POOLED))
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1024:.1f} KB" if nbytes >= 1024 else f"{nbytes} bytes"
 
 
 # images of each part a streamed set's head starts from: pooled features of 4096 images estimate
