@@ -236,7 +236,7 @@ def _refuse_overlapping_classes(root: str, real: dict[str, str]) -> None:
 
 
 def load_folder(root: str, image_size: tuple[int, int] | int, workers: int | None = None, progress: bool = True,
-                in_memory: str = "yes") -> ImageSet:
+                in_memory: str = "yes", kept_per_image: int = 0) -> ImageSet:
     """Every image under ``root/<class>/`` (nested folders allowed), decoded and resized; with
     ``in_memory="no"`` (or ``"auto"`` and a set too large, see :func:`streams`) checked cheaply
     and left on disk as :class:`FileImages`.
@@ -252,7 +252,7 @@ def load_folder(root: str, image_size: tuple[int, int] | int, workers: int | Non
             "transfer learning needs at least 2 classes, one sub-folder each."
         )
     jobs = [(path, label) for label, c in enumerate(classes) for path in files[c]]
-    stream = streams(in_memory, len(jobs), image_size, f"data_dir {root!r}")
+    stream = streams(in_memory, len(jobs), image_size, f"data_dir {root!r}", kept_per_image)
     work = check_file if stream else (lambda path: read_image(path, image_size))
     # decoded straight into one array (rows of skipped files are never written, so never resident)
     pixels = None if stream else np.empty((len(jobs), *image_size, 3), np.uint8)
@@ -301,21 +301,23 @@ def _each_file(jobs, work, desc: str, workers: int | None, progress: bool):
             yield path, label, result, None
 
 
-def streams(in_memory: str, n_images: int, image_size, what: str) -> bool:
-    """Whether ``n_images`` at ``image_size`` stay files: ``in_memory`` "no", or "auto" and their
-    decoded pixels would take more than :func:`~keras_transfer.streaming.memory_budget`."""
+def streams(in_memory: str, n_images: int, image_size, what: str, kept_per_image: int = 0) -> bool:
+    """Whether ``n_images`` at ``image_size`` stay files: ``in_memory`` "no", or "auto" and what
+    the run would hold in memory (their decoded pixels, and ``kept_per_image`` bytes of features
+    each: what the run's feature cache keeps, see ``training.cached_bytes_per_image``) would take
+    more than :func:`~keras_transfer.streaming.memory_budget`."""
     if in_memory not in IN_MEMORY:
         raise ValueError(f"in_memory must be one of {', '.join(IN_MEMORY)}. Received: in_memory={in_memory!r}")
     if in_memory != "auto":
         return in_memory == "no"
     h, w = _size(image_size)
-    needed, budget = n_images * h * w * 3, memory_budget()
-    if needed > budget:
-        logger.info(
-            "%s: %d images at %dx%d would take %.1f GiB decoded, more than half the memory available (%.1f GiB): "
-            "streaming them from their files (in_memory='yes' holds them anyway)", what, n_images, h, w,
-            needed / 2**30, budget / 2**30)
-    return needed > budget
+    pixels, features, budget = n_images * h * w * 3, n_images * int(kept_per_image), memory_budget()
+    logger.info("%s: %d images at %dx%d take %.2f GiB decoded, their cached features %.2f GiB; half the memory "
+                "available is %.1f GiB", what, n_images, h, w, pixels / 2**30, features / 2**30, budget / 2**30)
+    if pixels + features > budget:
+        logger.info("%s: more than half the memory available: streaming them from their files (in_memory='yes' "
+                    "holds them anyway)", what)
+    return pixels + features > budget
 
 
 def _size(image_size) -> tuple[int, int]:
@@ -496,7 +498,7 @@ def _resize_all(images: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
 
 
 def elpv(image_size=300, variant: str = "binary", limit: int | None = None, seed: int = 0,
-         in_memory: str = "yes") -> ImageSet:
+         in_memory: str = "yes", kept_per_image: int = 0) -> ImageSet:
     """ELPV (Deitsch et al. 2019): 2,624 real 300x300 electroluminescence images of solar cells.
 
     ``binary``: defective (defect probability >= 0.5) vs functional; ``4class``: the four
@@ -526,11 +528,15 @@ def elpv(image_size=300, variant: str = "binary", limit: int | None = None, seed
         keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:limit] for c in range(len(names))]))
     size = _size(image_size)
     paths = [os.path.join(folder, f) for f in files[keep]]
-    if streams(in_memory, len(paths), size, "elpv"):
+    if streams(in_memory, len(paths), size, "elpv", kept_per_image):
         return ImageSet(FileImages(paths, size), labels[keep], names, paths=paths)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        images = list(pool.map(lambda path: read_image(path, size), paths))
-    return ImageSet(np.stack(images), labels[keep], names, paths=paths)
+    images = np.empty((len(paths), *size, 3), np.uint8)
+    for i, (path, _, pixels, err) in enumerate(_each_file([(p, 0) for p in paths], lambda p: read_image(p, size),
+                                                          "reading elpv", None, False)):
+        if err is not None:
+            raise err
+        images[i] = pixels
+    return ImageSet(images, labels[keep], names, paths=paths)
 
 
 def _read_idx(path: str) -> np.ndarray:
@@ -592,14 +598,15 @@ def from_tfds(name: str, image_size=224, split: str = "train", data_dir: str | N
     return ImageSet(np.stack(images), np.array(labels, dtype=np.int32), names)
 
 
-def builtin(name: str, image_size=224, limit: int | None = None, seed: int = 0, in_memory: str = "yes") -> ImageSet:
+def builtin(name: str, image_size=224, limit: int | None = None, seed: int = 0, in_memory: str = "yes",
+            kept_per_image: int = 0) -> ImageSet:
     """A built-in dataset by name: elpv, elpv_4class, fashion_mnist, digits, or tfds:NAME.
 
     ``limit`` keeps at most that many images per class (chosen from ``seed``). Only ELPV has
     files to stream (``in_memory="no"``); the others come as arrays.
     """
     if name in ("elpv", "elpv_4class"):
-        return elpv(image_size, "binary" if name == "elpv" else "4class", limit, seed, in_memory)
+        return elpv(image_size, "binary" if name == "elpv" else "4class", limit, seed, in_memory, kept_per_image)
     if in_memory == "no":
         raise ValueError(f"dataset {name!r} comes as arrays, not files: there is nothing to stream. Use "
                          f"in_memory='auto' or 'yes' (or a folder of its images as data_dir). Received: "
@@ -617,17 +624,17 @@ def builtin(name: str, image_size=224, limit: int | None = None, seed: int = 0, 
 
 def load(data_dir: str | None = None, dataset: str | None = None, image_size=224,
          validation_split: float = 0.15, test_split: float = 0.15, seed: int = 0,
-         limit: int | None = None, progress: bool = True, in_memory: str = "auto") -> Splits:
+         limit: int | None = None, progress: bool = True, in_memory: str = "auto", kept_per_image: int = 0) -> Splits:
     """What the CLI calls: ``data_dir`` (a folder) or ``dataset`` (a built-in name) -> splits,
     held in memory or streamed from their files (``in_memory``: see :func:`streams`)."""
     if (data_dir is None) == (dataset is None):
         raise ValueError(f"give exactly one of data_dir (a folder) or dataset (a built-in name). "
                          f"Received: data_dir={data_dir!r}, dataset={dataset!r}")
     if data_dir:
-        data = load_folder(data_dir, image_size, progress=progress, in_memory=in_memory)
+        data = load_folder(data_dir, image_size, progress=progress, in_memory=in_memory, kept_per_image=kept_per_image)
         data = limit_per_class(data, limit, seed) if limit else data
     else:
-        data = builtin(dataset, image_size, limit, seed, in_memory)
+        data = builtin(dataset, image_size, limit, seed, in_memory, kept_per_image)
     return split(data, validation_split, test_split, seed, in_place=True)  # `data` is ours: held once
 
 

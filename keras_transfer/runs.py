@@ -123,7 +123,8 @@ def _run(config: TrainConfig, run_dir: str, work_dir: str, strategy, continuing:
          start: float) -> dict:
     """The run itself; ``work_dir`` is ``run_dir`` on the chief (which writes the run folder)."""
     chief = work_dir == run_dir
-    splits = config.data.load(config.model.backbone, progress=progress, include_top=config.model.include_top)
+    splits = config.data.load(config.model.backbone, progress=progress, include_top=config.model.include_top,
+                              kept_per_image=kept_per_image(config))
     logger.info(splits.summary())
     fingerprint = folders.data_fingerprint(splits) if chief else None
     if continuing:
@@ -187,6 +188,19 @@ def _write_report(model, served, splits, histories: dict, metrics: dict, config:
                                       {"backbone": config.model.backbone, "test_accuracy": metrics["accuracy"],
                                        **({"views": metrics["tta_views"], "tta_accuracy": metrics["tta_accuracy"]}
                                           if "tta_views" in metrics else {})})
+
+
+def kept_per_image(config, recipe=None) -> int:
+    """The bytes of features a run's (or a search's, with its first trial's ``recipe``) cache
+    will keep in memory per image, for ``--in-memory auto`` to count beside the pixels (0 unless
+    ``auto``): see :func:`keras_transfer.training.estimate_cached_bytes_per_image`."""
+    if config.data.in_memory != "auto":
+        return 0
+    model = config.model
+    return training.estimate_cached_bytes_per_image(
+        model.backbone, config.data.size(model.backbone, model.include_top), recipe or config.make_recipe(),
+        removed=0 if model.removed == "auto" else int(model.removed), include_top=model.include_top,
+        head="keep_classifier" if model.head == "keep_classifier" else "gap_dense")
 
 
 def removed_for(config: TrainConfig, splits) -> tuple[int, dict | None]:

@@ -59,6 +59,23 @@ def test_auto_streams_only_what_would_not_fit(tmp_path, rng, monkeypatch, caplog
         assert data.load_folder(root, 32, progress=False, in_memory="auto").streamed
     assert "streaming them from their files" in caplog.text
     assert not data.load_folder(root, 32, progress=False, in_memory="yes").streamed
+    # what the run keeps per image counts too: pixels that fit, with their cached features, may not
+    monkeypatch.setattr(data, "memory_budget", lambda: 8 * (32 * 32 * 3 + 1000) - 1)
+    assert not data.load_folder(root, 32, progress=False, in_memory="auto", kept_per_image=999).streamed
+    assert data.load_folder(root, 32, progress=False, in_memory="auto", kept_per_image=1000).streamed
+
+
+def test_the_cached_bytes_an_image_are_estimated_before_the_data_is_read():
+    """VGG16 at 32 px cut at block4_pool (2 x 2 x 512): the head stage keeps its 512 pooled floats, a
+    fine-tuning stage frozen through block3_pool its 4 x 4 x 256 maps; 8 views: 8 times both."""
+    from keras_transfer import recipes, training
+
+    recipe = recipes.recipe(frozen="block3_pool")
+    assert training.estimate_cached_bytes_per_image("vgg16", 32, recipe, removed=3) == 4 * (512 + 4 * 4 * 256)
+    assert training.estimate_cached_bytes_per_image("vgg16", 32, recipes.recipe(frozen="all"), removed=3) == 4 * 512 * 2
+    views = recipes.recipe(frozen="block3_pool", augment="top_down", augment_views=8)
+    assert training.estimate_cached_bytes_per_image("vgg16", 32, views, removed=3) == 8 * 4 * (512 + 4 * 4 * 256)
+    assert training.estimate_cached_bytes_per_image("vgg16", 32, recipes.recipe(cache_features=False), removed=3) == 0
 
 
 def test_a_dataset_without_files_refuses_to_stream():

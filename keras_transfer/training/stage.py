@@ -115,11 +115,45 @@ def plan_stage(model: keras.Model, splits, recipe: Recipe, stage: str, epochs: i
         x_train = [cache.features(prefix, cut_name, splits.train.images, recipe.batch_size, views, v)
                    for v in range(views.count)]
     x_val = cache.features(prefix, cut_name, splits.val.images, recipe.batch_size)
-    per_image = int(np.prod(prefix.output.shape[1:])) * (2 if "16" in str(prefix.output.dtype) else 4)
     how = (f"on cached {cut_name} features" + (f" of {views.count} {views.kind} views" if views else "")
-           + f" ({_size(per_image)} an image" + (", on disk)" if isinstance(x_val, data_lib.DiskFeatures) else ")"))
+           + f" ({_size(_bytes_each(prefix))} an image" + (", on disk)" if isinstance(x_val, data_lib.DiskFeatures) else ")"))
     top = backbone_of(model).layers[-1].name
     return plan(suffix, x_train, x_val, how, cut_name in (top, top + POOLED))
+
+
+def cached_bytes_per_image(model: keras.Model, recipe: Recipe) -> int:
+    """The bytes of features the feature cache keeps for one image when ``model`` trains under
+    ``recipe`` (each stage's cached prefix, every augmented view; in the compute dtype): what a
+    run holds in memory per image besides its pixels. 0 when nothing is cached."""
+    from keras_transfer.surgery import resolve_frozen
+
+    if not recipe.cache_features:
+        return 0
+    views = recipe.views()
+    total = 0
+    for stage, epochs, frozen in (("head", recipe.head_epochs, "all"), ("fine_tune", recipe.fine_tune_epochs, recipe.frozen)):
+        if not epochs or (stage == "fine_tune" and recipe.transferred_lr_scale is not None):
+            continue
+        parts = split_model(model, resolve_frozen(model, frozen))
+        if parts is not None:
+            total += (views.count if views else 1) * _bytes_each(parts[0])
+    return total
+
+
+def estimate_cached_bytes_per_image(backbone: str, input_size: int, recipe: Recipe, removed: int = 0,
+                                    include_top: bool = False, head: str = "gap_dense") -> int:
+    """:func:`cached_bytes_per_image` before the data is read: on a random-weight model of
+    ``backbone`` at ``input_size`` with ``removed`` units removed (the cut of ``removed="auto"``
+    is not known yet: 0), in the precision policy in force."""
+    from keras_transfer.training.model import build_model
+
+    template = build_model(backbone, 2, weights=None, input_size=input_size, removed=removed, head=head,
+                           include_top=include_top, **recipe.head_options())
+    return cached_bytes_per_image(template, recipe)
+
+
+def _bytes_each(prefix: keras.Model) -> int:
+    return int(np.prod(prefix.output.shape[1:])) * (2 if "16" in str(prefix.output.dtype) else 4)
 
 
 def _size(nbytes: int) -> str:

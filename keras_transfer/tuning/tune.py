@@ -112,7 +112,12 @@ def _search_in(config: SearchConfig, out_dir: str, verbose: int, resuming: bool)
     from keras_transfer import distribute
 
     strategy = distribute.strategy_for(config.distribute.strategy, config.distribute.devices)
-    splits = config.data.load(config.model.backbone, progress=verbose > 0)
+    kept = 0
+    if config.data.in_memory == "auto":  # what the first trial (the default recipe) caches, counted beside the pixels
+        kept = training.estimate_cached_bytes_per_image(
+            config.model.backbone, config.data.size(config.model.backbone),
+            config.recipe.make(config.data.seed, dataset=config.data.dataset))
+    splits = config.data.load(config.model.backbone, progress=verbose > 0, kept_per_image=kept)
     logger.info(splits.summary())
     chief = not tuner_is_worker()
     if chief:
