@@ -89,12 +89,11 @@ class DataConfig:
         return check_input_size(backbone, self.input_size or get_backbone(backbone).default_size, include_top)
 
     def load(self, backbone: str, progress: bool = True, include_top: bool = False,
-             kept_per_image: int = 0) -> data_lib.Splits:
-        """The splits (``kept_per_image``: the bytes of features the run keeps in memory for each
-        image, which ``in_memory="auto"`` counts beside the pixels)."""
+             cost: data_lib.RunCost | None = None) -> data_lib.Splits:
+        """The splits (``cost``: what the run does with its images, which ``in_memory="auto"`` weighs)."""
         return data_lib.load(self.data_dir, self.dataset, self.size(backbone, include_top), self.validation_split,
                              self.test_split, self.seed, self.limit_per_class, progress=progress,
-                             in_memory=self.in_memory, kept_per_image=kept_per_image)
+                             in_memory=self.in_memory, cost=cost)
 
     @property
     def name(self) -> str:

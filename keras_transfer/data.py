@@ -236,7 +236,7 @@ def _refuse_overlapping_classes(root: str, real: dict[str, str]) -> None:
 
 
 def load_folder(root: str, image_size: tuple[int, int] | int, workers: int | None = None, progress: bool = True,
-                in_memory: str = "yes", kept_per_image: int = 0) -> ImageSet:
+                in_memory: str = "yes", cost: RunCost | None = None) -> ImageSet:
     """Every image under ``root/<class>/`` (nested folders allowed), decoded and resized; with
     ``in_memory="no"`` (or ``"auto"`` and a set too large, see :func:`streams`) checked cheaply
     and left on disk as :class:`FileImages`.
@@ -252,7 +252,7 @@ def load_folder(root: str, image_size: tuple[int, int] | int, workers: int | Non
             "transfer learning needs at least 2 classes, one sub-folder each."
         )
     jobs = [(path, label) for label, c in enumerate(classes) for path in files[c]]
-    stream = streams(in_memory, len(jobs), image_size, f"data_dir {root!r}", kept_per_image)
+    stream = streams(in_memory, len(jobs), image_size, f"data_dir {root!r}", cost)
     work = check_file if stream else (lambda path: read_image(path, image_size))
     # decoded straight into one array (rows of skipped files are never written, so never resident)
     pixels = None if stream else np.empty((len(jobs), *image_size, 3), np.uint8)
@@ -301,23 +301,50 @@ def _each_file(jobs, work, desc: str, workers: int | None, progress: bool):
             yield path, label, result, None
 
 
-def streams(in_memory: str, n_images: int, image_size, what: str, kept_per_image: int = 0) -> bool:
-    """Whether ``n_images`` at ``image_size`` stay files: ``in_memory`` "no", or "auto" and what
-    the run would hold in memory (their decoded pixels, and ``kept_per_image`` bytes of features
-    each: what the run's feature cache keeps, see ``training.cached_bytes_per_image``) would take
-    more than :func:`~keras_transfer.streaming.memory_budget`."""
+@dataclasses.dataclass
+class RunCost:
+    """What a run does with its images, for ``in_memory="auto"`` to weigh (see :func:`streams`)."""
+
+    kept_per_image: int = 0  # bytes of features the run keeps in memory for each image (its feature cache)
+    read_once: bool = False  # every stage trains on cached features: each image is decoded once, then never again
+    workers: int = 1  # the processes of a cluster: in memory, each decodes every image
+
+
+# Past this many bytes of decoded pixels, a run that reads each image once streams them: held in
+# memory they would buy nothing (measured, 16,000 images of 128 px, features cached pooled: peak RSS
+# 2.1 GB and 167 s in memory, 1.4 GB and 106 s streamed; benchmarks/bench_scale.py).
+READ_ONCE_IN_MEMORY_MAX = 512 * 2**20
+
+
+def streams(in_memory: str, n_images: int, image_size, what: str, cost: RunCost | None = None) -> bool:
+    """Whether ``n_images`` at ``image_size`` stay files: ``in_memory`` "no", or "auto" and
+
+    - what the run would hold in memory (the decoded pixels and ``cost.kept_per_image`` bytes of
+      features each) takes more than :func:`~keras_transfer.streaming.memory_budget`; or
+    - ``cost.workers`` > 1: held in memory, every worker would decode every image, streamed each
+      decodes its share; or
+    - ``cost.read_once`` and the pixels take more than :data:`READ_ONCE_IN_MEMORY_MAX`.
+    """
     if in_memory not in IN_MEMORY:
         raise ValueError(f"in_memory must be one of {', '.join(IN_MEMORY)}. Received: in_memory={in_memory!r}")
     if in_memory != "auto":
         return in_memory == "no"
+    cost = cost or RunCost()
     h, w = _size(image_size)
-    pixels, features, budget = n_images * h * w * 3, n_images * int(kept_per_image), memory_budget()
+    pixels, features, budget = n_images * h * w * 3, n_images * int(cost.kept_per_image), memory_budget()
     logger.info("%s: %d images at %dx%d take %.2f GiB decoded, their cached features %.2f GiB; half the memory "
                 "available is %.1f GiB", what, n_images, h, w, pixels / 2**30, features / 2**30, budget / 2**30)
     if pixels + features > budget:
-        logger.info("%s: more than half the memory available: streaming them from their files (in_memory='yes' "
-                    "holds them anyway)", what)
-    return pixels + features > budget
+        why = "more than half the memory available"
+    elif cost.workers > 1:
+        why = f"each of the {cost.workers} workers then decodes only its share"
+    elif cost.read_once and pixels > READ_ONCE_IN_MEMORY_MAX:
+        why = ("every stage trains on cached features, so each image is decoded once: held in memory the pixels "
+               "would buy nothing")
+    else:
+        return False
+    logger.info("%s: %s: streaming them from their files (in_memory='yes' holds them anyway)", what, why)
+    return True
 
 
 def _size(image_size) -> tuple[int, int]:
@@ -498,7 +525,7 @@ def _resize_all(images: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
 
 
 def elpv(image_size=300, variant: str = "binary", limit: int | None = None, seed: int = 0,
-         in_memory: str = "yes", kept_per_image: int = 0) -> ImageSet:
+         in_memory: str = "yes", cost: RunCost | None = None) -> ImageSet:
     """ELPV (Deitsch et al. 2019): 2,624 real 300x300 electroluminescence images of solar cells.
 
     ``binary``: defective (defect probability >= 0.5) vs functional; ``4class``: the four
@@ -528,7 +555,7 @@ def elpv(image_size=300, variant: str = "binary", limit: int | None = None, seed
         keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:limit] for c in range(len(names))]))
     size = _size(image_size)
     paths = [os.path.join(folder, f) for f in files[keep]]
-    if streams(in_memory, len(paths), size, "elpv", kept_per_image):
+    if streams(in_memory, len(paths), size, "elpv", cost):
         return ImageSet(FileImages(paths, size), labels[keep], names, paths=paths)
     images = np.empty((len(paths), *size, 3), np.uint8)
     for i, (path, _, pixels, err) in enumerate(_each_file([(p, 0) for p in paths], lambda p: read_image(p, size),
@@ -599,14 +626,14 @@ def from_tfds(name: str, image_size=224, split: str = "train", data_dir: str | N
 
 
 def builtin(name: str, image_size=224, limit: int | None = None, seed: int = 0, in_memory: str = "yes",
-            kept_per_image: int = 0) -> ImageSet:
+            cost: RunCost | None = None) -> ImageSet:
     """A built-in dataset by name: elpv, elpv_4class, fashion_mnist, digits, or tfds:NAME.
 
     ``limit`` keeps at most that many images per class (chosen from ``seed``). Only ELPV has
     files to stream (``in_memory="no"``); the others come as arrays.
     """
     if name in ("elpv", "elpv_4class"):
-        return elpv(image_size, "binary" if name == "elpv" else "4class", limit, seed, in_memory, kept_per_image)
+        return elpv(image_size, "binary" if name == "elpv" else "4class", limit, seed, in_memory, cost)
     if in_memory == "no":
         raise ValueError(f"dataset {name!r} comes as arrays, not files: there is nothing to stream. Use "
                          f"in_memory='auto' or 'yes' (or a folder of its images as data_dir). Received: "
@@ -624,17 +651,18 @@ def builtin(name: str, image_size=224, limit: int | None = None, seed: int = 0, 
 
 def load(data_dir: str | None = None, dataset: str | None = None, image_size=224,
          validation_split: float = 0.15, test_split: float = 0.15, seed: int = 0,
-         limit: int | None = None, progress: bool = True, in_memory: str = "auto", kept_per_image: int = 0) -> Splits:
+         limit: int | None = None, progress: bool = True, in_memory: str = "auto",
+         cost: RunCost | None = None) -> Splits:
     """What the CLI calls: ``data_dir`` (a folder) or ``dataset`` (a built-in name) -> splits,
     held in memory or streamed from their files (``in_memory``: see :func:`streams`)."""
     if (data_dir is None) == (dataset is None):
         raise ValueError(f"give exactly one of data_dir (a folder) or dataset (a built-in name). "
                          f"Received: data_dir={data_dir!r}, dataset={dataset!r}")
     if data_dir:
-        data = load_folder(data_dir, image_size, progress=progress, in_memory=in_memory, kept_per_image=kept_per_image)
+        data = load_folder(data_dir, image_size, progress=progress, in_memory=in_memory, cost=cost)
         data = limit_per_class(data, limit, seed) if limit else data
     else:
-        data = builtin(dataset, image_size, limit, seed, in_memory, kept_per_image)
+        data = builtin(dataset, image_size, limit, seed, in_memory, cost)
     return split(data, validation_split, test_split, seed, in_place=True)  # `data` is ours: held once
 
 
@@ -678,6 +706,9 @@ def to_dataset(x, y, batch_size: int = 32, shuffle: bool = False, seed: int = 0,
                         reshuffle_each_iteration=True)
     if files:
         ds = streaming.read(ds, x, share, in_order)
+    elif on_disk and share[0] > 1:  # as files: this worker's share, after the shuffle (every worker has every row)
+        workers, index = share
+        ds = ds.take(len(first) // workers * workers).shard(workers, index)
     if views is not None:
         draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
             lambda r: tf.cast(tf.math.floormod(r, views.count), tf.int32))
@@ -697,7 +728,8 @@ def to_dataset(x, y, batch_size: int = 32, shuffle: bool = False, seed: int = 0,
 
     ds = ds.map(cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = (tf.data.experimental.AutoShardPolicy.OFF if files
+    options.experimental_distribute.auto_shard_policy = (tf.data.experimental.AutoShardPolicy.OFF
+                                                         if files or (on_disk and share[0] > 1)
                                                          else tf.data.experimental.AutoShardPolicy.DATA)
     return ds.with_options(options)
 

@@ -19,6 +19,8 @@ import json
 import os
 import shutil
 
+import numpy as np
+
 from keras_transfer import supervise
 
 logger = logging.getLogger(__name__)
@@ -165,6 +167,25 @@ def input_share(strategy) -> tuple[int, int]:
     tasks = [(job, i) for job in ("chief", "worker") for i in range(len(cluster.get(job, [])))]
     resolver = strategy.cluster_resolver
     return (len(tasks), tasks.index((resolver.task_type, int(resolver.task_id))))
+
+
+def all_gather_rows(strategy, rows: np.ndarray) -> np.ndarray:
+    """Every task's ``rows`` (numpy, the same trailing shape and dtype on all, any number of
+    rows), concatenated in task order (chief first, as :func:`input_share` numbers them), on every
+    task. Each task must call it at the same point: it is a collective."""
+    import tensorflow as tf
+
+    rows = np.asarray(rows)
+    workers, _ = input_share(strategy)
+    per_task = strategy.num_replicas_in_sync // workers
+    # the collective takes 32/64-bit numbers only: booleans, bfloat16 and the like travel as those
+    carrier = rows.dtype if rows.dtype in (np.float32, np.float64, np.int32, np.int64) else (
+        np.int32 if rows.dtype.kind in "biu" else np.float32)
+    local = tf.constant(rows.astype(carrier, copy=False))
+    empty = local[:0]
+    values = strategy.experimental_distribute_values_from_function(
+        lambda context: local if context.replica_id_in_sync_group % per_task == 0 else empty)
+    return strategy.gather(values, axis=0).numpy().astype(rows.dtype, copy=False)
 
 
 def is_chief(strategy) -> bool:

@@ -105,10 +105,26 @@ def pooled_features_at(base, layer_names: list[str], images: np.ndarray, batch_s
     return [np.asarray(o, dtype=np.float32) for o in (out if isinstance(out, (list, tuple)) else [out])]
 
 
-def score_cuts(base, images: np.ndarray, labels: np.ndarray, batch_size: int = 32, seed: int = 0) -> list[CutScore]:
-    """LogME and a 5-fold linear probe of the pooled features at every cut (0..n-1 units removed)."""
+def score_cuts(base, images: np.ndarray, labels: np.ndarray, batch_size: int = 32, seed: int = 0,
+               strategy=None) -> list[CutScore]:
+    """LogME and a 5-fold linear probe of the pooled features at every cut (0..n-1 units removed).
+    Under a multi-worker ``strategy`` each worker computes the features of its share of the
+    images (every W-th) and the workers gather them: each decodes 1/W of the files."""
     candidates = cut_candidates(base)
-    features = pooled_features_at(base, [name for _, name in candidates], images, batch_size)
+    names = [name for _, name in candidates]
+    if strategy is None:
+        features = pooled_features_at(base, names, images, batch_size)
+    else:
+        from keras_transfer import distribute
+
+        workers, index = distribute.input_share(strategy)
+        mine = np.arange(index, len(labels), workers)
+        where = distribute.all_gather_rows(strategy, mine)
+        features = []
+        for f in pooled_features_at(base, names, images[mine], batch_size):
+            gathered = np.empty((len(labels), f.shape[1]), f.dtype)
+            gathered[where] = distribute.all_gather_rows(strategy, f)
+            features.append(gathered)
     rows = []
     for (removed, name), f in zip(candidates, features):
         standardised = (f - f.mean(0)) / np.maximum(f.std(0), 1e-6)
@@ -144,9 +160,10 @@ def follows(best: CutScore, by_logme: CutScore) -> str:
 
 
 def probe_cuts(base, images: np.ndarray, labels: np.ndarray, class_names, out_dir: str | None = None,
-               sample: int = 1000, seed: int = 0, batch_size: int = 32) -> dict:
+               sample: int = 1000, seed: int = 0, batch_size: int = 32, strategy=None) -> dict:
     """Score every cut of ``base`` on (a stratified sample of at most ``sample``) images; with
-    ``out_dir``, write ``probe.json`` and ``probe.png``. Returns the JSON's content."""
+    ``out_dir``, write ``probe.json`` and ``probe.png``. Returns the JSON's content. ``strategy``:
+    see :func:`score_cuts`."""
     index = np.arange(len(labels))
     if len(index) > sample:
         rng = np.random.default_rng(seed)
@@ -154,7 +171,9 @@ def probe_cuts(base, images: np.ndarray, labels: np.ndarray, class_names, out_di
         index = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class]
                                         for c in range(len(class_names))]))
         logger.info("probing on a stratified sample of %d of the %d images", len(index), len(labels))
-    rows = score_cuts(base, images[index], labels[index], batch_size, seed)
+    # files stay files until the share of each worker is read
+    sampled = images.take(index) if hasattr(images, "take") and not isinstance(images, np.ndarray) else images[index]
+    rows = score_cuts(base, sampled, labels[index], batch_size, seed, strategy)
     best = recommend(rows)
     by_logme = max(rows, key=lambda r: (r.logme, -r.removed))
     result = {"backbone": base.name, "input_size": list(base.input_shape[1:3]), "images": int(len(index)),
@@ -166,18 +185,21 @@ def probe_cuts(base, images: np.ndarray, labels: np.ndarray, class_names, out_di
     return result
 
 
-def recommend_for(backbone: str, weights, splits, seed: int = 0, batch_size: int = 32) -> dict:
+def recommend_for(backbone: str, weights, splits, seed: int = 0, batch_size: int = 32, strategy=None) -> dict:
     """:func:`probe_cuts` on ``splits``' training images at their size: what ``train --removed
     auto`` and ``tune --removed-range auto`` ask (every process of a distributed run computes
-    the same from the same data)."""
+    the same from the same data; under a multi-worker ``strategy``, each from its share of it)."""
     import keras
 
     from keras_transfer.backbones import build_base
 
     keras.utils.set_random_seed(seed)  # weights=None: the same random backbone in every process
     base = build_base(backbone, weights=weights, input_shape=(*splits.image_size, 3))
+    from keras_transfer import distribute
+
+    shared = strategy if strategy is not None and distribute.is_multi_worker(strategy) else None
     return probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names, seed=seed,
-                      batch_size=batch_size)
+                      batch_size=batch_size, strategy=shared)
 
 
 def write(result: dict, out_dir: str) -> None:

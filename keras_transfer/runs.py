@@ -124,13 +124,13 @@ def _run(config: TrainConfig, run_dir: str, work_dir: str, strategy, continuing:
     """The run itself; ``work_dir`` is ``run_dir`` on the chief (which writes the run folder)."""
     chief = work_dir == run_dir
     splits = config.data.load(config.model.backbone, progress=progress, include_top=config.model.include_top,
-                              kept_per_image=kept_per_image(config))
+                              cost=run_cost(config, strategy))
     logger.info(splits.summary())
     fingerprint = folders.data_fingerprint(splits) if chief else None
     if continuing:
         folders.check_same_data(run_dir, fingerprint, "resume", "The splits would be drawn again, so test images "
                                 "could be ones the model trained on")
-    removed, probe_result = removed_for(config, splits)
+    removed, probe_result = removed_for(config, splits, strategy)
     model = training.build_model(config.model.backbone, splits.num_classes, weights=config.model.weights,
                                  input_size=splits.image_size[0], removed=removed, head=config.model.head,
                                  include_top=config.model.include_top, strategy=strategy, **config.head_options())
@@ -150,24 +150,29 @@ def _run(config: TrainConfig, run_dir: str, work_dir: str, strategy, continuing:
     weights_digest = training.weights_fingerprint(model)
     logger.info(f"weights fingerprint {weights_digest} ({'chief' if chief else 'worker'})")
     served = precision.as_float32(model)  # the export computes in float32: test what is served
-    metrics = {**training.test_scores(served, splits),
+    # once (the workers of a cluster each predict their share): for the scores and the report
+    test_probabilities = training.predict_classes(served, splits.test.images, strategy=strategy) \
+        if len(splits.test) else None
+    metrics = {**training.test_scores(served, splits, test_probabilities),
                "backbone": config.model.backbone, "weights": str(config.model.weights), "removed": removed,
                "frozen": frozen, "head": config.model.head,
                "train_images": len(splits.train), "skipped_files": len(splits.skipped) + len(splits.late_skips()),
                "weights_fingerprint": weights_digest}
     if recipe.views() is not None and len(splits.test):  # the export serves one view: both are reported
-        metrics["tta_accuracy"] = training.evaluate(served, splits.test, views=recipe.views())["accuracy"]
+        metrics["tta_accuracy"] = training.evaluate(served, splits.test, views=recipe.views(),
+                                                    strategy=strategy)["accuracy"]
         metrics["tta_views"] = dataclasses.asdict(recipe.views())
     if chief:
         if splits.late_skips():  # streamed files that failed when read: reported with the others
             data_lib.write_skipped_report(splits.skipped + splits.late_skips(), os.path.join(run_dir, "skipped.csv"))
-        _write_report(model, served, splits, histories, metrics, config, run_dir)
+        _write_report(model, served, splits, histories, metrics, config, run_dir, test_probabilities)
         metrics["seconds"] = round(time.time() - start, 1)
         write_json(os.path.join(run_dir, "metrics.json"), metrics)
     return metrics
 
 
-def _write_report(model, served, splits, histories: dict, metrics: dict, config: TrainConfig, run_dir: str) -> None:
+def _write_report(model, served, splits, histories: dict, metrics: dict, config: TrainConfig, run_dir: str,
+                  probabilities: np.ndarray | None) -> None:
     """The chief's part of a run folder: curves, confusion matrix, model.keras and the export."""
     stages = [(s, plots.read_csv_log(os.path.join(run_dir, f"{s}.csv")) or histories.get(s, {}))
               for s in ("head", "fine_tune")]
@@ -176,7 +181,6 @@ def _write_report(model, served, splits, histories: dict, metrics: dict, config:
     if "confusion_matrix" in metrics:
         plots.confusion_matrix(metrics["confusion_matrix"], splits.class_names,
                                os.path.join(run_dir, "confusion_matrix.png"))
-        probabilities = training.predict_classes(served, splits.test.images)
         read = np.flatnonzero(training.readable(probabilities))  # (a streamed file may fail when read)
         test = splits.test.subset(read) if len(read) < len(splits.test) else splits.test
         shown = plots.misclassified(test.images, test.labels, probabilities[read], splits.class_names,
@@ -190,26 +194,26 @@ def _write_report(model, served, splits, histories: dict, metrics: dict, config:
                                           if "tta_views" in metrics else {})})
 
 
-def kept_per_image(config, recipe=None) -> int:
-    """The bytes of features a run's (or a search's, with its first trial's ``recipe``) cache
-    will keep in memory per image, for ``--in-memory auto`` to count beside the pixels (0 unless
-    ``auto``): see :func:`keras_transfer.training.estimate_cached_bytes_per_image`."""
+def run_cost(config: TrainConfig, strategy=None) -> data_lib.RunCost | None:
+    """What this run will do with its images, for ``--in-memory auto`` to weigh (None unless
+    ``auto``): see :func:`keras_transfer.training.run_cost`."""
     if config.data.in_memory != "auto":
-        return 0
+        return None
     model = config.model
-    return training.estimate_cached_bytes_per_image(
-        model.backbone, config.data.size(model.backbone, model.include_top), recipe or config.make_recipe(),
-        removed=0 if model.removed == "auto" else int(model.removed), include_top=model.include_top,
-        head="keep_classifier" if model.head == "keep_classifier" else "gap_dense")
+    return training.run_cost(model.backbone, config.data.size(model.backbone, model.include_top), config.make_recipe(),
+                             removed=0 if model.removed == "auto" else int(model.removed), include_top=model.include_top,
+                             head="keep_classifier" if model.head == "keep_classifier" else "gap_dense",
+                             strategy=strategy)
 
 
-def removed_for(config: TrainConfig, splits) -> tuple[int, dict | None]:
+def removed_for(config: TrainConfig, splits, strategy=None) -> tuple[int, dict | None]:
     """``config.model.removed`` and None, or with ``"auto"`` the probe's recommendation on the
-    training images and the probe's result (it logs a line per cut as it scores them)."""
+    training images and the probe's result (it logs a line per cut as it scores them; the
+    workers of a cluster each score their share of the images)."""
     if config.model.removed != "auto":
         return int(config.model.removed), None
     result = probe.recommend_for(config.model.backbone, config.model.weights, splits, config.data.seed,
-                                 config.recipe.batch_size)
+                                 config.recipe.batch_size, strategy)
     logger.info("removed auto: the probe (above, on the %d training images) recommends removing %d unit(s): "
                 "the model ends at %s", result["images"], result["recommended_removed"], result["recommended_layer"])
     return result["recommended_removed"], result

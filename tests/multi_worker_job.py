@@ -5,7 +5,7 @@ class weights; prints one JSON line: the epochs the callback saw, the model its 
 and a fingerprint of the final weights. ``plain``: Keras's bare ``fit`` without the workaround
 (the canary: it must still fail while keras-team/keras#20585 is open); prints the error.
 ``stream FOLDER``: the folder's images streamed from their files; prints the files this worker
-decoded in one pass of its training data, and the trained model's test probabilities."""
+decoded in one pass of its training data and while training, and the trained model's test probabilities."""
 import json
 import sys
 
@@ -75,10 +75,16 @@ def streamed_fit(strategy, folder):
     keras.utils.set_random_seed(0)  # the same random backbone as the test's one-process run
     model = training.build_model("vgg16", 2, weights=None, input_size=32, removed=3, strategy=strategy,
                                  **stream_recipe(4).head_options())
-    training.fine_tune(model, splits, stream_recipe(4), strategy=strategy)
+    training_reads = []  # every file decoded while training (features of its share, then no more)
+    streaming.images_lib.decode_file = lambda path: (training_reads.append(path), real(path))[1]
+    histories = training.fine_tune(model, splits, stream_recipe(4), strategy=strategy)
+    streaming.images_lib.decode_file = real
     test = training.predict_classes(model, splits.test.images)
     print(json.dumps({"share": list(share), "read": files_read, "batches": batches, "test": test.tolist(),
-                      "fingerprint": training.weights_fingerprint(model)}), flush=True)
+                      "training_reads": training_reads,
+                      "fingerprint": training.weights_fingerprint(model),
+                      "histories": {k: {m: v for m, v in h.items() if isinstance(v, (list, bool))} for k, h in histories.items()}}),
+          flush=True)
 
 
 if __name__ == "__main__":

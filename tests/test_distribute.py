@@ -107,7 +107,7 @@ def test_two_workers_fit_with_callbacks_and_class_weights_like_one_machine(tmp_p
 
 
 @pytest.mark.slow
-def test_two_workers_streaming_files_each_read_their_own_share_and_train_like_one(tmp_path):
+def test_two_workers_streaming_files_each_read_their_own_share_once_and_train_like_one(tmp_path):
     import keras
     import numpy as np
 
@@ -137,6 +137,11 @@ def test_two_workers_streaming_files_each_read_their_own_share_and_train_like_on
     model = training.build_model("vgg16", 2, weights=None, input_size=32, removed=3, **job.stream_recipe(8).head_options())
     training.fine_tune(model, splits, job.stream_recipe(8))
     np.testing.assert_allclose(reports[0]["test"], training.predict_classes(model, splits.test.images), atol=1e-4)
+    # training decoded each file of the train and val splits on one worker only, once per stage (the
+    # features of its cut, which the workers then share), and no file again as the stages trained
+    reads = [r["training_reads"] for r in reports]
+    assert not set(reads[0]) & set(reads[1]) and set(reads[0]) | set(reads[1]) == train | set(splits.val.paths)
+    assert all(r.count(path) == 2 for r in reads for path in set(r))  # head (block4_pool+gap), fine-tuning (block3_pool)
 
 
 @pytest.mark.slow

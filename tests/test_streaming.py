@@ -61,8 +61,15 @@ def test_auto_streams_only_what_would_not_fit(tmp_path, rng, monkeypatch, caplog
     assert not data.load_folder(root, 32, progress=False, in_memory="yes").streamed
     # what the run keeps per image counts too: pixels that fit, with their cached features, may not
     monkeypatch.setattr(data, "memory_budget", lambda: 8 * (32 * 32 * 3 + 1000) - 1)
-    assert not data.load_folder(root, 32, progress=False, in_memory="auto", kept_per_image=999).streamed
-    assert data.load_folder(root, 32, progress=False, in_memory="auto", kept_per_image=1000).streamed
+    assert not data.load_folder(root, 32, progress=False, in_memory="auto", cost=data.RunCost(999)).streamed
+    assert data.load_folder(root, 32, progress=False, in_memory="auto", cost=data.RunCost(1000)).streamed
+    # held in memory, every worker of a cluster would decode every image; streamed, its share
+    monkeypatch.setattr(data, "memory_budget", lambda: 2**40)
+    assert data.load_folder(root, 32, progress=False, in_memory="auto", cost=data.RunCost(workers=2)).streamed
+    # images read once (every stage on cached features) are streamed past READ_ONCE_IN_MEMORY_MAX of pixels
+    monkeypatch.setattr(data, "READ_ONCE_IN_MEMORY_MAX", 8 * 32 * 32 * 3 - 1)
+    assert data.load_folder(root, 32, progress=False, in_memory="auto", cost=data.RunCost(read_once=True)).streamed
+    assert not data.load_folder(root, 32, progress=False, in_memory="auto", cost=data.RunCost()).streamed
 
 
 def test_the_cached_bytes_an_image_are_estimated_before_the_data_is_read():
@@ -70,12 +77,15 @@ def test_the_cached_bytes_an_image_are_estimated_before_the_data_is_read():
     fine-tuning stage frozen through block3_pool its 4 x 4 x 256 maps; 8 views: 8 times both."""
     from keras_transfer import recipes, training
 
-    recipe = recipes.recipe(frozen="block3_pool")
-    assert training.estimate_cached_bytes_per_image("vgg16", 32, recipe, removed=3) == 4 * (512 + 4 * 4 * 256)
-    assert training.estimate_cached_bytes_per_image("vgg16", 32, recipes.recipe(frozen="all"), removed=3) == 4 * 512 * 2
-    views = recipes.recipe(frozen="block3_pool", augment="top_down", augment_views=8)
-    assert training.estimate_cached_bytes_per_image("vgg16", 32, views, removed=3) == 8 * 4 * (512 + 4 * 4 * 256)
-    assert training.estimate_cached_bytes_per_image("vgg16", 32, recipes.recipe(cache_features=False), removed=3) == 0
+    def estimate(**recipe):
+        return training.estimate_cache("vgg16", 32, recipes.recipe(**recipe), removed=3)
+
+    assert estimate(frozen="block3_pool") == training.CacheEstimate(4 * (512 + 4 * 4 * 256), read_once=True)
+    assert estimate(frozen="all") == training.CacheEstimate(4 * 512 * 2, read_once=True)
+    views = estimate(frozen="block3_pool", augment="top_down", augment_views=8)
+    assert views == training.CacheEstimate(8 * 4 * (512 + 4 * 4 * 256), read_once=False)  # each view decodes it
+    assert estimate(cache_features=False) == training.CacheEstimate(0, read_once=False)
+    assert estimate(frozen=0) == training.CacheEstimate(4 * 512, read_once=False)  # fine-tuning reads the images
 
 
 def test_a_dataset_without_files_refuses_to_stream():

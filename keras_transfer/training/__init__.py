@@ -34,6 +34,6 @@ from keras_transfer.training.evaluate import (evaluate, predict_classes, readabl
 from keras_transfer.training.model import (build_model, default_frozen, load_model, load_weights,  # noqa: F401
                                           resolve_frozen)
 from keras_transfer.training.stage import (  # noqa: F401
-    StagePlan, cached_bytes_per_image, estimate_cached_bytes_per_image, fit_stage, freeze_for_stage, init_head, lr_scales,
-    plan_stage, train_stage)
+    CacheEstimate, StagePlan, cache_estimate, estimate_cache, fit_stage, freeze_for_stage, init_head, lr_scales,
+    plan_stage, run_cost, train_stage)
 from keras_transfer.training.two_stage import STATE_FILE, fine_tune, stages  # noqa: F401

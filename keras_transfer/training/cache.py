@@ -10,6 +10,7 @@ import os
 import keras
 import numpy as np
 
+from keras_transfer import distribute
 from keras_transfer.inference import batched_call
 from keras_transfer.streaming import DiskFeatures, FileImages
 from keras_transfer.training.disk_cache import DiskCache
@@ -186,10 +187,11 @@ class FeatureCache:
         return self.disk is not None and self.disk.fits(4 * n_images * int(np.prod(prefix.output.shape[1:])))
 
     def features(self, prefix: keras.Model, cut_name: str, images: np.ndarray, batch_size: int = 32,
-                 views=None, view: int = 0):
+                 views=None, view: int = 0, strategy=None):
         """``prefix``'s output on ``images`` (on their view number ``view`` of ``views``, if given):
         an array, or :class:`~keras_transfer.streaming.DiskFeatures` for files (:class:`FileImages`)
-        and for features larger than ``max_bytes``."""
+        and for features larger than ``max_bytes``. Under a multi-worker ``strategy`` each worker
+        computes those of its share of the images and the workers exchange them (see :meth:`_on_disk`)."""
         layer_hashes = tuple(_fingerprint([w]) for w in prefix.get_weights())
         streamed = isinstance(images, FileImages)
         images_key = (tuple(prefix.input_shape), str(prefix.output.dtype),
@@ -198,7 +200,8 @@ class FeatureCache:
         key = (cut_name, images_key, hashlib.sha1("".join(layer_hashes).encode()).hexdigest())
         transform = (lambda x: views.apply(x, view)) if views is not None else None
         if len(images) and self.disk is not None and (streamed or self._bytes(prefix, len(images)) > self.max_bytes):
-            return self._on_disk(key, prefix, images, batch_size, transform)
+            shared = strategy if strategy is not None and distribute.is_multi_worker(strategy) else None
+            return self._on_disk(key, prefix, images, batch_size, transform, shared)
         if key in self._entries:
             self.hits += 1
             self._entries.move_to_end(key)
@@ -213,22 +216,42 @@ class FeatureCache:
                 self._entries.popitem(last=False)
         return out
 
-    def _on_disk(self, key, prefix, images, batch_size, transform) -> DiskFeatures:
+    def _on_disk(self, key, prefix, images, batch_size, transform, strategy=None) -> DiskFeatures:
+        """The entry of ``key`` in the disk cache. Under a multi-worker ``strategy`` each worker keeps
+        its own entry (its name ends with the task's index) and computes, chunk by chunk, the
+        features of its share of the images (every W-th), then the workers gather every share:
+        each decodes 1/W of the files, and all hold the same features. An entry is read only if
+        every worker has it (else all compute it again together: a collective skipped by one
+        would leave the others waiting)."""
         shape = tuple(prefix.output.shape[1:])
+        workers, index = distribute.input_share(strategy)
 
-        def chunk(start, stop):
+        def compute(positions):
             if not isinstance(images, FileImages):
-                return batched_call(prefix, images[start:stop], batch_size, transform), np.ones(stop - start, bool)
-            out, ok = np.zeros((stop - start, *shape), "float32"), np.zeros(stop - start, bool)
-            for positions, batch in images.take(range(start, stop)).batches(batch_size):
-                out[positions], ok[positions] = batched_call(prefix, batch, batch_size, transform), True
+                return batched_call(prefix, images[positions], batch_size, transform), np.ones(len(positions), bool)
+            out, ok = np.zeros((len(positions), *shape), "float32"), np.zeros(len(positions), bool)
+            for rows, batch in images.take(positions).batches(batch_size):
+                out[rows], ok[rows] = batched_call(prefix, batch, batch_size, transform), True
             return out, ok
 
-        name = hashlib.sha1(repr(key).encode()).hexdigest()
+        def chunk(start, stop):
+            if strategy is None:
+                return compute(np.arange(start, stop))
+            mine = np.arange(start + index, stop, workers)
+            features, ok = compute(mine)
+            where = distribute.all_gather_rows(strategy, mine) - start
+            out, all_ok = np.zeros((stop - start, *shape), "float32"), np.zeros(stop - start, bool)
+            out[where] = distribute.all_gather_rows(strategy, np.asarray(features, "float32"))
+            all_ok[where] = distribute.all_gather_rows(strategy, ok)
+            return out, all_ok
+
+        name = hashlib.sha1(repr(key).encode()).hexdigest() + (f"-task{index}" if strategy is not None else "")
         found = self.disk.get(name)
+        if strategy is not None and not distribute.all_gather_rows(strategy, np.array([found is not None])).all():
+            found = None
         self.hits += found is not None
         self.misses += found is None
-        return found if found is not None else self.disk.features(name, len(images), chunk)
+        return found if found is not None else self.disk.features(name, len(images), chunk, fresh=strategy is not None)
 
     def _extend(self, prefix, cut_name, images_key, layer_hashes, batch_size) -> np.ndarray | None:
         """Features at ``cut_name`` from the deepest cached shallower cut of the same images and

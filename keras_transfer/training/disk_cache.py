@@ -102,13 +102,17 @@ class DiskCache:
             return f"is damaged ({type(err).__name__}: {str(err)[:120]})"
         return None
 
-    def features(self, key: str, n: int, compute_chunk) -> DiskFeatures:
+    def features(self, key: str, n: int, compute_chunk, fresh: bool = False) -> DiskFeatures:
         """The entry ``key`` of ``n`` rows: read, or computed chunk by chunk with ``compute_chunk(start,
-        stop) -> (features, ok)`` (chunks an earlier, killed run finished are not computed again)."""
-        found = self.get(key)
+        stop) -> (features, ok)`` (chunks an earlier, killed run finished are not computed again).
+        ``fresh``: computed, every chunk, whatever is on disk (the workers of a cluster compute
+        each chunk together, so none may skip one)."""
+        found = None if fresh else self.get(key)
         if found is not None:
             return found
         part = self._path(key, ".part")
+        if fresh:
+            shutil.rmtree(part, ignore_errors=True)
         os.makedirs(part, exist_ok=True)
         remove_stale_temporaries(part)  # a chunk a killed run was writing
         # written aside, checksummed, then renamed: the .json and .ok.npy first, the .npy (which

@@ -8,18 +8,30 @@ import keras
 import numpy as np
 
 from keras_transfer import data as data_lib
-from keras_transfer import heads
+from keras_transfer import distribute, heads
 from keras_transfer.inference import batched_call
 from keras_transfer.training.cache import _fingerprint
 
 logger = logging.getLogger("keras_transfer.training")
 
 
-def predict_classes(model: keras.Model, images: np.ndarray, batch_size: int = 64, views=None) -> np.ndarray:
+def predict_classes(model: keras.Model, images: np.ndarray, batch_size: int = 64, views=None,
+                    strategy=None) -> np.ndarray:
     """Class probabilities ``(N, n)`` for uint8/float images ``(N, H, W, 3)``; with ``views``
     (:class:`keras_transfer.views.Views`), their mean over every view (test-time augmentation).
     Files (:class:`~keras_transfer.streaming.FileImages`) are read batch by batch; the row of a
-    file that cannot be read now is NaN (see :func:`readable`)."""
+    file that cannot be read now is NaN (see :func:`readable`). Under a multi-worker
+    ``strategy`` each worker predicts its share (every W-th image) and all gather the rows."""
+    if strategy is not None and distribute.is_multi_worker(strategy):
+        workers, index = distribute.input_share(strategy)
+        mine = np.arange(index, len(images), workers)
+        local = predict_classes(model, images.take(mine) if isinstance(images, data_lib.FileImages) else images[mine],
+                                batch_size, views)
+        n = int((model.output["class"] if isinstance(model.output, dict) else model.output).shape[-1])
+        local = local if len(local) else np.zeros((0, n), "float32")
+        out = np.empty((len(images), n), "float32")
+        out[distribute.all_gather_rows(strategy, mine)] = distribute.all_gather_rows(strategy, local.astype("float32"))
+        return out
     if isinstance(images, data_lib.FileImages):
         out = None
         for positions, batch in images.batches(batch_size):
@@ -37,16 +49,19 @@ def predict_classes(model: keras.Model, images: np.ndarray, batch_size: int = 64
     return total / views.count
 
 
-def evaluate(model: keras.Model, split: data_lib.ImageSet, batch_size: int = 64, views=None) -> dict:
+def evaluate(model: keras.Model, split: data_lib.ImageSet, batch_size: int = 64, views=None, strategy=None,
+             probabilities: np.ndarray | None = None) -> dict:
     """Accuracy, per-class precision/recall/F1/support and the confusion matrix on ``split``
-    (with ``views``: of the probabilities averaged over them, see :func:`predict_classes`)."""
+    (with ``views``: of the probabilities averaged over them; ``strategy``: see
+    :func:`predict_classes`), or of ``probabilities`` already computed for it."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     labels = list(range(len(split.class_names)))
     if not len(split):
         raise ValueError("evaluate needs at least one image; give a split with images (e.g. a test fraction > 0). "
                          "Received: a split of 0 images")
-    probabilities = predict_classes(model, split.images, batch_size, views)
+    if probabilities is None:
+        probabilities = predict_classes(model, split.images, batch_size, views, strategy)
     ok = readable(probabilities)
     if not ok.all():
         logger.warning("%d of %d images could not be read now: scored on the other %d", int((~ok).sum()), len(split),
@@ -70,12 +85,12 @@ def readable(probabilities: np.ndarray) -> np.ndarray:
     return ~np.isnan(probabilities).any(axis=1)
 
 
-def test_scores(model: keras.Model, splits: data_lib.Splits) -> dict:
-    """:func:`evaluate` on the test split; with no test images ``accuracy`` is None and the
-    validation images' metrics are kept apart under ``validation`` (they chose the head and
-    stopped training: not a test)."""
+def test_scores(model: keras.Model, splits: data_lib.Splits, probabilities: np.ndarray | None = None) -> dict:
+    """:func:`evaluate` on the test split (or of its ``probabilities`` already computed); with no
+    test images ``accuracy`` is None and the validation images' metrics are kept apart under
+    ``validation`` (they chose the head and stopped training: not a test)."""
     if len(splits.test):
-        return evaluate(model, splits.test)
+        return evaluate(model, splits.test, probabilities=probabilities)
     validation = evaluate(model, splits.val) if len(splits.val) else None
     logger.warning("no test images: no test accuracy is reported%s",
                    f"; validation accuracy {validation['accuracy']:.3f} (the images that chose the head "

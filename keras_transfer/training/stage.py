@@ -90,8 +90,7 @@ def plan_stage(model: keras.Model, splits, recipe: Recipe, stage: str, epochs: i
             raise ValueError("augmented views need in-memory splits. Received: augment="
                              f"{recipe.augment!r} with streamed data")
         return plan(model, None, None, "end to end on streamed data", False)
-    if splits.streamed and (cache.disk is None or distribute.is_multi_worker(strategy)):
-        # features go to disk; several workers would each compute them for every file: end to end
+    if splits.streamed and cache.disk is None:  # the features of files go to disk
         return plan(model, splits.train.images, splits.val.images, "end to end, streaming the files", False)
     parts = None
     views = recipe.views()
@@ -108,48 +107,66 @@ def plan_stage(model: keras.Model, splits, recipe: Recipe, stage: str, epochs: i
                     "end to end" + (", streaming the files" if splits.streamed else ""), False)
     prefix, suffix, cut_name = parts
     if views is None:
-        x_train = cache.features(prefix, cut_name, splits.train.images, recipe.batch_size)
+        x_train = cache.features(prefix, cut_name, splits.train.images, recipe.batch_size, strategy=strategy)
     else:
         logger.info("[%s] %s features of %d %s views of the %d training images (each computed once, then cached)",
                     stage, cut_name, views.count, views.kind, len(splits.train))
-        x_train = [cache.features(prefix, cut_name, splits.train.images, recipe.batch_size, views, v)
+        x_train = [cache.features(prefix, cut_name, splits.train.images, recipe.batch_size, views, v, strategy)
                    for v in range(views.count)]
-    x_val = cache.features(prefix, cut_name, splits.val.images, recipe.batch_size)
+    x_val = cache.features(prefix, cut_name, splits.val.images, recipe.batch_size, strategy=strategy)
     how = (f"on cached {cut_name} features" + (f" of {views.count} {views.kind} views" if views else "")
            + f" ({_size(_bytes_each(prefix))} an image" + (", on disk)" if isinstance(x_val, data_lib.DiskFeatures) else ")"))
     top = backbone_of(model).layers[-1].name
     return plan(suffix, x_train, x_val, how, cut_name in (top, top + POOLED))
 
 
-def cached_bytes_per_image(model: keras.Model, recipe: Recipe) -> int:
-    """The bytes of features the feature cache keeps for one image when ``model`` trains under
-    ``recipe`` (each stage's cached prefix, every augmented view; in the compute dtype): what a
-    run holds in memory per image besides its pixels. 0 when nothing is cached."""
+@dataclasses.dataclass
+class CacheEstimate:
+    """What the feature cache will hold when a model trains under a recipe (see :func:`estimate_cache`)."""
+
+    bytes_per_image: int  # features kept per image (each stage's cached prefix, every view), in the compute dtype
+    read_once: bool  # every stage trains on cached features of the plain images: each image is read once
+
+
+def cache_estimate(model: keras.Model, recipe: Recipe) -> CacheEstimate:
+    """:class:`CacheEstimate` of ``model`` under ``recipe``: what a run holds in memory per image
+    besides its pixels, and whether holding the pixels buys anything (not when each is read once)."""
     from keras_transfer.surgery import resolve_frozen
 
-    if not recipe.cache_features:
-        return 0
     views = recipe.views()
-    total = 0
+    total, every_stage = 0, True
     for stage, epochs, frozen in (("head", recipe.head_epochs, "all"), ("fine_tune", recipe.fine_tune_epochs, recipe.frozen)):
-        if not epochs or (stage == "fine_tune" and recipe.transferred_lr_scale is not None):
+        if not epochs:
             continue
-        parts = split_model(model, resolve_frozen(model, frozen))
-        if parts is not None:
-            total += (views.count if views else 1) * _bytes_each(parts[0])
-    return total
+        scaled = stage == "fine_tune" and recipe.transferred_lr_scale is not None
+        parts = None if scaled or not recipe.cache_features else split_model(model, resolve_frozen(model, frozen))
+        if parts is None:
+            every_stage = False
+            continue
+        total += (views.count if views else 1) * _bytes_each(parts[0])
+    return CacheEstimate(total, every_stage and views is None)
 
 
-def estimate_cached_bytes_per_image(backbone: str, input_size: int, recipe: Recipe, removed: int = 0,
-                                    include_top: bool = False, head: str = "gap_dense") -> int:
-    """:func:`cached_bytes_per_image` before the data is read: on a random-weight model of
-    ``backbone`` at ``input_size`` with ``removed`` units removed (the cut of ``removed="auto"``
-    is not known yet: 0), in the precision policy in force."""
+def estimate_cache(backbone: str, input_size: int, recipe: Recipe, removed: int = 0, include_top: bool = False,
+                   head: str = "gap_dense") -> CacheEstimate:
+    """:func:`cache_estimate` before the data is read: on a random-weight model of ``backbone`` at
+    ``input_size`` with ``removed`` units removed (the cut of ``removed="auto"`` is not known yet:
+    0), in the precision policy in force."""
     from keras_transfer.training.model import build_model
 
     template = build_model(backbone, 2, weights=None, input_size=input_size, removed=removed, head=head,
                            include_top=include_top, **recipe.head_options())
-    return cached_bytes_per_image(template, recipe)
+    return cache_estimate(template, recipe)
+
+
+def run_cost(backbone: str, input_size: int, recipe: Recipe, removed: int = 0, include_top: bool = False,
+             head: str = "gap_dense", strategy=None) -> data_lib.RunCost:
+    """What a run will do with its images (:class:`keras_transfer.data.RunCost`: its cached bytes
+    an image and whether it reads each image once, see :func:`estimate_cache`; the workers of
+    ``strategy``'s cluster), for ``in_memory="auto"`` to weigh before the data is read."""
+    estimate = estimate_cache(backbone, input_size, recipe, removed, include_top, head)
+    workers = distribute.input_share(strategy)[0] if strategy is not None and distribute.is_multi_worker(strategy) else 1
+    return data_lib.RunCost(estimate.bytes_per_image, estimate.read_once, workers)
 
 
 def _bytes_each(prefix: keras.Model) -> int:
@@ -352,7 +369,7 @@ def head_key(model, splits, recipe, epochs, strategy) -> str | None:
 def _stage_datasets(model, splits, x_train, x_val, recipe, stage, batch, strategy):
     """``(train_ds, val_ds, sample)``: datasets of ``x_train``/``x_val`` (images, files or cached
     features) or of the streams, ``val_ds`` None without validation data, and ``sample()`` a local
-    training batch. Files under several workers: each worker's pipeline reads its share and
+    training batch. Files, and features on disk, under several workers: each worker's pipeline reads its share and
     batches for its own replicas (``distribute_datasets_from_function``); batched by the global
     batch instead, tf.distribute would split each of its batches across the workers and Keras
     would count the epoch's steps from it, halving them."""
@@ -365,7 +382,8 @@ def _stage_datasets(model, splits, x_train, x_val, recipe, stage, batch, strateg
     y_train, y_val = heads.targets(model, splits.train.labels), heads.targets(model, splits.val.labels)
     train = functools.partial(data_lib.to_dataset, x_train, y_train, shuffle=True, seed=seed, views=recipe.views())
     val = functools.partial(data_lib.to_dataset, x_val, y_val) if len(splits.val) else None
-    if not (isinstance(x_train, data_lib.FileImages) and distribute.is_multi_worker(strategy)):
+    first = x_train[0] if isinstance(x_train, list) else x_train
+    if not (isinstance(first, (data_lib.FileImages, data_lib.DiskFeatures)) and distribute.is_multi_worker(strategy)):
         train_ds = train(batch)
         return train_ds, val(batch) if val else None, lambda: next(iter(train_ds))
 

@@ -112,12 +112,12 @@ def _search_in(config: SearchConfig, out_dir: str, verbose: int, resuming: bool)
     from keras_transfer import distribute
 
     strategy = distribute.strategy_for(config.distribute.strategy, config.distribute.devices)
-    kept = 0
-    if config.data.in_memory == "auto":  # what the first trial (the default recipe) caches, counted beside the pixels
-        kept = training.estimate_cached_bytes_per_image(
-            config.model.backbone, config.data.size(config.model.backbone),
-            config.recipe.make(config.data.seed, dataset=config.data.dataset))
-    splits = config.data.load(config.model.backbone, progress=verbose > 0, kept_per_image=kept)
+    cost = None
+    if config.data.in_memory == "auto":  # weighed on the first trial's recipe, the default
+        cost = training.run_cost(config.model.backbone, config.data.size(config.model.backbone),
+                                 config.recipe.make(config.data.seed, dataset=config.data.dataset), strategy=strategy)
+        cost.read_once = False  # the trials read the images again and again (each its own frozen prefix)
+    splits = config.data.load(config.model.backbone, progress=verbose > 0, cost=cost)
     logger.info(splits.summary())
     chief = not tuner_is_worker()
     if chief:
