@@ -65,7 +65,7 @@ class Recipe:
     augment: bool | str = False
     augment_views: int = 8
     cache_features: bool = True
-    patience: int | None = 3  # early stopping on val_loss (best weights restored); None disables it
+    patience: int | None = 3  # early stopping on val_loss, the best epoch restored (training.best_epoch); None: off
     class_weight: bool = False
     seed: int = 0
     tensorboard: str | None = None  # "": RUN_DIR/tensorboard

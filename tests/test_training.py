@@ -396,3 +396,28 @@ def test_a_frozen_backbone_under_a_pooling_head_is_cached_pooled_with_the_same_t
         training.fine_tune(model, s, _recipe(frozen="all", cache_features=cache))
         results.append(training.predict_classes(model, s.val.images))
     np.testing.assert_allclose(results[0], results[1], atol=1e-5)
+
+
+def test_a_stage_ends_with_its_best_epochs_weights_and_reports_that_epochs_metrics(rng):
+    """Early stopping on: the stage keeps the epoch of the lowest validation loss (restored at the
+    end even when no stop came), and the history's kept metrics are what those weights score."""
+    from keras_transfer.training import best_epoch
+
+    s = _splits(rng)
+
+    class Spoil(keras.callbacks.Callback):  # the last epoch starts from scrambled weights: it is the worst
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                self.model.set_weights([np.random.default_rng(9).normal(0, 1, w.shape).astype(w.dtype)
+                                        for w in self.model.get_weights()])
+
+    model = _vgg()
+    recipe = _recipe(head_epochs=3, fine_tune_epochs=0, patience=5, cache_features=False)
+    history = training.fine_tune(model, s, recipe, callbacks=[Spoil()])["head"]
+    kept = best_epoch.kept_metrics(history)
+    assert kept["epoch"] != 2 and not history["val_loss"][2] <= kept["val_loss"]  # (worse, or NaN)
+    scored = training.evaluate(model, s.val)["accuracy"]
+    assert scored == pytest.approx(kept["val_accuracy"])
+    # early stopping off: the last epoch is kept, and reported
+    off = training.fine_tune(_vgg(), s, _recipe(head_epochs=3, fine_tune_epochs=0, patience=None), callbacks=[Spoil()])
+    assert best_epoch.kept_metrics(off["head"], early_stopping=False)["epoch"] == 2

@@ -1,17 +1,21 @@
 """Which epoch's weights a stage keeps, by one rule used everywhere.
 
-The rule: the best validation accuracy, the lower validation loss breaking ties (common on a
-few dozen validation images), the earlier epoch among equals. It decides
+The rule: with early stopping on (``recipe.patience``), the epoch of the lowest validation loss,
+the higher validation accuracy breaking ties, the earlier epoch among equals; with it off (or
+without validation data), the last epoch. It decides
 
-- the weights a stage ends with (:class:`KeepBestEpoch` restores that epoch's at the end,
+- the weights a stage ends with (:class:`KeepBestEpoch` restores the best epoch's at the end,
   whether or not early stopping ended the stage first);
 - when early stopping stops (``patience`` epochs without a better epoch by the rule);
-- whether fine-tuning's weights or the head stage's are kept (``recipe.keep_best``);
+- whether fine-tuning's weights or the head stage's are kept (``recipe.keep_best``: the better
+  kept epoch by the same order);
 - a search trial's score: the validation accuracy and loss *of the weights it keeps*, which
   are also the weights saved as the trial's checkpoint (what ``tuner.get_best_models()`` and
   the exported winner load).
 
-Without validation data a stage keeps its last epoch.
+Loss first, not accuracy: on a few dozen validation images accuracy moves in steps of several
+points and picks epochs by chance (``benchmarks/bench_quality.py``, 2026-12-06: the best
+accuracy, loss breaking ties, cost the keras.io recipe 11 points on ELPV and 5 on Fashion-MNIST).
 """
 
 from __future__ import annotations
@@ -22,21 +26,23 @@ import keras
 
 
 def score(logs: dict, prefix: str = "val_") -> tuple[float, float] | None:
-    """``(accuracy, -loss)`` of one epoch's ``logs`` (higher is better), None without them. The
+    """``(-loss, accuracy)`` of one epoch's ``logs`` (higher is better), None without them. The
     binary auxiliary head's class accuracy is ``class_accuracy``."""
     accuracy = logs.get(f"{prefix}accuracy", logs.get(f"{prefix}class_accuracy"))
     loss = logs.get(f"{prefix}loss")
     if accuracy is None or loss is None or math.isnan(float(loss)) or math.isnan(float(accuracy)):
         return None
-    return float(accuracy), -float(loss)
+    return -float(loss), float(accuracy)
 
 
-def kept_epoch(history: dict) -> int | None:
-    """The epoch (0-based, of the epochs in ``history``) whose weights the stage kept; None
-    without validation metrics (the last epoch's were kept)."""
+def kept_epoch(history: dict, early_stopping: bool = True) -> int | None:
+    """The epoch (0-based, of the epochs in ``history``) whose weights the stage kept: the best by
+    :func:`score` with ``early_stopping``, else the last; None without validation metrics."""
     epochs = len(history.get("val_loss") or [])
     scores = [score({k: v[i] for k, v in history.items() if isinstance(v, list) and len(v) == epochs})
               for i in range(epochs)]
+    if not early_stopping:
+        return epochs - 1 if epochs and scores[-1] is not None else None
     best = None
     for i, s in enumerate(scores):
         if s is not None and (best is None or s > scores[best]):
@@ -44,9 +50,9 @@ def kept_epoch(history: dict) -> int | None:
     return best
 
 
-def kept_metrics(history: dict) -> dict | None:
+def kept_metrics(history: dict, early_stopping: bool = True) -> dict | None:
     """``{"val_accuracy", "val_loss", "epoch"}`` of the kept epoch of a stage's history, or None."""
-    epoch = kept_epoch(history)
+    epoch = kept_epoch(history, early_stopping)
     if epoch is None:
         return None
     accuracy = history.get("val_accuracy", history.get("val_class_accuracy"))
@@ -59,12 +65,13 @@ def better(a: dict | None, b: dict | None) -> bool:
         return False
     if b is None:
         return True
-    return (a["val_accuracy"], -a["val_loss"]) > (b["val_accuracy"], -b["val_loss"])
+    return (-a["val_loss"], a["val_accuracy"]) > (-b["val_loss"], b["val_accuracy"])
 
 
 class KeepBestEpoch(keras.callbacks.Callback):
-    """Track the best epoch by :func:`score`; stop after ``patience`` epochs without a better one
-    (None: never); at the end, restore the best epoch's weights if a later epoch ended the fit."""
+    """Track the best epoch by :func:`score`; stop after ``patience`` epochs without a better one;
+    at the end, restore the best epoch's weights if a later epoch ended the fit. (``patience``
+    None: early stopping is off and the fit keeps its last epoch, as a plain ``fit`` does.)"""
 
     def __init__(self, patience: int | None = None):
         super().__init__()
@@ -76,14 +83,14 @@ class KeepBestEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.last_epoch = epoch
         current = score(logs or {})
-        if current is None:
+        if self.patience is None or current is None:
             return
         if self.best is None or current > self.best:
             self.best, self.best_epoch, self.wait = current, epoch, 0
             self.best_weights = self.model.get_weights()
             return
         self.wait += 1
-        if self.patience is not None and self.wait >= self.patience:
+        if self.wait >= self.patience:
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):

@@ -73,15 +73,15 @@ def _keep_best(model, stage: str, history: dict, recipe: Recipe, state: _StageSt
     """Record the head stage's kept validation metrics; after fine-tuning, go back to the head's
     weights (``before``) if the head's kept epoch is better by the one rule
     (:mod:`~keras_transfer.training.best_epoch`; ``recipe.keep_best``)."""
-    kept = best_epoch.kept_metrics(history)
+    kept = best_epoch.kept_metrics(history, recipe.patience is not None)
     if stage == "head" and kept is not None:
         state.values["head_val"] = kept
     head = state.values.get("head_val")
     if before is not None and kept is not None and best_epoch.better(head, kept):
         model.set_weights(before)
-        logger.info("[fine_tune] its best epoch (val accuracy %.4f, loss %.4f) is not better than the head stage's "
-                    "(%.4f, %.4f): kept the head stage's weights", kept["val_accuracy"], kept["val_loss"],
-                    head["val_accuracy"], head["val_loss"])
+        logger.info("[fine_tune] its kept epoch (val loss %.4f, accuracy %.4f) is not better than the head stage's "
+                    "(%.4f, %.4f): kept the head stage's weights", kept["val_loss"], kept["val_accuracy"],
+                    head["val_loss"], head["val_accuracy"])
         history["kept_head_weights"] = True
 
 

@@ -143,8 +143,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
     # ---- training -----------------------------------------------------------------------
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, splits=None, **kwargs) -> dict:
         """Train on ``splits`` (what ``tuner.search(splits)`` was given) with :meth:`trial_recipe`;
-        returns the ``val_accuracy`` and ``val_loss`` of the weights the trial keeps (the best epoch
-        by :mod:`~keras_transfer.training.best_epoch`'s rule, of the stage kept) and ``seconds``.
+        returns the ``val_accuracy`` and ``val_loss`` of the weights the trial keeps (the epoch
+        :mod:`~keras_transfer.training.best_epoch`'s rule keeps, of the stage kept) and ``seconds``.
 
         Those weights are what Keras Tuner's checkpoint of the trial holds (its best-epoch
         callback is replaced: it would save the epoch of the best accuracy alone, maybe another),
@@ -175,7 +175,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
             for cb in sessions:
                 cb.on_train_end()
         seconds = time.perf_counter() - start
-        kept = kept_metrics(histories)
+        kept = kept_metrics(histories, recipe.patience is not None)
         if kept is None:
             raise ValueError("tuning needs a validation split (val_accuracy): use a validation fraction > 0.")
         for cb in checkpoints:
@@ -184,10 +184,10 @@ class TransferHyperModel(keras_tuner.HyperModel):
         return {"val_accuracy": kept["val_accuracy"], "val_loss": kept["val_loss"], "seconds": seconds}
 
 
-def kept_metrics(histories: dict) -> dict | None:
+def kept_metrics(histories: dict, early_stopping: bool) -> dict | None:
     """The validation metrics of the weights :func:`~keras_transfer.training.fine_tune` ended
     with: the kept epoch of fine-tuning, or of the head stage when fine-tuning was not kept (or not run)."""
     last = histories.get("fine_tune") or histories.get("head") or {}
     if last.get("kept_head_weights"):
         last = histories.get("head") or {}
-    return best_epoch.kept_metrics(last)
+    return best_epoch.kept_metrics(last, early_stopping)
