@@ -125,8 +125,9 @@ def two_workers(repo: str, data: str, work: str) -> list[dict]:
     reports = []
     for proc in procs:
         text = proc.communicate()[0]
-        if proc.returncode != 0:
-            raise RuntimeError(f"a worker failed ({proc.returncode}):\n{text[-3000:]}")
+        if proc.returncode != 0:  # reported, not fatal: e.g. -9, killed when memory ran out
+            reports.append({"failed": proc.returncode, "log": text[-2000:]})
+            continue
         decoded = json.loads(next(line for line in text.splitlines() if line.startswith("DECODED "))[8:])
         reports.append({"share": decoded["bytes"] / total, "distinct_share": decoded["distinct_bytes"] / total,
                         **facts(text)})
@@ -152,7 +153,8 @@ def main() -> int:
                 key = f"{name}/{n}"
                 if args.workers == 2:
                     results[key] = two_workers(os.path.abspath(repo), data, work)
-                    shares = " / ".join(f"{r['share']:.2f} ({r['distinct_share']:.2f} distinct)" for r in results[key])
+                    shares = " / ".join(f"failed (exit code {r['failed']})" if "failed" in r else
+                                        f"{r['share']:.2f} ({r['distinct_share']:.2f} distinct)" for r in results[key])
                     print(f"{key:>16}: 2 workers each decoded {shares} of the files' bytes", flush=True)
                     continue
                 results[key] = measure(os.path.abspath(repo), data, work)

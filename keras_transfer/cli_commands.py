@@ -110,7 +110,8 @@ def format_search_summary(summary: dict, out: str) -> str:
     lp = floor["linear_probe"]
     lines = [f"\n{'':<40} {'val':>6} {'test':>6}"]
     if summary.get("export"):
-        lines += [f"{'exported: trial ' + str(best['trial_id']) + ' (' + str(summary.get('exported_from')) + ')':<40} "
+        how = "retrained" if summary.get("exported_from") == "retrained" else "its kept weights"
+        lines += [f"{'trial ' + str(best['trial_id']) + ' exported (' + how + ')':<40} "
                   f"{fmt(summary.get('val_accuracy')):>6} {fmt(summary.get('test_accuracy')):>6}",
                   f"{'  its score in the search':<40} {fmt(best['val_accuracy']):>6}"]
     else:

@@ -506,7 +506,7 @@ def test_an_export_scoring_below_its_trial_is_reported_with_its_own_figure(tmp_p
     assert best["val_accuracy"] == pytest.approx(own) and own < best["best"]["val_accuracy"]
     assert best["floor"]["export_below_trial"] is True
     assert best["floor"]["below"] == (own < best["floor"]["linear_probe"]["val_accuracy"])
-    exported_line = next(line for line in shown.out.splitlines() if line.startswith("exported: trial"))
+    exported_line = next(line for line in shown.out.splitlines() if " exported (its kept weights)" in line)
     assert f"{own:.3f}" in exported_line
     assert "WARNING: the exported model scores below its trial's score in the search" in shown.out
     assert f"the exported model scores val accuracy {own:.3f}, below its trial's" in shown.out + shown.err
@@ -525,3 +525,18 @@ def test_the_log_names_trials_as_the_table_does(guitars, tmp_path, capsys):
         ids = [r["trial_id"] for r in csv.DictReader(f)]
     assert len(ids) == 2 and "Trial #" not in out
     assert all(f"Search: running trial {i}\n" in out and f"Trial {i} Complete" in out for i in ids)
+
+
+def test_an_export_equal_to_its_trial_is_not_called_below_it_across_float32_and_float64():
+    """Keras reports 94/120 in float32, the export's own score is numpy's float64: the same accuracy."""
+    from keras_transfer.tuning.tune import judge
+
+    floor = {"majority_val": 0.5, "majority_test": 0.5,
+             "linear_probe": {"val_accuracy": 94 / 120, "test_accuracy": 0.7, "layer": "block4_conv2"}}
+    summary = {"best": {"trial_id": "00", "val_accuracy": float(np.float32(94 / 120))}, "val_accuracy": 94 / 120,
+               "export": "x", "exported_from": "the weights the trial kept"}
+    verdict = judge(summary, floor)
+    assert verdict["below"] is False and verdict["export_below_trial"] is False
+    summary["val_accuracy"] = 93 / 120  # one image fewer: below both
+    verdict = judge(summary, floor)
+    assert verdict["below"] is True and verdict["export_below_trial"] is True

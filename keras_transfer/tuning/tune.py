@@ -23,6 +23,9 @@ from keras_transfer.tuning.results import format_top, trial_rows, write_results
 logger = logging.getLogger("keras_transfer.tuning")
 
 KINDS = ("random", "bayesian", "hyperband", "grid", "halving")
+# Keras reports accuracy in float32 (94/120 = 0.78333336), numpy in float64 (0.78333333): equal
+# fractions differ by ~1e-8, far less than one image of any validation set
+ACCURACY_TOLERANCE = 1e-6
 
 
 def make_tuner(hypermodel: TransferHyperModel, kind: str = "random", directory: str = "search",
@@ -206,13 +209,13 @@ def judge(summary: dict, floor: dict) -> dict:
                 f"{lp['layer']} features) val {_fmt(lp['val_accuracy'])}, test {_fmt(lp['test_accuracy'])}")
     exported = summary.get("val_accuracy") if summary.get("export") else None
     shown, what = (exported, "the exported model") if exported is not None else (best["val_accuracy"], "the best trial")
-    below = lp["val_accuracy"] is not None and shown < lp["val_accuracy"] - 1e-9
+    below = lp["val_accuracy"] is not None and shown < lp["val_accuracy"] - ACCURACY_TOLERANCE
     if below:
         logger.warning(f"{what} (trial {best['trial_id']}: val accuracy {shown:.3f}) is below the linear-probe floor "
                        f"(val {lp['val_accuracy']:.3f}: logistic regression on pooled {lp['layer']} features). Widen "
                        f"the search (include --widths 0, the default recipe's linear head), train longer (--epochs, "
                        f"--fine-tune-epochs), or give it more validation images.")
-    under_trial = exported is not None and exported < best["val_accuracy"] - 1e-9
+    under_trial = exported is not None and exported < best["val_accuracy"] - ACCURACY_TOLERANCE
     if under_trial:
         logger.warning(f"the exported model scores val accuracy {exported:.3f}, below its trial's {best['val_accuracy']:.3f} "
                        f"in the search ({summary.get('exported_from')}); the search's ranking rests on a difference "
