@@ -421,3 +421,14 @@ def test_a_stage_ends_with_its_best_epochs_weights_and_reports_that_epochs_metri
     # early stopping off: the last epoch is kept, and reported
     off = training.fine_tune(_vgg(), s, _recipe(head_epochs=3, fine_tune_epochs=0, patience=None), callbacks=[Spoil()])
     assert best_epoch.kept_metrics(off["head"], early_stopping=False)["epoch"] == 2
+
+
+def test_the_head_stage_is_cached_pooled_in_bfloat16_too(rng):
+    """A mixed policy adds a cast beside the head's pooling; the pooled cache still applies."""
+    from keras_transfer import precision
+
+    with precision.using("bfloat16", backbone="vgg16"):
+        model = _vgg()
+        plan = training.plan_stage(model, _splits(rng), _recipe(), "head", 1, len(backbone_of(model).layers))
+    assert "block4_pool+gap" in plan.how and plan.x_train.shape[1:] == (1, 1, 512)
+    assert plan.x_train.dtype == np.float32  # the means are kept in float32 (init_head's statistics)

@@ -76,9 +76,12 @@ def split_model(model: keras.Model, k: int):
 
 
 def _pools_first(head: keras.Model) -> bool:
-    """Whether the head's first step is a global average pooling (weightless) and its only use of the input."""
-    return (len(head.layers) > 1 and isinstance(head.layers[1], keras.layers.GlobalAveragePooling2D)
-            and len(head.layers[0]._outbound_nodes) == 1)
+    """Whether the head's first step is a global average pooling (weightless) and the only layer
+    that uses its input (ops outside its layers, such as the cast a mixed policy adds, aside)."""
+    if len(head.layers) < 2 or not isinstance(head.layers[1], keras.layers.GlobalAveragePooling2D):
+        return False
+    users = [node.operation for node in head.layers[0]._outbound_nodes if node.operation in head.layers]
+    return users == [head.layers[1]]
 
 
 def prefix_model(model: keras.Model, cut_name: str | None = None) -> keras.Model:
@@ -91,8 +94,14 @@ def prefix_model(model: keras.Model, cut_name: str | None = None) -> keras.Model
     frozen_part = keras.Model(base.inputs, cut.output, name=f"{base.name}_prefix")
     x = frozen_part(model.get_layer("preprocess")(images))
     if pooled:
-        x = keras.layers.GlobalAveragePooling2D(keepdims=True, name="pooled")(x)
+        x = _pooling()(x)
     return keras.Model(images, x, name="prefix")
+
+
+def _pooling():
+    # in float32 whatever the policy: the head's statistics and its linear-probe start are computed
+    # from these means, as they were from the whole maps in float64 (bfloat16 would round each to 3 digits)
+    return keras.layers.GlobalAveragePooling2D(keepdims=True, dtype="float32", name="pooled")
 
 
 def saved_fraction(model: keras.Model, c: int) -> float:
@@ -270,7 +279,7 @@ class FeatureCache:
         pooled = cut_name.endswith(POOLED)
         top = frozen.get_layer(cut_name[:-len(POOLED)] if pooled else cut_name).output
         if pooled:
-            top = keras.layers.GlobalAveragePooling2D(keepdims=True)(top)
+            top = _pooling()(top)
         bridge = keras.Model(frozen.get_layer(entry.cut_name).output, top)
         self.extended += 1
         return batched_call(bridge, entry.features, batch_size)
