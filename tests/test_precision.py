@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from keras_transfer import data, precision, recipes, training
+from keras_transfer.surgery import layer_index
 
 
 @pytest.mark.parametrize("bf16_ok", [True, False])
@@ -75,7 +76,9 @@ def test_bfloat16_cached_features_give_the_float32_answers():
         bf16 = training.build_model("vgg16", 3, weights="hed", input_size=32, removed=3)
         bf16.set_weights(f32.get_weights())
         cache = training.FeatureCache()
-        prefix, suffix, cut = training.split_model(bf16, len(bf16.get_layer("vgg16").layers))
+        # maps below the top (the top's are cached pooled, their means in float32: C floats an image)
+        prefix, suffix, cut = training.split_model(bf16, layer_index(bf16.get_layer("vgg16"), "block4_conv1"))
+        assert cut == "block3_pool"
         features = cache.features(prefix, cut, splits.val.images)
         assert "bfloat16" in str(features.dtype)  # half the memory of float32 features
         cached = np.asarray(training.batched_call(suffix, features.astype("float32")))
