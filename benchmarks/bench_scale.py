@@ -25,7 +25,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -78,10 +77,10 @@ sys.exit(code)
 
 def measure(repo: str, data: str, work: str) -> dict:
     """One train in a fresh process, its peak RSS read by a watcher that is its only child's parent."""
-    watcher = (f"import resource, subprocess, sys, json, time; t = time.perf_counter(); "
-               f"code = subprocess.call(sys.argv[1:]); "
-               f"print('WATCHED ' + json.dumps({{'code': code, 'rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN)"
-               f".ru_maxrss / 1024, 'seconds': time.perf_counter() - t}}))")
+    watcher = ("import resource, subprocess, sys, json, time; t = time.perf_counter(); "
+               "code = subprocess.call(sys.argv[1:]); "
+               "print('WATCHED ' + json.dumps({'code': code, 'rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN)"
+               ".ru_maxrss / 1024, 'seconds': time.perf_counter() - t}))")
     out = tempfile.mkdtemp(prefix="run-", dir=work)
     os.rmdir(out)
     env = {**os.environ, "KERAS_TRANSFER_CACHE_DIR": tempfile.mkdtemp(prefix="cache-", dir=work),

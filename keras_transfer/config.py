@@ -77,9 +77,10 @@ class DataConfig:
                                type=ranged(float, 0.0, 0.95))
     seed: int = option(0, "--seed", "seed for splits, init and shuffling", type=int)
     in_memory: str = option("auto", "--in-memory", "hold the decoded images in memory (yes), or stream them from "
-                            "their files every epoch (no; files are checked up front, sharded per worker, and the "
-                            "feature cache is off); auto: stream when decoded they would take over half the memory "
-                            "available", choices=list(data_lib.IN_MEMORY))
+                            "their files (no; files are checked up front, sharded per worker, their features cached "
+                            "on disk); auto: stream when the pixels and cached features would take over half the "
+                            "memory available, when each image is read once and the pixels pass 512 MiB, or under "
+                            "several workers", choices=list(data_lib.IN_MEMORY))
 
     def size(self, backbone: str, include_top: bool = False) -> int:
         """``input_size``, or the backbone's ImageNet size; one it cannot be built at is refused here,

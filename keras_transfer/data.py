@@ -61,13 +61,18 @@ class ImageSet:
     def subset(self, index) -> "ImageSet":
         index = np.asarray(index, dtype=int)
         paths = [self.paths[i] for i in index] if self.paths is not None else None
-        images = self.images.take(index) if self.streamed else self.images[index]
-        return ImageSet(images, self.labels[index], list(self.class_names), [], paths)
+        return ImageSet(take(self.images, index), self.labels[index], list(self.class_names), [], paths)
 
     @property
     def streamed(self) -> bool:
         """Whether the images stay files, read batch by batch (see :mod:`keras_transfer.streaming`)."""
         return isinstance(self.images, FileImages)
+
+
+def take(images, index):
+    """``images`` at positions ``index``: an array's rows (a copy), or files still files
+    (:meth:`FileImages.take`, decoded when read)."""
+    return images.take(np.asarray(index, dtype=int)) if isinstance(images, FileImages) else images[index]
 
 
 @dataclasses.dataclass
@@ -381,11 +386,11 @@ def split(data: ImageSet, validation_split: float = 0.15, test_split: float = 0.
         parts["train"].extend(idx[n_test + n_val:])
     index = [np.sort(np.asarray(parts[k], dtype=int)) for k in ("train", "val", "test")]
     if in_place and not data.streamed:
-        order = np.concatenate(index)
+        order = np.concatenate(index)  # every row once
         _permute_rows(data.images, order)
-        data.labels[:len(order)] = data.labels[order]
+        data.labels[:] = data.labels[order]
         if data.paths is not None:
-            data.paths[:len(order)] = [data.paths[i] for i in order]
+            data.paths[:] = [data.paths[i] for i in order]
         ends = np.cumsum([0] + [len(i) for i in index])
         index = [np.arange(a, b) for a, b in zip(ends[:-1], ends[1:])]
         sliced = [ImageSet(data.images[a:b], data.labels[a:b].copy(), list(data.class_names), [],
@@ -395,8 +400,8 @@ def split(data: ImageSet, validation_split: float = 0.15, test_split: float = 0.
 
 
 def _permute_rows(array: np.ndarray, order: np.ndarray) -> None:
-    """``array[:len(order)] = array[order]`` (``order`` a permutation of ``range(len(order))``), one
-    row at a time along its cycles: no second copy of the array."""
+    """``array[:] = array[order]`` (``order`` a permutation of its rows), one row at a time along
+    its cycles: no second copy of the array."""
     done = np.zeros(len(order), bool)
     for start in range(len(order)):
         if done[start]:

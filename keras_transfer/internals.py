@@ -71,6 +71,14 @@ def fit_under_multi_worker(model, sample_batch):
 
 # ---- Keras Tuner's distributed search (keras_tuner.src.distribute.utils)
 
+def keras_tuner_checkpoint(callback) -> bool:
+    """Whether ``callback`` is Keras Tuner's best-epoch checkpoint of a trial (its ``filepath`` is
+    where ``tuner.load_model`` and Hyperband read the trial's weights)."""
+    from keras_tuner.src.engine import tuner_utils
+
+    return isinstance(callback, tuner_utils.SaveBestEpoch)
+
+
 def keras_tuner_bookkeeping(callback) -> bool:
     """Whether ``callback`` is one Keras Tuner adds to every trial itself (its epoch hooks and its
     best-epoch checkpoint: keras_tuner.src.engine.tuner_utils), not one a user passed."""

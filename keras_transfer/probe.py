@@ -11,6 +11,8 @@ import logging
 
 import numpy as np
 
+from keras_transfer import distribute
+from keras_transfer.data import take
 from keras_transfer.inference import batched_call
 from keras_transfer.linear import LinearProbe, cv_linear_probe, fit_linear  # noqa: F401 - probe.fit_linear, as before
 
@@ -115,13 +117,11 @@ def score_cuts(base, images: np.ndarray, labels: np.ndarray, batch_size: int = 3
     if strategy is None:
         features = pooled_features_at(base, names, images, batch_size)
     else:
-        from keras_transfer import distribute
-
         workers, index = distribute.input_share(strategy)
         mine = np.arange(index, len(labels), workers)
         where = distribute.all_gather_rows(strategy, mine)
         features = []
-        for f in pooled_features_at(base, names, images[mine], batch_size):
+        for f in pooled_features_at(base, names, take(images, mine), batch_size):
             gathered = np.empty((len(labels), f.shape[1]), f.dtype)
             gathered[where] = distribute.all_gather_rows(strategy, f)
             features.append(gathered)
@@ -171,9 +171,7 @@ def probe_cuts(base, images: np.ndarray, labels: np.ndarray, class_names, out_di
         index = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class]
                                         for c in range(len(class_names))]))
         logger.info("probing on a stratified sample of %d of the %d images", len(index), len(labels))
-    # files stay files until the share of each worker is read
-    sampled = images.take(index) if hasattr(images, "take") and not isinstance(images, np.ndarray) else images[index]
-    rows = score_cuts(base, sampled, labels[index], batch_size, seed, strategy)
+    rows = score_cuts(base, take(images, index), labels[index], batch_size, seed, strategy)  # files stay files
     best = recommend(rows)
     by_logme = max(rows, key=lambda r: (r.logme, -r.removed))
     result = {"backbone": base.name, "input_size": list(base.input_shape[1:3]), "images": int(len(index)),
@@ -195,8 +193,6 @@ def recommend_for(backbone: str, weights, splits, seed: int = 0, batch_size: int
 
     keras.utils.set_random_seed(seed)  # weights=None: the same random backbone in every process
     base = build_base(backbone, weights=weights, input_shape=(*splits.image_size, 3))
-    from keras_transfer import distribute
-
     shared = strategy if strategy is not None and distribute.is_multi_worker(strategy) else None
     return probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names, seed=seed,
                       batch_size=batch_size, strategy=shared)

@@ -26,7 +26,6 @@ import os
 import shutil
 import time
 
-import keras
 import numpy as np
 
 from keras_transfer import data as data_lib

@@ -432,3 +432,21 @@ def test_the_head_stage_is_cached_pooled_in_bfloat16_too(rng):
         plan = training.plan_stage(model, _splits(rng), _recipe(), "head", 1, len(backbone_of(model).layers))
     assert "block4_pool+gap" in plan.how and plan.x_train.shape[1:] == (1, 1, 512)
     assert plan.x_train.dtype == np.float32  # the means are kept in float32 (init_head's statistics)
+
+
+def test_a_run_started_before_the_kept_epoch_rule_resumes_with_the_head_loss_it_recorded(rng, tmp_path):
+    """state.json of an earlier version holds only head_val_loss: fine-tuning is still judged against it."""
+    import json
+
+    from keras_transfer.training import two_stage
+
+    state = two_stage._StageState(str(tmp_path), resume=False)
+    state.values["head_val_loss"] = 0.30
+    model = _vgg()
+    before = [w.copy() for w in model.get_weights()]
+    history = {"val_loss": [0.50], "val_accuracy": [0.9]}  # fine-tuning ended worse than the head
+    model.set_weights([w + 1 for w in before])
+    two_stage._keep_best(model, "fine_tune", history, _recipe(patience=3), state, before)
+    assert history["kept_head_weights"] is True
+    np.testing.assert_array_equal(model.get_weights()[0], before[0])
+    json.dumps(state.values)  # what is written to state.json stays JSON

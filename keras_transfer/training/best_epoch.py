@@ -39,10 +39,10 @@ def kept_epoch(history: dict, early_stopping: bool = True) -> int | None:
     """The epoch (0-based, of the epochs in ``history``) whose weights the stage kept: the best by
     :func:`score` with ``early_stopping``, else the last; None without validation metrics."""
     epochs = len(history.get("val_loss") or [])
+    if not early_stopping:
+        return epochs - 1 if epochs else None
     scores = [score({k: v[i] for k, v in history.items() if isinstance(v, list) and len(v) == epochs})
               for i in range(epochs)]
-    if not early_stopping:
-        return epochs - 1 if epochs and scores[-1] is not None else None
     best = None
     for i, s in enumerate(scores):
         if s is not None and (best is None or s > scores[best]):

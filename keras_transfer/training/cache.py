@@ -112,6 +112,12 @@ def saved_fraction(model: keras.Model, c: int) -> float:
     return prefix / max(prefix + 3 * rest, 1)
 
 
+def feature_bytes(prefix: keras.Model, n_images: int = 1) -> int:
+    """Bytes of ``n_images`` of ``prefix``'s outputs in its compute dtype (bfloat16/float16: half of float32)."""
+    itemsize = 2 if "16" in str(prefix.output.dtype) else 4
+    return itemsize * n_images * int(np.prod(prefix.output.shape[1:]))
+
+
 def _fingerprint(arrays) -> str:
     h = hashlib.sha1()
     for a in arrays:
@@ -184,14 +190,10 @@ class FeatureCache:
             self._disk = DiskCache()
         return self._disk or None
 
-    def _bytes(self, prefix: keras.Model, n_images: int) -> int:
-        itemsize = 2 if "16" in str(prefix.output.dtype) else 4  # bfloat16/float16 features take half
-        return itemsize * n_images * int(np.prod(prefix.output.shape[1:]))
-
     def fits(self, prefix: keras.Model, n_images: int, streamed: bool = False) -> bool:
         """Whether ``n_images`` features of ``prefix`` fit in ``max_bytes`` (in its compute dtype)
         or, else or for ``streamed`` images, on disk (in float32)."""
-        if not streamed and self._bytes(prefix, n_images) <= self.max_bytes:
+        if not streamed and feature_bytes(prefix, n_images) <= self.max_bytes:
             return True
         return self.disk is not None and self.disk.fits(4 * n_images * int(np.prod(prefix.output.shape[1:])))
 
@@ -208,7 +210,7 @@ class FeatureCache:
                       f"{views.key}/{view}" if views is not None else "")
         key = (cut_name, images_key, hashlib.sha1("".join(layer_hashes).encode()).hexdigest())
         transform = (lambda x: views.apply(x, view)) if views is not None else None
-        if len(images) and self.disk is not None and (streamed or self._bytes(prefix, len(images)) > self.max_bytes):
+        if len(images) and self.disk is not None and (streamed or feature_bytes(prefix, len(images)) > self.max_bytes):
             shared = strategy if strategy is not None and distribute.is_multi_worker(strategy) else None
             return self._on_disk(key, prefix, images, batch_size, transform, shared)
         if key in self._entries:

@@ -3,7 +3,8 @@
 One entry per key (what :class:`~keras_transfer.training.cache.FeatureCache` keys by: the cut,
 the prefix's weights, the images, the view) under ``directory``: ``<key>.npy`` (the features,
 float32, read row by row), ``<key>.ok.npy`` (which images could be read) and ``<key>.json``
-(their shape, size and CRC-32, written last: the entry exists once it does). An entry is
+(their shape, sizes and CRC-32s). The ``.npy`` is renamed into place last: the entry exists once
+it does, with what checks it beside it. An entry is
 computed in chunks of :data:`CHUNK` images, each written atomically into ``<key>.part/``, so a
 run killed half-way resumes from its last chunk; the finished entry is assembled, then renamed
 into place, so a reader never sees half of one. Entries are shared by every process that uses
@@ -133,6 +134,7 @@ class DiskCache:
                 np.save(ok_tmp, np.concatenate(oks))
                 meta.update(ok_bytes=os.path.getsize(ok_tmp), ok_crc32=_crc32(ok_tmp))
             write_json(self._path(key, ".json"), meta)
+        _checked.add(_identity(self._path(key)))  # checksummed as it was written: not read through again
         shutil.rmtree(part, ignore_errors=True)
         self.evict(keep=key)
         return self.get(key)

@@ -25,8 +25,7 @@ def predict_classes(model: keras.Model, images: np.ndarray, batch_size: int = 64
     if strategy is not None and distribute.is_multi_worker(strategy):
         workers, index = distribute.input_share(strategy)
         mine = np.arange(index, len(images), workers)
-        local = predict_classes(model, images.take(mine) if isinstance(images, data_lib.FileImages) else images[mine],
-                                batch_size, views)
+        local = predict_classes(model, data_lib.take(images, mine), batch_size, views)
         n = int((model.output["class"] if isinstance(model.output, dict) else model.output).shape[-1])
         local = local if len(local) else np.zeros((0, n), "float32")
         out = np.empty((len(images), n), "float32")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 
 import keras
 
@@ -36,8 +37,6 @@ def default_frozen(model: keras.Model) -> int:
 def load_model(path: str, advice: str = "Train it again, or use a copy of it.", **kwargs) -> keras.Model:
     """``keras.saving.load_model(path)``; a file that cannot be read is an error naming it (Keras
     itself says "File not found" for a ``.keras`` zip cut short)."""
-    import zipfile
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such model file. Received: {path}")
     try:

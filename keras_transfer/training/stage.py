@@ -17,10 +17,11 @@ from keras_transfer import data as data_lib
 from keras_transfer import distribute, heads, recipes
 from keras_transfer.internals import fit_under_multi_worker
 from keras_transfer.recipes import Recipe
-from keras_transfer.surgery import backbone_of, freeze
+from keras_transfer.surgery import backbone_of, freeze, resolve_frozen
 from keras_transfer.inference import batched_call
 from keras_transfer.linear import fit_linear
-from keras_transfer.training.cache import POOLED, FeatureCache, _fingerprint, prefix_model, split_model
+from keras_transfer.training.cache import POOLED, FeatureCache, _fingerprint, feature_bytes, prefix_model, split_model
+from keras_transfer.training.model import build_model
 from keras_transfer.training.best_epoch import KeepBestEpoch
 from keras_transfer.training.callbacks import Backup, SeesClassifier
 
@@ -115,7 +116,7 @@ def plan_stage(model: keras.Model, splits, recipe: Recipe, stage: str, epochs: i
                    for v in range(views.count)]
     x_val = cache.features(prefix, cut_name, splits.val.images, recipe.batch_size, strategy=strategy)
     how = (f"on cached {cut_name} features" + (f" of {views.count} {views.kind} views" if views else "")
-           + f" ({_size(_bytes_each(prefix))} an image" + (", on disk)" if isinstance(x_val, data_lib.DiskFeatures) else ")"))
+           + f" ({_size(feature_bytes(prefix))} an image" + (", on disk)" if isinstance(x_val, data_lib.DiskFeatures) else ")"))
     top = backbone_of(model).layers[-1].name
     return plan(suffix, x_train, x_val, how, cut_name in (top, top + POOLED))
 
@@ -131,8 +132,6 @@ class CacheEstimate:
 def cache_estimate(model: keras.Model, recipe: Recipe) -> CacheEstimate:
     """:class:`CacheEstimate` of ``model`` under ``recipe``: what a run holds in memory per image
     besides its pixels, and whether holding the pixels buys anything (not when each is read once)."""
-    from keras_transfer.surgery import resolve_frozen
-
     views = recipe.views()
     total, every_stage = 0, True
     for stage, epochs, frozen in (("head", recipe.head_epochs, "all"), ("fine_tune", recipe.fine_tune_epochs, recipe.frozen)):
@@ -143,7 +142,7 @@ def cache_estimate(model: keras.Model, recipe: Recipe) -> CacheEstimate:
         if parts is None:
             every_stage = False
             continue
-        total += (views.count if views else 1) * _bytes_each(parts[0])
+        total += (views.count if views else 1) * feature_bytes(parts[0])
     return CacheEstimate(total, every_stage and views is None)
 
 
@@ -152,8 +151,6 @@ def estimate_cache(backbone: str, input_size: int, recipe: Recipe, removed: int 
     """:func:`cache_estimate` before the data is read: on a random-weight model of ``backbone`` at
     ``input_size`` with ``removed`` units removed (the cut of ``removed="auto"`` is not known yet:
     0), in the precision policy in force."""
-    from keras_transfer.training.model import build_model
-
     template = build_model(backbone, 2, weights=None, input_size=input_size, removed=removed, head=head,
                            include_top=include_top, **recipe.head_options())
     return cache_estimate(template, recipe)
@@ -167,10 +164,6 @@ def run_cost(backbone: str, input_size: int, recipe: Recipe, removed: int = 0, i
     estimate = estimate_cache(backbone, input_size, recipe, removed, include_top, head)
     workers = distribute.input_share(strategy)[0] if strategy is not None and distribute.is_multi_worker(strategy) else 1
     return data_lib.RunCost(estimate.bytes_per_image, estimate.read_once, workers)
-
-
-def _bytes_each(prefix: keras.Model) -> int:
-    return int(np.prod(prefix.output.shape[1:])) * (2 if "16" in str(prefix.output.dtype) else 4)
 
 
 def _size(nbytes: int) -> str:

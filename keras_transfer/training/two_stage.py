@@ -7,7 +7,6 @@ import os
 import shutil
 
 import keras
-import numpy as np
 
 from keras_transfer import data as data_lib
 from keras_transfer import heads
@@ -77,6 +76,8 @@ def _keep_best(model, stage: str, history: dict, recipe: Recipe, state: _StageSt
     if stage == "head" and kept is not None:
         state.values["head_val"] = kept
     head = state.values.get("head_val")
+    if head is None and "head_val_loss" in state.values:  # recorded by a run started before the rule had accuracy
+        head = {"val_loss": state.values["head_val_loss"], "val_accuracy": float("-inf")}
     if before is not None and kept is not None and best_epoch.better(head, kept):
         model.set_weights(before)
         logger.info("[fine_tune] its kept epoch (val loss %.4f, accuracy %.4f) is not better than the head stage's "

@@ -8,12 +8,10 @@ import time
 import keras
 import keras_tuner
 
-from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
-
 from keras_transfer import heads, training
 from keras_transfer.backbones import build_base, get_backbone
 from keras_transfer.files import atomic_path
-from keras_transfer.internals import forget_custom_gradients, keras_tuner_bookkeeping
+from keras_transfer.internals import forget_custom_gradients, keras_tuner_bookkeeping, keras_tuner_checkpoint
 from keras_transfer.training import best_epoch
 from keras_transfer.training.stage import REUSED_HEAD_IS_FINE
 from keras_transfer.surgery import ThroughUnit, max_removed, resolve_frozen, units
@@ -153,7 +151,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
             raise ValueError("TransferHyperModel.fit needs the data: tuner.search(splits). Received: splits=None")
         recipe = self.trial_recipe(hp, **kwargs)
         callbacks = list(kwargs.get("callbacks") or [])
-        checkpoints = [cb for cb in callbacks if isinstance(cb, SaveBestEpoch)]
+        checkpoints = [cb for cb in callbacks if keras_tuner_checkpoint(cb)]
         callbacks = [cb for cb in callbacks if cb not in checkpoints]
         # the HParams callback Keras Tuner adds beside a TensorBoard one records one session per
         # trial and refuses a second on_train_begin: a trial's two stages are one session to it

@@ -117,9 +117,10 @@ def _search_in(config: SearchConfig, out_dir: str, verbose: int, resuming: bool)
     strategy = distribute.strategy_for(config.distribute.strategy, config.distribute.devices)
     cost = None
     if config.data.in_memory == "auto":  # weighed on the first trial's recipe, the default
-        cost = training.run_cost(config.model.backbone, config.data.size(config.model.backbone),
-                                 config.recipe.make(config.data.seed, dataset=config.data.dataset), strategy=strategy)
-        cost.read_once = False  # the trials read the images again and again (each its own frozen prefix)
+        cost = dataclasses.replace(  # the trials read the images again and again (each its own frozen prefix)
+            training.run_cost(config.model.backbone, config.data.size(config.model.backbone),
+                              config.recipe.make(config.data.seed, dataset=config.data.dataset), strategy=strategy),
+            read_once=False)
     splits = config.data.load(config.model.backbone, progress=verbose > 0, cost=cost)
     logger.info(splits.summary())
     chief = not tuner_is_worker()
