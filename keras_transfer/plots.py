@@ -1,5 +1,9 @@
-"""PNG figures with matplotlib (Agg, no screen needed): training curves, confusion matrices,
-removed x frozen heatmaps and first-layer filters."""
+"""PNG figures with matplotlib (no screen needed): training curves, confusion matrices,
+removed x frozen heatmaps and first-layer filters.
+
+Each figure is a ``matplotlib.figure.Figure`` of its own, drawn when saved; pyplot is never
+touched, so the backend of a notebook or an application using this package stays its own
+(setting Agg here turned off every inline figure of a notebook after the first call)."""
 
 from __future__ import annotations
 
@@ -12,19 +16,17 @@ import numpy as np
 from keras_transfer.files import atomic_path
 
 
-def _pyplot():
-    import matplotlib
+def _subplots(*args, figsize=None, **kwargs):
+    """``(figure, axes)`` as ``pyplot.subplots`` gives them, on a Figure pyplot does not manage."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def _save(fig, path: str) -> str:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    _pyplot().close(fig)
     return path
 
 
@@ -49,8 +51,7 @@ def training_curves(stages: Sequence[tuple[str, dict]], path: str) -> dict[str, 
     is refused rather than written blank.
     """
     drawn: dict[str, list[float]] = {}
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = _subplots(1, 2, figsize=(11, 4))
     offset = 0
     for stage, history in stages:
         n = len(history.get("loss", []))
@@ -68,7 +69,6 @@ def training_curves(stages: Sequence[tuple[str, dict]], path: str) -> dict[str, 
                 ax.axvline(offset + 0.5, color="grey", lw=0.8, ls=":")
         offset += n
     if not drawn:
-        plt.close(fig)
         raise ValueError("training_curves: no stage has a 'loss' history to draw; pass [(stage, history)] with "
                          "Keras History.history dicts. Received: stages with keys "
                          f"{[(name, sorted(h)[:4]) for name, h in stages]}")
@@ -85,11 +85,10 @@ def training_curves(stages: Sequence[tuple[str, dict]], path: str) -> dict[str, 
 
 def confusion_matrix(matrix, class_names: Sequence[str], path: str, title: str = "test confusion matrix") -> str:
     """Counts with row-normalised colour (recall per true class)."""
-    plt = _pyplot()
     m = np.asarray(matrix, dtype=float)
     rates = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * n, 1.0 + 0.6 * n))
+    fig, ax = _subplots(figsize=(1.2 + 0.7 * n, 1.0 + 0.6 * n))
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for i in range(n):
         for j in range(n):
@@ -115,7 +114,6 @@ def misclassified(images, labels, probabilities, class_names: Sequence[str], pat
                   names: Sequence[str] | None = None) -> list[dict]:
     """The test images the model gets wrong, most confident first, each titled with its true and
     predicted class and the predicted probability; returns what each panel shows."""
-    plt = _pyplot()
     picks = worst_mistakes(labels, probabilities, max_images)
     shown = [{"index": i, "true": class_names[int(labels[i])],
               "predicted": class_names[int(np.argmax(probabilities[i]))],
@@ -123,7 +121,7 @@ def misclassified(images, labels, probabilities, class_names: Sequence[str], pat
              for i in picks]
     columns = min(4, max(1, len(picks)))
     rows = max(1, -(-len(picks) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows + 0.4), squeeze=False)
+    fig, axes = _subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, row in zip(axes.flat, shown):
@@ -139,8 +137,7 @@ def misclassified(images, labels, probabilities, class_names: Sequence[str], pat
 
 def grad_cam(image: np.ndarray, overlaid: np.ndarray, title: str, path: str) -> str:
     """An image beside its Grad-CAM overlay (:func:`keras_transfer.explain.overlay`)."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(7, 3.8))
+    fig, axes = _subplots(1, 2, figsize=(7, 3.8))
     for ax, picture, label in zip(axes, (image, overlaid), ("image", "Grad-CAM: " + title)):
         ax.imshow(picture)
         ax.set_title(label, fontsize=10)
@@ -150,23 +147,27 @@ def grad_cam(image: np.ndarray, overlaid: np.ndarray, title: str, path: str) -> 
 
 
 def heatmap(values: dict[tuple[int, int], float], path: str, x_label: str = "frozen layers (k)",
-            y_label: str = "removed units", title: str = "validation accuracy") -> str:
-    """``{(removed, frozen): value}`` as a grid; cells never tried are blank; best is boxed."""
-    plt = _pyplot()
+            y_label: str = "removed units", title: str = "validation accuracy",
+            chosen: tuple[int, int] | None = None) -> str:
+    """``{(removed, frozen): value}`` as a grid; cells never tried are blank; the ``chosen`` cell
+    is boxed (default: the highest value's, the first of equals)."""
     rows = sorted({r for r, _ in values})
     cols = sorted({c for _, c in values})
     grid = np.full((len(rows), len(cols)), np.nan)
     for (r, c), v in values.items():
         grid[rows.index(r), cols.index(c)] = v
-    fig, ax = plt.subplots(figsize=(1.5 + 0.6 * len(cols), 1.2 + 0.5 * len(rows)))
+    fig, ax = _subplots(figsize=(1.5 + 0.6 * len(cols), 1.2 + 0.5 * len(rows)))
     im = ax.imshow(grid, cmap="viridis", aspect="auto")
     for i in range(len(rows)):
         for j in range(len(cols)):
             if not np.isnan(grid[i, j]):
                 ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8,
                         color="black" if grid[i, j] > np.nanmean(grid) else "white")
-    best = np.unravel_index(np.nanargmax(grid), grid.shape)
-    ax.add_patch(plt.Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, ec="red", lw=2))
+    best = (rows.index(chosen[0]), cols.index(chosen[1])) if chosen in values else \
+        np.unravel_index(np.nanargmax(grid), grid.shape)
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, ec="red", lw=2))
     ax.set_xticks(range(len(cols)), cols)
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel(x_label)
@@ -180,10 +181,9 @@ def filters(kernel: np.ndarray, path: str, title: str = "first-layer filters", c
             bgr: bool = False) -> str:
     """A conv kernel ``(h, w, 3, n)`` as ``n`` small RGB tiles, each scaled to its own range.
     ``bgr``: the kernel reads BGR input (Caffe-style backbones such as VGG16), so flip it."""
-    plt = _pyplot()
     n = kernel.shape[-1]
     rows = int(np.ceil(n / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.55, rows * 0.55 + 0.4))
+    fig, axes = _subplots(rows, columns, figsize=(columns * 0.55, rows * 0.55 + 0.4))
     for i, ax in enumerate(np.ravel(axes)):
         ax.axis("off")
         if i < n:
@@ -196,9 +196,8 @@ def filters(kernel: np.ndarray, path: str, title: str = "first-layer filters", c
 
 def probe_scores(rows, path: str, recommended: int | None = None, title: str = "where to cut") -> str:
     """LogME and linear-probe accuracy against units removed (``rows``: probe.CutScore)."""
-    plt = _pyplot()
     removed = [r.removed for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = _subplots(figsize=(7, 3.6))
     ax.plot(removed, [r.probe_accuracy for r in rows], "o-", color="tab:blue", label="linear probe (5-fold)")
     ax.set_xlabel("units removed (0 = the whole backbone)")
     ax.set_ylabel("linear-probe accuracy", color="tab:blue")
@@ -215,8 +214,7 @@ def probe_scores(rows, path: str, recommended: int | None = None, title: str = "
 def layer_removal(result: dict, path: str) -> str:
     """Test accuracy (mean +- std over seeds) against units removed, frozen and fine-tuned, with
     the probe's accuracy on the same axes (Zhi et al. 2017's question on the user's data)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _subplots(figsize=(7, 4))
     removed = result["config"]["removed"]
     for mode, style in (("frozen", "o-"), ("fine_tuned", "s-")):
         rows = result["accuracy"].get(mode, {})
@@ -238,9 +236,8 @@ def layer_removal(result: dict, path: str) -> str:
 def transferability(result: dict, path: str) -> str:
     """Accuracy on B against the number of units copied, one panel per A/B split, as Yosinski
     et al.'s Figure 2: BnB, BnB+, AnB, AnB+ (mean ± std over seeds) and baseB at n = 0."""
-    plt = _pyplot()
     splits = list(result["accuracy"])
-    fig, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4), squeeze=False)
+    fig, axes = _subplots(1, len(splits), figsize=(6 * len(splits), 4), squeeze=False)
     styles = {"BnB": ("o-", "tab:blue"), "BnB+": ("o--", "tab:red"), "AnB": ("D-", "tab:blue"),
               "AnB+": ("D--", "tab:red")}
     for ax, split in zip(axes[0], splits):
@@ -263,8 +260,7 @@ def transferability(result: dict, path: str) -> str:
 
 def keep_classifier(result: dict, path: str) -> str:
     """Accuracy on B against frozen depth, source classifier kept vs dropped (Shermin et al.)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _subplots(figsize=(7, 4))
     units = result["units"]
     for head, fmt in (("dropped", "o-"), ("kept", "s-")):
         rows = result["accuracy"].get(head, {})
@@ -281,8 +277,7 @@ def keep_classifier(result: dict, path: str) -> str:
 
 def paired_differences(groups: dict, path: str, title: str, ylabel: str) -> str:
     """One column per condition: each seed's paired difference as a dot, mean ± std as a bar."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.6 * len(groups) + 2, 4))
+    fig, ax = _subplots(figsize=(1.6 * len(groups) + 2, 4))
     for i, (name, values) in enumerate(groups.items()):
         ax.scatter(np.full(len(values), i, dtype=float) + np.linspace(-0.08, 0.08, len(values)), values, s=14,
                    color="grey", zorder=3)

@@ -540,3 +540,26 @@ def test_an_export_equal_to_its_trial_is_not_called_below_it_across_float32_and_
     summary["val_accuracy"] = 93 / 120  # one image fewer: below both
     verdict = judge(summary, floor)
     assert verdict["below"] is True and verdict["export_below_trial"] is True
+
+
+def test_the_heatmap_boxes_the_trial_the_search_takes_among_equals(tmp_path, monkeypatch):
+    """Three trials tie; the search takes the cheaper setting (more removed): the box is on it."""
+    from keras_transfer import plots
+
+    drawn = {}
+    real_save = plots._save
+
+    def keep(fig, path):
+        drawn["boxes"] = [(p.get_x() + 0.5, p.get_y() + 0.5) for p in fig.axes[0].patches]
+        drawn["rows"] = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+        drawn["cols"] = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+        return real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    rows = [{"trial_id": i, "status": "COMPLETED", "rung": 0, "removed": r, "frozen_units": f, "frozen_layers": f,
+             "val_accuracy": 0.889, "val_loss": 0.5}
+            for i, (r, f) in enumerate([(0, 14), (0, 17), (3, 14)])]
+    best = tuning.write_results(rows, str(tmp_path))
+    assert (best["removed"], best["frozen_units"]) == (3, 14)
+    (col, row), = drawn["boxes"]
+    assert (drawn["rows"][int(row)], drawn["cols"][int(col)]) == ("3", "14")

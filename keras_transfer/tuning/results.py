@@ -51,9 +51,11 @@ def write_results(rows: list[dict], out_dir: str) -> dict:
         if r.get("rung", 0) == top_rung:
             key = (r["removed"], r["frozen_units"])
             cells[key] = max(cells.get(key, -np.inf), r["val_accuracy"])
+    best = max(done, key=_preference)
     plots.heatmap(cells, os.path.join(out_dir, "heatmap.png"), x_label="frozen units (0 = none; top = all)",
-                  y_label="removed units", title="best validation accuracy per (removed, frozen)")
-    return max(done, key=_preference)
+                  y_label="removed units", title="best validation accuracy per (removed, frozen)",
+                  chosen=(best["removed"], best["frozen_units"]))  # the box is on the trial taken, ties and all
+    return best
 
 
 def _preference(row: dict) -> tuple:
