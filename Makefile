@@ -24,7 +24,9 @@ demo: $(STAMP)
 		--input-size 160 --removed 3 --limit-per-class 400 --precision auto \
 		--epochs 4 --fine-tune-epochs 4 --out $(DEMO_OUT) --resume
 
+# the import layering (setup.cfg's [importlinter], docs/design.md), then the suite
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 clean-venv:

@@ -18,7 +18,8 @@ import time
 import keras
 import numpy as np
 
-from keras_transfer import data, precision, training
+from keras_transfer import data, training
+from keras_transfer.training import precision
 
 
 def run(splits, size, epochs, cache_features, seed, dtype="float32", cache=None):

@@ -17,7 +17,6 @@ On synthetic folders of 256 px JPEGs (two classes, textured, written once under 
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -61,8 +60,9 @@ def epoch_seconds(splits, backbone: str, size: int, batch_size: int, cache: bool
 
     import keras
 
-    from keras_transfer import recipes, training
-    from keras_transfer.training.disk_cache import DiskCache
+    from keras_transfer import training
+    from keras_transfer.training import recipes
+    from keras_transfer.training._disk_cache import DiskCache
 
     keras.utils.set_random_seed(0)
     model = training.build_model(backbone, splits.num_classes, weights="imagenet" if backbone == "efficientnet_lite0"
@@ -88,8 +88,9 @@ def step_rate(splits, backbone: str, size: int, batch_size: int, steps: int = 20
     import keras
     import tensorflow as tf
 
-    from keras_transfer import heads, training
-    from keras_transfer.surgery import freeze, resolve_frozen
+    from keras_transfer import training
+    from keras_transfer.models import heads
+    from keras_transfer.models.surgery import freeze, resolve_frozen
 
     model = training.build_model(backbone, splits.num_classes, weights=None, input_size=size, removed=0)
     freeze(model, resolve_frozen(model, "all"))  # the head stage: the backbone frozen
@@ -103,7 +104,7 @@ def step_rate(splits, backbone: str, size: int, batch_size: int, steps: int = 20
     return steps * batch_size / (time.perf_counter() - start)
 
 
-RSS_CHILD = ("import resource, sys; from keras_transfer.cli import main; code = main(sys.argv[1:]); "
+RSS_CHILD = ("import resource, sys; from keras_transfer.cli.entry_point import main; code = main(sys.argv[1:]); "
              "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
 
 

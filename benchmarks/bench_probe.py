@@ -24,12 +24,12 @@ import sys
 import tempfile
 import time
 
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_quality import DATASETS, load  # noqa: E402 - the same datasets, sizes and splits
 
-from keras_transfer import data, probe, recipes, training  # noqa: E402
-from keras_transfer.backbones import build_base  # noqa: E402
+from keras_transfer import data, training  # noqa: E402
+from keras_transfer.models.backbones import build_base  # noqa: E402
+from keras_transfer.training import cut_probe, recipes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -49,7 +49,7 @@ def bench(name: str, epochs: int, workdir: str) -> dict:
     splits = data.split(images, validation_split=0.2, test_split=0.2, seed=0)
     start = time.perf_counter()
     base = build_base("vgg16", weights="hed", input_shape=(spec["size"], spec["size"], 3))
-    result = probe.probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names)
+    result = cut_probe.probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names)
     probe_seconds = time.perf_counter() - start
     cache = training.FeatureCache()
     rows = []

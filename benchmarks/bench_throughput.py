@@ -23,9 +23,9 @@ import numpy as np  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from keras_transfer import precision, training  # noqa: E402
-from keras_transfer.backbones import build_base  # noqa: E402
-from keras_transfer.surgery import multiply_adds  # noqa: E402
+from keras_transfer import training  # noqa: E402
+from keras_transfer.models.surgery import multiply_adds  # noqa: E402
+from keras_transfer.training import precision
 
 
 def matmul_gflops(dtype: str, n: int = 2048, seconds: float = 3.0) -> float:

@@ -27,11 +27,11 @@ import tempfile
 import time
 
 import keras_tuner
-
 import numpy as np
 
-from keras_transfer import data, precision, probe, recipes, training, tuning
-from keras_transfer.backbones import build_base
+from keras_transfer import data, training, tuning
+from keras_transfer.models.backbones import build_base
+from keras_transfer.training import cut_probe, precision, recipes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SETTINGS = {"backbone": "vgg16", "weights": "hed", "dataset": "elpv", "size": 64, "per_class": 150,
@@ -100,8 +100,8 @@ def package_search(splits, trials: dict, target: float, dtype: str, kind: str, h
     marks = []
     with precision.using(dtype):
         base = build_base("vgg16", weights="hed", input_shape=(SETTINGS["size"],) * 2 + (3,))
-        scores = probe.score_cuts(base, splits.train.images, splits.train.labels, 32, SETTINGS["seed"])
-        best = min(max(probe.recommend(scores).removed, SETTINGS["removed"][0]), SETTINGS["removed"][-1])
+        scores = cut_probe.score_cuts(base, splits.train.images, splits.train.labels, 32, SETTINGS["seed"])
+        best = min(max(cut_probe.recommend(scores).removed, SETTINGS["removed"][0]), SETTINGS["removed"][-1])
         removed_values = [r for r in SETTINGS["removed"] if abs(r - best) <= 1]
         probe_s = time.perf_counter() - start
         hm = hypermodel(splits, cache_features=True, removed_range=(min(removed_values), max(removed_values)),

@@ -8,13 +8,12 @@ Prints 5-fold cross-validated probe accuracy for both, and the majority-class ra
 import argparse
 import time
 
+import keras
 import numpy as np
 
-import keras
-
 from keras_transfer import data
-from keras_transfer.backbones import build_base
-from keras_transfer.layers import Preprocess
+from keras_transfer.models.backbones import build_base
+from keras_transfer.models.layers import Preprocess
 
 
 def gap_features(weights, images, size):

@@ -12,6 +12,7 @@ on it, fine-tune, and export a SavedModel that serves raw images.
 
 import os as _os
 
+import lazy_loader as _lazy
 import wrapt as _wrapt
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of CLI output
@@ -19,40 +20,28 @@ _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.1.0"
 
-# Loaded on first use (PEP 562): `import keras_transfer` and the command line's --help do not
-# import TensorFlow; `kt.build_base` and friends import it when first called for.
-_LAZY = {
-    "keras_transfer.backbones": ("BACKBONES", "Backbone", "build_base", "get_backbone", "list_backbones"),
-    "keras_transfer.heads": ("HEADS", "binary_auxiliary", "build_classifier", "gap_dense", "keep_classifier"),
-    "keras_transfer.surgery": ("chop", "cut_points", "describe", "format_table", "freeze", "freeze_points", "units"),
-}
-_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+# Loaded on first use: `import keras_transfer` and the command line's --help do not import
+# TensorFlow; `kt.build_base` and friends import it when first called for. Private modules
+# (names starting with `_`) are not offered.
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submodules=["cli", "data", "experiments", "export", "models", "plots", "runs", "serving", "training", "tuning"],
+    submod_attrs={
+        "models.backbones": ["BACKBONES", "Backbone", "build_base", "get_backbone", "list_backbones"],
+        "models.heads": ["HEADS", "binary_auxiliary", "build_classifier", "gap_dense", "keep_classifier"],
+        "models.surgery": ["chop", "cut_points", "describe", "format_table", "freeze", "freeze_points", "units"],
+    },
+)
 
 
 def _register_keras_objects(keras_module=None):
     """Put this package's layers, losses and optimisers in Keras's registry, so that plain
     ``keras.saving.load_model("RUN/model.keras")`` opens a run's model after ``import keras_transfer``."""
-    import keras_transfer.layers  # noqa: F401
-    import keras_transfer.recipes  # noqa: F401
+    import keras_transfer.models.layers  # noqa: F401
+    import keras_transfer.models.losses  # noqa: F401
+    import keras_transfer.training.recipes  # noqa: F401
 
 
 # Run once Keras is imported (at once if it already is): `import keras_transfer` stays free of TensorFlow.
 _wrapt.register_post_import_hook(_register_keras_objects, "keras")
 
-
-def __getattr__(name):
-    import importlib
-
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    try:  # kt.surgery, kt.training, ... without importing them first
-        return importlib.import_module(f"keras_transfer.{name}")
-    except ModuleNotFoundError:
-        raise AttributeError(f"module 'keras_transfer' has no attribute {name!r}") from None
-
-
-__all__ = [
-    "BACKBONES", "Backbone", "build_base", "get_backbone", "list_backbones",
-    "HEADS", "binary_auxiliary", "build_classifier", "gap_dense", "keep_classifier",
-    "chop", "cut_points", "describe", "format_table", "freeze", "freeze_points", "units",
-]

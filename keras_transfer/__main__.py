@@ -1,5 +1,5 @@
 import sys
 
-from keras_transfer.cli import main
+from keras_transfer.cli.entry_point import main
 
 sys.exit(main())

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from keras_transfer.files import atomic_path
+from keras_transfer._utils.atomic_files import atomic_path
 
 
 def _subplots(*args, figsize=None, **kwargs):
@@ -135,8 +135,8 @@ def misclassified(images, labels, probabilities, class_names: Sequence[str], pat
     return shown
 
 
-def grad_cam(image: np.ndarray, overlaid: np.ndarray, title: str, path: str) -> str:
-    """An image beside its Grad-CAM overlay (:func:`keras_transfer.explain.overlay`)."""
+def grad_cam_figure(image: np.ndarray, overlaid: np.ndarray, title: str, path: str) -> str:
+    """An image beside its Grad-CAM overlay (:func:`keras_transfer.export.heatmaps.overlay`)."""
     fig, axes = _subplots(1, 2, figsize=(7, 3.8))
     for ax, picture, label in zip(axes, (image, overlaid), ("image", "Grad-CAM: " + title)):
         ax.imshow(picture)
@@ -258,7 +258,7 @@ def transferability(result: dict, path: str) -> str:
     return _save(fig, path)
 
 
-def keep_classifier(result: dict, path: str) -> str:
+def keep_classifier_results(result: dict, path: str) -> str:
     """Accuracy on B against frozen depth, source classifier kept vs dropped (Shermin et al.)."""
     fig, ax = _subplots(figsize=(7, 4))
     units = result["units"]

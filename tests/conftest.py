@@ -8,9 +8,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from helpers import SMALL_SIZE, TRAIN, make_class_folder  # noqa: E402
 
-from helpers import SMALL_SIZE  # noqa: E402
-from keras_transfer import backbones  # noqa: E402
+from keras_transfer.models import backbones  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +30,15 @@ def small_base():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A run folder trained through the CLI from a folder with bad files: (root, run, bad files)."""
+    from keras_transfer.cli.entry_point import main
+
+    root = tmp_path_factory.mktemp("e2e")
+    bad = make_class_folder(str(root / "imgs"), np.random.default_rng(0))
+    run = str(root / "run")
+    assert main(["train", "--data", str(root / "imgs"), *TRAIN, "--out", run]) == 0
+    return root, run, bad

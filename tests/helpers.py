@@ -10,7 +10,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from keras_transfer import backbones
+from keras_transfer.models import backbones
 
 # Small inputs keep CPU tests fast: each backbone at its minimum size, InceptionV3 at 75.
 SMALL_SIZE = {name: max(row.min_size, 32) for name, row in backbones.BACKBONES.items()}
@@ -195,3 +195,9 @@ def write_every_kind(folder, rng, size=(60, 40)) -> dict:
     put("animated.gif", frames[0], save_all=True, append_images=frames[1:])
     put("transparent.gif", palette, transparency=3)
     return paths
+
+
+# A tiny `train` through the CLI: VGG16 without weights at 32x32, one epoch a stage.
+TRAIN = ["--backbone", "vgg16", "--weights", "none", "--input-size", "32", "--removed", "3",
+         "--width", "8", "--epochs", "1", "--fine-tune-epochs", "1", "--batch-size", "8", "--val-split", "0.2",
+         "--test-split", "0.2"]

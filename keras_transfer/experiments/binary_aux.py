@@ -16,9 +16,11 @@ import os
 
 import numpy as np
 
-from keras_transfer import data, heads, plots, precision
+from keras_transfer import data, plots
 from keras_transfer.experiments import classsplits, smallnet
 from keras_transfer.experiments.results import Results, spread
+from keras_transfer.models import heads
+from keras_transfer.training import precision
 
 SOURCES = ("baseline", "binary")
 MODES = ("frozen", "reduced_lr")

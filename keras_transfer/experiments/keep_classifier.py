@@ -3,7 +3,7 @@
 A source network is transferred two ways, at each frozen depth (the first n units frozen, the
 rest fine-tuned): **dropped** (the usual way: the source
 classifier is replaced by a new softmax) and **kept** (the source softmax stays and new layers
-go on top of it, normalised as :func:`keras_transfer.heads.on_classifier` does:
+go on top of it, normalised as :func:`keras_transfer.models.heads.on_classifier` does:
 log -> LayerNormalization -> Dense -> softmax). Accuracy on the target's test images against n.
 
 Two sources: by default (``backbone=None``) the small conv net trained here on classes A,
@@ -19,11 +19,13 @@ import os
 
 import keras
 
-from keras_transfer import data, heads, plots, precision, recipes, training
-from keras_transfer.backbones import build_base, get_backbone
-from keras_transfer.surgery import ThroughUnit, units
+from keras_transfer import data, plots, training
 from keras_transfer.experiments import classsplits, smallnet
 from keras_transfer.experiments.results import Results, spread
+from keras_transfer.models import heads
+from keras_transfer.models.backbones import build_base, get_backbone
+from keras_transfer.models.surgery import ThroughUnit, units
+from keras_transfer.training import precision, recipes
 
 HEADS = ("dropped", "kept")
 
@@ -146,7 +148,7 @@ def run(config: KeepClassifierConfig, out_dir: str) -> dict:
             _run_seed(config, results, pool, seed)
     unit_names = _unit_names(config.backbone) if config.backbone else list(smallnet.UNITS)
     result = results.save(accuracy=summarise(results.cells), units=unit_names[: max(config.frozen)])
-    plots.keep_classifier(result, os.path.join(out_dir, "keep_classifier.png"))
+    plots.keep_classifier_results(result, os.path.join(out_dir, "keep_classifier.png"))
     return result
 
 

@@ -14,9 +14,10 @@ import os
 
 import numpy as np
 
-from keras_transfer import data, plots, precision, probe, recipes, training
-from keras_transfer.backbones import build_base
+from keras_transfer import data, plots, training
 from keras_transfer.experiments.results import Results, spread
+from keras_transfer.models.backbones import build_base
+from keras_transfer.training import cut_probe, precision, recipes
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def run(config: LayerRemovalConfig, out_dir: str) -> dict:
                 base = build_base(config.backbone, weights=config.weights,
                                   input_shape=(config.input_size, config.input_size, 3))
                 probed = data.stratified_sample(splits.train, PROBE_SAMPLE, seed) if splits.streamed else splits.train
-                scores = probe.score_cuts(base, probed.images[:], probed.labels, config.batch_size, seed)
+                scores = cut_probe.score_cuts(base, probed.images[:], probed.labels, config.batch_size, seed)
                 probes[str(seed)] = {str(s.removed): s.probe_accuracy for s in scores if s.removed in config.removed}
                 results.save()
             cache = training.FeatureCache()

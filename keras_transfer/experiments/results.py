@@ -13,7 +13,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from keras_transfer.files import atomic_path, read_json, write_json
+from keras_transfer._utils.atomic_files import atomic_path, read_json, write_json
 
 logger = logging.getLogger(__name__)
 

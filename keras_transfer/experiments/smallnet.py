@@ -13,7 +13,8 @@ import logging
 import keras
 import numpy as np
 
-from keras_transfer import data, recipes
+from keras_transfer import data
+from keras_transfer.training import recipes
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def fit(model: keras.Model, train, val, epochs: int, seed: int, learning_rate: f
         lr_scales: dict | None = None, binary_weight: float = 0.0, mapping=None, batch_size: int = 64) -> keras.Model:
     """AdamW with cosine decay, keeping the weights of the best validation epoch.
 
-    ``train``/``val`` are :class:`keras_transfer.data.ImageSet`. ``lr_scales`` (variable path ->
+    ``train``/``val`` are :class:`keras_transfer.data.image_sets.ImageSet`. ``lr_scales`` (variable path ->
     factor) lowers the rate of transferred layers. With a ``binary`` output the loss is
     ``(1 - B)·L(y) + B·L(y_b)`` with ``y_b = mapping[y]`` (Borthakur & Einhorn). At least
     ``MIN_STEPS`` steps, however few the images.

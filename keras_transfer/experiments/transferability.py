@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 import os
 
-
-from keras_transfer import plots, precision
+from keras_transfer import plots
 from keras_transfer.experiments import classsplits, smallnet
 from keras_transfer.experiments.results import Results, spread
+from keras_transfer.training import precision
 
 CONDITIONS = ("BnB", "BnB+", "AnB", "AnB+")
 

@@ -2,38 +2,48 @@
 
 Stage 1 trains the head with the whole backbone frozen; stage 2 freezes the first ``k``
 backbone layers and trains the rest. What each stage's optimiser, schedule, loss and head are
-is a :class:`~keras_transfer.recipes.Recipe` (``default``, the seed tutorial's, keras.io's).
+is a :class:`~keras_transfer.training.recipes.Recipe` (``default``, the seed tutorial's, keras.io's).
 
 When the first layers are frozen and no augmentation runs before them, their output never
 changes, so it is computed once (:class:`FeatureCache`) and only the rest of the network is
 trained on it: same result, a fraction of the time. A deeper cut's features are extended from
 a shallower cut already cached, and a head stage that starts from the same weights, data and
 recipe as one trained before is reused (:class:`HeadMemo`, carried by the cache). Models are built and compiled inside the
-tf.distribute strategy's scope (see :mod:`keras_transfer.distribute`); every strategy trains
+tf.distribute strategy's scope (see :mod:`keras_transfer.training.distribute`); every strategy trains
 through Keras's ``fit``.
 
-=============  ===========================================================================
-module         one job
-=============  ===========================================================================
-model          ``build_model``, ``load_model``/``load_weights`` (a damaged file named); ``resolve_frozen``
-cache          the frozen-prefix ``FeatureCache`` (+ ``HeadMemo``), ``split_model``
-callbacks      ``SeesClassifier`` (callbacks see the classifier), ``Backup`` (a damaged backup named)
-stage          ``plan_stage`` then ``fit_stage`` (``train_stage`` = both): one stage on images or cached features
-two_stage      ``fine_tune``: the stages in order, resumable, keeping the better stage
-evaluate       ``predict_classes``, ``evaluate``, ``test_scores``, ``weights_fingerprint``
-=============  ===========================================================================
+=================  =======================================================================
+module             what it holds
+=================  =======================================================================
+recipes            ``Recipe`` and the named recipes; optimisers with per-layer rates
+model              ``build_model``, ``load_model``/``load_weights`` (a damaged file named)
+stage              ``plan_stage`` then ``fit_stage`` (``train_stage`` = both): one stage on
+                   images or cached features
+two_stage          ``fine_tune``: the stages in order, resumable, keeping the better stage
+best_epoch         the one rule for the epoch a stage keeps (``KeepBestEpoch``)
+feature_cache      the frozen-prefix ``FeatureCache`` (+ ``HeadMemo``), ``split_model``
+_disk_cache        its entries on disk, checked on open
+callbacks          ``SeesClassifier`` (callbacks see the classifier), ``Backup``
+evaluation         ``predict_classes``, ``evaluate``, ``test_scores``, ``weights_fingerprint``
+batched_inference  ``batched_call``: a model over an array, batch by batch, as numpy
+cut_probe          LogME and linear probes at every cut: the recommended ``removed``
+linear_probe       standardised logistic regression on features (the floor, the probe's head)
+precision          mixed precision (``auto`` picks bfloat16 where the CPU has it)
+distribute         tf.distribute strategies, multi-worker set-up, gathering rows
+=================  =======================================================================
 """
 
-from keras_transfer.recipes import Recipe, ScaledSGD  # noqa: F401 - part of this package's API
-from keras_transfer.training.cache import (  # noqa: F401
-    MIN_SAVED_FRACTION, FeatureCache, HeadMemo, prefix_model, saved_fraction, split_model)
-from keras_transfer.inference import _compiled_calls, batched_call  # noqa: F401
-from keras_transfer.training.callbacks import SeesClassifier  # noqa: F401
-from keras_transfer.training.evaluate import (evaluate, predict_classes, readable, test_scores,  # noqa: F401
-                                             weights_fingerprint)
-from keras_transfer.training.model import (build_model, default_frozen, load_model, load_weights,  # noqa: F401
-                                          resolve_frozen)
-from keras_transfer.training.stage import (  # noqa: F401
-    CacheEstimate, StagePlan, cache_estimate, estimate_cache, fit_stage, freeze_for_stage, init_head, lr_scales,
-    plan_stage, run_cost, train_stage)
-from keras_transfer.training.two_stage import STATE_FILE, fine_tune, stages  # noqa: F401
+import lazy_loader as _lazy
+
+# Submodules load on first use: importing one module of the package does not import the others
+# (nor TensorFlow, where they need it), and `--help` stays fast.
+__getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
+    'batched_inference': ['batched_call'],
+    'callbacks': ['SeesClassifier'],
+    'evaluation': ['evaluate', 'predict_classes', 'readable', 'test_scores', 'weights_fingerprint'],
+    'feature_cache': ['FeatureCache', 'HeadMemo', 'MIN_SAVED_FRACTION', 'prefix_model', 'saved_fraction', 'split_model'],
+    'model': ['build_model', 'default_frozen', 'load_model', 'load_weights'],
+    'recipes': ['Recipe', 'ScaledSGD'],
+    'stage': ['CacheEstimate', 'StagePlan', 'cache_estimate', 'estimate_cache', 'fit_stage', 'freeze_for_stage', 'init_head', 'lr_scales', 'plan_stage', 'run_cost', 'train_stage'],
+    'two_stage': ['STATE_FILE', 'fine_tune', 'stages'],
+})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_transfer.files import cannot_read
+from keras_transfer._utils.atomic_files import cannot_read
 
 
 class SeesClassifier(keras.callbacks.Callback):

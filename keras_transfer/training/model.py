@@ -7,10 +7,10 @@ import zipfile
 
 import keras
 
-from keras_transfer import heads
-from keras_transfer.backbones import build_base
-from keras_transfer.files import cannot_read
-from keras_transfer.surgery import chop, resolve_frozen  # noqa: F401 - training.resolve_frozen, as before
+from keras_transfer._utils.atomic_files import cannot_read
+from keras_transfer.models import heads
+from keras_transfer.models.backbones import build_base
+from keras_transfer.models.surgery import chop, resolve_frozen
 
 
 def build_model(backbone: str, num_classes: int, weights="imagenet", input_size: int | None = None,
@@ -19,7 +19,7 @@ def build_model(backbone: str, num_classes: int, weights="imagenet", input_size:
     """``build_base`` -> ``chop(removed=)`` -> head, created inside ``strategy.scope()``."""
     import tensorflow as tf
 
-    from keras_transfer.backbones import get_backbone
+    from keras_transfer.models.backbones import get_backbone
 
     size = input_size or get_backbone(backbone).default_size
     with (strategy or tf.distribute.get_strategy()).scope():
@@ -30,7 +30,7 @@ def build_model(backbone: str, num_classes: int, weights="imagenet", input_size:
 
 
 def default_frozen(model: keras.Model) -> int:
-    """Freeze all but the top two units (see :func:`keras_transfer.surgery.resolve_frozen`)."""
+    """Freeze all but the top two units (see :func:`keras_transfer.models.surgery.resolve_frozen`)."""
     return resolve_frozen(model, None)
 
 

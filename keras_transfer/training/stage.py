@@ -14,16 +14,24 @@ import keras
 import numpy as np
 
 from keras_transfer import data as data_lib
-from keras_transfer import distribute, heads, recipes
-from keras_transfer.internals import fit_under_multi_worker
-from keras_transfer.recipes import Recipe
-from keras_transfer.surgery import backbone_of, freeze, resolve_frozen
-from keras_transfer.inference import batched_call
-from keras_transfer.linear import fit_linear
-from keras_transfer.training.cache import POOLED, FeatureCache, _fingerprint, feature_bytes, prefix_model, split_model
-from keras_transfer.training.model import build_model
+from keras_transfer._utils.keras_internals import fit_under_multi_worker
+from keras_transfer.models import heads
+from keras_transfer.models.surgery import backbone_of, freeze, resolve_frozen
+from keras_transfer.training import distribute, recipes
+from keras_transfer.training.batched_inference import batched_call
 from keras_transfer.training.best_epoch import KeepBestEpoch
 from keras_transfer.training.callbacks import Backup, SeesClassifier
+from keras_transfer.training.feature_cache import (
+    POOLED,
+    FeatureCache,
+    _fingerprint,
+    feature_bytes,
+    prefix_model,
+    split_model,
+)
+from keras_transfer.training.linear_probe import fit_linear
+from keras_transfer.training.model import build_model
+from keras_transfer.training.recipes import Recipe
 
 logger = logging.getLogger("keras_transfer.training")
 
@@ -77,7 +85,7 @@ def plan_stage(model: keras.Model, splits, recipe: Recipe, stage: str, epochs: i
                cache: FeatureCache | None = None) -> StagePlan:
     """Decide how ``stage`` trains: on cached frozen-prefix features when worthwhile (in-memory
     data, layers ``[:k]`` frozen rather than at a reduced rate, a prefix that saves enough and
-    fits the cache; see :func:`~keras_transfer.training.cache.split_model`), computing them (from
+    fits the cache; see :func:`~keras_transfer.training.feature_cache.split_model`), computing them (from
     the deepest shallower cut cached, if any; under augmentation, those of every view of the
     training images), else on the images."""
     import tensorflow as tf
@@ -158,7 +166,7 @@ def estimate_cache(backbone: str, input_size: int, recipe: Recipe, removed: int 
 
 def run_cost(backbone: str, input_size: int, recipe: Recipe, removed: int = 0, include_top: bool = False,
              head: str = "gap_dense", strategy=None) -> data_lib.RunCost:
-    """What a run will do with its images (:class:`keras_transfer.data.RunCost`: its cached bytes
+    """What a run will do with its images (:class:`keras_transfer.data.in_memory.RunCost`: its cached bytes
     an image and whether it reads each image once, see :func:`estimate_cache`; the workers of
     ``strategy``'s cluster), for ``in_memory="auto"`` to weigh before the data is read."""
     estimate = estimate_cache(backbone, input_size, recipe, removed, include_top, head)
@@ -287,7 +295,7 @@ def fit_stage(model: keras.Model, plan: StagePlan, splits, recipe: Recipe, strat
               callbacks: list | None = None) -> dict:
     """Fit one planned stage: freeze ``[:plan.k]``; for the head stage standardise the head's
     features and start it at the linear probe (or reuse a head trained before from the same
-    start, see :class:`~keras_transfer.training.cache.HeadMemo`); compile ``plan.fit_model`` with
+    start, see :class:`~keras_transfer.training.feature_cache.HeadMemo`); compile ``plan.fit_model`` with
     the recipe's optimiser, loss and schedule; fit. Returns the Keras history dict."""
     import tensorflow as tf
 

@@ -9,13 +9,13 @@ import shutil
 import keras
 
 from keras_transfer import data as data_lib
-from keras_transfer import heads
-from keras_transfer.files import atomic_path, read_json, write_json
-from keras_transfer.recipes import Recipe
-from keras_transfer.surgery import resolve_frozen
+from keras_transfer._utils.atomic_files import atomic_path, read_json, write_json
+from keras_transfer.models import heads
+from keras_transfer.models.surgery import resolve_frozen
 from keras_transfer.training import best_epoch
-from keras_transfer.training.cache import FeatureCache
+from keras_transfer.training.feature_cache import FeatureCache
 from keras_transfer.training.model import load_weights
+from keras_transfer.training.recipes import Recipe
 from keras_transfer.training.stage import fit_stage, plan_stage
 
 logger = logging.getLogger("keras_transfer.training")
@@ -98,7 +98,7 @@ def fine_tune(model: keras.Model, splits: data_lib.Splits, recipe: Recipe | None
     """Train ``model`` on ``splits`` with the two-stage recipe (each stage planned, then fitted);
     returns ``{stage: history}``.
 
-    ``model``: a classifier from :mod:`keras_transfer.heads`, built inside ``strategy.scope()``;
+    ``model``: a classifier from :mod:`keras_transfer.models.heads`, built inside ``strategy.scope()``;
     ``recipe``: default ``recipes.recipe("default")``; ``run_dir``: where checkpoints, CSV logs and
     the stage state go (None: nothing on disk); ``resume``: finished stages are loaded and the
     interrupted one restarts from its last epoch; ``cache``: a shared :class:`FeatureCache`.

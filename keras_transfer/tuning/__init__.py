@@ -26,19 +26,15 @@ tune           ``make_tuner``, ``search`` (the ``tune`` command), its floor, the
 =============  ===========================================================================
 """
 
-from keras_transfer.config import SearchConfig, parse_range  # noqa: F401 - tuning.SearchConfig etc., as before
-from keras_transfer.tuning.folder import SEARCH_FILE, check_search_dir  # noqa: F401
-from keras_transfer.tuning.hypermodel import TransferHyperModel  # noqa: F401
-from keras_transfer.tuning.oracles import GridOracle, HalvingOracle, configurations, default_first  # noqa: F401
-from keras_transfer.tuning.results import RESULT_COLUMNS, format_top, trial_rows, write_results  # noqa: F401
-from keras_transfer.tuning.tune import judge, make_tuner, removed_range, search, search_floor  # noqa: F401
+import lazy_loader as _lazy
 
+# Submodules load on first use: importing one module of the package does not import the others
+# (nor TensorFlow, where they need it), and `--help` stays fast.
+__getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
+    'folder': ['SEARCH_FILE', 'check_search_dir'],
+    'hypermodel': ['TransferHyperModel', 'fixed_hyperparameters'],
+    'oracles': ['GridOracle', 'HalvingOracle', 'configurations', 'default_first'],
+    'results': ['RESULT_COLUMNS', 'format_top', 'trial_rows', 'write_results'],
+    'tune': ['judge', 'make_tuner', 'removed_range', 'search', 'search_floor'],
+})
 
-def fixed_hyperparameters(config: dict):
-    """Hyperparameters holding ``config``'s values: ``build``/``fit`` read them instead of sampling."""
-    import keras_tuner
-
-    hp = keras_tuner.HyperParameters()
-    for name, value in config.items():
-        hp.Fixed(name, value)
-    return hp

@@ -8,9 +8,9 @@ import dataclasses
 import os
 import shutil
 
-from keras_transfer import folders
-from keras_transfer.config import SearchConfig
-from keras_transfer.files import read_json, write_json
+from keras_transfer._utils.atomic_files import read_json, write_json
+from keras_transfer.runs import run_folders
+from keras_transfer.runs.config import SearchConfig
 
 SEARCH_FILE = "search.json"
 # settings a resumed search may change: where and how precisely it computes, how many trials
@@ -22,15 +22,15 @@ def check_search_dir(out_dir: str, config: SearchConfig) -> bool:
     raises if it holds anything else, or a search started with other settings. Writes nothing."""
     saved = read_json(os.path.join(out_dir, SEARCH_FILE))
     if saved is None:
-        if folders.contents(out_dir):
+        if run_folders.contents(out_dir):
             raise FileExistsError(f"{out_dir!r} is a non-empty folder that is not a keras-transfer search; choose "
                                   f"another --out (nothing was overwritten). Received: out={out_dir!r}")
         return False
     if not _has_trials(out_dir):
         return False  # an earlier command stopped before any trial: nothing to keep
-    changed = folders.settings_changes(saved, config, _MAY_CHANGE_ON_RESUME)
+    changed = run_folders.settings_changes(saved, config, _MAY_CHANGE_ON_RESUME)
     if changed:
-        was, now = folders.describe_changes(changed)
+        was, now = run_folders.describe_changes(changed)
         raise ValueError(f"tune: {out_dir!r} holds a search started with {was}; run the same command to resume "
                          f"it (only --trials may change) or choose another --out. Received: {now}")
     return True
@@ -47,10 +47,10 @@ def start_search_dir(out_dir: str, config: SearchConfig, splits, resuming: bool)
     (a new search first clears what an earlier command that ran no trial left)."""
     if not resuming:
         shutil.rmtree(os.path.join(out_dir, "trials"), ignore_errors=True)  # Keras Tuner would reload its oracle
-    fingerprint = folders.data_fingerprint(splits)
+    fingerprint = run_folders.data_fingerprint(splits)
     if resuming:
-        folders.check_same_data(out_dir, fingerprint, "tune", "Its trials were scored on other images")
+        run_folders.check_same_data(out_dir, fingerprint, "tune", "Its trials were scored on other images")
     write_json(os.path.join(out_dir, SEARCH_FILE), dataclasses.asdict(config))
-    write_json(os.path.join(out_dir, folders.DATA_FILE), fingerprint)
+    write_json(os.path.join(out_dir, run_folders.DATA_FILE), fingerprint)
 
 

@@ -8,13 +8,18 @@ import time
 import keras
 import keras_tuner
 
-from keras_transfer import heads, training
-from keras_transfer.backbones import build_base, get_backbone
-from keras_transfer.files import atomic_path
-from keras_transfer.internals import forget_custom_gradients, keras_tuner_bookkeeping, keras_tuner_checkpoint
+from keras_transfer import training
+from keras_transfer._utils.atomic_files import atomic_path
+from keras_transfer._utils.keras_internals import (
+    forget_custom_gradients,
+    keras_tuner_bookkeeping,
+    keras_tuner_checkpoint,
+)
+from keras_transfer.models import heads
+from keras_transfer.models.backbones import build_base, get_backbone
+from keras_transfer.models.surgery import ThroughUnit, max_removed, resolve_frozen, units
 from keras_transfer.training import best_epoch
 from keras_transfer.training.stage import REUSED_HEAD_IS_FINE
-from keras_transfer.surgery import ThroughUnit, max_removed, resolve_frozen, units
 
 # what a trial of the successive-halving oracle trains for, when it says (else the recipe's epochs)
 HEAD_EPOCHS, FINE_TUNE_EPOCHS, RUNG = "tuner/head_epochs", "tuner/fine_tune_epochs", "tuner/rung"
@@ -189,3 +194,12 @@ def kept_metrics(histories: dict, early_stopping: bool) -> dict | None:
     if last.get("kept_head_weights"):
         last = histories.get("head") or {}
     return best_epoch.kept_metrics(last, early_stopping)
+
+
+
+def fixed_hyperparameters(config: dict):
+    """Hyperparameters holding ``config``'s values: ``build``/``fit`` read them instead of sampling."""
+    hp = keras_tuner.HyperParameters()
+    for name, value in config.items():
+        hp.Fixed(name, value)
+    return hp

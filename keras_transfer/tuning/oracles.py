@@ -25,7 +25,7 @@ import numpy as np
 from keras_tuner.engine import trial as trial_module
 from keras_tuner.src.engine.oracle import Display
 
-from keras_transfer.files import write_json
+from keras_transfer._utils.atomic_files import write_json
 from keras_transfer.tuning.hypermodel import FINE_TUNE_EPOCHS, HEAD_EPOCHS, RUNG, TransferHyperModel
 
 KEYS = ("removed", "frozen_units", "width", "dropout", "learning_rate", "head")

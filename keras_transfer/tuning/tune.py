@@ -10,14 +10,22 @@ import keras
 import keras_tuner
 
 from keras_transfer import data as data_lib
-from keras_transfer import folders, linear, probe, training
-from keras_transfer.config import SearchConfig
-from keras_transfer.files import read_json, write_json
-from keras_transfer.internals import tuner_is_worker
+from keras_transfer import training
+from keras_transfer._utils.atomic_files import read_json, write_json
+from keras_transfer._utils.keras_internals import tuner_is_worker
+from keras_transfer.runs import run_folders
+from keras_transfer.runs.config import SearchConfig
+from keras_transfer.training import cut_probe, linear_probe
 from keras_transfer.tuning.folder import check_search_dir, start_search_dir
 from keras_transfer.tuning.hypermodel import TransferHyperModel
-from keras_transfer.tuning.oracles import (GridOracle, HalvingOracle, atomic, configurations, default_first,
-                                          name_trials_by_id)
+from keras_transfer.tuning.oracles import (
+    GridOracle,
+    HalvingOracle,
+    atomic,
+    configurations,
+    default_first,
+    name_trials_by_id,
+)
 from keras_transfer.tuning.results import format_top, trial_rows, write_results
 
 logger = logging.getLogger("keras_transfer.tuning")
@@ -88,12 +96,12 @@ def search(config: SearchConfig, out_dir: str, verbose: int = 1) -> dict:
     """Run (or resume, or join as a distributed worker) a search; on the chief write
     ``results.csv``, ``heatmap.png``, ``best.json`` (with the floor) and retrain + export the best
     trial. Models compute in ``config.distribute.precision`` (the global policy is restored after)."""
-    from keras_transfer import precision
+    from keras_transfer.training import precision
 
     with precision.using(config.distribute.precision, backbone=config.model.backbone):
         if tuner_is_worker():  # a distributed worker: the chief's oracle owns the folder
             return _search_in(config, out_dir, verbose, resuming=True)
-        with folders.locked(out_dir, "keras-transfer tune"):
+        with run_folders.locked(out_dir, "keras-transfer tune"):
             return _search_in(config, out_dir, verbose, check_search_dir(out_dir, config))
 
 
@@ -102,17 +110,17 @@ def removed_range(config: SearchConfig, splits, out_dir: str | None):
     with ``"auto"`` the probe's recommendation +-1 unit (written to ``out_dir`` if given)."""
     if config.search.removed_range != "auto":
         return config.search.removed_range, None
-    result = probe.recommend_for(config.model.backbone, config.model.weights, splits, config.data.seed,
+    result = cut_probe.recommend_for(config.model.backbone, config.model.weights, splits, config.data.seed,
                                  config.recipe.batch_size)
     if out_dir:
-        probe.write(result, out_dir)
+        cut_probe.write(result, out_dir)
     best, top = result["recommended_removed"], len(result["cuts"]) - 1
     logger.info("removed range auto: the probe recommends %d; searching %d:%d", best, max(0, best - 1), min(top, best + 1))
     return (max(0, best - 1), min(top, best + 1)), best
 
 
 def _search_in(config: SearchConfig, out_dir: str, verbose: int, resuming: bool) -> dict:
-    from keras_transfer import distribute
+    from keras_transfer.training import distribute
 
     strategy = distribute.strategy_for(config.distribute.strategy, config.distribute.devices)
     cost = None
@@ -181,23 +189,23 @@ def _summarise(rows: list[dict], hypermodel: TransferHyperModel, out_dir: str) -
 
 def search_floor(hypermodel: TransferHyperModel, splits, batch_size: int = 32) -> dict:
     """What the search must beat, on its own images: the majority class, and the linear probe
-    (:func:`keras_transfer.linear.floor`) on the pooled features at each cut of the searched
+    (:func:`keras_transfer.training.linear_probe.floor`) on the pooled features at each cut of the searched
     removed range, fitted on the train split; the cut whose probe scores best on validation."""
-    from keras_transfer.backbones import build_base
+    from keras_transfer.models.backbones import build_base
 
     keras.utils.set_random_seed(hypermodel.recipe.seed)  # weights=None: the same random backbone every run
     base = build_base(hypermodel.backbone, weights=hypermodel.weights, input_shape=(*splits.image_size, 3))
-    cuts = [(r, name) for r, name in probe.cut_candidates(base)
+    cuts = [(r, name) for r, name in cut_probe.cut_candidates(base)
             if hypermodel.removed_range[0] <= r <= hypermodel.removed_range[1]]
     parts = [splits.train, splits.val, splits.test]
-    pooled = [probe.pooled_features_at(base, [name for _, name in cuts], part.images, batch_size) for part in parts]
+    pooled = [cut_probe.pooled_features_at(base, [name for _, name in cuts], part.images, batch_size) for part in parts]
     best = None
     for i, (removed, name) in enumerate(cuts):
-        fitted = linear.floor(*[(pooled[p][i], parts[p].labels) for p in range(3)])
+        fitted = linear_probe.floor(*[(pooled[p][i], parts[p].labels) for p in range(3)])
         if best is None or (fitted["val_accuracy"] or 0) > (best["val_accuracy"] or 0):
             best = {**fitted, "removed": removed, "layer": name}
-    return {"majority_val": linear.majority(splits.train.labels, splits.val.labels),
-            "majority_test": linear.majority(splits.train.labels, splits.test.labels), "linear_probe": best}
+    return {"majority_val": linear_probe.majority(splits.train.labels, splits.val.labels),
+            "majority_test": linear_probe.majority(splits.train.labels, splits.test.labels), "linear_probe": best}
 
 
 def judge(summary: dict, floor: dict) -> dict:
@@ -237,7 +245,7 @@ def _export_best(tuner, hp, hypermodel: TransferHyperModel, best: dict, splits, 
     scored on validation and test as served (float32); unless this folder already exported this
     trial: a rerun of a finished search changes nothing."""
     from keras_transfer import export
-    from keras_transfer.precision import as_float32
+    from keras_transfer.training.precision import as_float32
 
     before = read_json(os.path.join(out_dir, "best.json"), {}) or {}
     if before.get("export") and os.path.isdir(before["export"]) and before.get("best", {}).get("trial_id") == best["trial_id"]:

@@ -1,0 +1,117 @@
+"""``tf.data`` pipelines: batched ``(float32 x, y)`` from images, files or cached features, and
+user-supplied streams.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from keras_transfer.data.streaming import DiskFeatures, FileImages
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Streams:
+    """Training data as ``tf.data`` streams of single ``(image, label)`` elements (uint8 or float
+    images ``(H, W, 3)``, integer labels), for data that does not fit in memory. A stage batches
+    them and trains end to end (no feature cache: that needs the images in memory). Their sizes
+    must be known (``dataset.cardinality()``; ``tf.data.experimental.assert_cardinality`` sets it).
+    """
+
+    train: object  # tf.data.Dataset
+    val: object | None
+    class_names: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def stream_size(dataset, name: str) -> int:
+    n = int(dataset.cardinality())
+    if n < 0:
+        raise ValueError(f"the size of {name} is unknown (cardinality {n}); set it with "
+                         f"dataset.apply(tf.data.experimental.assert_cardinality(n)). Received: {name}={dataset}")
+    return n
+
+
+def batch_stream(dataset, batch_size: int, targets=None):
+    """A stream batched, images as float32, labels through ``targets`` (e.g. a head's)."""
+    import tensorflow as tf
+
+    def cast(x, y):
+        return tf.cast(x, tf.float32), (targets(y) if targets else y)
+
+    return dataset.batch(batch_size).map(cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+# ---------------------------------------------------------------- tf.data
+
+def to_dataset(x, y, batch_size: int = 32, shuffle: bool = False, seed: int = 0,
+               sample_weight: np.ndarray | None = None, views=None, share: tuple[int, int] = (1, 0)):
+    """A batched ``tf.data.Dataset`` of ``(float32 x, y[, weight])``.
+
+    ``x``: images (an array, or :class:`FileImages` decoded as they are read), or cached features.
+    ``y`` may be an array or a dict of arrays (multi-output heads). ``views`` (a
+    :class:`keras_transfer.data.augmentation.Views`, training only): each image appears as one of its views,
+    drawn anew every epoch; ``x`` is then either the images (the drawn view is computed here) or a
+    list of ``views.count`` arrays, every view's cached features (the drawn one is picked). Both
+    draw the same views, so the two train alike, and files are shuffled and drawn as arrays are.
+    Files are sharded by file: this worker (``share = (workers, index)``) reads only its share,
+    before decoding; in-memory data is sharded by DATA across workers, as it has no files.
+    """
+    import tensorflow as tf
+
+    from keras_transfer.data import streaming
+
+    files = isinstance(x, FileImages)
+    cached_views = isinstance(x, (list, tuple))
+    if cached_views and (views is None or len(x) != views.count):
+        raise ValueError(f"a list of cached views needs views with as many. Received: {len(x)} arrays, views={views}")
+    on_disk = [a for a in (x if cached_views else [x]) if isinstance(a, DiskFeatures)]
+    if on_disk:  # rows read as batches are drawn; only the rows of images that were read
+        rows = np.flatnonzero(np.logical_and.reduce([a.ok for a in on_disk]))
+        y = {k: v[rows] for k, v in y.items()} if isinstance(y, dict) else np.asarray(y)[rows]
+        sample_weight = sample_weight[rows] if sample_weight is not None else None
+        first = rows.astype(np.int64)
+    elif files:
+        first = np.arange(len(x), dtype=np.int64)
+    else:
+        first = tuple(x) if cached_views else x
+    parts = (first, y) + (() if sample_weight is None else (sample_weight,))
+    ds = in_order = tf.data.Dataset.from_tensor_slices(parts)
+    if shuffle:
+        ds = ds.shuffle(len(y if not isinstance(y, dict) else next(iter(y.values()))), seed=seed,
+                        reshuffle_each_iteration=True)
+    if files:
+        ds = streaming.read(ds, x, share, in_order)
+    elif on_disk and share[0] > 1:  # as files: this worker's share, after the shuffle (every worker has every row)
+        workers, index = share
+        ds = ds.take(len(first) // workers * workers).shard(workers, index)
+    if views is not None:
+        draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
+            lambda r: tf.cast(tf.math.floormod(r, views.count), tf.int32))
+        ds = tf.data.Dataset.zip(ds, draws).map(lambda element, v: (*element, v))
+    ds = ds.batch(batch_size)
+
+    def cast(*batch):
+        if on_disk:  # features, of the drawn view if there are views (one array per view)
+            v, rest = (batch[-1], batch[1:-1]) if views is not None else (None, batch[1:])
+            return (streaming.gather(on_disk, batch[0], v), *rest)
+        if views is None:
+            return (tf.cast(batch[0], tf.float32), *batch[1:])
+        *batch, v = batch
+        if cached_views:
+            return (tf.cast(tf.gather(tf.stack(batch[0], axis=1), v, batch_dims=1), tf.float32), *batch[1:])
+        return (views.apply(tf.cast(batch[0], tf.float32), v), *batch[1:])
+
+    ds = ds.map(cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (tf.data.experimental.AutoShardPolicy.OFF
+                                                         if files or (on_disk and share[0] > 1)
+                                                         else tf.data.experimental.AutoShardPolicy.DATA)
+    return ds.with_options(options)

@@ -1,0 +1,120 @@
+"""An export reloaded: :class:`Predictor` classifies arrays and files as the SavedModel serves them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from keras_transfer._utils.atomic_files import read_json
+from keras_transfer.data import images as images_lib
+from keras_transfer.export.saved_model import LABELS_FILE, resolve, versions
+
+logger = logging.getLogger(__name__)
+
+
+class Predictor:
+    """A reloaded export: call its signatures without this package's model code."""
+
+    def __init__(self, path: str):
+        import tensorflow as tf
+
+        self.path = resolve(path)
+        try:
+            self.saved_model = tf.saved_model.load(self.path)
+        except Exception as err:  # noqa: BLE001 - whatever TensorFlow raises, the export is unusable
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            base = os.path.dirname(self.path)
+            older = [os.path.join(base, str(v)) for v in versions(base) if str(v) != os.path.basename(self.path)]
+            raise ValueError(f"{self.path} is not a complete SavedModel ({type(err).__name__}: {reason}): it was "
+                             "damaged or copied only in part. Copy it again" + (
+                                 f", or use the version before it ({older[-1]})" if older else "")
+                             + f". Received: {self.path}") from None
+        self.info = read_json(os.path.join(self.path, LABELS_FILE))
+        if self.info is None:
+            raise FileNotFoundError(f"{self.path} has no {LABELS_FILE}: it was not written by keras-transfer "
+                                    f"export, or copied only in part. Received: {self.path}")
+        self.class_names = self.info["class_names"]
+
+    def predict_images(self, images, tta: bool = False) -> dict:
+        """``images``: uint8 array ``[N, H, W, 3]`` (RGB, 0..255, any H and W). ``tta``: the
+        probabilities averaged over the augmented views the model trained on (test-time
+        augmentation), each view taken of the image at the model's input size."""
+        images = self._checked(images)
+        serve = self.saved_model.signatures["serving_default"]
+        if not tta:
+            return {k: v.numpy() for k, v in serve(images=images).items()}
+        views = self.views()
+        resized = images_lib.resize_array(images, self.info["input_size"]).astype("float32")
+        probabilities = np.mean([serve(images=np.asarray(views.apply(resized, v)).round().astype("uint8"))
+                                 ["probabilities"].numpy() for v in range(views.count)], axis=0)
+        ids = probabilities.argmax(axis=-1)
+        return {"probabilities": probabilities, "class_ids": ids,
+                "class_names": np.array([self.class_names[i].encode() for i in ids], dtype=object)}
+
+    def views(self):
+        """The :class:`~keras_transfer.data.augmentation.Views` the model trained on; an error if it trained on none."""
+        from keras_transfer.data.augmentation import Views
+
+        if "views" not in self.info:
+            raise ValueError(f"{self.path} was trained without augmented views, so there are none to average: "
+                             "test-time augmentation needs a model trained with `train --augment`. Received: tta=True")
+        return Views(**self.info["views"])
+
+    @staticmethod
+    def _checked(images) -> np.ndarray:
+        images = np.asarray(images)
+        if images.dtype != np.uint8:
+            raise TypeError(f"images must be uint8 RGB in 0..255, got dtype {images.dtype}; "
+                            "convert with np.clip(x, 0, 255).astype('uint8') if they are in that range.")
+        if images.ndim != 4 or images.shape[-1] != 3:
+            hint = " (one image? add a batch axis: images[None])" if images.ndim == 3 else ""
+            raise ValueError(f"images must have shape [N, H, W, 3], got {list(images.shape)}{hint}.")
+        if 0 in images.shape[1:3]:
+            raise ValueError(f"images have a height or width of 0 pixels: nothing to classify. Received: images of shape "
+                             f"{list(images.shape)}")
+        return images
+
+    def explain_images(self, images) -> dict:
+        """:meth:`predict_images` plus ``heatmaps`` (N, h, w): Grad-CAM of each predicted class."""
+        if "explain" not in self.saved_model.signatures:
+            raise ValueError(f"{self.path} has no 'explain' signature: it was exported before Grad-CAM was part of "
+                             "an export. Export it again with `keras-transfer export RUN_DIR`.")
+        images = self._checked(images)
+        out = self.saved_model.signatures["explain"](images=images)
+        return {k: v.numpy() for k, v in out.items()}
+
+    def predict_files(self, paths, tta: bool = False) -> tuple[list[dict], list[tuple[str, str]]]:
+        """Classify image files; returns (results, skipped) where skipped lists (path, reason).
+
+        Files are decoded as training decoded them (:func:`keras_transfer.data.images.decode_file`:
+        EXIF orientation, every colour mode) and sent to ``serving_default``, which resizes
+        them as training did: the answers are the trained model's.
+        """
+        from keras_transfer.data.streaming import skip_reason
+
+        if tta:
+            self.views()  # refused before any file is read
+        results, skipped = [], []
+        for path in paths:
+            try:
+                pixels = images_lib.decode_file(path)
+            except Exception as err:  # noqa: BLE001 - an unreadable file is reported, not fatal
+                skipped.append((path, skip_reason(err)))
+                continue
+            probs = self.predict_images(pixels[None], tta)["probabilities"][0]
+            i = int(np.argmax(probs))
+            results.append({"path": path, "class": self.class_names[i], "probability": float(probs[i]),
+                            "probabilities": {c: float(p) for c, p in zip(self.class_names, probs)}})
+        return results, skipped
+
+
+def predict(path: str, image_paths) -> list[dict]:
+    """Classify image files with the export at ``path``; unreadable files raise nothing, they
+    are logged as warnings and left out."""
+    results, skipped = Predictor(path).predict_files(image_paths)
+    for p, reason in skipped:
+        logger.warning("skipped %s: %s", p, reason)
+    return results

@@ -1,0 +1,269 @@
+"""What a run or a search is asked to do: groups of settings, each default written once.
+
+    TrainConfig  = data + model + recipe + distribute          (``keras-transfer train``)
+    SearchConfig = data + model + recipe + distribute + search  (``keras-transfer tune``)
+
+Every field carries its command-line flag and help in its metadata (:func:`option`); the CLI
+builds its options from them (``cli_options``) and is the only code that speaks in flags.
+Library code reads the groups and names Python parameters in its errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from keras_transfer._utils import choices
+from keras_transfer import data as data_lib
+from keras_transfer.training.distribute import STRATEGIES
+from keras_transfer.training.precision import PRECISIONS
+from keras_transfer.data.augmentation import VIEW_KINDS, kind_for
+
+TUNERS = ("random", "bayesian", "hyperband", "grid", "halving")
+
+
+def option(default, flag: str | None = None, help: str = "", **argparse_kwargs):
+    """A config field with its CLI flag (None: no flag), help text and extra argparse settings."""
+    return dataclasses.field(default=default, metadata={"flag": flag, "help": help, "argparse": argparse_kwargs})
+
+
+MAX_INPUT_SIZE = 1024  # the largest Backbone.max_size: a typo such as 22400 is refused as it is parsed
+
+
+def ranged(kind, low=None, high=None):
+    """An argparse type: ``kind(text)`` checked to lie in [low, high] (either may be open)."""
+    import argparse
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}. "
+                                             f"Received: {text!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = (f"between {low} and {high}" if low is not None and high is not None
+                      else f"at least {low}" if low is not None else f"at most {high}")
+            raise argparse.ArgumentTypeError(f"must be {bounds}. Received: {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    parse.kind = kind
+    return parse
+
+
+def _removed(value: str):
+    return value if value == "auto" else ranged(int, 0)(value)
+
+
+def _patience(value: str):
+    return None if int(value) < 0 else int(value)
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the images come from and how they are split."""
+
+    data_dir: str | None = option(None, "--data", "folder with one sub-folder of images per class",
+                                  metavar="DIR", group="source")
+    dataset: str | None = option(None, "--dataset", f"built-in dataset: {', '.join(data_lib.BUILTIN_DATASETS)}, or "
+                                 "tfds:NAME (already downloaded)", metavar="NAME", group="source")
+    input_size: int | None = option(None, "--input-size", "input side in pixels (default: the backbone's ImageNet size)",
+                                    type=ranged(int, 1, MAX_INPUT_SIZE))
+    limit_per_class: int | None = option(None, "--limit-per-class", "use at most N images of each class",
+                                         type=ranged(int, 1))
+    validation_split: float = option(0.15, "--val-split", "validation fraction",
+                                     type=ranged(float, 0.0, 0.95))
+    test_split: float = option(0.15, "--test-split", "test fraction (0: no test images, so no test accuracy)",
+                               type=ranged(float, 0.0, 0.95))
+    seed: int = option(0, "--seed", "seed for splits, init and shuffling", type=int)
+    in_memory: str = option("auto", "--in-memory", "hold the decoded images in memory (yes), or stream them from "
+                            "their files (no; files are checked up front, sharded per worker, their features cached "
+                            "on disk); auto: stream when the pixels and cached features would take over half the "
+                            "memory available, when each image is read once and the pixels pass 512 MiB, or under "
+                            "several workers", choices=list(data_lib.IN_MEMORY))
+
+    def size(self, backbone: str, include_top: bool = False) -> int:
+        """``input_size``, or the backbone's ImageNet size; one it cannot be built at is refused here,
+        before any image is read."""
+        from keras_transfer.models.backbones import check_input_size, get_backbone
+
+        return check_input_size(backbone, self.input_size or get_backbone(backbone).default_size, include_top)
+
+    def load(self, backbone: str, progress: bool = True, include_top: bool = False,
+             cost: data_lib.RunCost | None = None) -> data_lib.Splits:
+        """The splits (``cost``: what the run does with its images, which ``in_memory="auto"`` weighs)."""
+        return data_lib.load(self.data_dir, self.dataset, self.size(backbone, include_top), self.validation_split,
+                             self.test_split, self.seed, self.limit_per_class, progress=progress,
+                             in_memory=self.in_memory, cost=cost)
+
+    @property
+    def name(self) -> str:
+        return self.dataset or os.path.basename(os.path.normpath(self.data_dir or "data"))
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The network: backbone, its weights, what is cut off and the head."""
+
+    backbone: str = option("vgg16", "--backbone", "pretrained architecture", choices=list(choices.BACKBONES))
+    weights: str | None = option("imagenet", "--weights", "'imagenet' (downloads once), 'hed' (VGG16, offline), a "
+                                 "weights file, or 'none'", type=lambda v: None if v.lower() == "none" else v)
+    include_top: bool = option(False, "--include-top", "keep the 1000-way ImageNet classifier", action="store_true")
+    removed: int | str = option("auto", "--removed", "drop the top N units of the backbone (see inspect), or 'auto': "
+                                "where `probe` recommends cutting, scored on the training images", type=_removed)
+    head: str = option("gap_dense", "--head", "head on the backbone", choices=list(choices.HEADS))
+    width: int | None = option(None, "--width", "hidden units of the head, 0 for none (default: the recipe's)",
+                                 type=ranged(int, 0))
+    dropout: float | None = option(None, "--dropout", "dropout before the classifier (default: the recipe's)",
+                                   type=ranged(float, 0.0, 0.95))
+    binary_weight: float = option(0.4, "--binary-weight", "B of the binary_auxiliary head's loss", type=float)
+
+
+@dataclasses.dataclass
+class RecipeConfig:
+    """How training goes: a named recipe and what this run changes in it (None: the recipe's)."""
+
+    recipe: str = option("default", "--recipe", "fine-tuning recipe: default, tutorial (seed tutorial: RMSprop head, "
+                         "SGD 1e-4), keras_io (keras.io guide)", choices=list(choices.RECIPES))
+    epochs: int = option(5, "--epochs", "stage 1 epochs: the head alone", type=ranged(int, 0))
+    fine_tune_epochs: int = option(5, "--fine-tune-epochs", "stage 2 epochs", type=ranged(int, 0))
+    batch_size: int = option(32, "--batch-size", "per-replica batch size", type=ranged(int, 1))
+    frozen: int | str | None = option(None, "--frozen", "fine-tuning freezes backbone layers [:K] (a count, a layer "
+                                      "name, 'unit:J' = through the J-th unit, or 'all'; default: all but the top 2 units)")
+    learning_rate: float | None = option(None, "--learning-rate", "stage 1 learning rate (default: the recipe's)",
+                                         type=float)
+    fine_tune_learning_rate: float | None = option(None, "--fine-tune-learning-rate", "stage 2 learning rate of the "
+                                                   "head; unfrozen backbone layers train at 0.1x it in the default "
+                                                   "recipe (default: the recipe's)", type=float)
+    transferred_lr_scale: float | None = option(None, "--transferred-lr-scale", "instead of freezing layers [:K], "
+                                                "train them at this fraction of the learning rate", type=float)
+    augment: bool | str = option(False, "--augment", "train on augmented views, one drawn per image per epoch, their "
+                                 "frozen-prefix features cached like the images': top_down (the 8 flips and turns, "
+                                 "for solar cells and other views from above), photo (flipped crops, brightness), or "
+                                 "auto (top_down for elpv, else photo); test accuracy is then also reported averaged "
+                                 "over the views (TTA)", nargs="?", const="auto", choices=["auto", *VIEW_KINDS],
+                                 metavar="KIND")
+    augment_views: int = option(8, "--augment-views", "how many views --augment draws from (top_down: at most 8)",
+                                type=ranged(int, 1, 32))
+    cache_features: bool = option(True, "--no-cache", "do not cache frozen-prefix features", action="store_false")
+    class_weight: bool = option(False, "--class-weight", "weigh classes to balance an imbalanced dataset",
+                                action="store_true")
+    train_batchnorm: bool = option(False, "--train-batchnorm", "fine-tuning also trains the unfrozen backbone's "
+                                   "BatchNorm layers (scale, offset and batch statistics; default: the recipe's, "
+                                   "default and keras_io keep them in inference mode)", action="store_true")
+    patience: int | None = option(3, "--patience", "early-stopping patience; -1 disables it", type=_patience)
+    tensorboard: str | None = option(None, "--tensorboard", "write TensorBoard logs to DIR (default: "
+                                     "OUT/tensorboard); tune: one folder per trial, with the HParams dashboard",
+                                     nargs="?", const="", metavar="DIR")
+    verbose: int | str = option("auto", None)
+
+    def make(self, seed: int, width: int | None = None, dropout: float | None = None,
+             dataset: str | None = None) -> recipes.Recipe:
+        """The named recipe with these epochs, rates, batch size... and the head's width/dropout
+        (``dataset``: the built-in dataset, which ``augment="auto"`` picks its views by)."""
+        from keras_transfer.training import recipes
+
+        augment = kind_for(dataset) if self.augment == "auto" else self.augment
+        if not augment and self.augment_views != RecipeConfig.augment_views:
+            raise ValueError(f"augment_views sets how many views augmentation draws from; set augment too. "
+                             f"Received: augment_views={self.augment_views}, augment={self.augment!r}")
+        recipe = recipes.recipe(
+            self.recipe, width=width, dropout=dropout, head_epochs=self.epochs, fine_tune_epochs=self.fine_tune_epochs,
+            frozen=self.frozen, head_learning_rate=self.learning_rate,
+            fine_tune_learning_rate=self.fine_tune_learning_rate, transferred_lr_scale=self.transferred_lr_scale,
+            batch_size=self.batch_size, augment=augment, augment_views=self.augment_views,
+            cache_features=self.cache_features,
+            class_weight=self.class_weight, bn_inference=False if self.train_batchnorm else None, seed=seed,
+            tensorboard=self.tensorboard, verbose=self.verbose)
+        recipe.views()  # a count the kind cannot give is refused here, before any data is read
+        return dataclasses.replace(recipe, patience=self.patience)  # None here means "no early stopping"
+
+
+@dataclasses.dataclass
+class DistributeConfig:
+    """Where and in which precision the computation runs."""
+
+    strategy: str = option("auto", "--strategy", "tf.distribute strategy (default: auto: TF_CONFIG -> multi-worker, "
+                           "GPUs -> mirrored)", choices=STRATEGIES)
+    devices: str | None = option(None, "--devices", "devices to mirror over, e.g. /gpu:0,/gpu:1")
+    precision: str = option("auto", "--precision", "compute precision: auto = float16 on GPUs, bfloat16 on CPUs with "
+                            "bf16 instructions, else float32 (softmax and exports stay float32)", choices=PRECISIONS)
+
+
+def parse_range(text: str | None, name: str = "removed_range") -> tuple[int, int] | str | None:
+    """``"a:b"`` -> ``(a, b)``; ``"n"`` -> ``(n, n)``; ``"auto"`` stays ``"auto"``."""
+    if not text:
+        return None
+    if text == "auto":
+        return text
+    try:
+        lo, _, hi = text.partition(":")
+        return int(lo), int(hi or lo)
+    except ValueError:
+        raise ValueError(f"{name} must be written a:b, e.g. 0:3. Received: {name}={text!r}") from None
+
+
+def _range(value: str):
+    return parse_range(value, "range")
+
+
+@dataclasses.dataclass
+class SearchSpaceConfig:
+    """What ``tune`` searches and how."""
+
+    tuner: str = option("random", "--tuner", "random/bayesian (first trial: the default recipe), hyperband; grid: every "
+                        "configuration at the full budget, the default recipe's first, then the probe's removed; "
+                        "halving: every configuration for 1+1 epochs, the best third at the full budget (all "
+                        "Keras Tuner oracles: resumable, distributable)", choices=TUNERS)
+    trials: int = option(12, "--trials", "max trials (random, bayesian; grid, halving: configurations)",
+                         type=ranged(int, 1))
+    removed_range: tuple | str | None = option(None, "--removed-range", "units to remove, inclusive (default 0:3); "
+                                               "'auto': the probe's recommendation +-1", type=_range, metavar="A:B")
+    frozen_range: tuple | None = option(None, "--frozen-range", "frozen_units to try, inclusive (freeze through the "
+                                        "j-th unit; default: all)", type=_range, metavar="A:B")
+    widths: tuple = option((0, 256), "--widths", "head widths to try (0: the default recipe's linear head, started "
+                           "at the linear probe)", type=ranged(int, 0, 65536), nargs="+")
+    dropouts: tuple = option((0.2, 0.5), "--dropouts", "dropout rates to try", type=ranged(float, 0.0, 0.99), nargs="+")
+    learning_rates: tuple = option((1e-4, 1e-3), "--learning-rates", "fine-tuning rates to try",
+                                   type=ranged(float, 0.0, 1.0), nargs="+")
+    head_kinds: tuple = option(("gap_dense",), "--heads", "heads to try", nargs="+",
+                               choices=[h for h in choices.HEADS if h != "keep_classifier"])
+    retrain_best: bool = option(True, "--no-retrain", "do not export the best trial (with the weights it kept, "
+                               "or retrained where its checkpoint is not at hand)", action="store_false")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    recipe: RecipeConfig = dataclasses.field(default_factory=RecipeConfig)
+    distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
+
+    def make_recipe(self) -> recipes.Recipe:  # noqa: F821 - imported where it is used
+        return self.recipe.make(self.data.seed, self.model.width, self.model.dropout, self.data.dataset)
+
+    def head_options(self) -> dict:
+        options = self.make_recipe().head_options()
+        if self.model.head == "binary_auxiliary":
+            options.update(seed=self.data.seed, binary_weight=self.model.binary_weight)
+        return options
+
+
+def _search_recipe() -> RecipeConfig:
+    return RecipeConfig(epochs=2, fine_tune_epochs=3, patience=None)  # each trial's short budget
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)  # backbone and weights; the rest is searched
+    recipe: RecipeConfig = dataclasses.field(default_factory=_search_recipe)
+    distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
+    search: SearchSpaceConfig = dataclasses.field(default_factory=SearchSpaceConfig)
+
+    def __post_init__(self):
+        searched = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("backbone", "weights")
+                    and getattr(self.model, f.name) != getattr(ModelConfig(), f.name)]
+        if searched:
+            raise ValueError(f"a search builds its models from the search space; model.{searched[0]} is not used. "
+                             f"Set search.* instead. Received: model.{searched[0]}={getattr(self.model, searched[0])!r}")

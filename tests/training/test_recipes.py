@@ -1,0 +1,126 @@
+"""The named recipes: the default does not diverge, starts at the linear probe, keeps the
+better stage; the tutorial's and keras.io's are one argument away; per-variable rates."""
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from keras_transfer import data, training
+from keras_transfer.models import heads, losses
+from keras_transfer.models.surgery import backbone_of
+from keras_transfer.training import recipes
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """A small real dataset: scikit-learn's handwritten digits, 12 per class at 32 px."""
+    return data.split(data.builtin("digits", 32, limit=12, seed=0), 0.25, 0.0, seed=0)
+
+
+def _model(splits, recipe, weights="hed"):
+    return training.build_model("vgg16", splits.num_classes, weights=weights, input_size=32, removed=3,
+                                **recipe.head_options())
+
+
+def test_default_first_epoch_loss_stays_below_twice_chance(digits):
+    recipe = recipes.recipe(head_epochs=1, fine_tune_epochs=1, batch_size=16, verbose=0)
+    histories = training.fine_tune(_model(digits, recipe), digits, recipe)
+    chance = math.log(digits.num_classes)
+    assert histories["head"]["loss"][0] < 2 * chance
+    assert histories["fine_tune"]["loss"][0] < 2 * chance
+
+
+def test_the_head_starts_at_the_linear_probe(digits):
+    from keras_transfer.training.linear_probe import fit_linear
+
+    recipe = recipes.recipe(head_epochs=1, fine_tune_epochs=0, verbose=0)
+    model = _model(digits, recipe)
+    training.init_head(model, digits, recipe)
+    prefix = training.prefix_model(model)
+    train = heads.pooled_features(model, training.batched_call(prefix, digits.train.images))
+    val = heads.pooled_features(model, training.batched_call(prefix, digits.val.images))
+    np.testing.assert_allclose(train.mean(axis=0), 0, atol=1e-3)  # standardised by the training images' statistics
+    std = train.std(axis=0)
+    assert np.all(std <= 1 + 1e-3) and np.median(std) == pytest.approx(1, abs=1e-3)  # nearly constant ones: floored
+    probe = fit_linear(train, digits.train.labels, digits.num_classes, val, digits.val.labels)
+    head_acc = training.evaluate(model, digits.val)["accuracy"]
+    assert head_acc == pytest.approx(probe.val_accuracy)
+    assert head_acc > 0.5  # ten classes: chance is 0.1
+
+
+def test_fine_tuning_that_never_beats_the_head_keeps_the_heads_weights(digits):
+    recipe = recipes.recipe(head_epochs=1, fine_tune_epochs=1, fine_tune_learning_rate=50.0, backbone_lr_scale=1.0,
+                            warmup_fraction=0.0, decay=False, verbose=0, patience=None)
+    model = _model(digits, recipe)
+    seen = {}
+
+    class AfterHead(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            seen.setdefault("head", [w.copy() for w in model.get_weights()])
+
+    histories = training.fine_tune(model, digits, recipe, callbacks=[AfterHead()])
+    assert histories["fine_tune"].get("kept_head_weights") is True
+    for a, b in zip(seen["head"], model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_tutorial_and_keras_io_recipes_are_one_argument_away():
+    tutorial = recipes.recipe("tutorial")
+    assert (tutorial.width, tutorial.normalize, tutorial.head_optimizer) == (1024, False, "rmsprop")
+    sgd = recipes.optimizer(tutorial, "fine_tune", steps=100)
+    assert isinstance(sgd, keras.optimizers.SGD)
+    assert float(sgd.learning_rate) == pytest.approx(1e-4) and sgd.momentum == 0.9 and not sgd.lr_scales
+    guide = recipes.recipe("keras_io", head_epochs=2)
+    assert (guide.frozen, guide.fine_tune_learning_rate, guide.dropout, guide.head_epochs) == (0, 1e-5, 0.2, 2)
+    assert isinstance(recipes.optimizer(guide, "head", 10), keras.optimizers.Adam)
+    with pytest.raises(ValueError, match="Received: recipe='fastai'"):
+        recipes.recipe("fastai")
+
+
+def test_tutorial_recipe_trains_through_the_cli_config(tmp_path):
+    from keras_transfer import runs
+    from keras_transfer.runs import config as cfg
+
+    config = cfg.TrainConfig(cfg.DataConfig(dataset="digits", input_size=32, limit_per_class=4),
+                             cfg.ModelConfig(backbone="vgg16", weights=None, removed=3),
+                             cfg.RecipeConfig(recipe="tutorial", epochs=1, fine_tune_epochs=1, verbose=0))
+    recipe = config.make_recipe()
+    assert recipe.fine_tune_optimizer == "sgd" and recipe.head_epochs == 1
+    assert config.head_options() == {"width": 1024, "dropout": 0.0, "normalize": False}
+    metrics = runs.train(config, str(tmp_path / "run"), progress=False)
+    assert 0 <= metrics["accuracy"] <= 1
+
+
+def test_stage_two_trains_the_backbone_at_a_lower_rate_than_the_head(digits):
+    recipe = recipes.recipe(head_epochs=0, fine_tune_epochs=1, frozen="block4_conv1", verbose=0)
+    model = _model(digits, recipe, weights=None)
+    training.freeze_for_stage(model, recipe, "fine_tune", 12)  # layers [:12]: through block4_conv1
+    scales = training.lr_scales(model, recipe, "fine_tune", 12)
+    base = backbone_of(model)
+    conv = base.get_layer("block4_conv2")
+    assert scales[conv.kernel.path] == scales[conv.bias.path] == recipe.backbone_lr_scale < 1
+    assert base.get_layer("block4_conv1").kernel.path not in scales  # frozen: not trained at all
+    head_paths = {v.path for v in model.get_layer("head").trainable_weights}
+    assert head_paths and not head_paths & set(scales)
+
+
+@pytest.mark.parametrize("kind", ["adamw", "sgd", "rmsprop"])
+def test_per_variable_rates_scale_the_step_not_the_gradient(kind):
+    a, b, c = (keras.Variable(np.ones(3, "float32"), name=n) for n in "abc")
+    recipe = recipes.recipe(weight_decay=0.1, warmup_fraction=0.0, decay=False,
+                            fine_tune_optimizer=kind, fine_tune_learning_rate=0.1)
+    opt = recipes.optimizer(recipe, "fine_tune", 10, {b.path: 0.1, c.path: 0.0})
+    grads = [np.full(3, 2.0, "float32")] * 3
+    opt.apply(grads, [a, b, c])
+    step_a, step_b = 1 - a.numpy()[0], 1 - b.numpy()[0]
+    assert step_b == pytest.approx(0.1 * step_a, rel=0.05)
+    np.testing.assert_array_equal(c.numpy(), 1.0)  # rate 0: not even weight decay moves it
+
+
+def test_smoothed_sparse_loss_equals_keras_categorical_with_smoothing():
+    y = np.array([0, 2, 1])
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.4, 0.3]], "float32")
+    ours = losses.SparseSmoothedCrossentropy(0.1)(y, p)
+    theirs = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(np.eye(3)[y], p)
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-6)
