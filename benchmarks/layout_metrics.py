@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ast
 import os
+import re
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA_KINDS = {"Streams", "FileImages", "DiskFeatures", "ImageSet", "Splits"}
@@ -20,6 +21,7 @@ DATA_KINDS = {"Streams", "FileImages", "DiskFeatures", "ImageSet", "Splits"}
 IMPLEMENTATIONS = ("data/", "data.py", "streaming.py", "training/cache.py", "training/disk_cache.py",
                    "training/feature_cache.py", "training/_disk_cache.py")
 LONG = 40
+DATA_NAMES = re.compile(r"\b(x_\w+|base_\w+|features|images|first|train|val)\b")
 
 
 def _names(node) -> set[str]:
@@ -46,8 +48,9 @@ def measure(root: str) -> dict:
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance" and len(node.args) == 2:
                 kinds = _names(node.args[1])
-                per_view = kinds & {"list", "tuple"} and not kinds & {"dict", "str", "int", "float"}
-                if inside and (kinds & DATA_KINDS or (per_view and rel.startswith("training/"))):
+                # a list of per-view arrays: a list/tuple check on something named as data
+                per_view = kinds & {"list", "tuple"} and DATA_NAMES.search(ast.unparse(node.args[0]))
+                if inside and (kinds & DATA_KINDS or per_view):
                     kind_checks.append(f"{rel}:{node.lineno}")
             if isinstance(node, ast.Attribute) and node.attr == "streamed" and inside:
                 kind_checks.append(f"{rel}:{node.lineno}")

@@ -32,10 +32,10 @@ __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
     'builtin_sets': ['BUILTIN_DATASETS', 'FASHION_MNIST_CLASSES', 'FASHION_MNIST_DIRS', 'builtin', 'digits', 'elpv', 'fashion_mnist', 'from_tfds'],
     'guitars': ['sample_guitars'],
     'image_folders': ['IMAGE_EXTENSIONS', 'load_folder', 'write_skipped_report'],
-    'image_sets': ['ImageSet', 'Splits', 'class_weights', 'imbalance', 'join', 'limit_per_class', 'split', 'split_classes', 'stratified_index', 'stratified_sample', 'take'],
+    'image_sets': ['ImageSet', 'Splits', 'batches', 'class_weights', 'imbalance', 'join', 'limit_per_class', 'split', 'split_classes', 'stratified_index', 'stratified_sample', 'take'],
     'images': ['read_image'],
     'in_memory': ['IN_MEMORY', 'READ_ONCE_IN_MEMORY_MAX', 'RunCost', 'streams'],
     'loading': ['from_directory', 'load'],
     'streaming': ['DiskFeatures', 'FileImages', 'SkippedFile', 'check_file', 'skip_reason'],
-    'tf_datasets': ['Streams', 'batch_stream', 'stream_size', 'to_dataset'],
+    'tf_datasets': ['Streams', 'batch_stream', 'shards_by_file', 'stream_size', 'to_dataset'],
 })

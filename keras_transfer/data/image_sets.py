@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from keras_transfer.data.streaming import FileImages, SkippedFile
+from keras_transfer.data.tf_datasets import to_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +55,36 @@ class ImageSet:
         """Whether the images stay files, read batch by batch (see :mod:`keras_transfer.data.streaming`)."""
         return isinstance(self.images, FileImages)
 
+    def fit_arguments(self, y, batch_size: int, shuffle: bool = False, seed: int = 0) -> dict:
+        """What ``keras.Model.fit`` takes for these images and targets ``y``: the arrays (Keras batches
+        and shuffles them), or for files a pipeline that reads them batch by batch (shuffled by tf.data)."""
+        if self.streamed:
+            return {"x": to_dataset(self.images, y, batch_size, shuffle=shuffle, seed=seed), "shuffle": False}
+        return {"x": self.images, "y": y, "batch_size": batch_size, "shuffle": shuffle}
+
+    def validation_data(self, y, batch_size: int):
+        """``fit``'s ``validation_data`` for these images and targets ``y``."""
+        return to_dataset(self.images, y, batch_size) if self.streamed else (self.images, y)
+
+    def fingerprint_of(self, i: int) -> bytes:
+        """What identifies image ``i``: its pixels, or for a file still a file its size and time."""
+        held = self.images.fingerprint_of(i) if self.streamed else self.images[i].tobytes()
+        return held if isinstance(held, bytes) else held.encode()
+
 
 def take(images, index):
     """``images`` at positions ``index``: an array's rows (a copy), or files still files
     (:meth:`FileImages.take`, decoded when read)."""
     return images.take(np.asarray(index, dtype=int)) if isinstance(images, FileImages) else images[index]
+
+
+def batches(images, batch_size: int):
+    """``(positions, uint8 images)`` chunks of ``images``, whatever holds them: an array in one
+    chunk (the caller batches it), files batch by batch, those that cannot be read left out."""
+    if isinstance(images, FileImages):
+        yield from images.batches(batch_size)
+    else:
+        yield np.arange(len(images)), images
 
 
 @dataclasses.dataclass
@@ -100,6 +126,53 @@ class Splits:
         if self.skipped:
             lines.append(f"  skipped {len(self.skipped)} unreadable file(s): see skipped.csv")
         return "\n".join(lines)
+
+    # ---- what a training stage asks of its data, whatever holds it (Streams answers the same)
+
+    @property
+    def end_to_end(self) -> str:
+        """How a stage that does not cache features trains on these splits, for the log."""
+        return "end to end" + (", streaming the files" if self.streamed else "")
+
+    def num_train(self) -> int:
+        return len(self.train)
+
+    @property
+    def has_val(self) -> bool:
+        return len(self.val) > 0
+
+    def stage_inputs(self, augment=False) -> tuple:
+        """``(train, val)`` images a stage starts from (arrays, or files read as batches are drawn),
+        augmented or not (``augment``, the recipe's)."""
+        return self.train.images, self.val.images
+
+    def class_weights(self) -> dict[int, float]:
+        return class_weights(self.train)
+
+    def memo_arrays(self) -> list | None:
+        """What a head trained on these splits may be remembered by (their pixels and labels);
+        None for files, which are not read whole for it."""
+        if self.streamed:
+            return None
+        return [self.train.images, self.train.labels, self.val.images, self.val.labels]
+
+    def for_statistics(self, n: int, seed: int) -> "Splits":
+        """Splits to estimate feature statistics from: these, or for files a stratified sample
+        of at most ``n`` images of each part, the same on every worker (a pass over every file on
+        each would undo their sharding)."""
+        if not self.streamed:
+            return self
+        return dataclasses.replace(self, train=stratified_sample(self.train, n, seed),
+                                   val=stratified_sample(self.val, n, seed))
+
+    def train_dataset(self, x, targets, batch_size: int, seed: int, views=None, share=(1, 0)):
+        """The shuffled training ``tf.data`` pipeline of ``x`` (the training images, or their cached
+        features), labels through ``targets``; ``share``: this worker's, for files."""
+        return to_dataset(x, targets(self.train.labels), batch_size, shuffle=True, seed=seed, views=views, share=share)
+
+    def val_dataset(self, x, targets, batch_size: int, share=(1, 0)):
+        """The validation pipeline of ``x``; None without validation images."""
+        return to_dataset(x, targets(self.val.labels), batch_size, share=share) if len(self.val) else None
 
     def gaps(self) -> list[str]:
         """A sentence for each class that has no validation or no test image while others do

@@ -30,6 +30,39 @@ class Streams:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    # ---- what a training stage asks of its data, as :class:`~keras_transfer.data.image_sets.Splits` answers it
+
+    end_to_end = "end to end on streamed data"
+
+    def num_train(self) -> int:
+        return stream_size(self.train, "train")
+
+    @property
+    def has_val(self) -> bool:
+        return self.val is not None
+
+    def stage_inputs(self, augment=False) -> tuple:
+        """No arrays or files to start from (``(None, None)``): a stage reads the streams."""
+        if augment:
+            raise ValueError(f"augmented views need in-memory splits. Received: augment={augment!r} with streamed data")
+        return None, None
+
+    def class_weights(self):
+        raise ValueError("class_weight needs in-memory splits (their label counts). Received: class_weight=True")
+
+    def memo_arrays(self) -> None:
+        """Streams are not remembered by their contents: a head trained on them is not reused."""
+        return None
+
+    def for_statistics(self, n: int, seed: int) -> "Streams":
+        return self
+
+    def train_dataset(self, x, targets, batch_size: int, seed: int = 0, views=None, share=(1, 0)):
+        return batch_stream(self.train, batch_size, targets)
+
+    def val_dataset(self, x, targets, batch_size: int, share=(1, 0)):
+        return batch_stream(self.val, batch_size, targets) if self.val is not None else None
+
 
 def stream_size(dataset, name: str) -> int:
     n = int(dataset.cardinality())
@@ -50,6 +83,13 @@ def batch_stream(dataset, batch_size: int, targets=None):
 
 
 # ---------------------------------------------------------------- tf.data
+
+def shards_by_file(x) -> bool:
+    """Whether :func:`to_dataset` gives each worker its own share of ``x`` (files, features on
+    disk, or a list of either, per view) rather than sharding batches by data."""
+    first = x[0] if isinstance(x, (list, tuple)) and len(x) else x
+    return isinstance(first, (FileImages, DiskFeatures))
+
 
 def to_dataset(x, y, batch_size: int = 32, shuffle: bool = False, seed: int = 0,
                sample_weight: np.ndarray | None = None, views=None, share: tuple[int, int] = (1, 0)):

@@ -84,7 +84,7 @@ def run(config: LayerRemovalConfig, out_dir: str) -> dict:
             if str(seed) not in probes:
                 base = build_base(config.backbone, weights=config.weights,
                                   input_shape=(config.input_size, config.input_size, 3))
-                probed = data.stratified_sample(splits.train, PROBE_SAMPLE, seed) if splits.streamed else splits.train
+                probed = splits.for_statistics(PROBE_SAMPLE, seed).train  # files: a sample of them
                 scores = cut_probe.score_cuts(base, probed.images[:], probed.labels, config.batch_size, seed)
                 probes[str(seed)] = {str(s.removed): s.probe_accuracy for s in scores if s.removed in config.removed}
                 results.save()

@@ -89,26 +89,17 @@ def fit(model: keras.Model, train, val, epochs: int, seed: int, learning_rate: f
         else (lambda s: s.labels)
     monitor = f"val_{CLASSIFIER}_accuracy" if multi else "val_accuracy"
     best = keras.callbacks.EarlyStopping(monitor, patience=epochs, restore_best_weights=True, mode="max")
-    if train.streamed:  # files: read batch by batch (shuffled by tf.data rather than by Keras)
-        model.fit(data.to_dataset(train.images, targets(train), batch_size, shuffle=True, seed=seed),
-                  validation_data=data.to_dataset(val.images, targets(val), batch_size), epochs=epochs,
-                  callbacks=[best], verbose=0, shuffle=False)
-        return model
-    model.fit(train.images, targets(train), validation_data=(val.images, targets(val)), epochs=epochs,
-              batch_size=batch_size, shuffle=True, callbacks=[best], verbose=0)
+    model.fit(**train.fit_arguments(targets(train), batch_size, shuffle=True, seed=seed),
+              validation_data=val.validation_data(targets(val), batch_size), epochs=epochs, callbacks=[best], verbose=0)
     return model
 
 
 def accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> float:
     """Test accuracy; of files, on those that can be read."""
-    if isinstance(images, data.FileImages):
-        pairs = [(positions, model.predict(batch, verbose=0)) for positions, batch in images.batches(256)]
-        labels = np.concatenate([labels[positions] for positions, _ in pairs])
-        probs = [p[CLASSIFIER] if isinstance(p, dict) else p for _, p in pairs]
-        return float(np.mean(np.argmax(np.concatenate(probs), axis=-1) == labels))
-    probs = model.predict(images, batch_size=256, verbose=0)
-    probs = probs[CLASSIFIER] if isinstance(probs, dict) else probs
-    return float(np.mean(np.argmax(probs, axis=-1) == labels))
+    pairs = [(positions, model.predict(batch, batch_size=256, verbose=0)) for positions, batch in data.batches(images, 256)]
+    labels = np.concatenate([labels[positions] for positions, _ in pairs])
+    probs = [p[CLASSIFIER] if isinstance(p, dict) else p for _, p in pairs]
+    return float(np.mean(np.argmax(np.concatenate(probs), axis=-1) == labels))
 
 
 def lr_scales_for(model: keras.Model, n: int, factor: float) -> dict[str, float]:

@@ -44,6 +44,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
     'feature_cache': ['FeatureCache', 'HeadMemo', 'MIN_SAVED_FRACTION', 'prefix_model', 'saved_fraction', 'split_model'],
     'model': ['build_model', 'default_frozen', 'load_model', 'load_weights'],
     'recipes': ['Recipe', 'ScaledSGD'],
-    'stage': ['CacheEstimate', 'StagePlan', 'cache_estimate', 'estimate_cache', 'fit_stage', 'freeze_for_stage', 'init_head', 'lr_scales', 'plan_stage', 'run_cost', 'train_stage'],
+    'memory_estimate': ['CacheEstimate', 'cache_estimate', 'estimate_cache', 'run_cost'],
+    'stage': ['Stage', 'StagePlan', 'train_stage'],
     'two_stage': ['STATE_FILE', 'fine_tune', 'stages'],
 })

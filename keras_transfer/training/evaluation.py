@@ -32,14 +32,18 @@ def predict_classes(model: keras.Model, images: np.ndarray, batch_size: int = 64
         out = np.empty((len(images), n), "float32")
         out[distribute.all_gather_rows(strategy, mine)] = distribute.all_gather_rows(strategy, local.astype("float32"))
         return out
-    if isinstance(images, data_lib.FileImages):
-        out = None
-        for positions, batch in images.batches(batch_size):
-            probabilities = predict_classes(model, batch, batch_size, views)
-            if out is None:
-                out = np.full((len(images), probabilities.shape[1]), np.nan, "float32")
-            out[positions] = probabilities
-        return out if out is not None else np.full((len(images), 1), np.nan, "float32")
+    out = None
+    for positions, batch in data_lib.batches(images, batch_size):  # an array whole, files batch by batch
+        probabilities = _probabilities(model, batch, batch_size, views)
+        if out is None and np.array_equal(positions, np.arange(len(images))):
+            return probabilities  # every image, in order: one chunk
+        if out is None:
+            out = np.full((len(images), probabilities.shape[1]), np.nan, "float32")
+        out[positions] = probabilities
+    return out if out is not None else np.full((len(images), 1), np.nan, "float32")
+
+
+def _probabilities(model: keras.Model, images: np.ndarray, batch_size: int, views=None) -> np.ndarray:
     if views is None:
         return np.asarray(heads.class_probabilities(model, batched_call(model, images, batch_size)))
     total = 0.0

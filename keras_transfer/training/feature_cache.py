@@ -10,6 +10,7 @@ import os
 import keras
 import numpy as np
 
+from keras_transfer.data.image_sets import ImageSet, stratified_index
 from keras_transfer.data.streaming import DiskFeatures, FileImages
 from keras_transfer.models.surgery import backbone_of, cut_points, layer_index, multiply_adds
 from keras_transfer.training import distribute
@@ -189,10 +190,20 @@ class FeatureCache:
             self._disk = DiskCache()
         return self._disk or None
 
-    def fits(self, prefix: keras.Model, n_images: int, streamed: bool = False) -> bool:
+    def accepts(self, images) -> bool:
+        """Whether features of ``images`` can be kept: arrays always, files where there is a disk
+        cache, streams (None) never."""
+        return images is not None and (not isinstance(images, FileImages) or self.disk is not None)
+
+    @staticmethod
+    def on_disk(features) -> bool:
+        """Whether ``features`` (from :meth:`features`; a list of them, one per view) are kept on disk."""
+        return isinstance(features[0] if isinstance(features, list) else features, DiskFeatures)
+
+    def fits(self, prefix: keras.Model, n_images: int, images=None) -> bool:
         """Whether ``n_images`` features of ``prefix`` fit in ``max_bytes`` (in its compute dtype)
-        or, else or for ``streamed`` images, on disk (in float32)."""
-        if not streamed and feature_bytes(prefix, n_images) <= self.max_bytes:
+        or, else or for files (``images`` of :class:`FileImages`), on disk (in float32)."""
+        if not isinstance(images, FileImages) and feature_bytes(prefix, n_images) <= self.max_bytes:
             return True
         return self.disk is not None and self.disk.fits(4 * n_images * int(np.prod(prefix.output.shape[1:])))
 
@@ -313,3 +324,79 @@ class HeadMemo:
         self._entries[key] = ([np.array(w) for w in weights], {k: list(v) for k, v in history.items()})
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+
+# ---------------------------------------------------------------- the head's start
+
+# images of each part a streamed set's head starts from: pooled features of 4096 images estimate
+# each feature's mean and variance to about 1.6 % of its standard deviation
+HEAD_INIT_SAMPLE = 4096
+
+
+def head_start_features(model: keras.Model, splits, recipe, base_train=None, base_val=None, with_val: bool = True):
+    """``(x_train, y_train, x_val, y_val)``: the backbone features (and labels) a head's feature
+    statistics and linear probe start from, whatever holds them.
+
+    ``base_train``/``base_val``: the backbone's outputs already at hand (arrays, features on disk,
+    or for ``base_train`` a list, one per augmented view: the head then starts from every view it
+    will train on, since a probe of view 0 alone is over-confident on the others). Features on disk
+    give a stratified sample of at most :data:`HEAD_INIT_SAMPLE` of their rows, pooled; files a
+    sample of as many images (:meth:`~keras_transfer.data.image_sets.Splits.for_statistics`).
+    ``x_val`` and ``y_val`` are None where not needed (``with_val`` false).
+    """
+    if base_train is not None and FeatureCache.on_disk(base_train):
+        each = [_disk_sample(d, splits.train.labels, recipe.seed)  # cached on disk: a sample of their rows
+                for d in (base_train if isinstance(base_train, list) else [base_train])]
+        x_train, y_train = (np.concatenate(parts) for parts in zip(*each))
+        x_val, y_val = (_disk_sample(base_val, splits.val.labels, recipe.seed) if FeatureCache.on_disk(base_val)
+                        else (base_val, splits.val.labels))
+        return x_train, y_train, x_val, y_val
+    splits = splits.for_statistics(HEAD_INIT_SAMPLE, recipe.seed)
+    views = recipe.views()
+    prefix = prefix_model(model) if base_train is None or (with_val and base_val is None) else None
+    if base_train is None and views is not None and isinstance(splits.train, ImageSet):
+        each = [_features(prefix, splits.train, recipe.batch_size, views, v) for v in range(views.count)]
+        x_train, y_train = (np.concatenate(parts) for parts in zip(*each))
+    elif base_train is None:
+        x_train, y_train = _features(prefix, splits.train, recipe.batch_size)
+    elif isinstance(base_train, list):  # pooled first: 1x1 maps of every view, not V copies of the maps
+        x_train = np.concatenate([_pooled_maps(b) for b in base_train])
+        y_train = np.tile(splits.train.labels, len(x_train) // len(splits.train))
+    else:
+        x_train, y_train = base_train, splits.train.labels
+    if not with_val:
+        return x_train, y_train, None, None
+    if base_val is None:
+        return (x_train, y_train, *_features(prefix, splits.val, recipe.batch_size))
+    return x_train, y_train, base_val, splits.val.labels
+
+
+def _disk_sample(features: DiskFeatures, labels: np.ndarray, seed: int):
+    """``(pooled (n, 1, 1, C) maps, labels)`` of a stratified sample of at most :data:`HEAD_INIT_SAMPLE`
+    of the images whose features are on disk (those that were read)."""
+    readable = np.flatnonzero(features.ok)
+    rows = readable[stratified_index(labels[readable], HEAD_INIT_SAMPLE, seed)]
+    return _pooled_maps(features.rows(rows)), labels[rows]
+
+
+def _pooled_maps(features: np.ndarray) -> np.ndarray:
+    """``(N, h, w, C)`` maps as ``(N, 1, 1, C)``: their global average, still a map for the head's helpers."""
+    return np.asarray(features, "float32").mean(axis=(1, 2), keepdims=True)
+
+
+def _features(prefix, part, batch_size: int, views=None, view: int = 0):
+    """``(backbone features, labels)`` of an ImageSet (of its view ``view`` of ``views``, if
+    given) or a stream of ``(image, label)``; None: no data. Pooled to ``(N, 1, 1, C)`` maps for
+    views and for files (their maps may not fit in memory; a file unreadable now is left out)."""
+    if part is None or (isinstance(part, ImageSet) and not len(part)):
+        return None, np.zeros(0, int)
+    transform = (lambda x: views.apply(x, view)) if views is not None else None
+    if isinstance(part, ImageSet) and part.streamed:
+        chunks = [(_pooled_maps(batched_call(prefix, images, batch_size, transform)), part.labels[positions])
+                  for positions, images in part.images.batches(batch_size)]
+    elif isinstance(part, ImageSet):
+        out = batched_call(prefix, part.images, batch_size, transform)
+        return (out if views is None else _pooled_maps(out)), part.labels
+    else:
+        chunks = [(batched_call(prefix, np.asarray(x), batch_size), np.asarray(y)) for x, y in part.batch(batch_size)]
+    return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])

@@ -16,7 +16,7 @@ from keras_transfer.training import best_epoch
 from keras_transfer.training.feature_cache import FeatureCache
 from keras_transfer.training.model import load_weights
 from keras_transfer.training.recipes import Recipe
-from keras_transfer.training.stage import fit_stage, plan_stage
+from keras_transfer.training.stage import Stage
 
 logger = logging.getLogger("keras_transfer.training")
 
@@ -113,14 +113,14 @@ def fine_tune(model: keras.Model, splits: data_lib.Splits, recipe: Recipe | None
     finished = state.load_latest_finished(model, planned)
     todo = [(i, stage, epochs, k) for i, (stage, epochs, k) in enumerate(planned) if i >= finished and epochs > 0]
     # each stage planned once, shallowest cut first: a deeper cut's features extend the one below
-    plans = {i: plan_stage(model, splits, recipe, stage, epochs, k, strategy, cache)
-             for i, stage, epochs, k in sorted(todo, key=lambda t: t[3])}
+    runs = {i: Stage(model, splits, recipe, stage, epochs, k, strategy, cache) for i, stage, epochs, k in todo}
+    plans = {i: runs[i].plan() for i, _, _, k in sorted(todo, key=lambda t: t[3])}
     for i, stage, _, _ in todo:
         # each stage seeded on its own: a stage's randomness (dropout) does not depend on whether
         # the one before was trained, resumed from disk or reused from the cache's HeadMemo
         keras.utils.set_random_seed(recipe.seed + i)
         before = model.get_weights() if (stage == "fine_tune" and recipe.keep_best) else None
-        histories[stage] = fit_stage(model, plans[i], splits, recipe, strategy, cache, run_dir, resume, callbacks)
+        histories[stage] = runs[i].fit(plans[i], run_dir, resume, callbacks)
         _keep_best(model, stage, histories[stage], recipe, state, before)
         state.finish(model, stage)
     state.tidy()

@@ -156,8 +156,8 @@ def textured_run(tmp_path_factory):
             write_textured(str(root / c / f"{i}.jpg"), rng, quality=92)
     loaded = data.load_folder(str(root), 32, progress=False)
     model = training.build_model("vgg16", 3, weights="hed", input_size=32, removed=3, width=0, normalize=True)
-    training.init_head(model, data.Splits(loaded, loaded.subset([]), loaded.subset([]), loaded.class_names),
-                       training.Recipe(linear_probe=False))
+    splits = data.Splits(loaded, loaded.subset([]), loaded.subset([]), loaded.class_names)
+    training.Stage(model, splits, training.Recipe(linear_probe=False), "head", 0, 0).init_head()
     classifier = model.get_layer("head").get_layer("predictions")
     classifier.set_weights([rng.normal(0, 2.0 / np.sqrt(classifier.kernel.shape[0]), classifier.kernel.shape).astype("float32"), np.zeros(3, "float32")])
     out = str(root / "export")

@@ -184,7 +184,7 @@ def test_a_frozen_backbone_under_a_pooling_head_is_cached_pooled_with_the_same_t
     image (block4_pool at 32 px: 2x2x512 -> 512), and trains as on the whole maps."""
     s = small_splits(rng)
     model = small_vgg()
-    plan = training.plan_stage(model, s, small_recipe(), "head", 2, len(backbone_of(model).layers))
+    plan = training.Stage(model, s, small_recipe(), "head", 2, len(backbone_of(model).layers)).plan()
     assert plan.x_train.shape == (len(s.train), 1, 1, 512) and "block4_pool+gap" in plan.how
     assert "2.0 KB an image" in plan.how  # 512 float32s (the maps: 2 x 2 x 512, 8 KB)
     results = []
@@ -202,6 +202,6 @@ def test_the_head_stage_is_cached_pooled_in_bfloat16_too(rng):
 
     with precision.using("bfloat16", backbone="vgg16"):
         model = small_vgg()
-        plan = training.plan_stage(model, small_splits(rng), small_recipe(), "head", 1, len(backbone_of(model).layers))
+        plan = training.Stage(model, small_splits(rng), small_recipe(), "head", 1, len(backbone_of(model).layers)).plan()
     assert "block4_pool+gap" in plan.how and plan.x_train.shape[1:] == (1, 1, 512)
     assert plan.x_train.dtype == np.float32  # the means are kept in float32 (init_head's statistics)

@@ -36,7 +36,7 @@ def test_the_head_starts_at_the_linear_probe(digits):
 
     recipe = recipes.recipe(head_epochs=1, fine_tune_epochs=0, verbose=0)
     model = _model(digits, recipe)
-    training.init_head(model, digits, recipe)
+    training.Stage(model, digits, recipe, "head", 1, 0).init_head()
     prefix = training.prefix_model(model)
     train = heads.pooled_features(model, training.batched_call(prefix, digits.train.images))
     val = heads.pooled_features(model, training.batched_call(prefix, digits.val.images))
@@ -95,8 +95,9 @@ def test_tutorial_recipe_trains_through_the_cli_config(tmp_path):
 def test_stage_two_trains_the_backbone_at_a_lower_rate_than_the_head(digits):
     recipe = recipes.recipe(head_epochs=0, fine_tune_epochs=1, frozen="block4_conv1", verbose=0)
     model = _model(digits, recipe, weights=None)
-    training.freeze_for_stage(model, recipe, "fine_tune", 12)  # layers [:12]: through block4_conv1
-    scales = training.lr_scales(model, recipe, "fine_tune", 12)
+    stage = training.Stage(model, digits, recipe, "fine_tune", 1, 12)  # layers [:12]: through block4_conv1
+    stage.freeze()
+    scales = stage.lr_scales()
     base = backbone_of(model)
     conv = base.get_layer("block4_conv2")
     assert scales[conv.kernel.path] == scales[conv.bias.path] == recipe.backbone_lr_scale < 1

@@ -92,7 +92,7 @@ def test_a_stage_trains_on_streamed_data_like_on_arrays(rng):
     norm = heads.feature_norm(model)
     keras.utils.set_random_seed(5)
     in_memory = small_vgg(dropout=0.0)  # the same initial backbone
-    training.init_head(in_memory, splits, recipe)
+    training.Stage(in_memory, splits, recipe, "head", 0, 0).init_head()
     np.testing.assert_allclose(norm.get_weights()[0], heads.feature_norm(in_memory).get_weights()[0], rtol=1e-4)
     assert 0 <= training.evaluate(model, splits.val)["accuracy"] <= 1
     unknown = streams.train.filter(lambda x, y: True)  # a filter hides the size
