@@ -46,10 +46,9 @@ def hypermodel(splits, cache_features: bool, removed_range=None, default_removed
     recipe = recipes.recipe(head_epochs=SETTINGS["epochs"][0], fine_tune_epochs=SETTINGS["epochs"][1], patience=None,
                             cache_features=cache_features, seed=SETTINGS["seed"], verbose=0)
     removed_range = removed_range or (0, SETTINGS["removed"][-1])
-    return tuning.TransferHyperModel("vgg16", splits.num_classes, weights="hed", input_size=SETTINGS["size"],
-                                     removed_range=removed_range, frozen_range=(0, 14 - removed_range[0]),
-                                     widths=(0,), dropouts=(0.2,), learning_rates=(recipe.fine_tune_learning_rate,),
-                                     recipe=recipe, default_removed=default_removed)
+    space = tuning.SearchSpace(removed_range, (0, 14 - removed_range[0]), widths=(0,), dropouts=(0.2,),
+                               learning_rates=(recipe.fine_tune_learning_rate,), default_removed=default_removed)
+    return tuning.TransferHyperModel("vgg16", splits.num_classes, recipe, space, weights="hed", input_size=SETTINGS["size"])
 
 
 def configs(hm, removed_values):

@@ -230,7 +230,18 @@ def cmd_sample_data(args) -> int:
 
 
 def add_commands(sub, add_backbone_args) -> None:
-    """Register train/export/predict/sample-data on ``sub``."""
+    """Register train/tune/probe/experiment/export/predict/explain/sample-data on ``sub``."""
+    _add_train(sub)
+    _add_tune(sub)
+    _add_probe(sub)
+    experiments.add_parser(sub, add_backbone_args)
+    _add_export(sub)
+    _add_predict(sub)
+    _add_explain(sub)
+    _add_sample_data(sub)
+
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="fine-tune a pretrained backbone on images and export it",
                        description="Two-stage fine-tuning (head, then the upper layers), evaluation on the test "
                                    "split, plots, and a SavedModel export to RUN_DIR/export.")
@@ -240,6 +251,8 @@ def add_commands(sub, add_backbone_args) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
     p.set_defaults(func=cmd_train)
 
+
+def _add_tune(sub) -> None:
     p = sub.add_parser("tune", help="Keras Tuner search over removed x frozen layers (resumable, distributable)",
                        description="Search how many units to remove and to freeze (plus head width, dropout, "
                                    "learning rate). Re-running the same command resumes; KERASTUNER_TUNER_ID/"
@@ -253,6 +266,8 @@ def add_commands(sub, add_backbone_args) -> None:
     p.add_argument("--out", metavar="SEARCH_DIR", default=None, help="search folder (default: runs/search-<backbone>-<data>)")
     p.set_defaults(func=cmd_tune)
 
+
+def _add_probe(sub) -> None:
     p = sub.add_parser("probe", help="score every cut of a backbone on your data (LogME, linear probe) before training",
                        description="One forward pass computes pooled features at every cut (0..n-1 units removed); "
                                    "each is scored by LogME and a 5-fold linear probe. Prints a table, writes "
@@ -264,8 +279,8 @@ def add_commands(sub, add_backbone_args) -> None:
     p.add_argument("--out", metavar="DIR", default=None, help="where probe.json/png go (default: runs/probe-<backbone>-<data>)")
     p.set_defaults(func=cmd_probe)
 
-    experiments.add_parser(sub, add_backbone_args)
 
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a finished run's model as a new SavedModel version (and TFLite)",
                        description="Write RUN_DIR/model.keras as the next version RUN_DIR/export/N: a float32 "
                                    "SavedModel with serving_default (uint8 images of any size) and serve_bytes "
@@ -275,6 +290,8 @@ def add_commands(sub, add_backbone_args) -> None:
                    help="tflite: also write model.tflite beside the SavedModel (serving_default, builtin ops only)")
     p.set_defaults(func=cmd_export)
 
+
+def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="classify image files and folders with an exported model",
                        description="Decode each image as training did (EXIF orientation, any colour mode), "
                                    "classify it with the export, and print or write the top classes. "
@@ -290,6 +307,8 @@ def add_commands(sub, add_backbone_args) -> None:
                                                       "(test-time augmentation; an export of train --augment)")
     p.set_defaults(func=cmd_predict)
 
+
+def _add_explain(sub) -> None:
     p = sub.add_parser("explain", help="show which pixels made an exported model answer what it did (Grad-CAM)",
                        description="For each image, write OUT/<name>.gradcam.png: the image beside the Grad-CAM "
                                    "heatmap of the predicted class (from the export's 'explain' signature), and print "
@@ -301,6 +320,8 @@ def add_commands(sub, add_backbone_args) -> None:
     p.add_argument("--out", default="gradcam", metavar="DIR", help="folder for the figures (default: %(default)s)")
     p.set_defaults(func=cmd_explain)
 
+
+def _add_sample_data(sub) -> None:
     p = sub.add_parser("sample-data", help="write a small synthetic dataset to try the package on",
                        description="guitars: drawn Stratocaster, Les Paul and SG body outlines in random colours, "
                                    "poses and backgrounds, one sub-folder per class (not photographs).")

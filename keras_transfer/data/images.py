@@ -340,48 +340,59 @@ def decode_bytes(encoded):
         f"the image has more pixels than this model decodes ({MAX_PIXELS:,}, keras_transfer.data.images.MAX_PIXELS); "
         "shrink it first. Received: width x height =", width, height])
     magic = _unsigned(raw, 0, 4, False)
-
-    def jpeg():
-        image = tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE")
-        return _orient(image, _jpeg_orientation(raw))
-
-    def png():
-        sixteen = _unsigned(raw, 24, 1, False) == 16  # byte 24: the bit depth
-
-        def decoded(channels):  # 16-bit channels cut to their high byte, as Pillow reads them
-            return tf.cond(sixteen, lambda: tf.cast(tf.bitwise.right_shift(
-                tf.io.decode_png(encoded, channels, tf.uint16), 8), tf.uint8),
-                lambda: tf.io.decode_png(encoded, channels))
-
-        return tf.cond(_png_has_alpha(raw), lambda: _composite_on_white(decoded(4)), lambda: decoded(3))
-
-    def bmp():
-        depth, compression = _unsigned(raw, 28, 2, True), _unsigned(raw, 30, 4, True)
-        readable = tf.debugging.Assert(tf.logical_or(
-            tf.logical_and(compression == 0, tf.reduce_any(depth == tf.constant([1, 4, 8, 24, 32], tf.int64))),
-            tf.logical_and(compression == 3, depth == 32)), [
-            "this BMP (16-bit or run-length encoded) cannot be decoded in the graph as training decodes it; "
-            "decode it (PIL) and send the pixels to serving_default. Received: bits per pixel, compression =",
-            depth, compression])
-        # a 32-bit BMP declaring an alpha mask (a header of 56+ bytes) is RGBA to Pillow
-        alpha = tf.logical_and(depth == 32, tf.logical_and(_unsigned(raw, 14, 4, True) >= 56,
-                                                           _unsigned(raw, 66, 4, True) > 0))
-        with tf.control_dependencies([readable]):
-            return tf.case([(depth <= 8, lambda: _bmp_palette_image(raw)),
-                            (alpha, lambda: _composite_on_white(tf.io.decode_bmp(encoded, channels=4)))],
-                           default=lambda: tf.io.decode_bmp(encoded, channels=3))
-
-    def gif():
-        refuse = tf.debugging.Assert(tf.logical_not(_gif_has_transparency(raw)), [
-            "a GIF with a transparent colour cannot be decoded in the graph as training decodes it "
-            "(composited on white); decode it (PIL) and send the pixels to serving_default"])
-        with tf.control_dependencies([refuse]):
-            return tf.io.decode_gif(encoded)[0]
-
-    def other():
-        return tf.io.decode_image(encoded, channels=3, expand_animations=False)  # its own error for bad bytes
-
     with tf.control_dependencies([check]):
-        image = tf.case([(is_jpeg, jpeg), (magic == 0x89504E47, png), (magic // 65536 == 0x424D, bmp),
-                         (magic == 0x47494638, gif)], default=other, exclusive=True)
+        jpeg = lambda: _orient(tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),  # noqa: E731
+                               _jpeg_orientation(raw))
+        image = tf.case([(is_jpeg, jpeg),
+                         (magic == 0x89504E47, lambda: _png_in_graph(encoded, raw)),
+                         (magic // 65536 == 0x424D, lambda: _bmp_in_graph(encoded, raw)),
+                         (magic == 0x47494638, lambda: _gif_in_graph(encoded, raw))],
+                        # anything else: decode_image's own error for bad bytes
+                        default=lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False),
+                        exclusive=True)
     return tf.ensure_shape(image, (None, None, 3))
+
+
+def _png_in_graph(encoded, raw):
+    """A PNG as Pillow reads it: 16-bit channels cut to their high byte, alpha composited on white."""
+    import tensorflow as tf
+
+    sixteen = _unsigned(raw, 24, 1, False) == 16  # byte 24: the bit depth
+
+    def decoded(channels):
+        return tf.cond(sixteen, lambda: tf.cast(tf.bitwise.right_shift(
+            tf.io.decode_png(encoded, channels, tf.uint16), 8), tf.uint8),
+            lambda: tf.io.decode_png(encoded, channels))
+
+    return tf.cond(_png_has_alpha(raw), lambda: _composite_on_white(decoded(4)), lambda: decoded(3))
+
+
+def _bmp_in_graph(encoded, raw):
+    """A BMP as Pillow reads it (palettes, a declared alpha mask), or an error for what the graph cannot."""
+    import tensorflow as tf
+
+    depth, compression = _unsigned(raw, 28, 2, True), _unsigned(raw, 30, 4, True)
+    readable = tf.debugging.Assert(tf.logical_or(
+        tf.logical_and(compression == 0, tf.reduce_any(depth == tf.constant([1, 4, 8, 24, 32], tf.int64))),
+        tf.logical_and(compression == 3, depth == 32)), [
+        "this BMP (16-bit or run-length encoded) cannot be decoded in the graph as training decodes it; "
+        "decode it (PIL) and send the pixels to serving_default. Received: bits per pixel, compression =",
+        depth, compression])
+    # a 32-bit BMP declaring an alpha mask (a header of 56+ bytes) is RGBA to Pillow
+    alpha = tf.logical_and(depth == 32, tf.logical_and(_unsigned(raw, 14, 4, True) >= 56,
+                                                       _unsigned(raw, 66, 4, True) > 0))
+    with tf.control_dependencies([readable]):
+        return tf.case([(depth <= 8, lambda: _bmp_palette_image(raw)),
+                        (alpha, lambda: _composite_on_white(tf.io.decode_bmp(encoded, channels=4)))],
+                       default=lambda: tf.io.decode_bmp(encoded, channels=3))
+
+
+def _gif_in_graph(encoded, raw):
+    """A GIF's first frame; one with a transparent colour is refused (training composites it on white)."""
+    import tensorflow as tf
+
+    refuse = tf.debugging.Assert(tf.logical_not(_gif_has_transparency(raw)), [
+        "a GIF with a transparent colour cannot be decoded in the graph as training decodes it "
+        "(composited on white); decode it (PIL) and send the pixels to serving_default"])
+    with tf.control_dependencies([refuse]):
+        return tf.io.decode_gif(encoded)[0]

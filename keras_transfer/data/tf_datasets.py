@@ -9,6 +9,7 @@ import logging
 
 import numpy as np
 
+from keras_transfer.data import streaming
 from keras_transfer.data.streaming import DiskFeatures, FileImages
 
 logger = logging.getLogger(__name__)
@@ -106,22 +107,12 @@ def to_dataset(x, y, batch_size: int = 32, shuffle: bool = False, seed: int = 0,
     """
     import tensorflow as tf
 
-    from keras_transfer.data import streaming
-
     files = isinstance(x, FileImages)
     cached_views = isinstance(x, (list, tuple))
     if cached_views and (views is None or len(x) != views.count):
         raise ValueError(f"a list of cached views needs views with as many. Received: {len(x)} arrays, views={views}")
     on_disk = [a for a in (x if cached_views else [x]) if isinstance(a, DiskFeatures)]
-    if on_disk:  # rows read as batches are drawn; only the rows of images that were read
-        rows = np.flatnonzero(np.logical_and.reduce([a.ok for a in on_disk]))
-        y = {k: v[rows] for k, v in y.items()} if isinstance(y, dict) else np.asarray(y)[rows]
-        sample_weight = sample_weight[rows] if sample_weight is not None else None
-        first = rows.astype(np.int64)
-    elif files:
-        first = np.arange(len(x), dtype=np.int64)
-    else:
-        first = tuple(x) if cached_views else x
+    first, y, sample_weight = _first_column(x, y, sample_weight, on_disk, files, cached_views)
     parts = (first, y) + (() if sample_weight is None else (sample_weight,))
     ds = in_order = tf.data.Dataset.from_tensor_slices(parts)
     if shuffle:
@@ -136,7 +127,30 @@ def to_dataset(x, y, batch_size: int = 32, shuffle: bool = False, seed: int = 0,
         draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
             lambda r: tf.cast(tf.math.floormod(r, views.count), tf.int32))
         ds = tf.data.Dataset.zip(ds, draws).map(lambda element, v: (*element, v))
-    ds = ds.batch(batch_size)
+    ds = ds.batch(batch_size).map(_caster(views, on_disk, cached_views), num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (tf.data.experimental.AutoShardPolicy.OFF
+                                                         if files or (on_disk and share[0] > 1)
+                                                         else tf.data.experimental.AutoShardPolicy.DATA)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _first_column(x, y, sample_weight, on_disk: list, files: bool, cached_views: bool):
+    """``(first, y, sample_weight)``: what the pipeline's first column slices (the arrays, or row
+    numbers of files and of features on disk), the rest kept to the rows that were read."""
+    if on_disk:  # rows read as batches are drawn; only the rows of images that were read
+        rows = np.flatnonzero(np.logical_and.reduce([a.ok for a in on_disk]))
+        y = {k: v[rows] for k, v in y.items()} if isinstance(y, dict) else np.asarray(y)[rows]
+        sample_weight = sample_weight[rows] if sample_weight is not None else None
+        return rows.astype(np.int64), y, sample_weight
+    if files:
+        return np.arange(len(x), dtype=np.int64), y, sample_weight
+    return (tuple(x) if cached_views else x), y, sample_weight
+
+
+def _caster(views, on_disk: list, cached_views: bool):
+    """The batch map: float32 images or features, of the drawn view if there are views."""
+    import tensorflow as tf
 
     def cast(*batch):
         if on_disk:  # features, of the drawn view if there are views (one array per view)
@@ -149,9 +163,4 @@ def to_dataset(x, y, batch_size: int = 32, shuffle: bool = False, seed: int = 0,
             return (tf.cast(tf.gather(tf.stack(batch[0], axis=1), v, batch_dims=1), tf.float32), *batch[1:])
         return (views.apply(tf.cast(batch[0], tf.float32), v), *batch[1:])
 
-    ds = ds.map(cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = (tf.data.experimental.AutoShardPolicy.OFF
-                                                         if files or (on_disk and share[0] > 1)
-                                                         else tf.data.experimental.AutoShardPolicy.DATA)
-    return ds.with_options(options)
+    return cast

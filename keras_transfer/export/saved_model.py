@@ -129,7 +129,6 @@ def export(model: keras.Model, out_dir: str, class_names, metadata: dict | None 
         metadata: extra JSON-able facts stored in ``labels.json`` (backbone, metrics...).
         formats: ``("saved_model",)``, or ``("saved_model", "tflite")`` to add ``model.tflite``.
     """
-    import tensorflow as tf
 
     formats = _check_formats(formats)
     class_names = [str(c) for c in class_names]
@@ -143,15 +142,7 @@ def export(model: keras.Model, out_dir: str, class_names, metadata: dict | None 
     remove_stale_temporaries(out_dir)
     tmp = tempfile.mkdtemp(prefix=f"{temporary_prefix()}{version}-", dir=out_dir)
     try:
-        served = as_float32(model)
-        serve, serve_bytes, explain_images = _serving_functions(served, class_names)
-        archive = keras.export.ExportArchive()
-        # the first endpoint added also becomes serving_default
-        archive.add_endpoint("serve", serve, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
-        archive.add_endpoint("serve_bytes", serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="images")])
-        archive.add_endpoint("explain", explain_images,
-                             input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
-        archive.write_out(tmp, verbose=False)
+        _write_saved_model(as_float32(model), class_names, tmp)
         if "tflite" in formats:
             to_tflite(tmp, os.path.join(tmp, TFLITE_FILE))
         info = {"class_names": class_names, "input_size": list(model.input_shape[1:3]), "version": version,
@@ -166,6 +157,20 @@ def export(model: keras.Model, out_dir: str, class_names, metadata: dict | None 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _write_saved_model(served: keras.Model, class_names: list[str], folder: str) -> None:
+    """The SavedModel of ``served`` with its four signatures, written to ``folder``."""
+    import tensorflow as tf
+
+    serve, serve_bytes, explain_images = _serving_functions(served, class_names)
+    pixels = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
+    archive = keras.export.ExportArchive()
+    # the first endpoint added also becomes serving_default
+    archive.add_endpoint("serve", serve, input_signature=[pixels])
+    archive.add_endpoint("serve_bytes", serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    archive.add_endpoint("explain", explain_images, input_signature=[pixels])
+    archive.write_out(folder, verbose=False)
 
 
 def resolve(path: str) -> str:

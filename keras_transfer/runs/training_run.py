@@ -151,21 +151,9 @@ def _run(config: TrainConfig, run_dir: str, work_dir: str, strategy, continuing:
         os.makedirs(work_dir, exist_ok=True)
     recipe = config.make_recipe()
     histories = training.fine_tune(model, splits, recipe, run_dir=work_dir, strategy=strategy, resume=continuing)
-    weights_digest = training.weights_fingerprint(model)
-    logger.info(f"weights fingerprint {weights_digest} ({'chief' if chief else 'worker'})")
-    served = precision.as_float32(model)  # the export computes in float32: test what is served
-    # once (the workers of a cluster each predict their share): for the scores and the report
-    test_probabilities = training.predict_classes(served, splits.test.images, strategy=strategy) \
-        if len(splits.test) else None
-    metrics = {**training.test_scores(served, splits, test_probabilities),
-               "backbone": config.model.backbone, "weights": str(config.model.weights), "removed": removed,
-               "frozen": frozen, "head": config.model.head,
-               "train_images": len(splits.train), "skipped_files": len(splits.skipped) + len(splits.late_skips()),
-               "weights_fingerprint": weights_digest}
-    if recipe.views() is not None and len(splits.test):  # the export serves one view: both are reported
-        metrics["tta_accuracy"] = training.evaluate(served, splits.test, views=recipe.views(),
-                                                    strategy=strategy)["accuracy"]
-        metrics["tta_views"] = dataclasses.asdict(recipe.views())
+    served, test_probabilities, scores, more = _scores(model, splits, recipe, strategy, chief)
+    metrics = {**scores, "backbone": config.model.backbone, "weights": str(config.model.weights), "removed": removed,
+               "frozen": frozen, "head": config.model.head, **more}
     if chief:
         if splits.late_skips():  # streamed files that failed when read: reported with the others
             data_lib.write_skipped_report(splits.skipped + splits.late_skips(), os.path.join(run_dir, "skipped.csv"))
@@ -173,6 +161,24 @@ def _run(config: TrainConfig, run_dir: str, work_dir: str, strategy, continuing:
         metrics["seconds"] = round(time.time() - start, 1)
         write_json(os.path.join(run_dir, "metrics.json"), metrics)
     return metrics
+
+
+def _scores(model, splits, recipe, strategy, chief: bool):
+    """``(served, test probabilities, scores, more)``: the float32 model the export serves, its test
+    probabilities (once; the workers of a cluster each predict their share), its test scores and
+    what else ``metrics.json`` says of it (the training images, the skipped files, TTA)."""
+    weights_digest = training.weights_fingerprint(model)
+    logger.info(f"weights fingerprint {weights_digest} ({'chief' if chief else 'worker'})")
+    served = precision.as_float32(model)  # the export computes in float32: test what is served
+    test_probabilities = training.predict_classes(served, splits.test.images, strategy=strategy) \
+        if len(splits.test) else None
+    more = {"train_images": len(splits.train), "skipped_files": len(splits.skipped) + len(splits.late_skips()),
+            "weights_fingerprint": weights_digest}
+    if recipe.views() is not None and len(splits.test):  # the export serves one view: both are reported
+        more["tta_accuracy"] = training.evaluate(served, splits.test, views=recipe.views(),
+                                                 strategy=strategy)["accuracy"]
+        more["tta_views"] = dataclasses.asdict(recipe.views())
+    return served, test_probabilities, training.test_scores(served, splits, test_probabilities), more
 
 
 def _write_report(model, served, splits, histories: dict, metrics: dict, config: TrainConfig, run_dir: str,

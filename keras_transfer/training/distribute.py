@@ -100,29 +100,12 @@ def strategy_for(strategy: str = "auto", devices: str | list | None = None, verb
     # so devices are only looked at (physically, which does not initialise it) after that.
     gpus = [] if strategy == "multi_worker" else tf.config.list_physical_devices("GPU")
     if strategy == "auto":
-        if devices and len(devices) > 1 or len(gpus) > 1:
-            strategy = "mirrored"
-        elif devices or len(gpus) == 1:
-            strategy = "one_device"
-        else:
-            strategy = "default"
+        strategy = "mirrored" if devices and len(devices) > 1 or len(gpus) > 1 else \
+            "one_device" if devices or len(gpus) == 1 else "default"
     if devices and strategy in ("mirrored", "one_device"):
         _check_devices(devices)
     if strategy == "multi_worker":
-        if _cluster_size(_cluster()) < 2:
-            raise ValueError("strategy='multi_worker' needs TF_CONFIG with a cluster of 2 or more tasks. "
-                             "Received: strategy='multi_worker'")
-        # A collective that waits longer than this fails instead of hanging forever when a
-        # worker is gone (a closed socket is usually reported sooner, by gRPC); the wait for the
-        # cluster's tasks to start is bounded by the same time.
-        # TensorFlow waits for the other tasks inside C++ without releasing the GIL and without a
-        # timeout, so no thread of this process can end that wait: the CLI's supervisor
-        # (keras_transfer._utils.supervisor) bounds it from outside, told by report() when it starts and ends.
-        timeout = collective_timeout()
-        logger.info(f"waiting up to {timeout:g} s for the cluster: {', '.join(peers())}")
-        supervisor.report(supervisor.WAITING)
-        result = tf.distribute.MultiWorkerMirroredStrategy(
-            communication_options=tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout))
+        result = _multi_worker_strategy()
     elif strategy == "mirrored":
         result = tf.distribute.MirroredStrategy(devices=devices or None)
     elif strategy == "one_device":
@@ -133,6 +116,26 @@ def strategy_for(strategy: str = "auto", devices: str | list | None = None, verb
     if verbose:
         logger.info(describe_strategy(result))
     return result
+
+
+def _multi_worker_strategy():
+    """MultiWorkerMirroredStrategy over TF_CONFIG's cluster, its collectives bounded in time."""
+    import tensorflow as tf
+
+    if _cluster_size(_cluster()) < 2:
+        raise ValueError("strategy='multi_worker' needs TF_CONFIG with a cluster of 2 or more tasks. "
+                         "Received: strategy='multi_worker'")
+    # A collective that waits longer than this fails instead of hanging forever when a
+    # worker is gone (a closed socket is usually reported sooner, by gRPC); the wait for the
+    # cluster's tasks to start is bounded by the same time.
+    # TensorFlow waits for the other tasks inside C++ without releasing the GIL and without a
+    # timeout, so no thread of this process can end that wait: the CLI's supervisor
+    # (keras_transfer._utils.supervisor) bounds it from outside, told by report() when it starts and ends.
+    timeout = collective_timeout()
+    logger.info(f"waiting up to {timeout:g} s for the cluster: {', '.join(peers())}")
+    supervisor.report(supervisor.WAITING)
+    return tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout))
 
 
 def describe_strategy(strategy) -> str:

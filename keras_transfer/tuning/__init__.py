@@ -32,7 +32,7 @@ import lazy_loader as _lazy
 # (nor TensorFlow, where they need it), and `--help` stays fast.
 __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
     'folder': ['SEARCH_FILE', 'check_search_dir'],
-    'hypermodel': ['TransferHyperModel', 'fixed_hyperparameters'],
+    'hypermodel': ['SearchSpace', 'TransferHyperModel', 'fixed_hyperparameters'],
     'oracles': ['GridOracle', 'HalvingOracle', 'configurations', 'default_first'],
     'results': ['RESULT_COLUMNS', 'format_top', 'trial_rows', 'write_results'],
     'tune': ['judge', 'make_tuner', 'removed_range', 'search', 'search_floor'],

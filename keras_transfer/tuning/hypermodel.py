@@ -25,6 +25,28 @@ from keras_transfer.training.stage import REUSED_HEAD_IS_FINE
 HEAD_EPOCHS, FINE_TUNE_EPOCHS, RUNG = "tuner/head_epochs", "tuner/fine_tune_epochs", "tuner/rung"
 
 
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """What a search chooses among, on one backbone.
+
+    Args:
+        removed_range: ``(lo, hi)`` units to remove, inclusive (default ``(0, min(3, n-1))``).
+        frozen_range: ``(lo, hi)`` for ``frozen_units``, inclusive (default: all of ``0..max_frozen_units``).
+        widths, dropouts, learning_rates: choices for the head and fine-tuning's rate.
+        head_kinds: heads to choose among (``("gap_dense",)`` keeps it fixed).
+        default_removed: the ``removed`` of the first trial (default: the range's low end), e.g.
+            the probe's recommendation.
+    """
+
+    removed_range: tuple[int, int] | None = None
+    frozen_range: tuple[int, int] | None = None
+    widths: tuple = (0, 256)
+    dropouts: tuple = (0.2, 0.5)
+    learning_rates: tuple = (1e-4, 1e-3)
+    head_kinds: tuple = ("gap_dense",)
+    default_removed: int | None = None
+
+
 class TransferHyperModel(keras_tuner.HyperModel):
     """``build(hp)`` declares the whole space; ``fit(hp, model, splits)`` runs the two-stage recipe.
 
@@ -34,54 +56,58 @@ class TransferHyperModel(keras_tuner.HyperModel):
     - ``width``, ``dropout``: the head (width 0: the default recipe's linear head, started at the
       converged linear probe); ``learning_rate``: fine-tuning's; optionally ``head``.
 
-    Every hyperparameter's default is the default recipe as ``train`` runs it (at ``default_removed``,
-    e.g. the probe's recommendation), so a search's first trial (see :mod:`.oracles`) is that recipe.
+    Every hyperparameter's default is the default recipe as ``train`` runs it (at the space's
+    ``default_removed``), so a search's first trial (see :mod:`.oracles`) is that recipe.
 
     Args:
         backbone, weights, input_size: as for ``build_base``.
         num_classes: classes of the data.
-        removed_range: ``(lo, hi)`` units to remove, inclusive (default ``(0, min(3, n-1))``).
-        frozen_range: ``(lo, hi)`` for ``frozen_units``, inclusive (default: all of ``0..max_frozen_units``).
-        widths, dropouts, learning_rates: choices for the head and fine-tuning.
-        head_kinds: heads to choose among (``("gap_dense",)`` keeps it fixed).
         recipe: epochs, batch size... of each trial (``frozen`` and the fine-tuning rate are tuned).
+        space: a :class:`SearchSpace` (default: its defaults).
         cache: the shared feature cache (a new one by default).
         strategy: the tf.distribute strategy models are built under.
-        default_removed: the ``removed`` of the first trial (default: the range's low end).
+
+        >>> space = SearchSpace(removed_range=(0, 3), widths=(0,))
+        >>> hypermodel = TransferHyperModel("vgg16", 2, training.Recipe(), space, weights="hed", input_size=128)
     """
 
-    def __init__(self, backbone: str, num_classes: int, weights="imagenet", input_size: int | None = None,
-                 removed_range: tuple[int, int] | None = None, frozen_range: tuple[int, int] | None = None,
-                 widths=(0, 256), dropouts=(0.2, 0.5), learning_rates=(1e-4, 1e-3), head_kinds=("gap_dense",),
-                 recipe: training.Recipe | None = None, cache: training.FeatureCache | None = None, strategy=None,
-                 default_removed: int | None = None, name: str | None = None):
+    def __init__(self, backbone: str, num_classes: int, recipe: training.Recipe | None = None,
+                 space: SearchSpace | None = None, weights="imagenet", input_size: int | None = None,
+                 cache: training.FeatureCache | None = None, strategy=None, name: str | None = None):
         super().__init__(name=name or f"transfer_{backbone}", tunable=True)
-        row = get_backbone(backbone)
+        space = space or SearchSpace()
         self.backbone, self.weights, self.num_classes = backbone, weights, num_classes
-        self.input_size = input_size or row.default_size
+        self.input_size = input_size or get_backbone(backbone).default_size
         # a random-init template gives unit names and layer indices without loading weights
         self.template = build_base(backbone, weights=None, input_shape=(self.input_size, self.input_size, 3))
         self.n_units = len(units(self.template))
-        top = max_removed(self.template)
-        lo, hi = removed_range if removed_range is not None else (0, min(3, top))
-        if not 0 <= lo <= hi <= top:
-            raise ValueError(f"removed range {lo}:{hi} must lie in 0:{top} ({backbone} has {self.n_units} units).")
-        self.removed_range = (lo, hi)
-        f_lo, f_hi = frozen_range if frozen_range is not None else (0, self.max_frozen_units)
-        if not 0 <= f_lo <= f_hi <= self.max_frozen_units:
-            raise ValueError(f"frozen_range must lie in 0:{self.max_frozen_units} (the top value freezes everything). "
-                             f"Received: frozen_range={frozen_range}")
-        self.frozen_range = (f_lo, f_hi)
-        for name_, values in (("widths", widths), ("dropouts", dropouts), ("learning_rates", learning_rates),
-                              ("head kinds", head_kinds)):
+        self.removed_range = self._removed_range(space.removed_range)
+        self.frozen_range = self._frozen_range(space.frozen_range)
+        for name_, values in (("widths", space.widths), ("dropouts", space.dropouts),
+                              ("learning_rates", space.learning_rates), ("head kinds", space.head_kinds)):
             if not values:
                 raise ValueError(f"{name_} must offer at least one choice.")
-        self.widths, self.dropouts = [int(w) for w in widths], [float(d) for d in dropouts]
-        self.learning_rates, self.head_kinds = [float(r) for r in learning_rates], list(head_kinds)
+        self.widths, self.dropouts = [int(w) for w in space.widths], [float(d) for d in space.dropouts]
+        self.learning_rates, self.head_kinds = [float(r) for r in space.learning_rates], list(space.head_kinds)
         self.recipe = recipe or training.Recipe(head_epochs=2, fine_tune_epochs=3, verbose=0)
         self.cache = cache if cache is not None else training.FeatureCache()
         self.strategy = strategy
-        self.default_removed = min(max(lo if default_removed is None else default_removed, lo), hi)
+        lo, hi = self.removed_range
+        self.default_removed = min(max(lo if space.default_removed is None else space.default_removed, lo), hi)
+
+    def _removed_range(self, asked) -> tuple[int, int]:
+        top = max_removed(self.template)
+        lo, hi = asked if asked is not None else (0, min(3, top))
+        if not 0 <= lo <= hi <= top:
+            raise ValueError(f"removed range {lo}:{hi} must lie in 0:{top} ({self.backbone} has {self.n_units} units).")
+        return lo, hi
+
+    def _frozen_range(self, asked) -> tuple[int, int]:
+        lo, hi = asked if asked is not None else (0, self.max_frozen_units)
+        if not 0 <= lo <= hi <= self.max_frozen_units:
+            raise ValueError(f"frozen_range must lie in 0:{self.max_frozen_units} (the top value freezes everything). "
+                             f"Received: frozen_range={asked}")
+        return lo, hi
 
     # ---- search space -------------------------------------------------------------------
     @property

@@ -17,7 +17,7 @@ from keras_transfer.runs import run_folders
 from keras_transfer.runs.config import SearchConfig
 from keras_transfer.training import cut_probe, linear_probe
 from keras_transfer.tuning.folder import check_search_dir, start_search_dir
-from keras_transfer.tuning.hypermodel import TransferHyperModel
+from keras_transfer.tuning.hypermodel import SearchSpace, TransferHyperModel
 from keras_transfer.tuning.oracles import (
     GridOracle,
     HalvingOracle,
@@ -140,12 +140,10 @@ def _search_in(config: SearchConfig, out_dir: str, verbose: int, resuming: bool)
             logger.warning(f"  skipped {s.path}: {s.reason}")
     recipe = dataclasses.replace(config.recipe.make(config.data.seed, dataset=config.data.dataset), verbose=0)
     removed, recommended = removed_range(config, splits, out_dir if chief else None)
-    hypermodel = TransferHyperModel(config.model.backbone, splits.num_classes, weights=config.model.weights,
-                                    input_size=splits.image_size[0], removed_range=removed,
-                                    frozen_range=config.search.frozen_range, widths=config.search.widths,
-                                    dropouts=config.search.dropouts, learning_rates=config.search.learning_rates,
-                                    head_kinds=config.search.head_kinds, recipe=recipe, strategy=strategy,
-                                    default_removed=recommended)
+    space = SearchSpace(removed, config.search.frozen_range, config.search.widths, config.search.dropouts,
+                        config.search.learning_rates, config.search.head_kinds, default_removed=recommended)
+    hypermodel = TransferHyperModel(config.model.backbone, splits.num_classes, recipe, space,
+                                    weights=config.model.weights, input_size=splits.image_size[0], strategy=strategy)
     tuner = make_tuner(hypermodel, config.search.tuner, directory=out_dir, project_name="trials",
                        max_trials=config.search.trials, seed=config.data.seed,
                        max_epochs=config.recipe.epochs + config.recipe.fine_tune_epochs)

@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import glob
 import json
 import os
@@ -30,7 +31,10 @@ def _splits(n=24, size=32):
 
 def _hypermodel(**kw):
     recipe = training.Recipe(head_epochs=1, fine_tune_epochs=1, batch_size=8, verbose=0, patience=None)
-    return tuning.TransferHyperModel("vgg16", 2, weights=None, input_size=32, **{"widths": (8,), "recipe": recipe, **kw})
+    fields = {f.name for f in dataclasses.fields(tuning.SearchSpace)}
+    space = tuning.SearchSpace(**{"widths": (8,), **{k: v for k, v in kw.items() if k in fields}})
+    return tuning.TransferHyperModel("vgg16", 2, recipe, space, weights=None, input_size=32,
+                                     **{k: v for k, v in kw.items() if k not in fields})
 
 
 def test_the_space_is_declared_in_build_and_its_defaults_are_the_default_recipe():
@@ -42,7 +46,8 @@ def test_the_space_is_declared_in_build_and_its_defaults_are_the_default_recipe(
     # the default recipe as `train` runs it: a linear head, dropout 0.2, fine-tuning at 1e-4,
     # all but the top two units frozen (VGG16: through block5_conv1 = 11 of 13)
     assert hp.values == {"removed": 0, "frozen_units": 11, "width": 0, "dropout": 0.2, "learning_rate": 1e-4}
-    assert tuning.TransferHyperModel("vgg16", 2, weights=None, input_size=32, default_removed=2).defaults()["removed"] == 2
+    assert tuning.TransferHyperModel("vgg16", 2, space=tuning.SearchSpace(default_removed=2), weights=None,
+                                     input_size=32).defaults()["removed"] == 2
     assert config.SearchSpaceConfig().widths[0] == 0  # `tune`'s default space offers that head
 
 
