@@ -12,14 +12,14 @@ import os
 from typing import Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from keras_transfer._utils.atomic_files import atomic_path
 
 
 def _subplots(*args, figsize=None, **kwargs):
     """``(figure, axes)`` as ``pyplot.subplots`` gives them, on a Figure pyplot does not manage."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=figsize)
     return fig, fig.subplots(*args, **kwargs)
 
@@ -165,7 +165,6 @@ def heatmap(values: dict[tuple[int, int], float], path: str, x_label: str = "fro
                         color="black" if grid[i, j] > np.nanmean(grid) else "white")
     best = (rows.index(chosen[0]), cols.index(chosen[1])) if chosen in values else \
         np.unravel_index(np.nanargmax(grid), grid.shape)
-    from matplotlib.patches import Rectangle
 
     ax.add_patch(Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, ec="red", lw=2))
     ax.set_xticks(range(len(cols)), cols)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import csv
 import datetime
+import json
 import os
 import sys
 
+from keras_transfer import data, runs
+from keras_transfer import data as data_lib
 from keras_transfer.cli import experiments
 from keras_transfer.cli.options import add_group, group_from_args
+from keras_transfer.data import IMAGE_EXTENSIONS
 from keras_transfer.runs import config
 
 
 def cmd_probe(args) -> int:
-    from keras_transfer import data as data_lib
     from keras_transfer.models.backbones import build_base
     from keras_transfer.training import cut_probe
 
@@ -49,8 +53,6 @@ def train_config(args) -> config.TrainConfig:
 
 
 def cmd_train(args) -> int:
-    from keras_transfer import runs
-
     config = train_config(args)
     out = args.out or os.path.join("runs", f"{config.model.backbone}-{config.data.name}"
                                            f"-{datetime.datetime.now():%Y%m%d-%H%M%S}")
@@ -131,8 +133,6 @@ def format_search_summary(summary: dict, out: str) -> str:
 
 
 def cmd_export(args) -> int:
-    from keras_transfer import runs
-
     formats = ("saved_model", "tflite") if args.format == "tflite" else ("saved_model",)
     version = runs.export_run(args.run_dir, formats)
     print(f"exported: {version}" + (f" (and {version}/model.tflite)" if "tflite" in formats else ""))
@@ -141,8 +141,6 @@ def cmd_export(args) -> int:
 
 def image_paths(paths) -> tuple[list[str], list[tuple[str, str]]]:
     """Files as given, folders walked (their image files, sorted); ``(files, missing)``."""
-    from keras_transfer.data import IMAGE_EXTENSIONS
-
     files, missing = [], []
     for path in paths:
         if os.path.isdir(path):
@@ -172,9 +170,6 @@ def prediction_rows(results: list[dict], top_k: int) -> list[dict]:
 
 def write_predictions(rows: list[dict], skipped: list[tuple[str, str]], path: str) -> None:
     """``path`` ending .json: ``{"predictions": rows, "skipped": [...]}``; otherwise CSV (rows)."""
-    import csv
-    import json
-
     from keras_transfer._utils.atomic_files import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
@@ -222,8 +217,6 @@ def cmd_explain(args) -> int:
 
 
 def cmd_sample_data(args) -> int:
-    from keras_transfer import data
-
     data.sample_guitars(args.out_dir, args.n_per_class, args.seed, args.size)
     print(f"wrote {3 * args.n_per_class} synthetic guitar images to {args.out_dir}/{{les_paul,sg,stratocaster}}")
     return 0

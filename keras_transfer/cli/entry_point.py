@@ -12,8 +12,10 @@ import tempfile
 import traceback
 
 from keras_transfer._utils import supervisor
+from keras_transfer.cli import commands, serve
 from keras_transfer.cli.options import add_group, add_verbose
 from keras_transfer.runs import config
+from keras_transfer.training.distribute import WORKER_LOST
 
 
 def _add_backbone_args(p: argparse.ArgumentParser, default_weights: str = "imagenet", include_top: bool = True) -> None:
@@ -64,10 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filters", metavar="PNG", default=None, help="also draw the first conv layer's filters to PNG")
     p.set_defaults(func=cmd_inspect)
 
-    from keras_transfer.cli import commands  # the train/tune/export/... commands
 
     commands.add_commands(sub, _add_backbone_args)
-    from keras_transfer.cli import serve
 
     serve.add_parser(sub)
     add_verbose(parser)
@@ -244,7 +244,6 @@ def _worker_lost(err: Exception):
         return None
     import tensorflow as tf
 
-    from keras_transfer.training.distribute import WORKER_LOST
 
     if isinstance(err, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
                         tf.errors.AbortedError)) and os.environ.get("TF_CONFIG"):

@@ -8,6 +8,7 @@ import importlib
 import os
 
 from keras_transfer.cli.options import add_verbose
+from keras_transfer.training.precision import PRECISIONS
 
 # name -> (module under keras_transfer.experiments, config class, figure, one-line description)
 EXPERIMENTS = {
@@ -38,8 +39,6 @@ def _ints(value: str) -> tuple:
 
 
 def _common(p, dataset: str, limit: int, input_size: int | None, seeds: int, epochs: int) -> None:
-    from keras_transfer.training.precision import PRECISIONS
-
     source = p.add_mutually_exclusive_group()
     source.add_argument("--data", metavar="DIR", help="folder with one sub-folder of images per class")
     source.add_argument("--dataset", metavar="NAME", default=dataset, help="built-in dataset (default: %(default)s)")

@@ -5,6 +5,7 @@ digits, a TFDS name, and the synthetic guitars.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import logging
 import os
 
@@ -42,8 +43,6 @@ def elpv(image_size=300, variant: str = "binary", limit: int | None = None, seed
     annotated probabilities 0, 1/3, 2/3, 1. ``limit`` keeps at most that many images per
     class, chosen from ``seed`` *before* decoding, so a small sample loads in a second.
     """
-    import importlib.util
-
     spec = importlib.util.find_spec("elpv_dataset")
     if spec is None:
         raise ValueError("the elpv dataset needs the 'elpv-dataset' package: pip install elpv-dataset")

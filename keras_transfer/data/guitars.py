@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from PIL import Image
 
 CLASSES = ("les_paul", "sg", "stratocaster")
 
@@ -83,8 +84,6 @@ def draw_guitar(kind: str, rng: np.random.Generator, size: int = 160) -> np.ndar
 
 def sample_guitars(out_dir: str, n_per_class: int = 40, seed: int = 0, size: int = 160) -> str:
     """Write ``out_dir/{les_paul,sg,stratocaster}/NNN.jpg``; refuses to overwrite existing files."""
-    from PIL import Image
-
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be >= 1, got {n_per_class}.")
     rng = np.random.default_rng(seed)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import logging
 import os
 import threading
@@ -206,8 +207,6 @@ class FileImages:
 
     def digest(self) -> str:
         """What identifies these files at this size without decoding them (paths, sizes, times)."""
-        import hashlib
-
         h = hashlib.sha1(repr(self.size).encode())
         for i, path in enumerate(self.paths):
             h.update(f"{path}\0{self.fingerprint_of(i)}\0".encode())

@@ -13,6 +13,7 @@ import logging
 import os
 
 import numpy as np
+from scipy.stats import kendalltau
 
 from keras_transfer import data, plots, training
 from keras_transfer.experiments.results import Results, spread
@@ -54,8 +55,6 @@ def _cell(config: LayerRemovalConfig, splits, removed: int, mode: str, seed: int
 
 
 def _summary(cells: dict, probes: dict, config: LayerRemovalConfig) -> dict:
-    from scipy.stats import kendalltau
-
     table = {}
     for mode in MODES:
         for r in config.removed:

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from keras_transfer._utils.atomic_files import atomic_path, read_json, write_json
+from keras_transfer.training.model import load_model
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +59,6 @@ class Results:
         """A trained source network: loaded if an earlier run saved it, else trained and saved."""
         path = os.path.join(self.out_dir, "sources", f"{name}.keras")
         if os.path.exists(path):
-            from keras_transfer.training.model import load_model
-
             return load_model(path, advice="Delete it and run the same command again: the source network is "
                                            "trained again.", compile=False)
         start = time.perf_counter()

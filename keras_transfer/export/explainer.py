@@ -8,8 +8,14 @@ import os
 
 import numpy as np
 
+from keras_transfer import plots
+from keras_transfer._utils.atomic_files import read_json
+from keras_transfer.data.images import decode_file, resize_array
+from keras_transfer.data.streaming import skip_reason
 from keras_transfer.export.heatmaps import feature_split, grad_cam, overlay
 from keras_transfer.export.predictor import Predictor
+from keras_transfer.training.model import load_model
+from keras_transfer.training.precision import as_float32
 
 logger = logging.getLogger(__name__)
 
@@ -21,9 +27,6 @@ class Explainer:
     def __init__(self, path: str):
         self.path = path
         if path.endswith(".keras"):
-            from keras_transfer.training.model import load_model
-            from keras_transfer.training.precision import as_float32
-
             # in float32 like the export's explain signature, whatever precision it trained in
             self.model = as_float32(load_model(path, advice="Use the run's export instead, or train it again."))
             self.split = feature_split(self.model)
@@ -40,15 +43,12 @@ class Explainer:
         if self.model is None:
             out = self.predictor.explain_images(pixels[None])
             return out["probabilities"][0], out["heatmaps"][0]
-        from keras_transfer.data.images import resize_array
 
         heat, probs = grad_cam(self.model, resize_array(pixels, self.size)[None], split=self.split)
         return np.asarray(probs)[0], np.asarray(heat)[0]
 
 
 def _run_class_names(run_dir: str, n: int):
-    from keras_transfer._utils.atomic_files import read_json
-
     names = (read_json(os.path.join(run_dir, "metrics.json"), {}) or {}).get("class_names")
     return names if names and len(names) == n else None
 
@@ -57,10 +57,6 @@ def explain_files(source: str, paths, out_dir: str) -> tuple[list[dict], list[tu
     """Write ``OUT_DIR/<name>.gradcam.png`` (the image beside its Grad-CAM overlay) for each file;
     returns one row per file (path, class, probability, figure) and the (path, reason) skipped.
     An existing figure is never overwritten: the new one gets a number."""
-    from keras_transfer import plots
-    from keras_transfer.data.streaming import skip_reason
-    from keras_transfer.data.images import decode_file
-
     explainer = Explainer(source)
     os.makedirs(out_dir, exist_ok=True)
     rows, skipped = [], []

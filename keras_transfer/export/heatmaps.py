@@ -18,9 +18,13 @@ import contextlib
 import logging
 
 import keras
+import matplotlib
 import numpy as np
+import tensorflow as tf
 
 from keras_transfer.models import heads
+from keras_transfer.models.surgery import backbone_of
+from keras_transfer.training.feature_cache import prefix_model
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +39,6 @@ def _last_feature_map(layers) -> keras.layers.Layer:
 
 def feature_split(model: keras.Model):
     """``(features, rest)``: images -> the last feature map, and that map -> class probabilities."""
-    from keras_transfer.models.surgery import backbone_of
-    from keras_transfer.training.feature_cache import prefix_model
-
     try:
         base = backbone_of(model)
     except ValueError:
@@ -84,8 +85,6 @@ def grad_cam(model: keras.Model, images, class_ids=None, split=None):
     ``class_ids``: the class explained per image (default: the predicted one); ``split``: a
     :func:`feature_split` of ``model`` made before (so a graph traced once can reuse it).
     """
-    import tensorflow as tf
-
     features, rest = split or feature_split(model)
     images = tf.cast(images, tf.float32)
     maps = features(images, training=False)
@@ -110,9 +109,6 @@ def grad_cam(model: keras.Model, images, class_ids=None, split=None):
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """``image`` (H, W, 3) uint8 with ``heatmap`` (h, w) in [0, 1] upsampled onto it in the jet colours."""
-    import matplotlib
-    import tensorflow as tf
-
     h, w = image.shape[:2]
     up = tf.image.resize(np.asarray(heatmap, "float32")[None, :, :, None], (h, w), method="bilinear")
     up = np.clip(np.asarray(up)[0, :, :, 0], 0.0, 1.0)

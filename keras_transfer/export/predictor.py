@@ -7,9 +7,12 @@ import logging
 import os
 
 import numpy as np
+import tensorflow as tf
 
 from keras_transfer._utils.atomic_files import read_json
 from keras_transfer.data import images as images_lib
+from keras_transfer.data.augmentation import Views
+from keras_transfer.data.streaming import skip_reason
 from keras_transfer.export.saved_model import LABELS_FILE, resolve, versions
 
 logger = logging.getLogger(__name__)
@@ -19,8 +22,6 @@ class Predictor:
     """A reloaded export: call its signatures without this package's model code."""
 
     def __init__(self, path: str):
-        import tensorflow as tf
-
         self.path = resolve(path)
         try:
             self.saved_model = tf.saved_model.load(self.path)
@@ -56,8 +57,6 @@ class Predictor:
 
     def views(self):
         """The :class:`~keras_transfer.data.augmentation.Views` the model trained on; an error if it trained on none."""
-        from keras_transfer.data.augmentation import Views
-
         if "views" not in self.info:
             raise ValueError(f"{self.path} was trained without augmented views, so there are none to average: "
                              "test-time augmentation needs a model trained with `train --augment`. Received: tta=True")
@@ -93,8 +92,6 @@ class Predictor:
         EXIF orientation, every colour mode) and sent to ``serving_default``, which resizes
         them as training did: the answers are the trained model's.
         """
-        from keras_transfer.data.streaming import skip_reason
-
         if tta:
             self.views()  # refused before any file is read
         results, skipped = [], []

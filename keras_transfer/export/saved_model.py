@@ -41,6 +41,7 @@ import shutil
 import tempfile
 
 import keras
+import tensorflow as tf
 
 from keras_transfer._utils.atomic_files import (
     remove_stale_temporaries,
@@ -68,8 +69,6 @@ def versions(out_dir: str) -> list[int]:
 
 
 def _serving_functions(model: keras.Model, class_names):
-    import tensorflow as tf
-
     size = tuple(model.input_shape[1:3])
     names = tf.constant(list(class_names))
 
@@ -110,8 +109,6 @@ def _check_formats(formats) -> tuple[str, ...]:
 def to_tflite(saved_model_dir: str, path: str) -> str:
     """Convert the SavedModel's ``serving_default`` (uint8 images of any size in, probabilities
     out, resize included) with TensorFlow Lite's builtin ops; returns ``path``."""
-    import tensorflow as tf
-
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
     with open(path, "wb") as f:
         f.write(converter.convert())
@@ -161,8 +158,6 @@ def export(model: keras.Model, out_dir: str, class_names, metadata: dict | None 
 
 def _write_saved_model(served: keras.Model, class_names: list[str], folder: str) -> None:
     """The SavedModel of ``served`` with its four signatures, written to ``folder``."""
-    import tensorflow as tf
-
     serve, serve_bytes, explain_images = _serving_functions(served, class_names)
     pixels = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
     archive = keras.export.ExportArchive()

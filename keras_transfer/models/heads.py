@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 
 from keras_transfer.models.backbones import backbone_for
 from keras_transfer.models.layers import ClassPartition, LogProbabilities, Preprocess, Standardize
@@ -243,7 +243,6 @@ def targets(model: keras.Model, labels):
     partition = partition_of(model)
     if partition is None:
         return labels
-    from keras import ops
 
     table = ops.convert_to_tensor(np.array(partition.mapping, dtype="float32"))
     return {"class": labels, "binary": ops.expand_dims(ops.take(table, labels), -1)}

@@ -18,6 +18,7 @@ from keras_transfer import data as data_lib
 from keras_transfer.training.distribute import STRATEGIES
 from keras_transfer.training.precision import PRECISIONS
 from keras_transfer.data.augmentation import VIEW_KINDS, kind_for
+import argparse
 
 TUNERS = ("random", "bayesian", "hyperband", "grid", "halving")
 
@@ -32,8 +33,6 @@ MAX_INPUT_SIZE = 1024  # the largest Backbone.max_size: a typo such as 22400 is 
 
 def ranged(kind, low=None, high=None):
     """An argparse type: ``kind(text)`` checked to lie in [low, high] (either may be open)."""
-    import argparse
-
     def parse(text: str):
         try:
             value = kind(text)

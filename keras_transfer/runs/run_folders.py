@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+from keras_transfer._utils.atomic_files import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +140,6 @@ def check_same_data(folder: str, fingerprint: dict, command: str, consequence: s
     """Refuse to go on in ``folder`` with images other than those its ``DATA_FILE`` records
     (ValueError: ``command``, what changed, ``consequence`` and what to do); a folder started
     before fingerprints existed is only warned about."""
-    from keras_transfer._utils.atomic_files import read_json
-
     saved = read_json(os.path.join(folder, DATA_FILE))
     if saved is None:
         logger.warning(f"{folder} has no {DATA_FILE} (started by an older version): its data cannot be checked")

@@ -37,6 +37,7 @@ from keras_transfer.training import cut_probe
 from keras_transfer.models.surgery import resolve_frozen
 from keras_transfer.runs.config import TrainConfig
 from keras_transfer._utils.atomic_files import atomic_path, read_json, remove_stale_temporaries, write_json
+from keras_transfer.training.two_stage import STATE_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ _MAY_CHANGE_ON_RESUME = ("distribute", "recipe.tensorboard")
 
 
 def _finished_stages(run_dir: str) -> list[str]:
-    from keras_transfer.training.two_stage import STATE_FILE
-
     state = read_json(os.path.join(run_dir, STATE_FILE), {}) or {}
     return [stage for stage, value in state.items() if value == "done"]
 

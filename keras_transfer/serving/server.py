@@ -28,9 +28,15 @@ import re
 from importlib import resources
 
 import numpy as np
+import tensorflow as tf
 from aiohttp import web
+from google.protobuf import json_format
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import saved_model_pb2
 
 from keras_transfer import export
+from keras_transfer.data import images
+from keras_transfer.export import heatmaps
 from keras_transfer.serving import rest
 from keras_transfer.serving.request_batching import Batcher
 
@@ -51,10 +57,6 @@ class Version:
     """One loaded version folder: its signatures, their input specs and their SignatureDefs."""
 
     def __init__(self, path: str):
-        from google.protobuf import json_format
-        from tensorflow.core.framework import types_pb2
-        from tensorflow.core.protobuf import saved_model_pb2
-
         self.path = path
         folder = os.path.basename(os.path.normpath(path))
         self.number = int(folder) if folder.isdigit() else 1
@@ -75,8 +77,6 @@ class Version:
 
     def run(self, signature: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Call one signature (blocking); TensorFlow's refusals become :class:`rest.BadRequest`."""
-        import tensorflow as tf
-
         try:
             out = self.signatures[signature](**{k: tf.constant(v) for k, v in arrays.items()})
         except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError, ValueError, TypeError) as err:
@@ -97,17 +97,11 @@ def tensorflow_reason(err: Exception) -> str:
 
 @functools.cache
 def _decoder():
-    import tensorflow as tf
-
-    from keras_transfer.data import images
-
     return tf.function(images.decode_bytes, input_signature=[tf.TensorSpec([], tf.string)])
 
 
 def decode_upload(encoded: bytes) -> np.ndarray:
     """``serve_bytes``' decoding of one file, as a compiled function (its errors read as the signature's)."""
-    import tensorflow as tf
-
     return _decoder()(tf.constant(encoded)).numpy()
 
 
@@ -183,11 +177,6 @@ class ModelServer:
     def explain_bytes(self, encoded: bytes, top: int = 5) -> dict:
         """The page's answer for one image file (blocking): top classes, and a Grad-CAM overlay
         where the export has an ``explain`` signature."""
-        import tensorflow as tf
-
-        from keras_transfer.data import images
-        from keras_transfer.export import heatmaps
-
         version = self.current
         try:
             pixels = decode_upload(encoded)

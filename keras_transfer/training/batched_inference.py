@@ -7,6 +7,7 @@ import weakref
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 _compiled_calls: "weakref.WeakKeyDictionary[keras.Model, object]" = weakref.WeakKeyDictionary()
 
@@ -19,8 +20,6 @@ def batched_call(model: keras.Model, images: np.ndarray, batch_size: int = 64, t
     A compiled call rather than ``Model.predict``: it works the same under every tf.distribute
     strategy (``predict`` shares ``fit``'s multi-worker bug) and with no strategy at all.
     """
-    import tensorflow as tf
-
     call = _compiled_calls.get(model)
     if call is None:
         spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 
+import keras
 import numpy as np
 
+from keras_transfer import plots
+from keras_transfer._utils.atomic_files import write_json
 from keras_transfer.data import take
+from keras_transfer.models.backbones import backbone_for, build_base
+from keras_transfer.models.layers import Preprocess
+from keras_transfer.models.surgery import cut_index, max_removed
 from keras_transfer.training import distribute
 from keras_transfer.training.batched_inference import batched_call
 from keras_transfer.training.linear_probe import cv_linear_probe
@@ -86,18 +93,11 @@ MAP_COST_RATIO = 2.0
 
 def cut_candidates(base) -> list[tuple[int, str]]:
     """``(removed, end layer)`` for every number of units one can remove, 0 first."""
-    from keras_transfer.models.surgery import cut_index, max_removed
-
     return [(r, base.layers[cut_index(base, r)].name) for r in range(max_removed(base) + 1)]
 
 
 def pooled_features_at(base, layer_names: list[str], images: np.ndarray, batch_size: int = 32) -> list[np.ndarray]:
     """GAP features of ``images`` (raw RGB) at each of ``layer_names``, in one forward pass."""
-    import keras
-
-    from keras_transfer.models.backbones import backbone_for
-    from keras_transfer.models.layers import Preprocess
-
     inputs = keras.Input(tuple(base.input_shape[1:]), name="images")
     tapped = keras.Model(base.inputs, [base.get_layer(n).output for n in layer_names])
     outputs = tapped(Preprocess(backbone_for(base).preprocess_mode)(inputs))
@@ -187,10 +187,6 @@ def recommend_for(backbone: str, weights, splits, seed: int = 0, batch_size: int
     """:func:`probe_cuts` on ``splits``' training images at their size: what ``train --removed
     auto`` and ``tune --removed-range auto`` ask (every process of a distributed run computes
     the same from the same data; under a multi-worker ``strategy``, each from its share of it)."""
-    import keras
-
-    from keras_transfer.models.backbones import build_base
-
     keras.utils.set_random_seed(seed)  # weights=None: the same random backbone in every process
     base = build_base(backbone, weights=weights, input_shape=(*splits.image_size, 3))
     shared = strategy if strategy is not None and distribute.is_multi_worker(strategy) else None
@@ -200,11 +196,6 @@ def recommend_for(backbone: str, weights, splits, seed: int = 0, batch_size: int
 
 def write(result: dict, out_dir: str) -> None:
     """``probe.json`` and ``probe.png`` (scores against units removed) in ``out_dir``."""
-    import os
-
-    from keras_transfer import plots
-    from keras_transfer._utils.atomic_files import write_json
-
     os.makedirs(out_dir, exist_ok=True)
     write_json(os.path.join(out_dir, "probe.json"), result)
     plots.probe_scores([CutScore(**c) for c in result["cuts"]], os.path.join(out_dir, "probe.png"),

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 
 import numpy as np
 
@@ -205,8 +206,6 @@ def is_chief(strategy) -> bool:
 
 def worker_dir() -> str:
     """A worker's private scratch folder (multi-worker Keras wants every worker to write)."""
-    import tempfile
-
     return tempfile.mkdtemp(prefix="keras-transfer-worker-")
 
 

@@ -6,6 +6,7 @@ import logging
 
 import keras
 import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from keras_transfer import data as data_lib
 from keras_transfer.models import heads
@@ -58,8 +59,6 @@ def evaluate(model: keras.Model, split: data_lib.ImageSet, batch_size: int = 64,
     """Accuracy, per-class precision/recall/F1/support and the confusion matrix on ``split``
     (with ``views``: of the probabilities averaged over them; ``strategy``: see
     :func:`predict_classes`), or of ``probabilities`` already computed for it."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
     labels = list(range(len(split.class_names)))
     if not len(split):
         raise ValueError("evaluate needs at least one image; give a split with images (e.g. a test fraction > 0). "

@@ -13,6 +13,10 @@ import dataclasses
 import logging
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +52,6 @@ def fit_linear(x_train: np.ndarray, y_train: np.ndarray, num_classes: int, x_val
     """Multinomial logistic regression on already-standardised features, C chosen by validation
     accuracy (ties: the stronger regularisation, the first in ``grid``): the floor's own rule, so
     a head started here starts exactly at the floor. Without validation images, C=1."""
-    from sklearn.linear_model import LogisticRegression
-
     has_val = x_val is not None and len(x_val) > 0
     best = None
     for c in grid if has_val else (1.0,):
@@ -65,11 +67,6 @@ def fit_linear(x_train: np.ndarray, y_train: np.ndarray, num_classes: int, x_val
 
 def cv_linear_probe(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0, C: float = 0.1) -> float:
     """Mean accuracy of a standardised logistic regression over stratified ``folds``."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     folds = max(2, min(folds, int(np.bincount(labels).min())))
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
     return float(cross_val_score(clf, features, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed)).mean())

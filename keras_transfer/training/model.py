@@ -6,10 +6,11 @@ import os
 import zipfile
 
 import keras
+import tensorflow as tf
 
 from keras_transfer._utils.atomic_files import cannot_read
 from keras_transfer.models import heads
-from keras_transfer.models.backbones import build_base
+from keras_transfer.models.backbones import build_base, get_backbone
 from keras_transfer.models.surgery import chop, resolve_frozen
 
 
@@ -17,10 +18,6 @@ def build_model(backbone: str, num_classes: int, weights="imagenet", input_size:
                 removed: int = 0, head: str = "gap_dense", include_top: bool = False, strategy=None,
                 **head_options) -> keras.Model:
     """``build_base`` -> ``chop(removed=)`` -> head, created inside ``strategy.scope()``."""
-    import tensorflow as tf
-
-    from keras_transfer.models.backbones import get_backbone
-
     size = input_size or get_backbone(backbone).default_size
     with (strategy or tf.distribute.get_strategy()).scope():
         base = build_base(backbone, weights=weights, include_top=include_top, input_shape=(size, size, 3))

@@ -28,6 +28,8 @@ import dataclasses
 import keras
 from keras import ops
 
+from keras_transfer.data.augmentation import Views
+
 
 @dataclasses.dataclass
 class Recipe:
@@ -73,7 +75,6 @@ class Recipe:
         """The :class:`~keras_transfer.data.augmentation.Views` training draws from, or None without augmentation."""
         if not self.augment:
             return None
-        from keras_transfer.data.augmentation import Views
 
         return Views("photo" if self.augment is True else self.augment, self.augment_views, self.seed)
 

@@ -8,6 +8,8 @@ import os
 import keras_tuner
 import numpy as np
 
+from keras_transfer import plots
+from keras_transfer._utils.atomic_files import atomic_path
 from keras_transfer.tuning.hypermodel import RUNG, TransferHyperModel
 
 RESULT_COLUMNS = ("trial_id", "status", "rung", "removed", "frozen_units", "frozen_layers", "head", "width", "dropout",
@@ -35,9 +37,6 @@ def trial_rows(tuner: keras_tuner.Tuner, hypermodel: TransferHyperModel) -> list
 
 def write_results(rows: list[dict], out_dir: str) -> dict:
     """``results.csv`` and ``heatmap.png`` in ``out_dir``; returns the best completed row (ties: :func:`_preference`)."""
-    from keras_transfer import plots
-    from keras_transfer._utils.atomic_files import atomic_path
-
     with atomic_path(os.path.join(out_dir, "results.csv")) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
         writer.writeheader()

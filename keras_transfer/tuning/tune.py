@@ -10,12 +10,14 @@ import keras
 import keras_tuner
 
 from keras_transfer import data as data_lib
-from keras_transfer import training
+from keras_transfer import export, training
 from keras_transfer._utils.atomic_files import read_json, write_json
 from keras_transfer._utils.keras_internals import tuner_is_worker
+from keras_transfer.models.backbones import build_base
 from keras_transfer.runs import run_folders
 from keras_transfer.runs.config import SearchConfig
-from keras_transfer.training import cut_probe, linear_probe
+from keras_transfer.training import cut_probe, distribute, linear_probe, precision
+from keras_transfer.training.precision import as_float32
 from keras_transfer.tuning.folder import check_search_dir, start_search_dir
 from keras_transfer.tuning.hypermodel import SearchSpace, TransferHyperModel
 from keras_transfer.tuning.oracles import (
@@ -96,8 +98,6 @@ def search(config: SearchConfig, out_dir: str, verbose: int = 1) -> dict:
     """Run (or resume, or join as a distributed worker) a search; on the chief write
     ``results.csv``, ``heatmap.png``, ``best.json`` (with the floor) and retrain + export the best
     trial. Models compute in ``config.distribute.precision`` (the global policy is restored after)."""
-    from keras_transfer.training import precision
-
     with precision.using(config.distribute.precision, backbone=config.model.backbone):
         if tuner_is_worker():  # a distributed worker: the chief's oracle owns the folder
             return _search_in(config, out_dir, verbose, resuming=True)
@@ -120,8 +120,6 @@ def removed_range(config: SearchConfig, splits, out_dir: str | None):
 
 
 def _search_in(config: SearchConfig, out_dir: str, verbose: int, resuming: bool) -> dict:
-    from keras_transfer.training import distribute
-
     strategy = distribute.strategy_for(config.distribute.strategy, config.distribute.devices)
     cost = None
     if config.data.in_memory == "auto":  # weighed on the first trial's recipe, the default
@@ -189,8 +187,6 @@ def search_floor(hypermodel: TransferHyperModel, splits, batch_size: int = 32) -
     """What the search must beat, on its own images: the majority class, and the linear probe
     (:func:`keras_transfer.training.linear_probe.floor`) on the pooled features at each cut of the searched
     removed range, fitted on the train split; the cut whose probe scores best on validation."""
-    from keras_transfer.models.backbones import build_base
-
     keras.utils.set_random_seed(hypermodel.recipe.seed)  # weights=None: the same random backbone every run
     base = build_base(hypermodel.backbone, weights=hypermodel.weights, input_shape=(*splits.image_size, 3))
     cuts = [(r, name) for r, name in cut_probe.cut_candidates(base)
@@ -242,9 +238,6 @@ def _export_best(tuner, hp, hypermodel: TransferHyperModel, best: dict, splits, 
     checkpoint holds (a trial run by a worker on another machine is retrained here instead),
     scored on validation and test as served (float32); unless this folder already exported this
     trial: a rerun of a finished search changes nothing."""
-    from keras_transfer import export
-    from keras_transfer.training.precision import as_float32
-
     before = read_json(os.path.join(out_dir, "best.json"), {}) or {}
     if before.get("export") and os.path.isdir(before["export"]) and before.get("best", {}).get("trial_id") == best["trial_id"]:
         logger.info(f"the best trial ({best['trial_id']}) was exported before: {before['export']} (kept)")

@@ -30,7 +30,8 @@ def _splits(n=24, size=32):
 
 
 def _hypermodel(**kw):
-    recipe = training.Recipe(head_epochs=1, fine_tune_epochs=1, batch_size=8, verbose=0, patience=None)
+    recipe = kw.pop("recipe", None) or training.Recipe(head_epochs=1, fine_tune_epochs=1, batch_size=8, verbose=0,
+                                                         patience=None)
     fields = {f.name for f in dataclasses.fields(tuning.SearchSpace)}
     space = tuning.SearchSpace(**{"widths": (8,), **{k: v for k, v in kw.items() if k in fields}})
     return tuning.TransferHyperModel("vgg16", 2, recipe, space, weights=None, input_size=32,
