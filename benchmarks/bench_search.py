@@ -62,8 +62,8 @@ class Measured(tuning.TransferHyperModel):
 def run(mode, splits, args, out):
     recipe = training.Recipe(head_epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, batch_size=32,
                              cache_features=mode != "plain", seed=0, verbose=0, patience=None)
-    hm = Measured("vgg16", splits.num_classes, weights="hed", input_size=args.size, removed_range=(0, 3),
-                  recipe=recipe, share=mode == "shared")
+    hm = Measured("vgg16", splits.num_classes, recipe, tuning.SearchSpace(removed_range=(0, 3)), weights="hed",
+                  input_size=args.size, share=mode == "shared")
     tuner = tuning.make_tuner(hm, "random", out, project_name=mode, max_trials=args.trials, seed=args.seed,
                               overwrite=True)
     start = time.perf_counter()
