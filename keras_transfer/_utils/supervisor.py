@@ -72,7 +72,7 @@ class _Stopped(Exception):
         self.signum = signum
 
 
-def run(argv: list[str], timeout: float, no_peer_message: str) -> int:
+def supervise(argv: list[str], timeout: float, no_peer_message: str) -> int:
     """Run ``keras-transfer argv`` as a child; its exit code, or 3 / 128+signal (see the module)."""
     read_end, write_end = os.pipe()
     child = subprocess.Popen([sys.executable, "-m", "keras_transfer", *argv], pass_fds=(write_end,),

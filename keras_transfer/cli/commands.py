@@ -227,7 +227,7 @@ def add_commands(sub, add_backbone_args) -> None:
     _add_train(sub)
     _add_tune(sub)
     _add_probe(sub)
-    experiments.add_parser(sub, add_backbone_args)
+    experiments.add_experiment_command(sub, add_backbone_args)
     _add_export(sub)
     _add_predict(sub)
     _add_explain(sub)

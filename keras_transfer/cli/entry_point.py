@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_commands(sub, _add_backbone_args)
 
-    serve.add_parser(sub)
+    serve.add_serve_command(sub)
     add_verbose(parser)
     for command in sub.choices.values():
         add_verbose(command)  # (experiment NAME's parsers add their own)
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
         except ValueError as err:
             print(f"keras-transfer {args.command}: error: {err}", file=sys.stderr)
             return 2
-        return supervisor.run(argv, timeout, NO_PEER.format(peers=", ".join(peers()), timeout=timeout))
+        return supervisor.supervise(argv, timeout, NO_PEER.format(peers=", ".join(peers()), timeout=timeout))
     with _plain_output_off_a_terminal():
         return _run(args)
 

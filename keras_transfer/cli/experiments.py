@@ -61,7 +61,7 @@ def _ab(p, a_classes: bool = True) -> None:
     p.add_argument("--width", type=int, default=16, help="the small net's first conv width (default: %(default)s)")
 
 
-def add_parser(sub, add_backbone_args) -> None:
+def add_experiment_command(sub, add_backbone_args) -> None:
     p = sub.add_parser("experiment", help="rerun a seed paper's experiment on your data (resumable)",
                        description="Each experiment writes results.json after every finished cell (a killed run "
                                    "goes on with the same command) and a PNG, and prints its table.")

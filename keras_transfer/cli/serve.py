@@ -53,7 +53,7 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
+def add_serve_command(sub) -> None:
     p = sub.add_parser("serve", help="serve an export over TF Serving's REST API, with a page to try it",
                        description="Answer TF Serving's REST API (GET /v1/models/NAME, .../metadata, POST "
                                    "/v1/models/NAME:predict with rows or columns, {\"b64\": ...} for files) for the "

@@ -127,7 +127,7 @@ def _run(config: TrainConfig, run_dir: str, work_dir: str, strategy, continuing:
     """The run itself; ``work_dir`` is ``run_dir`` on the chief (which writes the run folder)."""
     chief = work_dir == run_dir
     splits = config.data.load(config.model.backbone, progress=progress, include_top=config.model.include_top,
-                              cost=run_cost(config, strategy))
+                              cost=estimate_run_cost(config, strategy))
     logger.info(splits.summary())
     fingerprint = run_folders.data_fingerprint(splits) if chief else None
     if continuing:
@@ -203,7 +203,7 @@ def _write_report(model, served, splits, histories: dict, metrics: dict, config:
                                           if "tta_views" in metrics else {})})
 
 
-def run_cost(config: TrainConfig, strategy=None) -> data_lib.RunCost | None:
+def estimate_run_cost(config: TrainConfig, strategy=None) -> data_lib.RunCost | None:
     """What this run will do with its images, for ``--in-memory auto`` to weigh (None unless
     ``auto``): see :func:`keras_transfer.training.run_cost`."""
     if config.data.in_memory != "auto":

@@ -204,7 +204,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
             for cb in sessions:
                 cb.on_train_end()
         seconds = time.perf_counter() - start
-        kept = kept_metrics(histories, recipe.patience is not None)
+        kept = trial_metrics(histories, recipe.patience is not None)
         if kept is None:
             raise ValueError("tuning needs a validation split (val_accuracy): use a validation fraction > 0.")
         for cb in checkpoints:
@@ -213,7 +213,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         return {"val_accuracy": kept["val_accuracy"], "val_loss": kept["val_loss"], "seconds": seconds}
 
 
-def kept_metrics(histories: dict, early_stopping: bool) -> dict | None:
+def trial_metrics(histories: dict, early_stopping: bool) -> dict | None:
     """The validation metrics of the weights :func:`~keras_transfer.training.fine_tune` ended
     with: the kept epoch of fine-tuning, or of the head stage when fine-tuning was not kept (or not run)."""
     last = histories.get("fine_tune") or histories.get("head") or {}
