@@ -201,3 +201,32 @@ def write_every_kind(folder, rng, size=(60, 40)) -> dict:
 TRAIN = ["--backbone", "vgg16", "--weights", "none", "--input-size", "32", "--removed", "3",
          "--width", "8", "--epochs", "1", "--fine-tune-epochs", "1", "--batch-size", "8", "--val-split", "0.2",
          "--test-split", "0.2"]
+
+
+# Shared by the streaming and disk-cache tests
+
+def two_colour_classes(root, rng, n=12, size=(40, 36)):
+    """Two classes (red, blue) of ``n`` JPEG and PNG files each under ``root``."""
+    for name, colour in (("red", (200, 40, 40)), ("blue", (40, 40, 200))):
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for i in range(n):
+            write_good(os.path.join(root, name, f"{name}{i}.{'jpg' if i % 2 else 'png'}"), rng, size=size,
+                       colour=colour)
+    return str(root)
+
+
+def streaming_recipe(**kw):
+    """A short recipe the streamed-vs-in-memory tests train with (frozen through block3_pool)."""
+    from keras_transfer.training import recipes
+
+    return recipes.recipe(head_epochs=2, fine_tune_epochs=1, frozen="block3_pool", batch_size=4, verbose=0, seed=2, **kw)
+
+
+def vgg_at_32(num_classes=2):
+    """VGG16 without weights at 32x32, removed 3, seeded."""
+    import keras
+
+    from keras_transfer import training
+
+    keras.utils.set_random_seed(0)
+    return training.build_model("vgg16", num_classes, weights=None, input_size=32, removed=3)

@@ -5,20 +5,11 @@ import os
 
 import numpy as np
 import pytest
-from helpers import write_every_kind, write_good, write_truncated_jpeg
+from helpers import streaming_recipe, two_colour_classes, vgg_at_32, write_every_kind, write_truncated_jpeg
 
 from keras_transfer import data, training
 from keras_transfer.data import in_memory, streaming
 from keras_transfer.training import recipes
-
-
-def _two_classes(root, rng, n=12, size=(40, 36)):
-    for name, colour in (("red", (200, 40, 40)), ("blue", (40, 40, 200))):
-        os.makedirs(os.path.join(root, name), exist_ok=True)
-        for i in range(n):
-            write_good(os.path.join(root, name, f"{name}{i}.{'jpg' if i % 2 else 'png'}"), rng, size=size,
-                       colour=colour)
-    return str(root)
 
 
 def test_streamed_files_give_the_pixels_memory_holds_for_every_kind_of_file(tmp_path, rng):
@@ -39,7 +30,7 @@ def test_streamed_files_give_the_pixels_memory_holds_for_every_kind_of_file(tmp_
 
 
 def test_splits_of_files_are_the_splits_in_memory_and_repeat_by_seed(tmp_path, rng):
-    root = _two_classes(tmp_path / "d", rng, n=10)
+    root = two_colour_classes(tmp_path / "d", rng, n=10)
     memory = data.load(root, image_size=32, validation_split=0.2, test_split=0.2, seed=4, progress=False,
                        in_memory="yes")
     files = data.load(root, image_size=32, validation_split=0.2, test_split=0.2, seed=4, progress=False,
@@ -54,7 +45,7 @@ def test_splits_of_files_are_the_splits_in_memory_and_repeat_by_seed(tmp_path, r
 
 
 def test_auto_streams_only_what_would_not_fit(tmp_path, rng, monkeypatch, caplog):
-    root = _two_classes(tmp_path / "d", rng, n=4)
+    root = two_colour_classes(tmp_path / "d", rng, n=4)
     assert not data.load_folder(root, 32, progress=False, in_memory="auto").streamed
     monkeypatch.setattr(in_memory, "memory_budget", lambda: 8 * 32 * 32 * 3 - 1)  # one byte short of 8 images
     with caplog.at_level("INFO"):
@@ -78,7 +69,6 @@ def test_the_cached_bytes_an_image_are_estimated_before_the_data_is_read():
     """VGG16 at 32 px cut at block4_pool (2 x 2 x 512): the head stage keeps its 512 pooled floats, a
     fine-tuning stage frozen through block3_pool its 4 x 4 x 256 maps; 8 views: 8 times both."""
     from keras_transfer import training
-    from keras_transfer.training import recipes
 
     def estimate(**recipe):
         return training.estimate_cache("vgg16", 32, recipes.recipe(**recipe), removed=3)
@@ -99,34 +89,23 @@ def test_a_dataset_without_files_refuses_to_stream():
 
 
 def test_file_images_are_never_decoded_as_one_array_by_accident(tmp_path, rng):
-    files = data.load_folder(_two_classes(tmp_path / "d", rng, n=3), 16, progress=False, in_memory="no")
+    files = data.load_folder(two_colour_classes(tmp_path / "d", rng, n=3), 16, progress=False, in_memory="no")
     with pytest.raises(TypeError, match="not decoded as one array"):
         np.asarray(files.images)
     assert files.images.shape == (6, 16, 16, 3) and files.images[0].shape == (16, 16, 3)
-
-
-def _recipe(**kw):
-    return recipes.recipe(head_epochs=2, fine_tune_epochs=1, frozen="block3_pool", batch_size=4, verbose=0, seed=2, **kw)
-
-
-def _vgg(num_classes=2):
-    import keras
-
-    keras.utils.set_random_seed(0)
-    return training.build_model("vgg16", num_classes, weights=None, input_size=32, removed=3)
 
 
 @pytest.mark.parametrize("augment, cache", [(False, True), ("top_down", True), (False, False), ("top_down", False)])
 def test_streamed_training_equals_training_in_memory_on_the_same_files(tmp_path, rng, augment, cache):
     """Cached, the streamed files' features are on disk (the in-memory ones in RAM); uncached both
     train end to end."""
-    root = _two_classes(tmp_path / "d", rng, n=10)
+    root = two_colour_classes(tmp_path / "d", rng, n=10)
     kw = dict(image_size=32, validation_split=0.2, test_split=0.2, seed=0, progress=False)
     memory, files = data.load(root, in_memory="yes", **kw), data.load(root, in_memory="no", **kw)
-    recipe = _recipe(augment=augment, augment_views=4, cache_features=cache)
+    recipe = streaming_recipe(augment=augment, augment_views=4, cache_features=cache)
     predictions = []
     for splits in (memory, files):
-        model = _vgg()
+        model = vgg_at_32()
         histories = training.fine_tune(model, splits, recipe)
         predictions.append(training.predict_classes(model, splits.test.images))
         assert len(histories["head"]["loss"]) == 2 and len(histories["fine_tune"]["loss"]) == 1
@@ -137,7 +116,7 @@ def test_a_file_that_fails_when_read_is_skipped_reported_and_the_run_goes_on(tmp
     from keras_transfer import runs
     from keras_transfer.runs import config as config_lib
 
-    root = _two_classes(tmp_path / "d", rng, n=10)
+    root = two_colour_classes(tmp_path / "d", rng, n=10)
     late = [write_truncated_jpeg(os.path.join(root, c, f"late_{c}{i}.jpg"), rng) for c in ("red", "blue")
             for i in range(3)]
     for path in late:
@@ -160,10 +139,10 @@ def test_a_file_that_fails_when_read_is_skipped_reported_and_the_run_goes_on(tmp
 
 
 def test_files_deleted_after_they_were_listed_end_the_run_with_a_message_naming_them(tmp_path, rng):
-    root = _two_classes(tmp_path / "d", rng, n=6)
+    root = two_colour_classes(tmp_path / "d", rng, n=6)
     files = data.load(root, image_size=32, validation_split=0.2, test_split=0.2, progress=False, in_memory="no")
     for path in files.train.paths:
         os.remove(path)
     with pytest.raises(Exception, match="none of the 8 files .* can be read any more.*moved or deleted"):
-        training.fine_tune(_vgg(), files, _recipe(cache_features=False, linear_probe=False, normalize=False))
+        training.fine_tune(vgg_at_32(), files, streaming_recipe(cache_features=False, linear_probe=False, normalize=False))
     assert len(files.late_skips()) == 8

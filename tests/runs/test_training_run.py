@@ -9,6 +9,7 @@ from helpers import TRAIN, make_class_folder
 
 from keras_transfer.cli.entry_point import main
 
+
 def test_train_writes_every_result(trained):
     _, run, _ = trained
     for name in ("config.json", "metrics.json", "history.png", "confusion_matrix.png", "misclassified.png", "model.keras",

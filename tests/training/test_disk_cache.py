@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import streaming_recipe, two_colour_classes, vgg_at_32
 
 from keras_transfer import data, training
 from keras_transfer.training import _disk_cache
@@ -25,7 +26,7 @@ def _rows(start, stop):
 KILLED_WRITER = """
 import os, signal, sys
 import numpy as np
-sys.path.insert(0, {here!r})
+sys.path[:0] = [{here!r}, {tests!r}]  # this module, and the helpers it imports
 from test_disk_cache import _rows
 from keras_transfer.training import _disk_cache
 _disk_cache.CHUNK = 2
@@ -41,7 +42,8 @@ _disk_cache.DiskCache({directory!r}).features("entry", 10, chunk)
 
 def test_an_entry_killed_half_way_resumes_from_its_last_chunk(tmp_path, monkeypatch):
     directory = str(tmp_path / "cache")
-    run = subprocess.run([sys.executable, "-c", KILLED_WRITER.format(here=HERE, directory=directory)],
+    run = subprocess.run([sys.executable, "-c", KILLED_WRITER.format(here=HERE, tests=os.path.dirname(os.path.abspath(HERE)),
+                                                                       directory=directory)],
                          env={**os.environ, "PYTHONPATH": ROOT})
     assert run.returncode == -9
     cache = DiskCache(directory)
@@ -71,34 +73,32 @@ def test_least_recently_used_entries_go_first_past_the_cap(tmp_path):
 
 
 def test_streamed_features_are_cached_on_disk_and_reused_by_a_rerun(tmp_path, rng):
-    from test_streaming import _recipe, _two_classes, _vgg
 
-    root = _two_classes(tmp_path / "d", rng, n=10)
+    root = two_colour_classes(tmp_path / "d", rng, n=10)
     kw = dict(image_size=32, validation_split=0.2, test_split=0.2, seed=0, progress=False)
     files = data.load(root, in_memory="no", **kw)
     disk = DiskCache(str(tmp_path / "cache"))
     first = training.FeatureCache(disk=disk)
-    model = _vgg()
-    training.fine_tune(model, files, _recipe(), cache=first)
+    model = vgg_at_32()
+    training.fine_tune(model, files, streaming_recipe(), cache=first)
     computed = disk.computed_chunks
     assert computed >= 2 and len(first) == 0  # train and validation features, on disk, none in RAM
     rerun = training.FeatureCache(disk=DiskCache(str(tmp_path / "cache")))
-    again = _vgg()
-    training.fine_tune(again, files, _recipe(), cache=rerun)
+    again = vgg_at_32()
+    training.fine_tune(again, files, streaming_recipe(), cache=rerun)
     assert rerun.disk.computed_chunks == 0 and rerun.hits >= 2
     np.testing.assert_allclose(training.predict_classes(again, files.test.images),
                                training.predict_classes(model, files.test.images), atol=1e-6)
 
 
 def test_features_too_large_for_memory_go_to_disk_with_the_same_training(tmp_path, rng):
-    from test_streaming import _recipe, _two_classes, _vgg
 
-    root = _two_classes(tmp_path / "d", rng, n=10)
+    root = two_colour_classes(tmp_path / "d", rng, n=10)
     memory = data.load(root, image_size=32, validation_split=0.2, test_split=0.2, progress=False, in_memory="yes")
     results = []
     for cache in (training.FeatureCache(), training.FeatureCache(max_bytes=1000, disk=DiskCache(str(tmp_path / "c")))):
-        model = _vgg()
-        training.fine_tune(model, memory, _recipe(), cache=cache)
+        model = vgg_at_32()
+        training.fine_tune(model, memory, streaming_recipe(), cache=cache)
         results.append(training.predict_classes(model, memory.test.images))
     assert cache.disk.computed_chunks >= 2 and len(cache) == 0
     np.testing.assert_allclose(results[1], results[0], atol=1e-5)
@@ -146,23 +146,22 @@ def test_a_damaged_chunk_of_an_unfinished_entry_is_computed_again(tmp_path, monk
 
 @pytest.mark.parametrize("damage", [_cut_short, _zeros_in_second_half])
 def test_training_on_a_damaged_cache_gives_the_clean_cache_s_predictions(tmp_path, rng, caplog, damage):
-    from test_streaming import _recipe, _two_classes, _vgg
 
-    root = _two_classes(tmp_path / "d", rng, n=10)
+    root = two_colour_classes(tmp_path / "d", rng, n=10)
     files = data.load(root, image_size=32, validation_split=0.2, test_split=0.2, seed=0, progress=False,
                       in_memory="no")
     directory = tmp_path / "cache"
-    clean = _vgg()
-    training.fine_tune(clean, files, _recipe(), cache=training.FeatureCache(disk=DiskCache(str(directory))))
+    clean = vgg_at_32()
+    training.fine_tune(clean, files, streaming_recipe(), cache=training.FeatureCache(disk=DiskCache(str(directory))))
     entries = sorted(directory.glob("*.npy"))
     entries = [p for p in entries if not p.name.endswith(".ok.npy")]
     assert entries
     for path in entries:
         damage(str(path))
     rerun = training.FeatureCache(disk=DiskCache(str(directory)))
-    model = _vgg()
+    model = vgg_at_32()
     with caplog.at_level(logging.WARNING, logger="keras_transfer.training"):
-        training.fine_tune(model, files, _recipe(), cache=rerun)
+        training.fine_tune(model, files, streaming_recipe(), cache=rerun)
     assert rerun.disk.computed_chunks == len(entries)  # every damaged entry computed again, nothing else
     assert all(f"{p} is damaged" in caplog.text for p in entries)
     np.testing.assert_allclose(training.predict_classes(model, files.test.images),
