@@ -17,7 +17,9 @@ import re
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA_KINDS = {"Streams", "FileImages", "DiskFeatures", "ImageSet", "Splits"}
 # The implementations of the data kinds themselves (and of the feature stores), where asking
-# which kind is the point; everywhere else it is a branch a caller should not need.
+# which kind is the point; everywhere else it is a branch a caller should not need. The flat
+# names (data.py, streaming.py, training/cache.py, ...) are where they lived before 2026-12-06,
+# so that an older checkout is measured by the same rule.
 IMPLEMENTATIONS = ("data/", "data.py", "streaming.py", "training/cache.py", "training/disk_cache.py",
                    "training/feature_cache.py", "training/_disk_cache.py")
 LONG = 40

@@ -101,8 +101,7 @@ def strategy_for(strategy: str = "auto", devices: str | list | None = None, verb
     # so devices are only looked at (physically, which does not initialise it) after that.
     gpus = [] if strategy == "multi_worker" else tf.config.list_physical_devices("GPU")
     if strategy == "auto":
-        strategy = "mirrored" if devices and len(devices) > 1 or len(gpus) > 1 else \
-            "one_device" if devices or len(gpus) == 1 else "default"
+        strategy = _single_machine_strategy(devices, gpus)
     if devices and strategy in ("mirrored", "one_device"):
         _check_devices(devices)
     if strategy == "multi_worker":
@@ -117,6 +116,15 @@ def strategy_for(strategy: str = "auto", devices: str | list | None = None, verb
     if verbose:
         logger.info(describe_strategy(result))
     return result
+
+
+def _single_machine_strategy(devices, gpus) -> str:
+    """What ``"auto"`` means on one machine: mirrored over several devices, one device, or the default."""
+    if devices and len(devices) > 1 or len(gpus) > 1:
+        return "mirrored"
+    if devices or len(gpus) == 1:
+        return "one_device"
+    return "default"
 
 
 def _multi_worker_strategy():
