@@ -166,14 +166,16 @@ class RecipeConfig:
         if not augment and self.augment_views != RecipeConfig.augment_views:
             raise ValueError(f"augment_views sets how many views augmentation draws from; set augment too. "
                              f"Received: augment_views={self.augment_views}, augment={self.augment!r}")
-        recipe = recipes.recipe(
-            self.recipe, width=width, dropout=dropout, head_epochs=self.epochs, fine_tune_epochs=self.fine_tune_epochs,
+        asked = dict(
+            width=width, dropout=dropout, head_epochs=self.epochs, fine_tune_epochs=self.fine_tune_epochs,
             frozen=self.frozen, head_learning_rate=self.learning_rate,
             fine_tune_learning_rate=self.fine_tune_learning_rate, transferred_lr_scale=self.transferred_lr_scale,
             batch_size=self.batch_size, augment=augment, augment_views=self.augment_views,
             cache_features=self.cache_features,
             class_weight=self.class_weight, bn_inference=False if self.train_batchnorm else None, seed=seed,
             tensorboard=self.tensorboard, verbose=self.verbose)
+        # a flag not given is None here: the named recipe's value stands (patience is set below)
+        recipe = recipes.recipe(self.recipe, **{k: v for k, v in asked.items() if v is not None})
         recipe.views()  # a count the kind cannot give is refused here, before any data is read
         return dataclasses.replace(recipe, patience=self.patience)  # None here means "no early stopping"
 

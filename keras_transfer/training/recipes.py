@@ -95,15 +95,28 @@ RECIPES: dict[str, dict] = {"default": {}, "tutorial": _TUTORIAL, "keras_io": _K
 
 
 def recipe(name: str = "default", **overrides) -> Recipe:
-    """The named recipe, with any field overridden; ``None`` overrides are ignored."""
+    """The named recipe with the fields given overridden; a field left out keeps the recipe's value.
+
+    ``None`` is a value where a field has one: ``patience=None`` switches early stopping off,
+    ``frozen=None`` freezes all but the top two units, ``transferred_lr_scale=None`` freezes
+    rather than slowing, ``tensorboard=None`` writes no logs. Elsewhere it is refused.
+
+        >>> recipe("default", patience=None, head_epochs=3).patience is None
+        True
+        >>> recipe("keras_io").frozen
+        0
+    """
     if name not in RECIPES:
         raise ValueError(f"Unknown recipe {name!r}; choose one of {', '.join(RECIPES)}. Received: recipe={name!r}")
-    fields = {f.name for f in dataclasses.fields(Recipe)}
-    unknown = sorted(set(overrides) - fields)
+    fields = {f.name: f for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise TypeError(f"Recipe has no field(s) {', '.join(unknown)}.")
-    given = {k: v for k, v in overrides.items() if v is not None}
-    return Recipe(name=name, **{**RECIPES[name], **given})
+    not_values = sorted(k for k, v in overrides.items() if v is None and "None" not in str(fields[k].type))
+    if not_values:
+        raise TypeError(f"None is not a value of {', '.join(not_values)}: leave it out to keep the {name!r} recipe's. "
+                        f"Received: {', '.join(f'{k}=None' for k in not_values)}")
+    return Recipe(name=name, **{**RECIPES[name], **overrides})
 
 
 # ---------------------------------------------------------------- optimisers

@@ -125,3 +125,19 @@ def test_smoothed_sparse_loss_equals_keras_categorical_with_smoothing():
     ours = losses.SparseSmoothedCrossentropy(0.1)(y, p)
     theirs = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(np.eye(3)[y], p)
     assert float(ours) == pytest.approx(float(theirs), rel=1e-6)
+
+
+def test_none_is_a_value_where_a_field_has_one_and_is_refused_elsewhere():
+    """``patience=None`` switches early stopping off from Python as ``--patience -1`` does from
+    the CLI (it used to be dropped silently: early stopping stayed on at patience 3)."""
+    from keras_transfer.runs import config
+
+    assert recipes.recipe(patience=None).patience is None
+    assert recipes.recipe().patience == 3
+    assert recipes.recipe("keras_io").frozen == 0 and recipes.recipe("keras_io", frozen=None).frozen is None
+    with pytest.raises(TypeError, match=r"None is not a value of dropout, width.*Received: dropout=None, width=None"):
+        recipes.recipe("tutorial", width=None, dropout=None)
+    # a flag not given keeps the named recipe's value; --patience -1 is None
+    assert config.RecipeConfig(recipe="keras_io").make(0).frozen == 0
+    assert config.RecipeConfig(recipe="tutorial").make(0).width == 1024
+    assert config.RecipeConfig(patience=None).make(0).patience is None
