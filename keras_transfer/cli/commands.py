@@ -9,7 +9,6 @@ import os
 import sys
 
 from keras_transfer import data, runs
-from keras_transfer import data as data_lib
 from keras_transfer.cli import experiments
 from keras_transfer.cli.options import add_group, group_from_args
 from keras_transfer.data import IMAGE_EXTENSIONS
@@ -17,20 +16,19 @@ from keras_transfer.runs import config
 
 
 def cmd_probe(args) -> int:
-    from keras_transfer.models.backbones import build_base
     from keras_transfer.training import cut_probe
 
     data = group_from_args(config.DataConfig, args)
-    size = data.size(args.backbone)
     splits = data.load(args.backbone)
-    seen = data_lib.join(splits.train, splits.val)  # never the test images
-    base = build_base(args.backbone, weights=args.weights, input_shape=(size, size, 3))
     out = args.out or os.path.join("runs", f"probe-{args.backbone}-{data.name}")
-    result = cut_probe.probe_cuts(base, seen.images, seen.labels, splits.class_names, out, args.sample, args.seed,
-                              args.batch_size)
+    # the training split, as `train --removed auto` probes it: the same cut for the same data and seed
+    result = cut_probe.recommend_for(args.backbone, args.weights, splits, data.seed, args.batch_size,
+                                     sample=args.sample)
+    cut_probe.write(result, out)
     print(cut_probe.format_rows(result))
-    print(f"\nrecommended: --removed {result['recommended_removed']} (ends at {result['recommended_layer']}); "
-          f"wrote {out}/probe.json and {out}/probe.png")
+    print(f"\nscored {result['images']} of the {len(splits.train)} training images (seed {data.seed}; "
+          f"train --removed auto scores the same)\nrecommended: --removed {result['recommended_removed']} "
+          f"(ends at {result['recommended_layer']}); wrote {out}/probe.json and {out}/probe.png")
     return 0
 
 

@@ -183,14 +183,17 @@ def probe_cuts(base, images: np.ndarray, labels: np.ndarray, class_names, out_di
     return result
 
 
-def recommend_for(backbone: str, weights, splits, seed: int = 0, batch_size: int = 32, strategy=None) -> dict:
-    """:func:`probe_cuts` on ``splits``' training images at their size: what ``train --removed
-    auto`` and ``tune --removed-range auto`` ask (every process of a distributed run computes
-    the same from the same data; under a multi-worker ``strategy``, each from its share of it)."""
+def recommend_for(backbone: str, weights, splits, seed: int = 0, batch_size: int = 32, strategy=None,
+                  sample: int = 1000) -> dict:
+    """:func:`probe_cuts` on (a stratified sample of at most ``sample`` of) ``splits``' training
+    images at their size: what ``probe``, ``train --removed auto`` and ``tune --removed-range
+    auto`` all ask, so that they recommend the same cut for the same data and seed (every
+    process of a distributed run computes the same from the same data; under a multi-worker
+    ``strategy``, each from its share of it)."""
     keras.utils.set_random_seed(seed)  # weights=None: the same random backbone in every process
     base = build_base(backbone, weights=weights, input_shape=(*splits.image_size, 3))
     shared = strategy if strategy is not None and distribute.is_multi_worker(strategy) else None
-    return probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names, seed=seed,
+    return probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names, sample=sample, seed=seed,
                       batch_size=batch_size, strategy=shared)
 
 

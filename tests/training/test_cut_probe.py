@@ -108,6 +108,28 @@ def test_train_removed_auto_uses_the_probe(tmp_path):
     assert metrics["removed"] == chosen
 
 
+def test_probe_and_train_removed_auto_recommend_the_same_cut_from_the_same_images(tmp_path, capsys):
+    """One function, one sample: ``probe`` scores the training split ``train --removed auto``
+    probes (it used to score train + validation: 102 images against train's 84, and another cut)."""
+    import json
+
+    from keras_transfer.cli.entry_point import main
+
+    data = ["--dataset", "digits", "--limit-per-class", "8", "--input-size", "32", "--seed", "3"]
+    model = ["--backbone", "vgg16", "--weights", "hed"]
+    assert main(["probe", *data, *model, "--out", str(tmp_path / "probe")]) == 0
+    said = capsys.readouterr().out
+    # in float32 as probe scores (train's --precision auto may pick bfloat16: other features, see issue 36)
+    assert main(["train", *data, *model, "--removed", "auto", "--epochs", "1", "--fine-tune-epochs", "0",
+                 "--precision", "float32", "--out", str(tmp_path / "run")]) == 0
+    probed, trained = (json.load(open(tmp_path / d / "probe.json")) for d in ("probe", "run"))
+    assert probed["images"] == trained["images"] and probed["cuts"] == trained["cuts"]
+    assert probed["recommended_removed"] == trained["recommended_removed"] == \
+        json.load(open(tmp_path / "run" / "metrics.json"))["removed"]
+    n_train = json.load(open(tmp_path / "run" / "metrics.json"))["train_images"]
+    assert f"scored {probed['images']} of the {n_train} training images (seed 3" in said
+
+
 def test_where_logme_and_the_probe_disagree_the_output_says_which_it_follows():
     rows = [cut_probe.CutScore(0, "top", logme=-1.0, probe_accuracy=0.9), cut_probe.CutScore(1, "lower", logme=-0.5,
                                                                                       probe_accuracy=0.7)]
