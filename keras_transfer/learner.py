@@ -3,7 +3,7 @@ everything a stage needs, so that each step of the tutorial is one call.
 
     >>> import keras_transfer as kt
     >>> splits = kt.data.load(dataset="digits", image_size=32, limit=10, progress=False)
-    >>> learner = kt.Learner(splits, "vgg16", weights="hed", removed=3, head_epochs=1, fine_tune_epochs=1)
+    >>> learner = kt.Learner(splits, "vgg16", weights="hed", removed=3, head_epochs=1, fine_tune_epochs=1, verbose=0)
     >>> histories = learner.fine_tune()
     >>> 0.0 <= learner.evaluate()["accuracy"] <= 1.0
     True
