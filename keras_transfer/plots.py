@@ -1,9 +1,14 @@
-"""PNG figures with matplotlib (no screen needed): training curves, confusion matrices,
-removed x frozen heatmaps and first-layer filters.
+"""Figures with matplotlib: training curves, confusion matrices, mistakes, Grad-CAM, the
+learning-rate finder, removed x frozen heatmaps, first-layer filters, the experiments' results.
 
-Each figure is a ``matplotlib.figure.Figure`` of its own, drawn when saved; pyplot is never
-touched, so the backend of a notebook or an application using this package stays its own
-(setting Agg here turned off every inline figure of a notebook after the first call)."""
+Each function returns a ``matplotlib.figure.Figure`` of its own (a notebook shows it inline;
+``path=`` also writes it as a PNG). pyplot is never touched and no backend is set, so the
+backend of a notebook or an application using this package stays its own.
+
+    >>> fig = confusion_matrix([[3, 1], [0, 4]], ["cat", "dog"])
+    >>> fig.axes[0].get_title()
+    'test confusion matrix'
+"""
 
 from __future__ import annotations
 
@@ -24,10 +29,17 @@ def _subplots(*args, figsize=None, **kwargs):
     return fig, fig.subplots(*args, **kwargs)
 
 
-def _save(fig, path: str) -> str:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+def _save(fig, path: str | None) -> str | None:
+    if path is not None:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     return path
+
+
+def _shown(fig, path: str | None) -> Figure:
+    """The figure, written to ``path`` too if one is given."""
+    _save(fig, path)
+    return fig
 
 
 def read_csv_log(path: str) -> dict[str, list[float]]:
@@ -42,13 +54,17 @@ def read_csv_log(path: str) -> dict[str, list[float]]:
             if not any(v == "NA" for v in values)}
 
 
-def training_curves(stages: Sequence[tuple[str, dict]], path: str) -> dict[str, list[float]]:
+def training_curves(stages: Sequence[tuple[str, dict]], path: str | None = None) -> Figure:
     """Loss and accuracy per epoch, stages one after another, a line where each begins.
 
     ``stages``: ``[(name, history)]`` with Keras ``History.history`` dicts (what ``fit`` and
-    ``training.train_stage`` return). Returns what was drawn, ``{"<metric> <train|val> (<stage>)":
-    values}``, so a caller can check the figure holds the history; a figure with nothing to draw
-    is refused rather than written blank.
+    ``Learner.fine_tune`` return). Each line is labelled ``"<train|val> (<stage>)"``;
+    :func:`drawn_series` reads them back. A figure with nothing to draw is refused rather than
+    drawn blank.
+
+        >>> fig = training_curves([("head", {"loss": [0.9, 0.5], "accuracy": [0.6, 0.8]})])
+        >>> drawn_series(fig)["loss train (head)"]
+        [0.9, 0.5]
     """
     drawn: dict[str, list[float]] = {}
     fig, axes = _subplots(1, 2, figsize=(11, 4))
@@ -79,11 +95,22 @@ def training_curves(stages: Sequence[tuple[str, dict]], path: str) -> dict[str, 
         ax.legend(fontsize=8)
     axes[0].set_title("loss (head training, then fine-tuning)")
     axes[1].set_title("accuracy")
-    _save(fig, path)
-    return drawn
+    return _shown(fig, path)
 
 
-def confusion_matrix(matrix, class_names: Sequence[str], path: str, title: str = "test confusion matrix") -> str:
+def drawn_series(fig: Figure) -> dict[str, list[float]]:
+    """What a :func:`training_curves` figure shows: ``{"<metric> <train|val> (<stage>)": values}``,
+    read from its lines (the test that a figure holds the history reads it here)."""
+    series = {}
+    for ax, metric in zip(fig.axes, ("loss", "accuracy")):
+        for line in ax.get_lines():
+            if not line.get_label().startswith("_"):
+                series[f"{metric} {line.get_label()}"] = [float(v) for v in line.get_ydata()]
+    return series
+
+
+def confusion_matrix(matrix, class_names: Sequence[str], path: str | None = None,
+                     title: str = "test confusion matrix") -> Figure:
     """Counts with row-normalised colour (recall per true class)."""
     m = np.asarray(matrix, dtype=float)
     rates = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
@@ -99,7 +126,7 @@ def confusion_matrix(matrix, class_names: Sequence[str], path: str, title: str =
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label="fraction of true class")
-    return _save(fig, path)
+    return _shown(fig, path)
 
 
 def worst_mistakes(labels, probabilities, max_images: int = 16) -> list[int]:
@@ -110,15 +137,26 @@ def worst_mistakes(labels, probabilities, max_images: int = 16) -> list[int]:
     return [int(i) for i in wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:max_images]]
 
 
-def misclassified(images, labels, probabilities, class_names: Sequence[str], path: str, max_images: int = 16,
-                  names: Sequence[str] | None = None) -> list[dict]:
-    """The test images the model gets wrong, most confident first, each titled with its true and
-    predicted class and the predicted probability; returns what each panel shows."""
-    picks = worst_mistakes(labels, probabilities, max_images)
-    shown = [{"index": i, "true": class_names[int(labels[i])],
-              "predicted": class_names[int(np.argmax(probabilities[i]))],
-              "probability": float(np.max(probabilities[i])), "name": names[i] if names is not None else None}
-             for i in picks]
+def mistakes(labels, probabilities, class_names: Sequence[str], max_images: int = 16,
+             names: Sequence[str] | None = None) -> list[dict]:
+    """The misclassified images, most confident first: ``index``, ``true``, ``predicted``,
+    ``probability`` and ``name`` (its file, if ``names`` are given) of each.
+
+        >>> mistakes([0, 1], [[0.2, 0.8], [0.3, 0.7]], ["cat", "dog"])
+        [{'index': 0, 'true': 'cat', 'predicted': 'dog', 'probability': 0.8, 'name': None}]
+    """
+    return [{"index": i, "true": class_names[int(labels[i])],
+             "predicted": class_names[int(np.argmax(probabilities[i]))],
+             "probability": float(np.max(probabilities[i])), "name": names[i] if names is not None else None}
+            for i in worst_mistakes(labels, probabilities, max_images)]
+
+
+def misclassified(images, labels, probabilities, class_names: Sequence[str], path: str | None = None,
+                  max_images: int = 16, names: Sequence[str] | None = None) -> Figure:
+    """The images the model gets wrong, most confident first (:func:`mistakes`), each titled
+    with its true and predicted class and the predicted probability."""
+    shown = mistakes(labels, probabilities, class_names, max_images, names)
+    picks = [row["index"] for row in shown]
     columns = min(4, max(1, len(picks)))
     rows = max(1, -(-len(picks) // columns))
     fig, axes = _subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows + 0.4), squeeze=False)
@@ -131,11 +169,10 @@ def misclassified(images, labels, probabilities, class_names: Sequence[str], pat
     wrong = int(np.sum(np.argmax(probabilities, axis=1) != np.asarray(labels)))
     fig.suptitle(f"{wrong} of {len(labels)} test images misclassified" + (f", the {len(picks)} most confident shown"
                  if wrong > len(picks) else "") if wrong else f"no test image misclassified (of {len(labels)})")
-    _save(fig, path)
-    return shown
+    return _shown(fig, path)
 
 
-def grad_cam_figure(image: np.ndarray, overlaid: np.ndarray, title: str, path: str) -> str:
+def grad_cam_figure(image: np.ndarray, overlaid: np.ndarray, title: str, path: str | None = None) -> Figure:
     """An image beside its Grad-CAM overlay (:func:`keras_transfer.export.heatmaps.overlay`)."""
     fig, axes = _subplots(1, 2, figsize=(7, 3.8))
     for ax, picture, label in zip(axes, (image, overlaid), ("image", "Grad-CAM: " + title)):
@@ -143,12 +180,41 @@ def grad_cam_figure(image: np.ndarray, overlaid: np.ndarray, title: str, path: s
         ax.set_title(label, fontsize=10)
         ax.set_axis_off()
     fig.tight_layout()
-    return _save(fig, path)
+    return _shown(fig, path)
 
 
-def heatmap(values: dict[tuple[int, int], float], path: str, x_label: str = "frozen layers (k)",
+def grad_cams(overlaid, titles: Sequence[str], path: str | None = None) -> Figure:
+    """Images in a row, each with its Grad-CAM heatmap laid over it
+    (:func:`keras_transfer.export.heatmaps.overlay`)."""
+    n = len(overlaid)
+    fig, axes = _subplots(1, max(n, 1), figsize=(3 * max(n, 1), 3.3), squeeze=False)
+    for ax, picture, title in zip(axes[0], overlaid, titles):
+        ax.imshow(np.asarray(picture))
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    fig.tight_layout()
+    return _shown(fig, path)
+
+
+def lr_finder(rates: Sequence[float], losses: Sequence[float], suggested: float | None = None,
+              path: str | None = None, title: str = "learning-rate finder") -> Figure:
+    """Loss (smoothed) against the learning rate on a log axis, the suggestion marked."""
+    fig, ax = _subplots(figsize=(6.5, 3.8))
+    ax.plot(rates, losses, "-", label="loss (smoothed)")
+    ax.set_xscale("log")
+    if suggested is not None:
+        ax.axvline(suggested, color="tab:red", ls="--", lw=1, label=f"suggested {suggested:.1e}")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _shown(fig, path)
+
+
+def heatmap(values: dict[tuple[int, int], float], path: str | None = None, x_label: str = "frozen layers (k)",
             y_label: str = "removed units", title: str = "validation accuracy",
-            chosen: tuple[int, int] | None = None) -> str:
+            chosen: tuple[int, int] | None = None) -> Figure:
     """``{(removed, frozen): value}`` as a grid; cells never tried are blank; the ``chosen`` cell
     is boxed (default: the highest value's, the first of equals)."""
     rows = sorted({r for r, _ in values})
@@ -173,7 +239,7 @@ def heatmap(values: dict[tuple[int, int], float], path: str, x_label: str = "fro
     ax.set_ylabel(y_label)
     ax.set_title(title)
     fig.colorbar(im, ax=ax)
-    return _save(fig, path)
+    return _shown(fig, path)
 
 
 def filters(kernel: np.ndarray, path: str, title: str = "first-layer filters", columns: int = 16,
@@ -193,7 +259,7 @@ def filters(kernel: np.ndarray, path: str, title: str = "first-layer filters", c
     return _save(fig, path)
 
 
-def probe_scores(rows, path: str, recommended: int | None = None, title: str = "where to cut") -> str:
+def probe_scores(rows, path: str | None = None, recommended: int | None = None, title: str = "where to cut") -> Figure:
     """LogME and linear-probe accuracy against units removed (``rows``: probe.CutScore)."""
     removed = [r.removed for r in rows]
     fig, ax = _subplots(figsize=(7, 3.6))
@@ -207,7 +273,7 @@ def probe_scores(rows, path: str, recommended: int | None = None, title: str = "
     if recommended is not None:
         ax.axvline(recommended, color="k", ls=":", lw=1)
     ax.set_title(title)
-    return _save(fig, path)
+    return _shown(fig, path)
 
 
 def layer_removal(result: dict, path: str) -> str:

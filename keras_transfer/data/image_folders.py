@@ -166,3 +166,34 @@ def write_skipped_report(skipped: Sequence[SkippedFile], path: str) -> None:
         writer = csv.writer(f)
         writer.writerow(["path", "reason"])
         writer.writerows((s.path, s.reason) for s in skipped)
+
+
+def image_files(paths) -> list[str]:
+    """Image files named by ``paths`` (a path, or a list of them): files as given, folders
+    searched through (sorted), the files of IMAGE_EXTENSIONS in them."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    files = []
+    for path in map(str, paths):
+        if os.path.isdir(path):
+            files += sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names
+                            if name.lower().endswith(IMAGE_EXTENSIONS))
+        elif os.path.exists(path):
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"no image file or folder {path!r}. Received: {path!r}")
+    if not files:
+        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, paths))}")
+    return files
+
+
+def read_images(paths, size) -> np.ndarray:
+    """The images named by ``paths`` (see :func:`image_files`) as training reads them: uint8
+    ``(N, *size, 3)``; a file that cannot be read is named in the error."""
+    images = []
+    for path in image_files(paths):
+        try:
+            images.append(read_image(path, size))
+        except Exception as err:  # noqa: BLE001 - any decoder failure: say which file
+            raise ValueError(f"cannot read {path!r} as an image ({type(err).__name__}: {err}); remove or replace "
+                             f"it. Received: {path!r}") from None
+    return np.stack(images)

@@ -17,5 +17,5 @@ import lazy_loader as _lazy
 # (nor TensorFlow, where they need it), and `--help` stays fast.
 __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
     'config': ['SearchConfig', 'TrainConfig'],
-    'training_run': ['estimate_run_cost', 'export_run', 'removed_for', 'train'],
+    'training_run': ['estimate_run_cost', 'export_run', 'train'],
 })

@@ -34,7 +34,7 @@ from keras_transfer.training import distribute
 from keras_transfer.runs import run_folders
 from keras_transfer.training import precision
 from keras_transfer.training import cut_probe
-from keras_transfer.models.surgery import resolve_frozen
+from keras_transfer.learner import Learner
 from keras_transfer.runs.config import TrainConfig
 from keras_transfer._utils.atomic_files import atomic_path, read_json, remove_stale_temporaries, write_json
 from keras_transfer.training.two_stage import STATE_FILE
@@ -133,23 +133,22 @@ def _run(config: TrainConfig, run_dir: str, work_dir: str, strategy, continuing:
     if continuing:
         run_folders.check_same_data(run_dir, fingerprint, "resume", "The splits would be drawn again, so test images "
                                 "could be ones the model trained on")
-    removed, probe_result = removed_for(config, splits, strategy)
-    model = training.build_model(config.model.backbone, splits.num_classes, weights=config.model.weights,
-                                 input_size=splits.image_size[0], removed=removed, head=config.model.head,
-                                 include_top=config.model.include_top, strategy=strategy, **config.head_options())
-    frozen = resolve_frozen(model, config.recipe.frozen)
+    # the same calls as Python's front door: flags -> a Learner's arguments
+    learner = Learner(splits, config.model.backbone, config.model.weights, config.model.removed,
+                      head=config.model.head, include_top=config.model.include_top, recipe=config.make_recipe(),
+                      run_dir=work_dir, strategy=strategy, precision=None, binary_weight=config.model.binary_weight)
+    model, removed, frozen, recipe = learner.model, learner.removed, learner.frozen, learner.recipe
     # everything asked is valid: only now does the run folder get written
     if chief:
         start_run_dir(run_dir, config, {"removed": removed, "frozen": frozen}, continuing, fingerprint)
         data_lib.write_skipped_report(splits.skipped, os.path.join(run_dir, "skipped.csv"))
         for s in splits.skipped:
             logger.warning(f"  skipped {s.path}: {s.reason}")
-        if probe_result is not None:
-            cut_probe.write(probe_result, run_dir)
+        if learner.probe is not None:
+            cut_probe.write(learner.probe, run_dir)
     else:
         os.makedirs(work_dir, exist_ok=True)
-    recipe = config.make_recipe()
-    histories = training.fine_tune(model, splits, recipe, run_dir=work_dir, strategy=strategy, resume=continuing)
+    histories = learner.fine_tune(resume=continuing)
     served, test_probabilities, scores, more = _scores(model, splits, recipe, strategy, chief)
     metrics = {**scores, "backbone": config.model.backbone, "weights": str(config.model.weights), "removed": removed,
                "frozen": frozen, "head": config.model.head, **more}
@@ -192,9 +191,10 @@ def _write_report(model, served, splits, histories: dict, metrics: dict, config:
                                os.path.join(run_dir, "confusion_matrix.png"))
         read = np.flatnonzero(training.readable(probabilities))  # (a streamed file may fail when read)
         test = splits.test.subset(read) if len(read) < len(splits.test) else splits.test
-        shown = plots.misclassified(test.images, test.labels, probabilities[read], splits.class_names,
-                                    os.path.join(run_dir, "misclassified.png"), names=test.paths)
-        metrics["misclassified_shown"] = shown
+        plots.misclassified(test.images, test.labels, probabilities[read], splits.class_names,
+                            os.path.join(run_dir, "misclassified.png"), names=test.paths)
+        metrics["misclassified_shown"] = plots.mistakes(test.labels, probabilities[read], splits.class_names,
+                                                        names=test.paths)
     with atomic_path(os.path.join(run_dir, "model.keras")) as tmp:
         model.save(tmp)
     metrics["export"] = export.export(served, os.path.join(run_dir, "export"), splits.class_names,
@@ -213,19 +213,6 @@ def estimate_run_cost(config: TrainConfig, strategy=None) -> data_lib.RunCost | 
                              removed=0 if model.removed == "auto" else int(model.removed), include_top=model.include_top,
                              head="keep_classifier" if model.head == "keep_classifier" else "gap_dense",
                              strategy=strategy)
-
-
-def removed_for(config: TrainConfig, splits, strategy=None) -> tuple[int, dict | None]:
-    """``config.model.removed`` and None, or with ``"auto"`` the probe's recommendation on the
-    training images and the probe's result (it logs a line per cut as it scores them; the
-    workers of a cluster each score their share of the images)."""
-    if config.model.removed != "auto":
-        return int(config.model.removed), None
-    result = cut_probe.recommend_for(config.model.backbone, config.model.weights, splits, config.data.seed,
-                                 config.recipe.batch_size, strategy)
-    logger.info("removed auto: the probe (above, on the %d training images) recommends removing %d unit(s): "
-                "the model ends at %s", result["images"], result["recommended_removed"], result["recommended_layer"])
-    return result["recommended_removed"], result
 
 
 def export_run(run_dir: str, formats=("saved_model",)) -> str:

@@ -17,8 +17,9 @@ module             what it holds
 =================  =======================================================================
 recipes            ``Recipe`` and the named recipes; optimisers with per-layer rates
 model              ``build_model``, ``load_model``/``load_weights`` (a damaged file named)
-stage              ``plan_stage`` then ``fit_stage`` (``train_stage`` = both): one stage on
-                   images or cached features
+lr_finder          ``find_learning_rate`` (the range test, fastai's ``valley`` suggestion), ``RateFinding``
+stage              ``Stage``: one stage planned (images or cached features), then fitted;
+                   ``train_stage`` = both
 two_stage          ``fine_tune``: the stages in order, resumable, keeping the better stage
 best_epoch         the one rule for the epoch a stage keeps (``KeepBestEpoch``)
 feature_cache      the frozen-prefix ``FeatureCache`` (+ ``HeadMemo``), ``split_model``
@@ -42,6 +43,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
     'callbacks': ['SeesClassifier'],
     'evaluation': ['evaluate', 'predict_classes', 'readable', 'test_scores', 'weights_fingerprint'],
     'feature_cache': ['FeatureCache', 'HeadMemo', 'MIN_SAVED_FRACTION', 'prefix_model', 'saved_fraction', 'split_model'],
+    'lr_finder': ['RateFinding', 'find_learning_rate', 'valley'],
     'model': ['build_model', 'default_frozen', 'load_model', 'load_weights'],
     'recipes': ['Recipe', 'ScaledSGD'],
     'memory_estimate': ['CacheEstimate', 'cache_estimate', 'estimate_cache', 'run_cost'],

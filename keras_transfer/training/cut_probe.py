@@ -19,7 +19,7 @@ from keras_transfer.data import take
 from keras_transfer.models.backbones import backbone_for, build_base
 from keras_transfer.models.layers import Preprocess
 from keras_transfer.models.surgery import cut_index, max_removed
-from keras_transfer.training import distribute
+from keras_transfer.training import distribute, precision
 from keras_transfer.training.batched_inference import batched_call
 from keras_transfer.training.linear_probe import cv_linear_probe
 
@@ -189,9 +189,11 @@ def recommend_for(backbone: str, weights, splits, seed: int = 0, batch_size: int
     images at their size: what ``probe``, ``train --removed auto`` and ``tune --removed-range
     auto`` all ask, so that they recommend the same cut for the same data and seed (every
     process of a distributed run computes the same from the same data; under a multi-worker
-    ``strategy``, each from its share of it)."""
+    ``strategy``, each from its share of it). It computes in float32 whatever precision the
+    training runs in: bfloat16 features can tip the recommendation by one unit."""
     keras.utils.set_random_seed(seed)  # weights=None: the same random backbone in every process
-    base = build_base(backbone, weights=weights, input_shape=(*splits.image_size, 3))
+    with precision.using("float32", log=False):
+        base = build_base(backbone, weights=weights, input_shape=(*splits.image_size, 3))
     shared = strategy if strategy is not None and distribute.is_multi_worker(strategy) else None
     return probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names, sample=sample, seed=seed,
                       batch_size=batch_size, strategy=shared)

@@ -76,8 +76,10 @@ def choose(precision: str = "auto", gpu: bool | None = None, flags=None, backbon
     return precision
 
 
-def apply(precision: str = "auto", gpu: bool | None = None, flags=None, backbone: str | None = None) -> str:
-    """Set Keras's global dtype policy for ``precision`` (see :func:`choose`); returns the choice.
+def apply(precision: str = "auto", gpu: bool | None = None, flags=None, backbone: str | None = None,
+          log: bool = True) -> str:
+    """Set Keras's global dtype policy for ``precision`` (see :func:`choose`); returns the choice
+    (``log``: say it; a library step that computes in float32 for itself keeps quiet).
 
     Call it before building models: a model computes in the policy it was built under.
     """
@@ -88,18 +90,20 @@ def apply(precision: str = "auto", gpu: bool | None = None, flags=None, backbone
     why = "; softmax and exports stay float32" if chosen != "float32" else ""
     if chosen == "float32" and precision == "auto" and choose("auto", gpu, flags) == "bfloat16":
         why = f"; bfloat16 trains {backbone} slower on this CPU"
-    logger.info("precision: %s (Keras policy %s%s)", chosen, POLICIES[chosen], why)
+    if log:
+        logger.info("precision: %s (Keras policy %s%s)", chosen, POLICIES[chosen], why)
     return chosen
 
 
 @contextlib.contextmanager
-def using(precision: str = "auto", gpu: bool | None = None, flags=None, backbone: str | None = None):
+def using(precision: str = "auto", gpu: bool | None = None, flags=None, backbone: str | None = None,
+          log: bool = True):
     """:func:`apply` for the duration of a ``with`` block, then the previous policy again."""
     import keras
 
     previous = keras.mixed_precision.global_policy().name
     try:
-        yield apply(precision, gpu, flags, backbone)
+        yield apply(precision, gpu, flags, backbone, log)
     finally:
         keras.mixed_precision.set_global_policy(previous)
 

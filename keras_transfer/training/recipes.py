@@ -184,14 +184,17 @@ def schedule(rate: float, steps: int, warmup_fraction: float, decay: bool):
         warmup_target=rate if warmup else None, warmup_steps=warmup)
 
 
-def optimizer(recipe: Recipe, stage: str, steps: int, lr_scales: dict | None = None):
-    """The optimiser of ``stage`` (``"head"`` or ``"fine_tune"``) for ``steps`` training steps."""
+def optimizer(recipe: Recipe, stage: str, steps: int, lr_scales: dict | None = None, learning_rate=None):
+    """The optimiser of ``stage`` (``"head"`` or ``"fine_tune"``) for ``steps`` training steps
+    (``learning_rate``: a rate or schedule in place of the recipe's, as the learning-rate finder sweeps)."""
     kind = recipe.head_optimizer if stage == "head" else recipe.fine_tune_optimizer
     rate = recipe.head_learning_rate if stage == "head" else recipe.fine_tune_learning_rate
     if kind not in _OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {kind!r}; choose one of {', '.join(_OPTIMIZERS)}. "
                          f"Received: {stage}_optimizer={kind!r}")
-    options = {"learning_rate": schedule(rate, steps, recipe.warmup_fraction, recipe.decay), "lr_scales": lr_scales}
+    if learning_rate is None:
+        learning_rate = schedule(rate, steps, recipe.warmup_fraction, recipe.decay)
+    options = {"learning_rate": learning_rate, "lr_scales": lr_scales}
     if kind == "sgd":
         options["momentum"] = recipe.momentum
     if kind == "adamw":

@@ -199,7 +199,7 @@ class Stage:
         with strategy.scope():
             plan.fit_model.compile(optimizer=recipes.optimizer(recipe, self.name, steps, self.lr_scales()),
                                    **heads.compile_args(self.model, recipe.label_smoothing))
-        train_ds, val_ds, sample = self._datasets(plan, batch)
+        train_ds, val_ds, sample = self.datasets(plan, batch)
         class_weight = self.splits.class_weights() if recipe.class_weight else None
         multi_worker = distribute.is_multi_worker(strategy)
         with fit_under_multi_worker(plan.fit_model, sample()) if multi_worker else contextlib.nullcontext():
@@ -225,7 +225,7 @@ class Stage:
             extra = [SeesClassifier(extra, self.model)]  # the caller's callbacks see the classifier, not the suffix
         return cbs + extra  # after the checkpoints, so they have seen the epoch first
 
-    def _datasets(self, plan: StagePlan, batch: int):
+    def datasets(self, plan: StagePlan, batch: int):
         """``(train_ds, val_ds, sample)``: the pipelines of ``plan.x_train``/``x_val`` (images, files or
         cached features) or of the streams, ``val_ds`` None without validation data, and
         ``sample()`` a local training batch. Files, and features on disk, under several workers:
