@@ -74,12 +74,12 @@ def cmd_train(args) -> int:
     return 0
 
 
-_TUNE_RECIPE = ("recipe", "epochs", "fine_tune_epochs", "batch_size", "cache_features", "tensorboard")
+_TUNE_RECIPE = ("recipe", "head_epochs", "fine_tune_epochs", "batch_size", "cache_features", "tensorboard")
 
 
 def _tune_recipe_defaults() -> dict:
     default = config.SearchConfig().recipe
-    return {name: getattr(default, name) for name in ("epochs", "fine_tune_epochs", "patience")}
+    return {name: getattr(default, name) for name in ("head_epochs", "fine_tune_epochs", "patience")}
 
 
 def search_config(args) -> config.SearchConfig:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from keras_transfer.runs.config import RECIPES_OWN
+
 
 def add_group(parser: argparse.ArgumentParser, group_cls, only=None, defaults: dict | None = None,
               required_source: bool = False) -> None:
@@ -23,13 +25,16 @@ def add_group(parser: argparse.ArgumentParser, group_cls, only=None, defaults: d
             if name not in exclusive:
                 exclusive[name] = parser.add_mutually_exclusive_group(required=required_source)
             target = exclusive[name]
-        if kwargs.get("action") in ("store_true", "store_false"):
-            target.add_argument(flag, dest=f.name, help=f.metadata["help"], **kwargs)
-            continue
+        flags = flag if isinstance(flag, tuple) else (flag,)  # the first is the name; others are aliases
         default = (defaults or {}).get(f.name, f.default)
+        if default == RECIPES_OWN:  # not given: left out of the namespace, the field keeps it (argparse
+            default = argparse.SUPPRESS  # would parse a string default with the option's type)
+        if kwargs.get("action") in ("store_true", "store_false", "store_const"):
+            target.add_argument(*flags, dest=f.name, default=default, help=f.metadata["help"], **kwargs)
+            continue
         shown = f" (default: {' '.join(map(str, default)) if isinstance(default, tuple) else default})" \
-            if default is not None and "default:" not in f.metadata["help"] else ""
-        target.add_argument(flag, dest=f.name, default=list(default) if isinstance(default, tuple) else default,
+            if default not in (None, argparse.SUPPRESS) and "default:" not in f.metadata["help"] else ""
+        target.add_argument(*flags, dest=f.name, default=list(default) if isinstance(default, tuple) else default,
                             help=f.metadata["help"] + shown, **kwargs)
 
 

@@ -118,66 +118,80 @@ class ModelConfig:
     binary_weight: float = option(0.4, "--binary-weight", "B of the binary_auxiliary head's loss", type=float)
 
 
+# A recipe setting not given: the named recipe's value stands. Not None: None is a value of some
+# fields (patience=None: no early stopping; frozen=None: all but the top two units).
+RECIPES_OWN = "recipe's"
+
+
 @dataclasses.dataclass
 class RecipeConfig:
-    """How training goes: a named recipe and what this run changes in it (None: the recipe's)."""
+    """How training goes: a named recipe and what this run changes in it. Each field is the
+    :class:`~keras_transfer.training.Recipe` field of the same name; its default is the named
+    recipe's (``RECIPES_OWN``), written once, in the recipe."""
 
     recipe: str = option("default", "--recipe", "fine-tuning recipe: default, tutorial (seed tutorial: RMSprop head, "
                          "SGD 1e-4), keras_io (keras.io guide)", choices=list(choices.RECIPES))
-    epochs: int = option(5, "--epochs", "stage 1 epochs: the head alone", type=ranged(int, 0))
-    fine_tune_epochs: int = option(5, "--fine-tune-epochs", "stage 2 epochs", type=ranged(int, 0))
-    batch_size: int = option(32, "--batch-size", "per-replica batch size", type=ranged(int, 1))
-    frozen: int | str | None = option(None, "--frozen", "fine-tuning freezes backbone layers [:K] (a count, a layer "
-                                      "name, 'unit:J' = through the J-th unit, or 'all'; default: all but the top 2 units)")
-    learning_rate: float | None = option(None, "--learning-rate", "stage 1 learning rate (default: the recipe's)",
-                                         type=float)
-    fine_tune_learning_rate: float | None = option(None, "--fine-tune-learning-rate", "stage 2 learning rate of the "
-                                                   "head; unfrozen backbone layers train at 0.1x it in the default "
-                                                   "recipe (default: the recipe's)", type=float)
-    transferred_lr_scale: float | None = option(None, "--transferred-lr-scale", "instead of freezing layers [:K], "
-                                                "train them at this fraction of the learning rate", type=float)
-    augment: bool | str = option(False, "--augment", "train on augmented views, one drawn per image per epoch, their "
-                                 "frozen-prefix features cached like the images': top_down (the 8 flips and turns, "
-                                 "for solar cells and other views from above), photo (flipped crops, brightness), or "
-                                 "auto (top_down for elpv, else photo); test accuracy is then also reported averaged "
-                                 "over the views (TTA)", nargs="?", const="auto", choices=["auto", *VIEW_KINDS],
-                                 metavar="KIND")
-    augment_views: int = option(8, "--augment-views", "how many views --augment draws from (top_down: at most 8)",
-                                type=ranged(int, 1, 32))
-    cache_features: bool = option(True, "--no-cache", "do not cache frozen-prefix features", action="store_false")
-    class_weight: bool = option(False, "--class-weight", "weigh classes to balance an imbalanced dataset",
-                                action="store_true")
-    train_batchnorm: bool = option(False, "--train-batchnorm", "fine-tuning also trains the unfrozen backbone's "
-                                   "BatchNorm layers (scale, offset and batch statistics; default: the recipe's, "
-                                   "default and keras_io keep them in inference mode)", action="store_true")
-    patience: int | None = option(3, "--patience", "early-stopping patience; -1 disables it", type=_patience)
-    tensorboard: str | None = option(None, "--tensorboard", "write TensorBoard logs to DIR (default: "
+    head_epochs: int | str = option(RECIPES_OWN, ("--head-epochs", "--epochs"), "stage 1 epochs: the head alone "
+                                    "(default: the recipe's, 5)", type=ranged(int, 0))
+    fine_tune_epochs: int | str = option(RECIPES_OWN, "--fine-tune-epochs", "stage 2 epochs (default: the recipe's, 5)",
+                                         type=ranged(int, 0))
+    batch_size: int | str = option(RECIPES_OWN, "--batch-size", "per-replica batch size (default: the recipe's, 32)",
+                                   type=ranged(int, 1))
+    frozen: int | str | None = option(RECIPES_OWN, "--frozen", "fine-tuning freezes backbone layers [:K] (a count, a "
+                                      "layer name, 'unit:J' = through the J-th unit, or 'all'; default: the recipe's, "
+                                      "all but the top 2 units; keras_io: none)")
+    head_learning_rate: float | str = option(RECIPES_OWN, ("--head-learning-rate", "--learning-rate"), "stage 1 "
+                                             "learning rate (default: the recipe's)", type=float)
+    fine_tune_learning_rate: float | str = option(RECIPES_OWN, "--fine-tune-learning-rate", "stage 2 learning rate of "
+                                                  "the head; unfrozen backbone layers train at 0.1x it in the default "
+                                                  "recipe (default: the recipe's)", type=float)
+    transferred_lr_scale: float | str | None = option(RECIPES_OWN, "--transferred-lr-scale", "instead of freezing "
+                                                      "layers [:K], train them at this fraction of the learning rate "
+                                                      "(default: freeze them)", type=float)
+    augment: bool | str = option(RECIPES_OWN, "--augment", "train on augmented views, one drawn per image per epoch, "
+                                 "their frozen-prefix features cached like the images': top_down (the 8 flips and "
+                                 "turns, for solar cells and other views from above), photo (flipped crops, "
+                                 "brightness), or auto (top_down for elpv, else photo); test accuracy is then also "
+                                 "reported averaged over the views (TTA) (default: none)", nargs="?", const="auto",
+                                 choices=["auto", *VIEW_KINDS], metavar="KIND")
+    augment_views: int | str = option(RECIPES_OWN, "--augment-views", "how many views --augment draws from (top_down: "
+                                      "at most 8; default: the recipe's, 8)", type=ranged(int, 1, 32))
+    cache_features: bool | str = option(RECIPES_OWN, "--no-cache", "do not cache frozen-prefix features",
+                                        action="store_const", const=False)
+    class_weight: bool | str = option(RECIPES_OWN, "--class-weight", "weigh classes to balance an imbalanced dataset",
+                                      action="store_const", const=True)
+    bn_inference: bool | str = option(RECIPES_OWN, ("--no-bn-inference", "--train-batchnorm"), "fine-tuning also "
+                                      "trains the unfrozen backbone's BatchNorm layers (scale, offset and batch "
+                                      "statistics; default: the recipe's, default and keras_io keep them in inference "
+                                      "mode)", action="store_const", const=False)
+    patience: int | str | None = option(RECIPES_OWN, "--patience", "early-stopping patience; -1: no early stopping "
+                                        "(default: the recipe's, 3)", type=_patience)
+    tensorboard: str | None = option(RECIPES_OWN, "--tensorboard", "write TensorBoard logs to DIR (default: "
                                      "OUT/tensorboard); tune: one folder per trial, with the HParams dashboard",
                                      nargs="?", const="", metavar="DIR")
-    verbose: int | str = option("auto", None)
+    verbose: int | str = option(RECIPES_OWN, None)
+
+    def given(self) -> dict:
+        """The recipe fields this run sets (every field but ``recipe`` not left at RECIPES_OWN)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "recipe" and getattr(self, f.name) != RECIPES_OWN}
 
     def make(self, seed: int, width: int | None = None, dropout: float | None = None,
-             dataset: str | None = None) -> recipes.Recipe:
-        """The named recipe with these epochs, rates, batch size... and the head's width/dropout
+             dataset: str | None = None) -> recipes.Recipe:  # noqa: F821 - imported where it is used
+        """The named recipe with the fields given, the head's width/dropout if given, and ``seed``
         (``dataset``: the built-in dataset, which ``augment="auto"`` picks its views by)."""
         from keras_transfer.training import recipes
 
-        augment = kind_for(dataset) if self.augment == "auto" else self.augment
-        if not augment and self.augment_views != RecipeConfig.augment_views:
+        fields = self.given()
+        if fields.get("augment") == "auto":
+            fields["augment"] = kind_for(dataset)
+        if "augment_views" in fields and not fields.get("augment"):
             raise ValueError(f"augment_views sets how many views augmentation draws from; set augment too. "
                              f"Received: augment_views={self.augment_views}, augment={self.augment!r}")
-        asked = dict(
-            width=width, dropout=dropout, head_epochs=self.epochs, fine_tune_epochs=self.fine_tune_epochs,
-            frozen=self.frozen, head_learning_rate=self.learning_rate,
-            fine_tune_learning_rate=self.fine_tune_learning_rate, transferred_lr_scale=self.transferred_lr_scale,
-            batch_size=self.batch_size, augment=augment, augment_views=self.augment_views,
-            cache_features=self.cache_features,
-            class_weight=self.class_weight, bn_inference=False if self.train_batchnorm else None, seed=seed,
-            tensorboard=self.tensorboard, verbose=self.verbose)
-        # a flag not given is None here: the named recipe's value stands (patience is set below)
-        recipe = recipes.recipe(self.recipe, **{k: v for k, v in asked.items() if v is not None})
+        head = {k: v for k, v in (("width", width), ("dropout", dropout)) if v is not None}
+        recipe = recipes.recipe(self.recipe, **fields, **head, seed=seed)
         recipe.views()  # a count the kind cannot give is refused here, before any data is read
-        return dataclasses.replace(recipe, patience=self.patience)  # None here means "no early stopping"
+        return recipe
 
 
 @dataclasses.dataclass
@@ -243,15 +257,9 @@ class TrainConfig:
     def make_recipe(self) -> recipes.Recipe:  # noqa: F821 - imported where it is used
         return self.recipe.make(self.data.seed, self.model.width, self.model.dropout, self.data.dataset)
 
-    def head_options(self) -> dict:
-        options = self.make_recipe().head_options()
-        if self.model.head == "binary_auxiliary":
-            options.update(seed=self.data.seed, binary_weight=self.model.binary_weight)
-        return options
-
 
 def _search_recipe() -> RecipeConfig:
-    return RecipeConfig(epochs=2, fine_tune_epochs=3, patience=None)  # each trial's short budget
+    return RecipeConfig(head_epochs=2, fine_tune_epochs=3, patience=None)  # each trial's short budget
 
 
 @dataclasses.dataclass

@@ -114,7 +114,7 @@ def find_learning_rate(model: keras.Model, splits, recipe: recipes.Recipe, stage
         recorder = _Recorder(lambda step: float(start * (end / start) ** (step / (steps - 1))), diverge)
         logger.info("[%s] learning-rate finder: %d steps from %.0e to %.0e, %s", stage, steps, start, end, plan.how)
         plan.fit_model.fit(train_ds.repeat() if isinstance(train_ds, tf.data.Dataset) else train_ds, epochs=steps,
-                           steps_per_epoch=1, callbacks=[recorder], verbose=0)
+                           steps_per_epoch=1, callbacks=[recorder], verbose=0, shuffle=False)
     finally:
         model.set_weights(weights)
     rates, losses = recorder.rates, recorder.losses

@@ -111,7 +111,7 @@ def removed_range(config: SearchConfig, splits, out_dir: str | None):
     if config.search.removed_range != "auto":
         return config.search.removed_range, None
     result = cut_probe.recommend_for(config.model.backbone, config.model.weights, splits, config.data.seed,
-                                 config.recipe.batch_size)
+                                     config.recipe.make(config.data.seed).batch_size)
     if out_dir:
         cut_probe.write(result, out_dir)
     best, top = result["recommended_removed"], len(result["cuts"]) - 1
@@ -144,7 +144,7 @@ def _search_in(config: SearchConfig, out_dir: str, verbose: int, resuming: bool)
                                     weights=config.model.weights, input_size=splits.image_size[0], strategy=strategy)
     tuner = make_tuner(hypermodel, config.search.tuner, directory=out_dir, project_name="trials",
                        max_trials=config.search.trials, seed=config.data.seed,
-                       max_epochs=config.recipe.epochs + config.recipe.fine_tune_epochs)
+                       max_epochs=recipe.head_epochs + recipe.fine_tune_epochs)
     if chief and len(tuner.oracle.trials):
         logger.info(f"resuming the search in {out_dir}: {len(tuner.oracle.trials)} trial(s) kept")
     tuner.search(splits, verbose=verbose, callbacks=_tensorboard(config, out_dir))
@@ -162,9 +162,10 @@ def _search_in(config: SearchConfig, out_dir: str, verbose: int, resuming: bool)
 
 def _tensorboard(config: SearchConfig, out_dir: str) -> list:
     """Keras Tuner gives a TensorBoard callback a folder per trial and writes the HParams dashboard."""
-    if config.recipe.tensorboard is None:
+    logs = config.recipe.make(config.data.seed).tensorboard
+    if logs is None:
         return []
-    return [keras.callbacks.TensorBoard(config.recipe.tensorboard or os.path.join(out_dir, "tensorboard"))]
+    return [keras.callbacks.TensorBoard(logs or os.path.join(out_dir, "tensorboard"))]
 
 
 def _summarise(rows: list[dict], hypermodel: TransferHyperModel, out_dir: str) -> dict:
@@ -216,7 +217,7 @@ def judge(summary: dict, floor: dict) -> dict:
     if below:
         logger.warning(f"{what} (trial {best['trial_id']}: val accuracy {shown:.3f}) is below the linear-probe floor "
                        f"(val {lp['val_accuracy']:.3f}: logistic regression on pooled {lp['layer']} features). Widen "
-                       f"the search (include --widths 0, the default recipe's linear head), train longer (--epochs, "
+                       f"the search (include --widths 0, the default recipe's linear head), train longer (--head-epochs, "
                        f"--fine-tune-epochs), or give it more validation images.")
     under_trial = exported is not None and exported < best["val_accuracy"] - ACCURACY_TOLERANCE
     if under_trial:

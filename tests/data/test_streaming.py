@@ -124,7 +124,7 @@ def test_a_file_that_fails_when_read_is_skipped_reported_and_the_run_goes_on(tmp
     cfg = config_lib.TrainConfig(
         config_lib.DataConfig(data_dir=root, input_size=32, validation_split=0.2, test_split=0.3, in_memory="no"),
         config_lib.ModelConfig(backbone="vgg16", weights=None, removed=3),
-        config_lib.RecipeConfig(epochs=1, fine_tune_epochs=1, frozen="block3_pool", batch_size=4, verbose=0),
+        config_lib.RecipeConfig(head_epochs=1, fine_tune_epochs=1, frozen="block3_pool", batch_size=4, verbose=0),
         config_lib.DistributeConfig(strategy="default", precision="float32"))
     metrics = runs.train(cfg, str(tmp_path / "run"), progress=False)
     with open(tmp_path / "run" / "skipped.csv") as f:

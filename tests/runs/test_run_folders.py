@@ -62,11 +62,11 @@ def test_a_setting_added_after_a_folder_was_started_counts_as_its_default():
     from keras_transfer.runs.config import TrainConfig
 
     saved = dataclasses.asdict(TrainConfig())
-    del saved["recipe"]["train_batchnorm"]  # a run started before the option existed
+    del saved["recipe"]["bn_inference"]  # a run started before the option existed
     assert run_folders.settings_changes(saved, TrainConfig()) == []
     asked = TrainConfig()
-    asked.recipe.train_batchnorm = True
-    assert run_folders.settings_changes(saved, asked) == [("recipe.train_batchnorm", False, True)]
+    asked.recipe.bn_inference = False
+    assert run_folders.settings_changes(saved, asked) == [("recipe.bn_inference", "recipe's", False)]
 
 
 def _splits(rng, n=6):

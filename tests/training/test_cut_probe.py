@@ -101,7 +101,7 @@ def test_train_removed_auto_uses_the_probe(tmp_path):
 
     config = cfg.TrainConfig(cfg.DataConfig(dataset="digits", input_size=32, limit_per_class=6),
                              cfg.ModelConfig(backbone="vgg16", weights="hed", removed="auto"),
-                             cfg.RecipeConfig(epochs=1, fine_tune_epochs=0, verbose=0),
+                             cfg.RecipeConfig(head_epochs=1, fine_tune_epochs=0, verbose=0),
                              cfg.DistributeConfig(precision="float32"))
     metrics = runs.train(config, str(tmp_path / "run"), progress=False)
     chosen = json.load(open(tmp_path / "run" / "probe.json"))["recommended_removed"]

@@ -98,7 +98,7 @@ def test_the_default_recipe_trains_in_bfloat16(tmp_path):
 
     config = cfg.TrainConfig(cfg.DataConfig(dataset="digits", input_size=32, limit_per_class=8),
                              cfg.ModelConfig(backbone="vgg16", weights="hed", removed=3),
-                             cfg.RecipeConfig(epochs=1, fine_tune_epochs=1, verbose=0),
+                             cfg.RecipeConfig(head_epochs=1, fine_tune_epochs=1, verbose=0),
                              cfg.DistributeConfig(precision="bfloat16"))
     metrics = runs.train(config, str(tmp_path / "run"), progress=False)
     assert metrics["accuracy"] > 0.3  # ten classes: chance is 0.1

@@ -84,10 +84,10 @@ def test_tutorial_recipe_trains_through_the_cli_config(tmp_path):
 
     config = cfg.TrainConfig(cfg.DataConfig(dataset="digits", input_size=32, limit_per_class=4),
                              cfg.ModelConfig(backbone="vgg16", weights=None, removed=3),
-                             cfg.RecipeConfig(recipe="tutorial", epochs=1, fine_tune_epochs=1, verbose=0))
+                             cfg.RecipeConfig(recipe="tutorial", head_epochs=1, fine_tune_epochs=1, verbose=0))
     recipe = config.make_recipe()
     assert recipe.fine_tune_optimizer == "sgd" and recipe.head_epochs == 1
-    assert config.head_options() == {"width": 1024, "dropout": 0.0, "normalize": False}
+    assert recipe.head_options() == {"width": 1024, "dropout": 0.0, "normalize": False}
     metrics = runs.train(config, str(tmp_path / "run"), progress=False)
     assert 0 <= metrics["accuracy"] <= 1
 

@@ -53,7 +53,7 @@ def test_train_batchnorm_option_reaches_the_recipe():
     from keras_transfer.runs.config import RecipeConfig
 
     assert RecipeConfig().make(seed=0).bn_inference is True
-    assert RecipeConfig(train_batchnorm=True).make(seed=0).bn_inference is False
+    assert RecipeConfig(bn_inference=False).make(seed=0).bn_inference is False
 
 
 def test_binary_auxiliary_head_trains_through_the_recipe(rng):
