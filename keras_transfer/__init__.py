@@ -1,13 +1,19 @@
 """keras-transfer: transfer learning on small image datasets with Keras 3.
 
 Pick a pretrained backbone, remove its upper layers, freeze its first layers, put a new head
-on it, fine-tune, and export a SavedModel that serves raw images.
+on it, fine-tune, and export a SavedModel that serves raw images. The front door:
 
     >>> import keras_transfer as kt
-    >>> base = kt.build_base("vgg16", weights="hed", input_shape=(128, 128, 3))
-    >>> base = kt.chop(base, removed=3)            # ends at block4_pool
-    >>> model = kt.gap_dense(base, num_classes=2)  # takes raw RGB 0..255
-    >>> kt.freeze(model, "block3_pool")            # first 11 backbone layers frozen
+    >>> splits = kt.load_data(dataset="digits", image_size=32, limit_per_class=10, progress=False)
+    >>> learner = kt.Learner(splits, "vgg16", weights="hed", head_epochs=1, fine_tune_epochs=1, verbose=0)
+    >>> histories = learner.fine_tune()       # removed="auto": cut where the probe recommends
+    >>> figure = learner.plot_curves()        # every plot_* returns a matplotlib Figure
+
+``kt.search`` asks Keras Tuner how many units to remove and freeze; ``kt.Predictor`` reloads an
+export. The model surgery underneath is public too:
+
+    >>> base = kt.chop(kt.build_base("vgg16", weights="hed", input_shape=(128, 128, 3)), removed=3)
+    >>> model = kt.freeze(kt.gap_dense(base, num_classes=2), "block3_pool")  # takes raw RGB 0..255
 """
 
 import os as _os
@@ -27,13 +33,14 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submodules=["cli", "data", "experiments", "export", "models", "plots", "runs", "serving", "training", "tuning"],
     submod_attrs={
-        "models.backbones": ["BACKBONES", "Backbone", "build_base", "get_backbone", "list_backbones"],
-        "models.heads": ["HEADS", "binary_auxiliary", "build_classifier", "gap_dense", "keep_classifier"],
+        "models.backbones": ["Backbone", "build_base", "get_backbone", "list_backbones"],
+        "models.heads": ["binary_auxiliary", "build_classifier", "gap_dense", "keep_classifier"],
         "models.surgery": ["chop", "cut_points", "describe", "format_table", "freeze", "freeze_points", "units"],
         "learner": ["Learner", "load_data", "load_learner"],
         "data.guitars": ["sample_guitars"],
         "export.predictor": ["Predictor"],
         "training.recipes": ["Recipe", "recipe"],
+        "tuning.searches": ["SearchResult", "search"],
     },
 )
 

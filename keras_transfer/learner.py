@@ -1,16 +1,7 @@
 """The front door: a :class:`Learner` holds the model, the data, the recipe and everything a
 stage needs, so that each step of transfer learning is one call; ``keras-transfer train`` is
-this, with a run folder around it.
-
-    >>> import keras_transfer as kt
-    >>> splits = kt.load_data(dataset="digits", image_size=32, limit=10, progress=False)
-    >>> learner = kt.Learner(splits, "vgg16", weights="hed", head_epochs=1, fine_tune_epochs=1, verbose=0)
-    >>> histories = learner.fine_tune()              # the head, then fine-tuning
-    >>> 0.0 <= learner.evaluate()["accuracy"] <= 1.0
-    True
-
-``learner.model`` stays a plain ``keras.Model``: fit it, save it, export it as you would any.
-"""
+this, with a run folder around it. ``learner.model`` stays a plain ``keras.Model``: fit it,
+save it, export it as you would any."""
 
 from __future__ import annotations
 
@@ -58,6 +49,16 @@ class Learner:
         strategy: a ``tf.distribute`` strategy (default: the current one).
         precision: ``"auto"`` (as ``keras-transfer train``: bfloat16 where this CPU runs it fast,
             float16 on GPUs), ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+
+    >>> splits = kt.load_data(dataset="digits", image_size=32, limit_per_class=10, progress=False)
+    >>> learner = kt.Learner(splits, "vgg16", weights="hed", head_epochs=1, fine_tune_epochs=1, verbose=0)
+    >>> learner.removed == learner.probe["recommended_removed"]      # removed="auto": the probe's cut
+    True
+    >>> histories = learner.fine_tune()                               # the head, then fine-tuning
+    >>> sorted(histories), 0.0 <= learner.evaluate()["accuracy"] <= 1.0
+    (['fine_tune', 'head'], True)
+    >>> learner.predict(splits.test.images[:2]).shape                 # class probabilities
+    (2, 10)
     """
 
     def __init__(self, data, backbone: str = "vgg16", weights="imagenet", removed: int | str = "auto",
@@ -175,6 +176,24 @@ class Learner:
         """Loss and accuracy per epoch of the stages trained, one after another."""
         return plots.training_curves(list(self.histories.items()), path)
 
+    def plot_examples(self, part: str = "train", per_class: int = 6, path: str | None = None):
+        """The first ``per_class`` images of each class in ``part``."""
+        images = self._part(part)
+        return plots.examples(images.images, images.labels, self.class_names, per_class, path)
+
+    def plot_probe(self, path: str | None = None):
+        """Where to cut: the probe's scores (LogME, linear-probe accuracy) against units removed,
+        the recommended cut marked (``removed="auto"`` only)."""
+        if self.probe is None:
+            raise ValueError(f"this learner was built with removed={self.removed}, not 'auto': it ran no probe.")
+        return cut_probe.plot(self.probe, path)
+
+    def plot_predictions(self, part: str = "test", count: int = 8, path: str | None = None):
+        """The first ``count`` images of ``part``, each titled with the prediction (red: wrong)."""
+        images = self._part(part)
+        picked = images.images[:count]
+        return plots.predictions(picked, images.labels[:count], self.predict(picked), self.class_names, path)
+
     def plot_confusion(self, part: str = "test", path: str | None = None):
         """The confusion matrix of the served model on ``part``."""
         return plots.confusion_matrix(self.evaluate(part)["confusion_matrix"], self.class_names, path,
@@ -188,14 +207,17 @@ class Learner:
 
     def plot_grad_cam(self, images=None, path: str | None = None, count: int = 4):
         """Grad-CAM heatmaps of the predicted class over ``images`` (default: the first ``count``
-        test images, the mistakes first), each titled with its prediction."""
+        test images, the mistakes first, each titled with its true class too)."""
+        truth = None
         if images is None:
             test = self._part("test")
-            picks = list(dict.fromkeys([m["index"] for m in self.mistakes("test")] + list(range(len(test)))))
-            images = test.images[picks[:count]]
+            picks = list(dict.fromkeys([m["index"] for m in self.mistakes("test")] + list(range(len(test)))))[:count]
+            images, truth = test.images[picks], [self.class_names[int(test.labels[i])] for i in picks]
         images = np.asarray(images)
-        heat, probabilities = grad_cam(self.served(), images)
+        heat, probabilities = (np.asarray(t) for t in grad_cam(self.served(), images))
         titles = [f"{self.class_names[int(p.argmax())]} ({p.max():.2f})" for p in probabilities]
+        if truth is not None:
+            titles = [f"true {t}\npredicted {title}" for t, title in zip(truth, titles)]
         return plots.grad_cams([overlay(i, h) for i, h in zip(images, heat)], titles, path)
 
     # ---- shipping and keeping ------------------------------------------------------------------
@@ -235,7 +257,7 @@ def load_data(data_dir: str | None = None, dataset: str | None = None, image_siz
     ``fashion_mnist``, ``elpv``... or ``tfds:NAME``). ``in_memory``: ``"yes"``, ``"no"`` (stream from
     the files) or ``"auto"``.
 
-        >>> splits = load_data(dataset="digits", image_size=32, limit_per_class=10, progress=False)
+        >>> splits = kt.load_data(dataset="digits", image_size=32, limit_per_class=10, progress=False)
         >>> splits.class_names[:3], len(splits.train) + len(splits.val) + len(splits.test)
         (['0', '1', '2'], 100)
     """
@@ -259,8 +281,14 @@ def load_learner(path: str, data=None) -> Learner:
     ``data``: splits to evaluate or train further on (default: none; ``predict`` and ``export``
     need none).
 
-        >>> learner.save("runs/guitars")              # doctest: +SKIP
-        >>> again = kt.load_learner("runs/guitars")   # doctest: +SKIP
+        >>> import tempfile
+        >>> splits = kt.load_data(dataset="digits", image_size=32, limit_per_class=5, progress=False)
+        >>> learner = kt.Learner(splits, "vgg16", weights="hed", removed=3, head_epochs=1, fine_tune_epochs=0,
+        ...                      verbose=0)
+        >>> _ = learner.fine_tune()
+        >>> again = kt.load_learner(learner.save(tempfile.mkdtemp()))
+        >>> bool(abs(again.predict(splits.test.images) - learner.predict(splits.test.images)).max() < 1e-6)
+        True
     """
     with open(os.path.join(path, LEARNER_FILE)) as f:
         saved = json.load(f)

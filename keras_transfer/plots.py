@@ -172,6 +172,33 @@ def misclassified(images, labels, probabilities, class_names: Sequence[str], pat
     return _shown(fig, path)
 
 
+def examples(images, labels, class_names: Sequence[str], per_class: int = 6, path: str | None = None) -> Figure:
+    """The first ``per_class`` images of each class, a row per class."""
+    labels = np.asarray(labels)
+    fig, axes = _subplots(len(class_names), per_class, figsize=(2 * per_class, 2.1 * len(class_names)), squeeze=False)
+    for row, name in enumerate(class_names):
+        for ax, i in zip(axes[row], list(np.flatnonzero(labels == row)[:per_class]) + [None] * per_class):
+            ax.set_axis_off()
+            if i is not None:
+                ax.imshow(np.asarray(images[i]).astype("uint8"))
+        axes[row][0].set_title(name, loc="left")
+    fig.tight_layout()
+    return _shown(fig, path)
+
+
+def predictions(images, labels, probabilities, class_names: Sequence[str], path: str | None = None) -> Figure:
+    """Images in a row, each titled with its predicted class and probability, green where the
+    prediction is right and red where it is wrong."""
+    n = len(images)
+    fig, axes = _subplots(1, max(n, 1), figsize=(2.2 * max(n, 1), 2.7), squeeze=False)
+    for ax, image, label, p in zip(axes[0], images, labels, probabilities):
+        ax.imshow(np.asarray(image).astype("uint8"))
+        ax.set_axis_off()
+        ax.set_title(f"{class_names[int(np.argmax(p))]}\n{np.max(p):.2f}", fontsize=9,
+                     color="green" if int(np.argmax(p)) == int(label) else "red")
+    return _shown(fig, path)
+
+
 def grad_cam_figure(image: np.ndarray, overlaid: np.ndarray, title: str, path: str | None = None) -> Figure:
     """An image beside its Grad-CAM overlay (:func:`keras_transfer.export.heatmaps.overlay`)."""
     fig, axes = _subplots(1, 2, figsize=(7, 3.8))

@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import keras_transfer as kt
@@ -26,3 +27,71 @@ def test_a_learner_fine_tunes_evaluates_predicts_and_exports_what_it_holds(tmp_p
     np.testing.assert_allclose(learner.predict(str(folder)), probabilities[:3], atol=1e-5)  # files read as trained
     served = export.Predictor(learner.export(str(tmp_path / "export"))).predict_images(splits.test.images)
     np.testing.assert_allclose(served["probabilities"], probabilities, atol=1e-4)
+
+
+def test_keras_transfer_train_and_the_learner_train_the_same_weights(tmp_path):
+    """One path: the command line turns its flags into the Learner's arguments, defaults and all."""
+    import keras
+
+    from keras_transfer.cli import main
+
+    assert main(["train", "--dataset", "digits", "--input-size", "32", "--limit-per-class", "8", "--backbone", "vgg16",
+                 "--weights", "hed", "--head-epochs", "1", "--fine-tune-epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    from_cli = keras.saving.load_model(str(tmp_path / "run" / "model.keras"))
+    splits = kt.load_data(dataset="digits", image_size=32, limit_per_class=8, progress=False)
+    learner = kt.Learner(splits, "vgg16", weights="hed", head_epochs=1, fine_tune_epochs=1, verbose=0)
+    learner.fine_tune()
+    cli_weights, api_weights = from_cli.get_weights(), learner.model.get_weights()
+    assert len(cli_weights) == len(api_weights)
+    for a, b in zip(cli_weights, api_weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_lr_find_suggests_a_rate_in_its_sweep_and_leaves_the_weights_as_they_were():
+    splits = data.load(dataset="digits", image_size=32, limit=20, progress=False)
+    learner = kt.Learner(splits, "vgg16", weights="hed", removed=3, precision="float32", verbose=0)
+    before = [w.copy() for w in learner.model.get_weights()]
+    found = learner.lr_find("fine_tune", steps=30, start=1e-6, end=1.0)
+    for a, b in zip(before, learner.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert found.rates[0] == 1e-6 and len(found.rates) == len(found.losses) <= 30
+    assert found.rates[3] < found.suggestion < found.rates[-1]
+    line = found.plot().axes[0].get_lines()[0]  # the figure shows the measured curve
+    assert list(line.get_xdata()) == found.rates and list(line.get_ydata()) == found.losses
+    learner.lr_find("head", apply=True, steps=20)
+    assert learner.recipe.head_learning_rate != kt.recipe().head_learning_rate  # applied to the stage asked for
+    assert learner.recipe.fine_tune_learning_rate == kt.recipe().fine_tune_learning_rate
+
+
+def test_a_saved_learner_loads_back_and_answers_as_it_did(tmp_path):
+    splits = data.load(dataset="digits", image_size=32, limit=8, progress=False)
+    learner = kt.Learner(splits, "vgg16", weights="hed", removed=3, head_epochs=1, fine_tune_epochs=0, verbose=0)
+    learner.fine_tune()
+    learner.save(str(tmp_path / "kept"))
+    again = kt.load_learner(str(tmp_path / "kept"))
+    np.testing.assert_allclose(again.predict(splits.test.images), learner.predict(splits.test.images), atol=1e-6)
+    assert again.removed == 3 and again.recipe == learner.recipe and again.class_names == splits.class_names
+    assert again.histories["head"]["loss"] == learner.histories["head"]["loss"]
+    with pytest.raises(AttributeError, match="loaded without data"):
+        again.evaluate()
+    assert kt.load_learner(str(tmp_path / "kept"), data=splits).evaluate() == learner.evaluate()
+
+
+def test_the_learners_figures_show_its_numbers():
+    splits = data.load(dataset="digits", image_size=32, limit=8, progress=False)
+    learner = kt.Learner(splits, "vgg16", weights="hed", head_epochs=2, fine_tune_epochs=1, patience=None, verbose=0)
+    learner.fine_tune()
+    drawn = kt.plots.drawn_series(learner.plot_curves())
+    assert drawn["loss train (head)"] == pytest.approx(learner.histories["head"]["loss"])
+    assert drawn["loss val (fine_tune)"] == pytest.approx(learner.histories["fine_tune"]["val_loss"])
+    confusion = learner.plot_confusion().axes[0]
+    counts = np.array(learner.evaluate()["confusion_matrix"])
+    assert sorted(int(t.get_text()) for t in confusion.texts) == sorted(counts.ravel().tolist())
+    mistakes = learner.mistakes()
+    panels = [ax.get_title() for ax in learner.plot_mistakes().axes if ax.images]
+    assert panels == [f"true {m['true']}\npredicted {m['predicted']} ({m['probability']:.2f})" for m in mistakes]
+    cams = learner.plot_grad_cam(count=3)
+    assert len([ax for ax in cams.axes if ax.images]) == 3
+    assert learner.plot_probe().axes[0].get_lines()  # the probe's scores per cut
+    with pytest.raises(ValueError, match="part must be"):
+        learner.evaluate("validation")

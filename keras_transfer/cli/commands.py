@@ -95,7 +95,7 @@ def cmd_tune(args) -> int:
 
     config = search_config(args)
     out = args.out or os.path.join("runs", f"search-{config.model.backbone}-{config.data.name}")
-    summary = tuning.search(config, out, verbose=_progress().get("verbose", 1))
+    summary = tuning.run_search(config, out, verbose=_progress().get("verbose", 1))
     if not summary:
         return 0  # a distributed worker: the chief reports
     print(format_search_summary(summary, out))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -19,7 +20,17 @@ logger = logging.getLogger(__name__)
 
 
 class Predictor:
-    """A reloaded export: call its signatures without this package's model code."""
+    """A reloaded export: call its signatures without this package's model code.
+
+    >>> import tempfile
+    >>> splits = kt.load_data(dataset="digits", image_size=32, limit_per_class=5, progress=False)
+    >>> learner = kt.Learner(splits, "vgg16", weights="hed", removed=3, head_epochs=1, fine_tune_epochs=0, verbose=0)
+    >>> _ = learner.fine_tune()
+    >>> served = kt.Predictor(learner.export(tempfile.mkdtemp()))
+    >>> answers = served.predict_images(splits.test.images)
+    >>> bool(abs(answers["probabilities"] - learner.predict(splits.test.images)).max() < 1e-4)
+    True
+    """
 
     def __init__(self, path: str):
         self.path = resolve(path)
@@ -54,6 +65,19 @@ class Predictor:
         ids = probabilities.argmax(axis=-1)
         return {"probabilities": probabilities, "class_ids": ids,
                 "class_names": np.array([self.class_names[i].encode() for i in ids], dtype=object)}
+
+    def predict_tflite(self, images) -> np.ndarray:
+        """Class probabilities from the version's ``model.tflite`` (``export(..., formats=("saved_model",
+        "tflite"))``), image by image as a phone would run it: what to check it against
+        :meth:`predict_images`."""
+        path = os.path.join(self.path, "model.tflite")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{self.path} has no model.tflite; export with formats=('saved_model', 'tflite'). "
+                                    f"Received: {self.path}")
+        with warnings.catch_warnings():  # tf.lite.Interpreter's notice that LiteRT will replace it
+            warnings.simplefilter("ignore", UserWarning)
+            runner = tf.lite.Interpreter(model_path=path).get_signature_runner("serving_default")
+        return np.concatenate([runner(images=image[None])["probabilities"] for image in self._checked(images)])
 
     def views(self):
         """The :class:`~keras_transfer.data.augmentation.Views` the model trained on; an error if it trained on none."""

@@ -165,7 +165,13 @@ def _write_saved_model(served: keras.Model, class_names: list[str], folder: str)
     archive.add_endpoint("serve", serve, input_signature=[pixels])
     archive.add_endpoint("serve_bytes", serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     archive.add_endpoint("explain", explain_images, input_signature=[pixels])
-    archive.write_out(folder, verbose=False)
+    tf_logger = logging.getLogger("tensorflow")  # its INFO "Assets written to" names a temporary folder
+    level = tf_logger.level
+    tf_logger.setLevel(max(level, logging.WARNING))
+    try:
+        archive.write_out(folder, verbose=False)
+    finally:
+        tf_logger.setLevel(level)
 
 
 def resolve(path: str) -> str:

@@ -26,5 +26,6 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
     'backbones': ['BACKBONES', 'Backbone', 'build_base', 'get_backbone', 'list_backbones'],
     'heads': ['HEADS', 'binary_auxiliary', 'build_classifier', 'gap_dense', 'keep_classifier'],
-    'surgery': ['chop', 'cut_points', 'describe', 'format_table', 'freeze', 'freeze_points', 'resolve_frozen', 'units'],
+    'surgery': ['backbone_of', 'chop', 'cut_points', 'describe', 'format_table', 'freeze', 'freeze_points',
+                'resolve_frozen', 'units'],
 })

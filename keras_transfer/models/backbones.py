@@ -55,6 +55,9 @@ class Backbone:
         cpu_bfloat16: whether bfloat16 trains it faster than float32 on a CPU with bf16
             instructions, which ``precision="auto"`` follows (``benchmarks/bench_throughput.py``;
             depthwise convolutions have no fast bf16 kernel there).
+
+    >>> kt.get_backbone("vgg16").preprocess_mode
+    'caffe'
     """
 
     name: str
@@ -135,12 +138,21 @@ BACKBONES: dict[str, Backbone] = {
 
 
 def list_backbones() -> list[str]:
-    """Names accepted by :func:`build_base`, in table order."""
+    """Names accepted by :func:`build_base`, in table order.
+
+    >>> "vgg16" in kt.list_backbones() and "efficientnet_lite0" in kt.list_backbones()
+    True
+    """
     return list(BACKBONES)
 
 
 def get_backbone(name: str) -> Backbone:
-    """The table row for ``name``; a clear error listing the known names otherwise."""
+    """The table row for ``name``; a clear error listing the known names otherwise.
+
+    >>> row = kt.get_backbone("inception_v3")
+    >>> row.default_size, row.min_size
+    (299, 75)
+    """
     try:
         return BACKBONES[name]
     except KeyError:
@@ -241,6 +253,10 @@ def build_base(
         A model taking *preprocessed* images ``(N, H, W, 3)``; its ``layers`` are the Keras
         application's, so layer indices match ``model.summary()`` and the Keras docs.
         Put :class:`keras_transfer.models.layers.Preprocess` in front (the heads do) to feed raw pixels.
+
+    >>> base = kt.build_base("vgg16", weights="hed", input_shape=(32, 32, 3))   # offline VGG16 weights
+    >>> base.name, base.output.shape
+    ('vgg16', (None, 1, 1, 512))
     """
     row = get_backbone(name)
     input_shape = _checked_shape(row, input_shape, include_top)

@@ -203,9 +203,13 @@ def write(result: dict, out_dir: str) -> None:
     """``probe.json`` and ``probe.png`` (scores against units removed) in ``out_dir``."""
     os.makedirs(out_dir, exist_ok=True)
     write_json(os.path.join(out_dir, "probe.json"), result)
-    plots.probe_scores([CutScore(**c) for c in result["cuts"]], os.path.join(out_dir, "probe.png"),
-                       result["recommended_removed"],
-                       title=f"{result['backbone']}: where to cut ({result['images']} images)")
+    plot(result, os.path.join(out_dir, "probe.png"))
+
+
+def plot(result: dict, path: str | None = None):
+    """The probe's scores against units removed, the recommendation marked; a Figure."""
+    return plots.probe_scores([CutScore(**c) for c in result["cuts"]], path, result["recommended_removed"],
+                              title=f"{result['backbone']}: where to cut ({result['images']} images)")
 
 
 def format_rows(result: dict) -> str:

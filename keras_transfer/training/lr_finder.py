@@ -2,13 +2,15 @@
 dozen steps while the rate grows exponentially, record the loss, suggest a rate, put every
 weight back.
 
-The suggestion is fastai's default, ``valley``: on the smoothed loss (the first tenth and the
-last five steps left out, as fastai does), the longest stretch over which the loss keeps
-falling; the rate a little past its first third (the middle of its second third's first half),
-where the loss still falls steeply and is far from diverging.
+The suggestion is fastai's default, ``valley``, computed as fastai computes it: on the
+smoothed loss (the first tenth and the last five steps left out), the longest run of steps
+over which the loss keeps falling; the rate about half-way into it, where the loss still falls
+steeply and is far from diverging.
 
-    >>> valley([1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0], [2.0, 1.9, 1.5, 1.0, 0.9, 3.0])
-    0.001
+    >>> rates = [10 ** (e / 2) for e in range(-12, 1)]           # 1e-6 ... 1
+    >>> losses = [2.3, 2.3, 2.29, 2.28, 2.2, 2.0, 1.6, 1.1, 0.8, 0.7, 0.9, 2.5, 9.0]
+    >>> f"{valley(rates, losses):.0e}"
+    '1e-04'
 """
 
 from __future__ import annotations

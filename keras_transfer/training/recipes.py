@@ -33,7 +33,11 @@ from keras_transfer.data.augmentation import Views
 
 @dataclasses.dataclass
 class Recipe:
-    """What :func:`keras_transfer.training.fine_tune` does (and the head it expects)."""
+    """What :func:`keras_transfer.training.fine_tune` does (and the head it expects).
+
+    >>> kt.Recipe().fine_tune_learning_rate, kt.recipe("tutorial").head_optimizer
+    (0.0001, 'rmsprop')
+    """
 
     name: str = "default"
     # the head (read by build_model through head_options())

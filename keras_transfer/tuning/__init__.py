@@ -22,7 +22,9 @@ hypermodel     ``TransferHyperModel``: the space, a trial's recipe, ``fit``
 oracles        ``GridOracle``, ``HalvingOracle``, ``default_first``, ``configurations``
 results        ``results.csv``, ``heatmap.png``, the best trial, the top-five table
 folder         a search folder's checks (``search.json``, ``data.json``)
-tune           ``make_tuner``, ``search`` (the ``tune`` command), its floor, the winner's export
+tune           ``make_tuner``, ``run_search`` (under ``tune``), its floor, the winner's export
+searches       ``search``: the same search from Python, a ``SearchResult`` (table, heat map,
+               best trial, a ``Learner`` for it)
 =============  ===========================================================================
 """
 
@@ -34,7 +36,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
     'folder': ['SEARCH_FILE', 'check_search_dir'],
     'hypermodel': ['SearchSpace', 'TransferHyperModel', 'fixed_hyperparameters'],
     'oracles': ['GridOracle', 'HalvingOracle', 'configurations', 'default_first'],
-    'results': ['RESULT_COLUMNS', 'format_top', 'trial_rows', 'write_results'],
-    'tune': ['judge', 'make_tuner', 'removed_range', 'search', 'search_floor'],
+    'results': ['RESULT_COLUMNS', 'format_top', 'heatmap_figure', 'trial_rows', 'write_results'],
+    'searches': ['SearchResult', 'search'],
+    'tune': ['judge', 'make_tuner', 'removed_range', 'run_search', 'search_floor'],
 })
 

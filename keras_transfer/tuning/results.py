@@ -41,20 +41,31 @@ def write_results(rows: list[dict], out_dir: str) -> dict:
         writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    done = [r for r in rows if r["status"] == "COMPLETED" and r.get("val_accuracy") is not None]
+    done = _completed(rows)
     if not done:
         return {}
+    best = max(done, key=_preference)
+    heatmap_figure(rows, best, os.path.join(out_dir, "heatmap.png"))
+    return best
+
+
+def _completed(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["status"] == "COMPLETED" and r.get("val_accuracy") is not None]
+
+
+def heatmap_figure(rows: list[dict], best: dict, path: str | None = None):
+    """The best validation accuracy per (removed, frozen units) of the last rung's trials, the
+    cell of the trial taken (``best``) boxed, ties and all; a matplotlib Figure."""
+    done = _completed(rows)
     top_rung = max(r.get("rung", 0) for r in done)
     cells: dict[tuple[int, int], float] = {}
     for r in done:
         if r.get("rung", 0) == top_rung:
             key = (r["removed"], r["frozen_units"])
             cells[key] = max(cells.get(key, -np.inf), r["val_accuracy"])
-    best = max(done, key=_preference)
-    plots.heatmap(cells, os.path.join(out_dir, "heatmap.png"), x_label="frozen units (0 = none; top = all)",
-                  y_label="removed units", title="best validation accuracy per (removed, frozen)",
-                  chosen=(best["removed"], best["frozen_units"]))  # the box is on the trial taken, ties and all
-    return best
+    return plots.heatmap(cells, path, x_label="frozen units (0 = none; top = all)", y_label="removed units",
+                         title="best validation accuracy per (removed, frozen)",
+                         chosen=(best["removed"], best["frozen_units"]))
 
 
 def _preference(row: dict) -> tuple:

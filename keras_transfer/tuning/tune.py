@@ -94,15 +94,17 @@ class Hyperband(AtomicTunerSave, keras_tuner.Hyperband):
     pass
 
 
-def search(config: SearchConfig, out_dir: str, verbose: int = 1) -> dict:
+def run_search(config: SearchConfig, out_dir: str, verbose: int = 1, splits=None) -> dict:
     """Run (or resume, or join as a distributed worker) a search; on the chief write
-    ``results.csv``, ``heatmap.png``, ``best.json`` (with the floor) and retrain + export the best
-    trial. Models compute in ``config.distribute.precision`` (the global policy is restored after)."""
+    ``results.csv``, ``heatmap.png``, ``best.json`` (with the floor) and export the best trial.
+    ``splits``: the images, already loaded (default: ``config.data``'s). Models compute in
+    ``config.distribute.precision`` (the global policy is restored after). ``keras-transfer tune``
+    and :func:`keras_transfer.tuning.search` both call this."""
     with precision.using(config.distribute.precision, backbone=config.model.backbone):
         if tuner_is_worker():  # a distributed worker: the chief's oracle owns the folder
-            return _search_in(config, out_dir, verbose, resuming=True)
+            return _search_in(config, out_dir, verbose, True, splits)
         with run_folders.locked(out_dir, "keras-transfer tune"):
-            return _search_in(config, out_dir, verbose, check_search_dir(out_dir, config))
+            return _search_in(config, out_dir, verbose, check_search_dir(out_dir, config), splits)
 
 
 def removed_range(config: SearchConfig, splits, out_dir: str | None):
@@ -119,15 +121,10 @@ def removed_range(config: SearchConfig, splits, out_dir: str | None):
     return (max(0, best - 1), min(top, best + 1)), best
 
 
-def _search_in(config: SearchConfig, out_dir: str, verbose: int, resuming: bool) -> dict:
+def _search_in(config: SearchConfig, out_dir: str, verbose: int, resuming: bool, splits=None) -> dict:
     strategy = distribute.strategy_for(config.distribute.strategy, config.distribute.devices)
-    cost = None
-    if config.data.in_memory == "auto":  # weighed on the first trial's recipe, the default
-        cost = dataclasses.replace(  # the trials read the images again and again (each its own frozen prefix)
-            training.run_cost(config.model.backbone, config.data.size(config.model.backbone),
-                              config.recipe.make(config.data.seed, dataset=config.data.dataset), strategy=strategy),
-            read_once=False)
-    splits = config.data.load(config.model.backbone, progress=verbose > 0, cost=cost)
+    if splits is None:
+        splits = _load(config, strategy, verbose)
     logger.info(splits.summary())
     chief = not tuner_is_worker()
     if chief:
@@ -158,6 +155,16 @@ def _search_in(config: SearchConfig, out_dir: str, verbose: int, resuming: bool)
     summary["floor"] = judge(summary, search_floor(hypermodel, splits, recipe.batch_size))
     write_json(os.path.join(out_dir, "best.json"), summary)
     return summary
+
+
+def _load(config: SearchConfig, strategy, verbose: int):
+    cost = None
+    if config.data.in_memory == "auto":  # weighed on the first trial's recipe, the default
+        cost = dataclasses.replace(  # the trials read the images again and again (each its own frozen prefix)
+            training.run_cost(config.model.backbone, config.data.size(config.model.backbone),
+                              config.recipe.make(config.data.seed, dataset=config.data.dataset), strategy=strategy),
+            read_once=False)
+    return config.data.load(config.model.backbone, progress=verbose > 0, cost=cost)
 
 
 def _tensorboard(config: SearchConfig, out_dir: str) -> list:
