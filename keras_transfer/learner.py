@@ -48,7 +48,11 @@ class Learner:
         run_dir: where checkpoints and per-epoch CSV logs go (None: nowhere).
         strategy: a ``tf.distribute`` strategy (default: the current one).
         precision: ``"auto"`` (as ``keras-transfer train``: bfloat16 where this CPU runs it fast,
-            float16 on GPUs), ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+            float16 on GPUs), ``"float32"``, ``"bfloat16"``, ``"float16"``, or None (Keras's
+            global policy as it is).
+        binary_weight: the ``binary_auxiliary`` head's loss weight B.
+        cache: a :class:`~keras_transfer.training.FeatureCache` shared with other learners on the
+            same images (frozen-prefix features computed once for all).
 
     >>> splits = kt.load_data(dataset="digits", image_size=32, limit_per_class=10, progress=False)
     >>> learner = kt.Learner(splits, "vgg16", weights="hed", head_epochs=1, fine_tune_epochs=1, verbose=0)
@@ -63,14 +67,14 @@ class Learner:
 
     def __init__(self, data, backbone: str = "vgg16", weights="imagenet", removed: int | str = "auto",
                  head: str = "gap_dense", include_top: bool = False, recipe: str | recipes.Recipe = "default",
-                 run_dir: str | None = None, strategy=None, precision: str = "auto", binary_weight: float = 0.4,
-                 **recipe_fields):
+                 run_dir: str | None = None, strategy=None, precision: str | None = "auto",
+                 binary_weight: float = 0.4, cache: training.FeatureCache | None = None, **recipe_fields):
         self.data, self.backbone, self.weights, self.run_dir = data, backbone, weights, run_dir
         self.head, self.include_top, self.strategy, self.precision = head, include_top, strategy, precision
         self.recipe = (recipes.recipe(recipe, **recipe_fields) if isinstance(recipe, str)
                        else dataclasses.replace(recipe, **recipe_fields))
         self.recipe.views()  # a view count the kind cannot give is refused here, before any work
-        self.cache = training.FeatureCache()
+        self.cache = cache if cache is not None else training.FeatureCache()
         self.histories: dict[str, dict] = {}
         self.probe = None
         if removed == "auto":
@@ -84,16 +88,17 @@ class Learner:
         if head == "binary_auxiliary":
             options.update(seed=self.recipe.seed, binary_weight=binary_weight)
         keras.utils.set_random_seed(self.recipe.seed)
-        with self._computing():
+        with self._computing(log=True):
             self.model = training.build_model(backbone, data.num_classes, weights=weights,
                                               input_size=data.image_size[0], removed=self.removed, head=head,
                                               include_top=include_top, strategy=strategy, **options)
 
-    def _computing(self):
-        """The Keras dtype policy of ``precision`` while models are built and trained (restored after)."""
+    def _computing(self, log: bool = False):
+        """The Keras dtype policy of ``precision`` while models are built and trained (restored
+        after); ``log``: say which (once, when the model is built)."""
         if self.precision is None:
             return contextlib.nullcontext()
-        return precision.using(self.precision, backbone=self.backbone)
+        return precision.using(self.precision, backbone=self.backbone, log=log)
 
     # ---- what it holds -----------------------------------------------------------------------
 

@@ -14,6 +14,19 @@ NAMES = [name for name in kt.__all__ if not isinstance(getattr(kt, name), types.
 MODULES = ["keras_transfer", "keras_transfer.plots", "keras_transfer.training.lr_finder"]
 
 
+@pytest.fixture(autouse=True)
+def _quiet_package_logger():
+    """An example shows what it returns; the log lines a command-line test's handler would print
+    on stdout are not part of it."""
+    import logging
+
+    logger = logging.getLogger("keras_transfer")
+    handlers, propagate = logger.handlers[:], logger.propagate
+    logger.handlers, logger.propagate = [], True
+    yield
+    logger.handlers, logger.propagate = handlers, propagate
+
+
 def _run(tests) -> doctest.DocTestRunner:
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     for test in tests:

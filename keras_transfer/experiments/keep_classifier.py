@@ -19,9 +19,10 @@ import os
 
 import keras
 
-from keras_transfer import data, plots, training
+from keras_transfer import data, plots
 from keras_transfer.experiments import classsplits, smallnet
 from keras_transfer.experiments.results import Results, spread
+from keras_transfer.learner import Learner
 from keras_transfer.models import heads
 from keras_transfer.models.backbones import build_base, get_backbone
 from keras_transfer.models.surgery import ThroughUnit, units
@@ -82,13 +83,13 @@ def summarise(cells: dict) -> dict:
 
 def _pretrained_cell(config, splits, head: str, frozen: int, seed: int) -> float:
     kept = head == "kept"
-    model = training.build_model(config.backbone, splits.num_classes, weights=config.weights,
-                                 input_size=_input_size(config), head="keep_classifier" if kept else "gap_dense",
-                                 include_top=kept, width=config.head_width if kept else 0)
     recipe = recipes.recipe(head_epochs=config.epochs, fine_tune_epochs=config.epochs, seed=seed, verbose=0,
-                            frozen=ThroughUnit(frozen))  # resolved (and range-checked) by surgery.resolve_frozen
-    training.fine_tune(model, splits, recipe)
-    return training.evaluate(model, splits.test)["accuracy"]
+                            frozen=ThroughUnit(frozen),  # resolved (and range-checked) by surgery.resolve_frozen
+                            width=config.head_width if kept else 0, dropout=0.0 if kept else 0.2)
+    learner = Learner(splits, config.backbone, config.weights, 0, head="keep_classifier" if kept else "gap_dense",
+                      include_top=kept, recipe=recipe, precision=None)
+    learner.fine_tune()
+    return learner.evaluate()["accuracy"]
 
 
 def _unit_names(backbone: str) -> list[str]:

@@ -17,6 +17,7 @@ from scipy.stats import kendalltau
 
 from keras_transfer import data, plots, training
 from keras_transfer.experiments.results import Results, spread
+from keras_transfer.learner import Learner
 from keras_transfer.models.backbones import build_base
 from keras_transfer.training import cut_probe, precision, recipes
 
@@ -48,10 +49,9 @@ PROBE_SAMPLE = 1000  # what `keras-transfer probe` samples by default
 def _cell(config: LayerRemovalConfig, splits, removed: int, mode: str, seed: int, cache) -> float:
     recipe = recipes.recipe(head_epochs=config.head_epochs, batch_size=config.batch_size, seed=seed, verbose=0,
                             fine_tune_epochs=config.fine_tune_epochs if mode == "fine_tuned" else 0)
-    model = training.build_model(config.backbone, splits.num_classes, weights=config.weights,
-                                 input_size=config.input_size, removed=removed, **recipe.head_options())
-    training.fine_tune(model, splits, recipe, cache=cache)
-    return training.evaluate(model, splits.test)["accuracy"]
+    learner = Learner(splits, config.backbone, config.weights, removed, recipe=recipe, precision=None, cache=cache)
+    learner.fine_tune()
+    return learner.evaluate()["accuracy"]
 
 
 def _summary(cells: dict, probes: dict, config: LayerRemovalConfig) -> dict:

@@ -290,7 +290,7 @@ def _download_failed(name: str, message: str) -> str:
     url = re.search(r"https?://\S+?(?=:\s|$)", message)
     cache = os.path.join(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")), "models")
     where = (f"download {url.group(0)} to {cache}/{url.group(0).rsplit('/', 1)[-1]}" if url
-             else f"put the file there")
+             else "put the file there")
     offline = "weights='hed' works offline" if name == "vgg16" else "weights='hed' (VGG16) works offline"
     return (f"could not download the imagenet weights for {name} (no internet?): Keras caches them in {cache}, "
             f"so {where} and run again; or {offline}, or pass a weights file. Received: weights='imagenet'")
