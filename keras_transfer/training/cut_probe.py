@@ -192,11 +192,11 @@ def recommend_for(backbone: str, weights, splits, seed: int = 0, batch_size: int
     ``strategy``, each from its share of it). It computes in float32 whatever precision the
     training runs in: bfloat16 features can tip the recommendation by one unit."""
     keras.utils.set_random_seed(seed)  # weights=None: the same random backbone in every process
-    with precision.using("float32", log=False):
-        base = build_base(backbone, weights=weights, input_shape=(*splits.image_size, 3))
     shared = strategy if strategy is not None and distribute.is_multi_worker(strategy) else None
-    return probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names, sample=sample, seed=seed,
-                      batch_size=batch_size, strategy=shared)
+    with precision.using("float32", log=False):  # the base and the pooling models built at each cut
+        base = build_base(backbone, weights=weights, input_shape=(*splits.image_size, 3))
+        return probe_cuts(base, splits.train.images, splits.train.labels, splits.class_names, sample=sample,
+                          seed=seed, batch_size=batch_size, strategy=shared)
 
 
 def write(result: dict, out_dir: str) -> None:
