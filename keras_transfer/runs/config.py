@@ -132,10 +132,10 @@ class RecipeConfig:
     recipe: str = option("default", "--recipe", "fine-tuning recipe: default, tutorial (seed tutorial: RMSprop head, "
                          "SGD 1e-4), keras_io (keras.io guide)", choices=list(choices.RECIPES))
     head_epochs: int | str = option(RECIPES_OWN, ("--head-epochs", "--epochs"), "stage 1 epochs: the head alone "
-                                    "(default: the recipe's, 5)", type=ranged(int, 0))
-    fine_tune_epochs: int | str = option(RECIPES_OWN, "--fine-tune-epochs", "stage 2 epochs (default: the recipe's, 5)",
+                                    "(default: the recipe's)", type=ranged(int, 0))
+    fine_tune_epochs: int | str = option(RECIPES_OWN, "--fine-tune-epochs", "stage 2 epochs (default: the recipe's)",
                                          type=ranged(int, 0))
-    batch_size: int | str = option(RECIPES_OWN, "--batch-size", "per-replica batch size (default: the recipe's, 32)",
+    batch_size: int | str = option(RECIPES_OWN, "--batch-size", "per-replica batch size (default: the recipe's)",
                                    type=ranged(int, 1))
     frozen: int | str | None = option(RECIPES_OWN, "--frozen", "fine-tuning freezes backbone layers [:K] (a count, a "
                                       "layer name, 'unit:J' = through the J-th unit, or 'all'; default: the recipe's, "
@@ -155,7 +155,7 @@ class RecipeConfig:
                                  "reported averaged over the views (TTA) (default: none)", nargs="?", const="auto",
                                  choices=["auto", *VIEW_KINDS], metavar="KIND")
     augment_views: int | str = option(RECIPES_OWN, "--augment-views", "how many views --augment draws from (top_down: "
-                                      "at most 8; default: the recipe's, 8)", type=ranged(int, 1, 32))
+                                      "at most 8; default: the recipe's)", type=ranged(int, 1, 32))
     cache_features: bool | str = option(RECIPES_OWN, "--no-cache", "do not cache frozen-prefix features",
                                         action="store_const", const=False)
     class_weight: bool | str = option(RECIPES_OWN, "--class-weight", "weigh classes to balance an imbalanced dataset",
@@ -165,7 +165,7 @@ class RecipeConfig:
                                       "statistics; default: the recipe's, default and keras_io keep them in inference "
                                       "mode)", action="store_const", const=False)
     patience: int | str | None = option(RECIPES_OWN, "--patience", "early-stopping patience; -1: no early stopping "
-                                        "(default: the recipe's, 3)", type=_patience)
+                                        "(default: the recipe's)", type=_patience)
     tensorboard: str | None = option(RECIPES_OWN, "--tensorboard", "write TensorBoard logs to DIR (default: "
                                      "OUT/tensorboard); tune: one folder per trial, with the HParams dashboard",
                                      nargs="?", const="", metavar="DIR")
