@@ -77,6 +77,8 @@ class Learner:
         self.cache = cache if cache is not None else training.FeatureCache()
         self.histories: dict[str, dict] = {}
         self.probe = None
+        if removed != "auto" and (isinstance(removed, bool) or not isinstance(removed, int) or removed < 0):
+            raise ValueError(f"removed is a number of units to remove (0 or more) or 'auto'. Received: removed={removed!r}")
         if removed == "auto":
             self.probe = cut_probe.recommend_for(backbone, weights, data, self.recipe.seed, self.recipe.batch_size,
                                                  strategy)
@@ -114,6 +116,7 @@ class Learner:
 
     @property
     def class_names(self) -> list[str]:
+        """The classes, in the order of the probabilities ``predict`` returns."""
         return list(self.data.class_names)
 
     # ---- training ----------------------------------------------------------------------------

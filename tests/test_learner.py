@@ -95,3 +95,13 @@ def test_the_learners_figures_show_its_numbers():
     assert learner.plot_probe().axes[0].get_lines()  # the probe's scores per cut
     with pytest.raises(ValueError, match="part must be"):
         learner.evaluate("validation")
+
+
+def test_a_bad_argument_is_refused_by_name_before_any_work():
+    splits = data.load(dataset="digits", image_size=32, limit=4, progress=False)
+    with pytest.raises(ValueError, match="removed is a number of units.*Received: removed='three'"):
+        kt.Learner(splits, "vgg16", weights="hed", removed="three")
+    with pytest.raises(TypeError, match="Recipe has no field"):
+        kt.Learner(splits, "vgg16", weights="hed", removed=3, epochs=2)  # the flag's alias, not the field
+    with pytest.raises(ValueError, match="Unknown recipe"):
+        kt.Learner(splits, "vgg16", weights="hed", removed=3, recipe="fastest")
