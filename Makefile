@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test venv clean-venv
+.PHONY: demo test docs venv clean-venv
 
 venv: $(STAMP)
 
@@ -24,10 +24,16 @@ demo: $(STAMP)
 		--input-size 160 --removed 3 --limit-per-class 400 --precision auto \
 		--epochs 4 --fine-tune-epochs 4 --out $(DEMO_OUT) --resume
 
-# the import layering (setup.cfg's [importlinter], docs/design.md), then the suite
+# the import layering (setup.cfg's [importlinter], docs/design.md), the docs (strict: a broken
+# link or a renamed API name fails), then the suite
 test: $(STAMP)
 	$(BIN)/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 	$(BIN)/python -m pytest
+
+# the documentation site in site/ (open site/index.html)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 clean-venv:
 	rm -rf $(VENV)

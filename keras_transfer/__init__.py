@@ -3,17 +3,23 @@
 Pick a pretrained backbone, remove its upper layers, freeze its first layers, put a new head
 on it, fine-tune, and export a SavedModel that serves raw images. The front door:
 
-    >>> import keras_transfer as kt
-    >>> splits = kt.load_data(dataset="digits", image_size=32, limit_per_class=10, progress=False)
-    >>> learner = kt.Learner(splits, "vgg16", weights="hed", head_epochs=1, fine_tune_epochs=1, verbose=0)
-    >>> histories = learner.fine_tune()       # removed="auto": cut where the probe recommends
-    >>> figure = learner.plot_curves()        # every plot_* returns a matplotlib Figure
+```python
+>>> import keras_transfer as kt
+>>> splits = kt.load_data(dataset="digits", image_size=32, limit_per_class=10, progress=False)
+>>> learner = kt.Learner(splits, "vgg16", weights="hed", head_epochs=1, fine_tune_epochs=1, verbose=0)
+>>> histories = learner.fine_tune()       # removed="auto": cut where the probe recommends
+>>> figure = learner.plot_curves()        # every plot_* returns a matplotlib Figure
+
+```
 
 ``kt.search`` asks Keras Tuner how many units to remove and freeze; ``kt.Predictor`` reloads an
 export. The model surgery underneath is public too:
 
-    >>> base = kt.chop(kt.build_base("vgg16", weights="hed", input_shape=(128, 128, 3)), removed=3)
-    >>> model = kt.freeze(kt.gap_dense(base, num_classes=2), "block3_pool")  # takes raw RGB 0..255
+```python
+>>> base = kt.chop(kt.build_base("vgg16", weights="hed", input_shape=(128, 128, 3)), removed=3)
+>>> model = kt.freeze(kt.gap_dense(base, num_classes=2), "block3_pool")  # takes raw RGB 0..255
+
+```
 """
 
 import os as _os

@@ -54,6 +54,7 @@ class Learner:
         cache: a :class:`~keras_transfer.training.FeatureCache` shared with other learners on the
             same images (frozen-prefix features computed once for all).
 
+    ```python
     >>> splits = kt.load_data(dataset="digits", image_size=32, limit_per_class=10, progress=False)
     >>> learner = kt.Learner(splits, "vgg16", weights="hed", head_epochs=1, fine_tune_epochs=1, verbose=0)
     >>> learner.removed == learner.probe["recommended_removed"]      # removed="auto": the probe's cut
@@ -63,6 +64,8 @@ class Learner:
     (['fine_tune', 'head'], True)
     >>> learner.predict(splits.test.images[:2]).shape                 # class probabilities
     (2, 10)
+
+    ```
     """
 
     def __init__(self, data, backbone: str = "vgg16", weights="imagenet", removed: int | str = "auto",
@@ -265,9 +268,12 @@ def load_data(data_dir: str | None = None, dataset: str | None = None, image_siz
     ``fashion_mnist``, ``elpv``... or ``tfds:NAME``). ``in_memory``: ``"yes"``, ``"no"`` (stream from
     the files) or ``"auto"``.
 
-        >>> splits = kt.load_data(dataset="digits", image_size=32, limit_per_class=10, progress=False)
-        >>> splits.class_names[:3], len(splits.train) + len(splits.val) + len(splits.test)
-        (['0', '1', '2'], 100)
+    ```python
+    >>> splits = kt.load_data(dataset="digits", image_size=32, limit_per_class=10, progress=False)
+    >>> splits.class_names[:3], len(splits.train) + len(splits.val) + len(splits.test)
+    (['0', '1', '2'], 100)
+
+    ```
     """
     return data_lib.load(data_dir, dataset, image_size, validation_split, test_split, seed, limit_per_class,
                          progress=progress, in_memory=in_memory)
@@ -289,14 +295,17 @@ def load_learner(path: str, data=None) -> Learner:
     ``data``: splits to evaluate or train further on (default: none; ``predict`` and ``export``
     need none).
 
-        >>> import tempfile
-        >>> splits = kt.load_data(dataset="digits", image_size=32, limit_per_class=5, progress=False)
-        >>> learner = kt.Learner(splits, "vgg16", weights="hed", removed=3, head_epochs=1, fine_tune_epochs=0,
-        ...                      verbose=0)
-        >>> _ = learner.fine_tune()
-        >>> again = kt.load_learner(learner.save(tempfile.mkdtemp()))
-        >>> bool(abs(again.predict(splits.test.images) - learner.predict(splits.test.images)).max() < 1e-6)
-        True
+    ```python
+    >>> import tempfile
+    >>> splits = kt.load_data(dataset="digits", image_size=32, limit_per_class=5, progress=False)
+    >>> learner = kt.Learner(splits, "vgg16", weights="hed", removed=3, head_epochs=1, fine_tune_epochs=0,
+    ...                      verbose=0)
+    >>> _ = learner.fine_tune()
+    >>> again = kt.load_learner(learner.save(tempfile.mkdtemp()))
+    >>> bool(abs(again.predict(splits.test.images) - learner.predict(splits.test.images)).max() < 1e-6)
+    True
+
+    ```
     """
     with open(os.path.join(path, LEARNER_FILE)) as f:
         saved = json.load(f)

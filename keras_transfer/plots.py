@@ -5,9 +5,12 @@ Each function returns a ``matplotlib.figure.Figure`` of its own (a notebook show
 ``path=`` also writes it as a PNG). pyplot is never touched and no backend is set, so the
 backend of a notebook or an application using this package stays its own.
 
-    >>> fig = confusion_matrix([[3, 1], [0, 4]], ["cat", "dog"])
-    >>> fig.axes[0].get_title()
-    'test confusion matrix'
+```python
+>>> fig = confusion_matrix([[3, 1], [0, 4]], ["cat", "dog"])
+>>> fig.axes[0].get_title()
+'test confusion matrix'
+
+```
 """
 
 from __future__ import annotations
@@ -62,9 +65,12 @@ def training_curves(stages: Sequence[tuple[str, dict]], path: str | None = None)
     :func:`drawn_series` reads them back. A figure with nothing to draw is refused rather than
     drawn blank.
 
-        >>> fig = training_curves([("head", {"loss": [0.9, 0.5], "accuracy": [0.6, 0.8]})])
-        >>> drawn_series(fig)["loss train (head)"]
-        [0.9, 0.5]
+    ```python
+    >>> fig = training_curves([("head", {"loss": [0.9, 0.5], "accuracy": [0.6, 0.8]})])
+    >>> drawn_series(fig)["loss train (head)"]
+    [0.9, 0.5]
+
+    ```
     """
     drawn: dict[str, list[float]] = {}
     fig, axes = _subplots(1, 2, figsize=(11, 4))
@@ -142,8 +148,11 @@ def mistakes(labels, probabilities, class_names: Sequence[str], max_images: int 
     """The misclassified images, most confident first: ``index``, ``true``, ``predicted``,
     ``probability`` and ``name`` (its file, if ``names`` are given) of each.
 
-        >>> mistakes([0, 1], [[0.2, 0.8], [0.3, 0.7]], ["cat", "dog"])
-        [{'index': 0, 'true': 'cat', 'predicted': 'dog', 'probability': 0.8, 'name': None}]
+    ```python
+    >>> mistakes([0, 1], [[0.2, 0.8], [0.3, 0.7]], ["cat", "dog"])
+    [{'index': 0, 'true': 'cat', 'predicted': 'dog', 'probability': 0.8, 'name': None}]
+
+    ```
     """
     return [{"index": i, "true": class_names[int(labels[i])],
              "predicted": class_names[int(np.argmax(probabilities[i]))],

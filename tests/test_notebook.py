@@ -82,7 +82,7 @@ def test_guitar_notebook_end_to_end(tmp_path, monkeypatch):
     drawing = [cell for cell in code[:-1] if DRAWS.search(_code_lines(cell)[-1].strip())]
     assert len(drawing) == 9  # examples, probe, curves, confusion, predictions, mistakes, lr_find, heat map, Grad-CAM
     for cell in drawing:
-        assert any("image/png" in o.get("data", {}) for o in cell.outputs), cell.source
+        assert any({"image/png", "image/jpeg"} & set(o.get("data", {})) for o in cell.outputs), cell.source
 
     report = json.loads(next(t for t in texts if t.startswith("KT_REPORT ")).split(" ", 1)[1])
     drawn, histories = report["drawn"], report["histories"]

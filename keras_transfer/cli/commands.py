@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime
 import json
+import logging
 import os
 import sys
 
@@ -19,9 +20,11 @@ def cmd_probe(args) -> int:
     from keras_transfer.training import cut_probe
 
     data = group_from_args(config.DataConfig, args)
-    splits = data.load(args.backbone)
+    splits = data.load(args.backbone, progress=sys.stderr.isatty())  # no \r progress bars in files and pipes
     out = args.out or os.path.join("runs", f"probe-{args.backbone}-{data.name}")
-    # the training split, as `train --removed auto` probes it: the same cut for the same data and seed
+    # the training split, as `train --removed auto` probes it: the same cut for the same data and seed;
+    # its per-cut log lines are the table printed below
+    logging.getLogger(cut_probe.__name__).setLevel(logging.WARNING)
     result = cut_probe.recommend_for(args.backbone, args.weights, splits, data.seed, args.batch_size,
                                      sample=args.sample)
     cut_probe.write(result, out)
@@ -316,9 +319,10 @@ def _add_sample_data(sub) -> None:
     p = sub.add_parser("sample-data", help="write a small synthetic dataset to try the package on",
                        description="guitars: drawn Stratocaster, Les Paul and SG body outlines in random colours, "
                                    "poses and backgrounds, one sub-folder per class (not photographs).")
-    p.add_argument("name", choices=["guitars"])
-    p.add_argument("out_dir", metavar="DIR")
+    p.add_argument("name", choices=["guitars"], help="which dataset (guitars: 3 classes)")
+    p.add_argument("out_dir", metavar="DIR", help="folder to write <class>/<image>.jpg into; files already "
+                                                  "there are not overwritten")
     p.add_argument("--n-per-class", type=int, default=40, help="images per class (default: %(default)s)")
     p.add_argument("--size", type=int, default=160, help="image side in pixels (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the drawing (default: %(default)s)")
     p.set_defaults(func=cmd_sample_data)

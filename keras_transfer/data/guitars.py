@@ -85,10 +85,13 @@ def draw_guitar(kind: str, rng: np.random.Generator, size: int = 160) -> np.ndar
 def sample_guitars(out_dir: str, n_per_class: int = 40, seed: int = 0, size: int = 160) -> str:
     """Write ``out_dir/{les_paul,sg,stratocaster}/NNN.jpg``; refuses to overwrite existing files.
 
+    ```python
     >>> import os, tempfile
     >>> folder = kt.sample_guitars(tempfile.mkdtemp(), n_per_class=2)
     >>> sorted(os.listdir(folder)), len(os.listdir(os.path.join(folder, "sg")))
     (['les_paul', 'sg', 'stratocaster'], 2)
+
+    ```
     """
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be >= 1, got {n_per_class}.")

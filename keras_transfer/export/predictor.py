@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 class Predictor:
     """A reloaded export: call its signatures without this package's model code.
 
+    ```python
     >>> import tempfile
     >>> splits = kt.load_data(dataset="digits", image_size=32, limit_per_class=5, progress=False)
     >>> learner = kt.Learner(splits, "vgg16", weights="hed", removed=3, head_epochs=1, fine_tune_epochs=0, verbose=0)
@@ -30,6 +31,8 @@ class Predictor:
     >>> answers = served.predict_images(splits.test.images)
     >>> bool(abs(answers["probabilities"] - learner.predict(splits.test.images)).max() < 1e-4)
     True
+
+    ```
     """
 
     def __init__(self, path: str):

@@ -4,9 +4,12 @@ Like fastai's ``model_meta`` or timm's ``pretrained_cfg``, each row says how to 
 network, how its inputs are preprocessed, which input sizes it accepts, where its weights can
 come from and which of its layers are *units* (what "removing n layers" counts).
 
-    >>> base = build_base("vgg16", weights=None, input_shape=(32, 32, 3))
-    >>> len(base.layers)   # input_layer + 13 conv + 5 pool
-    19
+```python
+>>> base = build_base("vgg16", weights=None, input_shape=(32, 32, 3))
+>>> len(base.layers)   # input_layer + 13 conv + 5 pool
+19
+
+```
 """
 
 from __future__ import annotations
@@ -56,8 +59,11 @@ class Backbone:
             instructions, which ``precision="auto"`` follows (``benchmarks/bench_throughput.py``;
             depthwise convolutions have no fast bf16 kernel there).
 
+    ```python
     >>> kt.get_backbone("vgg16").preprocess_mode
     'caffe'
+
+    ```
     """
 
     name: str
@@ -140,8 +146,11 @@ BACKBONES: dict[str, Backbone] = {
 def list_backbones() -> list[str]:
     """Names accepted by :func:`build_base`, in table order.
 
+    ```python
     >>> "vgg16" in kt.list_backbones() and "efficientnet_lite0" in kt.list_backbones()
     True
+
+    ```
     """
     return list(BACKBONES)
 
@@ -149,9 +158,12 @@ def list_backbones() -> list[str]:
 def get_backbone(name: str) -> Backbone:
     """The table row for ``name``; a clear error listing the known names otherwise.
 
+    ```python
     >>> row = kt.get_backbone("inception_v3")
     >>> row.default_size, row.min_size
     (299, 75)
+
+    ```
     """
     try:
         return BACKBONES[name]
@@ -254,9 +266,12 @@ def build_base(
         application's, so layer indices match ``model.summary()`` and the Keras docs.
         Put :class:`keras_transfer.models.layers.Preprocess` in front (the heads do) to feed raw pixels.
 
+    ```python
     >>> base = kt.build_base("vgg16", weights="hed", input_shape=(32, 32, 3))   # offline VGG16 weights
     >>> base.name, base.output.shape
     ('vgg16', (None, 1, 1, 512))
+
+    ```
     """
     row = get_backbone(name)
     input_shape = _checked_shape(row, input_shape, include_top)

@@ -98,9 +98,12 @@ def gap_dense(base: keras.Model, num_classes: int, width: int = 0, dropout: floa
         normalize: standardise the pooled features (statistics set by :func:`adapt_feature_norm`,
             which ``training.fine_tune`` calls) and start the classifier at zero.
 
+    ```python
     >>> base = kt.build_base("vgg16", weights=None, input_shape=(32, 32, 3))
     >>> kt.gap_dense(base, num_classes=3).output.shape
     (None, 3)
+
+    ```
     """
     _check_classes(num_classes)
     _check_feature_map(base, "gap_dense")
@@ -138,9 +141,12 @@ def keep_classifier(base: keras.Model, num_classes: int, width: int = 1024, drop
         normalize: accepted so that every head takes a recipe's ``head_options()``; this head
             always normalises (the LayerNormalization above is what the paper's method needs).
 
+    ```python
     >>> top = kt.build_base("efficientnet_lite0", weights=None, include_top=True)
     >>> kt.keep_classifier(top, num_classes=3, width=16).output.shape
     (None, 3)
+
+    ```
     """
     _check_classes(num_classes)
     _check_head_options(width, dropout)
@@ -187,9 +193,12 @@ def binary_auxiliary(
     :func:`compile_args`, which weighs the losses ``(1 - B)·L(y) + B·L(y_b)``. The mapping
     (from ``seed``) and ``B`` are stored in the model, in its ``binary`` layer's config.
 
+    ```python
     >>> base = kt.build_base("vgg16", weights=None, input_shape=(32, 32, 3))
     >>> [tuple(output.shape) for output in kt.binary_auxiliary(base, num_classes=4, width=16).outputs]
     [(None, 1), (None, 4)]
+
+    ```
     """
     _check_classes(num_classes)
     if not 0.0 <= binary_weight <= 1.0:
@@ -214,9 +223,12 @@ HEADS = {"gap_dense": gap_dense, "keep_classifier": keep_classifier, "binary_aux
 def build_classifier(base: keras.Model, num_classes: int, head: str = "gap_dense", **options) -> keras.Model:
     """``HEADS[head](base, num_classes, **options)`` with a clear error for an unknown head.
 
+    ```python
     >>> base = kt.build_base("vgg16", weights=None, input_shape=(32, 32, 3))
     >>> kt.build_classifier(base, 3, head="gap_dense", width=16).output.shape
     (None, 3)
+
+    ```
     """
     if head not in HEADS:
         raise ValueError(f"Unknown head {head!r}. Known heads: {', '.join(HEADS)}.")

@@ -73,8 +73,11 @@ def cut_points(model: keras.Model) -> list[str]:
     over a topological order, and the cut points are ``dom(top)``. For VGG16 that is every
     layer; for InceptionV3 the stem and ``mixed0``…``mixed10`` (not ``mixed9_0``/``mixed9_1``).
 
+    ```python
     >>> kt.cut_points(kt.build_base("vgg16", weights=None, input_shape=(32, 32, 3)))[1:4]   # every VGG layer
     ['block1_conv1', 'block1_conv2', 'block1_pool']
+
+    ```
     """
     order, preds = _layer_graph(model)
     dom: dict[int, frozenset] = {}
@@ -105,8 +108,11 @@ def layer_index(model: keras.Model, ref: LayerRef) -> int:
 def units(model: keras.Model) -> list[str]:
     """The backbone's units still present in ``model``, bottom to top.
 
+    ```python
     >>> kt.units(kt.build_base("vgg16", weights=None, input_shape=(32, 32, 3)))[-3:]
     ['block5_conv1', 'block5_conv2', 'block5_conv3']
+
+    ```
     """
     return backbone_for(model).unit_names(model)
 
@@ -125,9 +131,12 @@ def chop(model: keras.Model, removed: int | None = None, at: LayerRef | None = N
         ``keras.Model(model.inputs, <cut layer>.output)`` with the backbone's name, so it is
         still recognised by the backbone table.
 
+    ```python
     >>> base = kt.build_base("vgg16", weights=None, input_shape=(32, 32, 3))
     >>> kt.chop(base, removed=2).layers[-1].name    # the top two units (block5_conv3, block5_conv2) gone
     'block5_conv1'
+
+    ```
     """
     if (removed is None) == (at is None):
         raise ValueError("chop needs exactly one of removed= or at=.")
@@ -212,10 +221,13 @@ def freeze(model: keras.Model, k) -> keras.Model:
     BatchNormalization runs in inference mode (Keras 3 does so for ``trainable=False``).
     Recompile after calling this.
 
+    ```python
     >>> model = kt.gap_dense(kt.build_base("vgg16", weights=None, input_shape=(32, 32, 3)), num_classes=3)
     >>> model = kt.freeze(model, "block3_pool")        # layers [:11], through block3_pool
     >>> [layer.trainable for layer in kt.models.backbone_of(model).layers][10:12]
     [False, True]
+
+    ```
     """
     base = backbone_of(model)
     k = resolve_frozen(base, k)
@@ -291,8 +303,11 @@ def resolve_frozen(model: keras.Model, frozen, removed: int = 0) -> int:
 def freeze_points(model: keras.Model, removed: int = 0) -> list[int]:
     """The ``k`` values at unit boundaries: none frozen, through each unit, all frozen.
 
+    ```python
     >>> kt.freeze_points(kt.build_base("vgg16", weights=None, input_shape=(32, 32, 3)))[:4]
     [0, 2, 3, 5]
+
+    ```
     """
     n = len(units(backbone_of(model))) - removed
     return sorted({resolve_frozen(model, ThroughUnit(j), removed) for j in range(n + 2)})
@@ -332,9 +347,12 @@ class LayerRow:
 def describe(model: keras.Model) -> list[LayerRow]:
     """One row per backbone layer: index, name, type, output shape, params, cut point?, unit?, trainable.
 
+    ```python
     >>> row = kt.describe(kt.build_base("vgg16", weights=None, input_shape=(32, 32, 3)))[-1]
     >>> row.index, row.name, row.cut_point
     (18, 'block5_pool', True)
+
+    ```
     """
     base = backbone_of(model)
     points = set(cut_points(base))
@@ -357,9 +375,12 @@ def describe(model: keras.Model) -> list[LayerRow]:
 def format_table(rows: list[LayerRow], only_cut_points: bool = False) -> str:
     """``describe`` rows as a fixed-width table; ``*`` marks cut points, ``U`` units.
 
+    ```python
     >>> rows = kt.describe(kt.build_base("vgg16", weights=None, input_shape=(32, 32, 3)))
     >>> print(kt.format_table(rows).splitlines()[3])
         1  block1_conv1                 Conv2D                   (None, 32, 32, 64)           1792   *   U   yes
+
+    ```
     """
     header = f"{'index':>5}  {'name':<28} {'type':<24} {'output shape':<22} {'params':>10}  cut unit trainable"
     lines = [header, "-" * len(header)]

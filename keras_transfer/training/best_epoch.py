@@ -20,9 +20,12 @@ accuracy, loss breaking ties, cost the keras.io recipe 11 points on ELPV and 5 o
 
 from __future__ import annotations
 
+import logging
 import math
 
 import keras
+
+logger = logging.getLogger("keras_transfer.training")
 
 
 def score(logs: dict, prefix: str = "val_") -> tuple[float, float] | None:
@@ -92,7 +95,10 @@ class KeepBestEpoch(keras.callbacks.Callback):
         self.wait += 1
         if self.wait >= self.patience:
             self.model.stop_training = True
+            logger.info("early stopping after epoch %d: no better validation loss for %d epoch(s) (patience %d)",
+                        epoch + 1, self.wait, self.patience)
 
     def on_train_end(self, logs=None):
         if self.best_weights is not None and self.best_epoch != self.last_epoch:
             self.model.set_weights(self.best_weights)
+            logger.info("kept epoch %d, the best by validation loss", self.best_epoch + 1)

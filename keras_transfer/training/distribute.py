@@ -148,7 +148,11 @@ def _multi_worker_strategy():
 
 
 def describe_strategy(strategy) -> str:
+    """One line: which strategy (the default one named as such, not by its private class), how
+    many replicas, on which devices."""
     name = type(strategy).__name__
+    if name.startswith("_"):  # tf.distribute's default strategy is a private class
+        name = "the default strategy (no tf.distribute)"
     try:
         devices = list(strategy.extended.worker_devices)
     except RuntimeError:  # the default strategy has no device list

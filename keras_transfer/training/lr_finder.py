@@ -7,10 +7,13 @@ smoothed loss (the first tenth and the last five steps left out), the longest ru
 over which the loss keeps falling; the rate about half-way into it, where the loss still falls
 steeply and is far from diverging.
 
-    >>> rates = [10 ** (e / 2) for e in range(-12, 1)]           # 1e-6 ... 1
-    >>> losses = [2.3, 2.3, 2.29, 2.28, 2.2, 2.0, 1.6, 1.1, 0.8, 0.7, 0.9, 2.5, 9.0]
-    >>> f"{valley(rates, losses):.0e}"
-    '1e-04'
+```python
+>>> rates = [10 ** (e / 2) for e in range(-12, 1)]           # 1e-6 ... 1
+>>> losses = [2.3, 2.3, 2.29, 2.28, 2.2, 2.0, 1.6, 1.1, 0.8, 0.7, 0.9, 2.5, 9.0]
+>>> f"{valley(rates, losses):.0e}"
+'1e-04'
+
+```
 """
 
 from __future__ import annotations

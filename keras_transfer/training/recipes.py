@@ -35,8 +35,11 @@ from keras_transfer.data.augmentation import Views
 class Recipe:
     """What :func:`keras_transfer.training.fine_tune` does (and the head it expects).
 
+    ```python
     >>> kt.Recipe().fine_tune_learning_rate, kt.recipe("tutorial").head_optimizer
     (0.0001, 'rmsprop')
+
+    ```
     """
 
     name: str = "default"
@@ -105,10 +108,13 @@ def recipe(name: str = "default", **overrides) -> Recipe:
     ``frozen=None`` freezes all but the top two units, ``transferred_lr_scale=None`` freezes
     rather than slowing, ``tensorboard=None`` writes no logs. Elsewhere it is refused.
 
-        >>> recipe("default", patience=None, head_epochs=3).patience is None
-        True
-        >>> recipe("keras_io").frozen
-        0
+    ```python
+    >>> recipe("default", patience=None, head_epochs=3).patience is None
+    True
+    >>> recipe("keras_io").frozen
+    0
+
+    ```
     """
     if name not in RECIPES:
         raise ValueError(f"Unknown recipe {name!r}; choose one of {', '.join(RECIPES)}. Received: recipe={name!r}")

@@ -59,8 +59,11 @@ class Stage:
     stage asks them, never which kind they are. Models are compiled and fitted under ``strategy``
     (the current one by default); ``cache`` is the feature cache (a new one by default).
 
-        >>> stage = Stage(model, splits, recipe, "head", epochs=3, k=len(backbone_of(model).layers))
-        >>> history = stage.fit(stage.plan())
+    ```python
+    >>> stage = Stage(model, splits, recipe, "head", epochs=3, k=len(backbone_of(model).layers))
+    >>> history = stage.fit(stage.plan())
+
+    ```
     """
 
     model: keras.Model

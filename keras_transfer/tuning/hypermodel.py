@@ -67,8 +67,11 @@ class TransferHyperModel(keras_tuner.HyperModel):
         cache: the shared feature cache (a new one by default).
         strategy: the tf.distribute strategy models are built under.
 
-        >>> space = SearchSpace(removed_range=(0, 3), widths=(0,))
-        >>> hypermodel = TransferHyperModel("vgg16", 2, training.Recipe(), space, weights="hed", input_size=128)
+    ```python
+    >>> space = SearchSpace(removed_range=(0, 3), widths=(0,))
+    >>> hypermodel = TransferHyperModel("vgg16", 2, training.Recipe(), space, weights="hed", input_size=128)
+
+    ```
     """
 
     def __init__(self, backbone: str, num_classes: int, recipe: training.Recipe | None = None,

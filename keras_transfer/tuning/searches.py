@@ -21,6 +21,7 @@ class SearchResult:
     ``learning_rate``, ``val_accuracy``), ``summary`` (``best.json``: the floor it had to beat, the
     export's own validation and test accuracy) and where it all is.
 
+    ```python
     >>> import tempfile
     >>> splits = kt.load_data(dataset="digits", image_size=32, limit_per_class=5, progress=False)
     >>> found = kt.search(splits, "vgg16", weights="hed", out_dir=tempfile.mkdtemp(), tuner="random", trials=1,
@@ -28,6 +29,8 @@ class SearchResult:
     >>> found.best["removed"], found.best["status"], found.export.endswith("export/1")   # exported: kept weights
     (3, 'COMPLETED', True)
     >>> figure = found.plot_heatmap()          # validation accuracy per (removed, frozen units)
+
+    ```
     """
 
     out_dir: str
@@ -78,6 +81,7 @@ def search(data, backbone: str = "vgg16", weights="imagenet", out_dir: str = "se
     trial's recipe fields (``head_epochs``, ``fine_tune_epochs``, ``batch_size``...; default the
     search's short budget, 2 + 3 epochs).
 
+    ```python
     >>> import tempfile
     >>> splits = kt.load_data(dataset="digits", image_size=32, limit_per_class=5, progress=False)
     >>> found = kt.search(splits, "vgg16", weights="hed", out_dir=tempfile.mkdtemp(), tuner="grid", trials=2,
@@ -88,6 +92,8 @@ def search(data, backbone: str = "vgg16", weights="imagenet", out_dir: str = "se
     >>> learner = found.learner()          # the best trial's settings, untrained: learner.fine_tune()
     >>> learner.removed == found.best["removed"]
     True
+
+    ```
     """
     space_names = {f.name for f in dataclasses.fields(config_lib.SearchSpaceConfig)}
     recipe_names = {f.name for f in dataclasses.fields(config_lib.RecipeConfig)}
