@@ -230,3 +230,25 @@ def vgg_at_32(num_classes=2):
 
     keras.utils.set_random_seed(0)
     return training.build_model("vgg16", num_classes, weights=None, input_size=32, removed=3)
+
+
+def headless_chromium():
+    """A headless Debian chromium under selenium (quit it when done); skipped where chromium or
+    chromedriver is missing, a failure under CI (``.ci/run`` installs them)."""
+    import shutil
+
+    import pytest
+
+    driver_path, browser = shutil.which("chromedriver"), shutil.which("chromium")
+    if not (driver_path and browser):
+        if os.environ.get("CI"):
+            pytest.fail("CI needs Debian's chromium and chromium-driver (.ci/run installs them)")
+        pytest.skip("no chromium/chromedriver here (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)

@@ -6,12 +6,13 @@ import glob
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
+
+from helpers import free_port, headless_chromium
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
 README = os.path.join(ROOT, "README.md")
@@ -103,12 +104,6 @@ SMALLER = [(r"--input-size \d+", "--input-size 32"), (r"--trials \d+", "--trials
            (r"^(keras-transfer (train|tune) .*)$", r"\1 --head-epochs 1 --fine-tune-epochs 1")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_readmes_offline_command_sequence_runs_in_order(tmp_path, monkeypatch):
     from keras_transfer.cli.entry_point import main
@@ -126,7 +121,7 @@ def test_readmes_offline_command_sequence_runs_in_order(tmp_path, monkeypatch):
     # the last line serves what `train` exported; README's curl asks its metadata
     import requests
 
-    port = _free_port()
+    port = free_port()
     serve = shlex.split(commands[-1].replace("--port 8501", f"--port {port}"))[1:]
     server = subprocess.Popen([sys.executable, "-m", "keras_transfer", *serve], cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -155,22 +150,9 @@ def site(tmp_path_factory):
 
 
 def test_the_built_site_shows_the_tutorial_and_the_learners_reference(site):
-    import shutil
-
-    driver_path, browser = shutil.which("chromedriver"), shutil.which("chromium")
-    if not (driver_path and browser):
-        if os.environ.get("CI"):
-            pytest.fail("CI needs Debian's chromium and chromium-driver (.ci/run installs them)")
-        pytest.skip("no chromium/chromedriver here (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver = headless_chromium()
     try:
         driver.get(f"file://{site}/index.html")
         assert "keras-transfer" in driver.title

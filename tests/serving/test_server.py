@@ -12,7 +12,7 @@ import urllib.request
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import free_port, wait_for_port
+from helpers import free_port, headless_chromium, wait_for_port
 from PIL import Image
 
 from keras_transfer import export, training
@@ -179,15 +179,6 @@ def test_serve_refuses_bad_options(tmp_path):
 
 
 def test_the_page_in_a_real_browser_shows_the_served_answer(served, tmp_path):
-    import shutil
-
-    driver_path, browser = shutil.which("chromedriver"), shutil.which("chromium")
-    if not (driver_path and browser):
-        if os.environ.get("CI"):
-            pytest.fail("CI needs Debian's chromium and chromium-driver (.ci/run installs them)")
-        pytest.skip("no chromium/chromedriver here (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -196,11 +187,7 @@ def test_the_page_in_a_real_browser_shows_the_served_answer(served, tmp_path):
     image = tmp_path / "photo.png"
     image.write_bytes(_png(pixels))
     want = export.Predictor(out).predict_images(pixels[None])["probabilities"][0]
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver = headless_chromium()
     try:
         driver.get(f"http://127.0.0.1:{port}/")
         driver.find_element(By.ID, "file").send_keys(str(image))
