@@ -3,6 +3,7 @@ argument errors answer at once. Each tuple is the key list of a table elsewhere
 (``tests/cli/test_entry_point.py`` checks they agree): backbones.BACKBONES, heads.HEADS, recipes.RECIPES."""
 
 BACKBONES = ("vgg16", "vgg19", "inception_v3", "resnet50", "mobilenet_v2", "densenet121", "efficientnet_b0",
-             "efficientnet_lite0", "xception")
+             "efficientnet_lite0", "efficientnet_lite1",
+             "efficientnet_lite2", "xception")
 HEADS = ("gap_dense", "keep_classifier", "binary_auxiliary")
 RECIPES = ("default", "tutorial", "keras_io")

