@@ -72,14 +72,10 @@ class Learner:
                  head: str = "gap_dense", include_top: bool = False, recipe: str | recipes.Recipe = "default",
                  run_dir: str | None = None, strategy=None, precision: str | None = "auto",
                  binary_weight: float = 0.4, cache: training.FeatureCache | None = None, **recipe_fields):
-        self.data, self.backbone, self.weights, self.run_dir = data, backbone, weights, run_dir
-        self.head, self.include_top, self.strategy, self.precision = head, include_top, strategy, precision
-        self.recipe = (recipes.recipe(recipe, **recipe_fields) if isinstance(recipe, str)
-                       else dataclasses.replace(recipe, **recipe_fields))
+        self._hold(data, backbone, weights, head, include_top, run_dir, strategy, precision, cache,
+                   recipes.recipe(recipe, **recipe_fields) if isinstance(recipe, str)
+                   else dataclasses.replace(recipe, **recipe_fields))
         self.recipe.views()  # a view count the kind cannot give is refused here, before any work
-        self.cache = cache if cache is not None else training.FeatureCache()
-        self.histories: dict[str, dict] = {}
-        self.probe = None
         if removed != "auto" and (isinstance(removed, bool) or not isinstance(removed, int) or removed < 0):
             raise ValueError(f"removed is a number of units to remove (0 or more) or 'auto'. Received: removed={removed!r}")
         if removed == "auto":
@@ -97,6 +93,15 @@ class Learner:
             self.model = training.build_model(backbone, data.num_classes, weights=weights,
                                               input_size=data.image_size[0], removed=self.removed, head=head,
                                               include_top=include_top, strategy=strategy, **options)
+
+    def _hold(self, data, backbone, weights, head, include_top, run_dir, strategy, precision, cache, recipe,
+              histories=None) -> None:
+        """What a learner holds besides its model and cut, set alike when it is built and when it is loaded."""
+        self.data, self.backbone, self.weights, self.run_dir = data, backbone, weights, run_dir
+        self.head, self.include_top, self.strategy, self.precision = head, include_top, strategy, precision
+        self.recipe, self.histories, self.probe = recipe, histories or {}, None
+        self.cache = cache if cache is not None else training.FeatureCache()
+        self._twin = None  # the float32 twin served() scores with, when the model computes in another precision
 
     def _computing(self, log: bool = False):
         """The Keras dtype policy of ``precision`` while models are built and trained (restored
@@ -160,8 +165,13 @@ class Learner:
     # ---- what it gives -------------------------------------------------------------------------
 
     def served(self) -> keras.Model:
-        """The model as it is exported and scored: in float32 whatever precision trained it."""
-        return precision.as_float32(self.model)
+        """The model as it is exported and scored: in float32 whatever precision trained it (a
+        float32 model itself; else its float32 twin, built once and given the current weights)."""
+        if self._twin is None or self._twin[0] is not self.model:
+            self._twin = (self.model, precision.as_float32(self.model))
+        elif self._twin[1] is not self.model:
+            self._twin[1].set_weights(self.model.get_weights())
+        return self._twin[1]
 
     def evaluate(self, part: str = "test") -> dict:
         """Accuracy, per-class scores and the confusion matrix of the served model on the ``"test"``
@@ -171,9 +181,7 @@ class Learner:
     def predict(self, images) -> np.ndarray:
         """Class probabilities ``(N, classes)`` of uint8 images ``(N, H, W, 3)`` (any size: resized
         as training resized), or of image files and folders (a path or a list of them)."""
-        if isinstance(images, (str, os.PathLike)) or (isinstance(images, (list, tuple)) and images
-                                                         and isinstance(images[0], (str, os.PathLike))):
-            images = data_lib.read_images(images, self.data.image_size)
+        images = data_lib.as_images(images, self.data.image_size)
         return training.predict_classes(self.served(), images, strategy=self.strategy)
 
     def mistakes(self, part: str = "test", max_images: int = 16) -> list[dict]:
@@ -309,13 +317,11 @@ def load_learner(path: str, data=None) -> Learner:
     """
     with open(os.path.join(path, LEARNER_FILE)) as f:
         saved = json.load(f)
-    learner = Learner.__new__(Learner)
-    learner.backbone, learner.weights, learner.removed = saved["backbone"], saved["weights"], saved["removed"]
-    learner.head, learner.include_top, learner.precision = saved["head"], saved["include_top"], saved["precision"]
-    learner.recipe = recipes.Recipe(**saved["recipe"])
-    learner.data = data if data is not None else _NoImages(saved["class_names"], tuple(saved["image_size"]))
-    learner.run_dir, learner.strategy, learner.probe = None, None, None
-    learner.cache, learner.histories = training.FeatureCache(), saved["histories"]
+    learner = Learner.__new__(Learner)  # not built: its model is read back
+    learner._hold(data if data is not None else _NoImages(saved["class_names"], tuple(saved["image_size"])),
+                  saved["backbone"], saved["weights"], saved["head"], saved["include_top"], None, None,
+                  saved["precision"], None, recipes.Recipe(**saved["recipe"]), saved["histories"])
+    learner.removed = saved["removed"]
     learner.model = training.load_model(os.path.join(path, "model.keras"),
                                         advice=f"Save the learner again, or restore {path} from a copy.")
     return learner

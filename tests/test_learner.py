@@ -105,3 +105,35 @@ def test_a_bad_argument_is_refused_by_name_before_any_work():
         kt.Learner(splits, "vgg16", weights="hed", removed=3, epochs=2)  # the flag's alias, not the field
     with pytest.raises(ValueError, match="Unknown recipe"):
         kt.Learner(splits, "vgg16", weights="hed", removed=3, recipe="fastest")
+
+
+def test_a_bfloat16_learner_scores_its_current_weights_in_float32():
+    """served() builds the float32 twin once and gives it the weights the model has now: a model
+    trained further with plain Keras is scored as it is, not as it was."""
+    from keras_transfer.training import precision
+
+    splits = data.load(dataset="digits", image_size=32, limit=6, progress=False)
+    learner = kt.Learner(splits, "vgg16", weights="hed", removed=3, precision="bfloat16", verbose=0)
+    before = learner.predict(splits.test.images)
+    twin = learner.served()
+    assert twin is not learner.model and twin.layers[-1].compute_dtype == "float32"
+    head = learner.model.get_layer("head")
+    rng = np.random.default_rng(0)  # move them as a user's own keras fit would
+    head.set_weights([w + rng.normal(0, 0.5, w.shape).astype(w.dtype) for w in head.get_weights()])
+    after = learner.predict(splits.test.images)
+    assert learner.served() is twin and not np.allclose(after, before)
+    np.testing.assert_allclose(after, precision.as_float32(learner.model).predict(splits.test.images, verbose=0),
+                               atol=1e-5)
+
+
+def test_predict_names_a_path_that_gives_no_image(tmp_path):
+    splits = data.load(dataset="digits", image_size=32, limit=4, progress=False)
+    learner = kt.Learner(splits, "vgg16", weights="hed", removed=3, verbose=0)
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        learner.predict(str(tmp_path / "nowhere.jpg"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="a folder with no jpg/jpeg/png/bmp/gif files"):
+        learner.predict([str(tmp_path / "empty")])
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="cannot read .*broken.png"):
+        learner.predict(str(tmp_path / "broken.png"))

@@ -12,7 +12,7 @@ import sys
 from keras_transfer import data, runs
 from keras_transfer.cli import experiments
 from keras_transfer.cli.options import add_group, group_from_args
-from keras_transfer.data import IMAGE_EXTENSIONS
+from keras_transfer.data import image_paths
 from keras_transfer.runs import config
 
 
@@ -24,9 +24,14 @@ def cmd_probe(args) -> int:
     out = args.out or os.path.join("runs", f"probe-{args.backbone}-{data.name}")
     # the training split, as `train --removed auto` probes it: the same cut for the same data and seed;
     # its per-cut log lines are the table printed below
-    logging.getLogger(cut_probe.__name__).setLevel(logging.WARNING)
-    result = cut_probe.recommend_for(args.backbone, args.weights, splits, data.seed, args.batch_size,
-                                     sample=args.sample)
+    probe_logger = logging.getLogger(cut_probe.__name__)
+    level = probe_logger.level
+    probe_logger.setLevel(logging.WARNING)
+    try:
+        result = cut_probe.recommend_for(args.backbone, args.weights, splits, data.seed, args.batch_size,
+                                         sample=args.sample)
+    finally:
+        probe_logger.setLevel(level)
     cut_probe.write(result, out)
     print(cut_probe.format_rows(result))
     print(f"\nscored {result['images']} of the {len(splits.train)} training images (seed {data.seed}; "
@@ -138,23 +143,6 @@ def cmd_export(args) -> int:
     version = runs.export_run(args.run_dir, formats)
     print(f"exported: {version}" + (f" (and {version}/model.tflite)" if "tflite" in formats else ""))
     return 0
-
-
-def image_paths(paths) -> tuple[list[str], list[tuple[str, str]]]:
-    """Files as given, folders walked (their image files, sorted); ``(files, missing)``."""
-    files, missing = [], []
-    for path in paths:
-        if os.path.isdir(path):
-            found = sorted(os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names
-                           if name.lower().endswith(IMAGE_EXTENSIONS))
-            if not found:
-                missing.append((path, f"a folder with no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} files"))
-            files += found
-        elif os.path.exists(path):
-            files.append(path)
-        else:
-            missing.append((path, "no such file or folder"))
-    return files, missing
 
 
 def prediction_rows(results: list[dict], top_k: int) -> list[dict]:

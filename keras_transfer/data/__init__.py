@@ -31,7 +31,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
     'augmentation': ['VIEW_KINDS', 'Views', 'kind_for'],
     'builtin_sets': ['BUILTIN_DATASETS', 'FASHION_MNIST_CLASSES', 'FASHION_MNIST_DIRS', 'builtin', 'digits', 'elpv', 'fashion_mnist', 'from_tfds'],
     'guitars': ['sample_guitars'],
-    'image_folders': ['IMAGE_EXTENSIONS', 'image_files', 'load_folder', 'read_images', 'write_skipped_report'],
+    'image_folders': ['IMAGE_EXTENSIONS', 'as_images', 'image_paths', 'load_folder', 'write_skipped_report'],
     'image_sets': ['ImageSet', 'Splits', 'batches', 'class_weights', 'imbalance', 'join', 'limit_per_class', 'split', 'split_classes', 'stratified_index', 'stratified_sample', 'take'],
     'images': ['read_image'],
     'in_memory': ['IN_MEMORY', 'READ_ONCE_IN_MEMORY_MAX', 'RunCost', 'streams'],

@@ -168,32 +168,39 @@ def write_skipped_report(skipped: Sequence[SkippedFile], path: str) -> None:
         writer.writerows((s.path, s.reason) for s in skipped)
 
 
-def image_files(paths) -> list[str]:
-    """Image files named by ``paths`` (a path, or a list of them): files as given, folders
-    searched through (sorted), the files of IMAGE_EXTENSIONS in them."""
-    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    files = []
+def image_paths(paths) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files as given, folders walked (their image files, sorted); ``(files, missing)``, where
+    ``missing`` names each path that gave no file and why."""
+    files, missing = [], []
     for path in map(str, paths):
         if os.path.isdir(path):
-            files += sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names
-                            if name.lower().endswith(IMAGE_EXTENSIONS))
+            found = sorted(os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names
+                           if name.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                missing.append((path, f"a folder with no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} files"))
+            files += found
         elif os.path.exists(path):
             files.append(path)
         else:
-            raise FileNotFoundError(f"no image file or folder {path!r}. Received: {path!r}")
-    if not files:
-        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, paths))}")
-    return files
+            missing.append((path, "no such file or folder"))
+    return files, missing
 
 
-def read_images(paths, size) -> np.ndarray:
-    """The images named by ``paths`` (see :func:`image_files`) as training reads them: uint8
-    ``(N, *size, 3)``; a file that cannot be read is named in the error."""
-    images = []
-    for path in image_files(paths):
+def as_images(images, size) -> np.ndarray:
+    """uint8 images ``(N, H, W, 3)`` as given, or the images named by a path or a list of paths
+    (files, folders walked) read as training reads them, at ``size``. A path that gives no image
+    or a file that cannot be read is named in the error."""
+    is_path = isinstance(images, (str, os.PathLike))
+    if not (is_path or (isinstance(images, (list, tuple)) and images and isinstance(images[0], (str, os.PathLike)))):
+        return np.asarray(images)
+    files, missing = image_paths([images] if is_path else images)
+    if missing:
+        raise FileNotFoundError(f"{missing[0][0]!r}: {missing[0][1]}. Received: {missing[0][0]!r}")
+    decoded = []
+    for path in files:
         try:
-            images.append(read_image(path, size))
+            decoded.append(read_image(path, size))
         except Exception as err:  # noqa: BLE001 - any decoder failure: say which file
             raise ValueError(f"cannot read {path!r} as an image ({type(err).__name__}: {err}); remove or replace "
                              f"it. Received: {path!r}") from None
-    return np.stack(images)
+    return np.stack(decoded)

@@ -136,11 +136,6 @@ def weights_path(variant: str = "lite0") -> str:
     return path
 
 
-def lite0_weights_path() -> str:
-    """:func:`weights_path` of Lite0."""
-    return weights_path("lite0")
-
-
 def torch_names(variant: str = "lite0") -> dict[str, str]:
     """Keras layer name -> the PyTorch module name holding its weights."""
     names = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "top_conv": "_conv_head", "top_bn": "_bn1",

@@ -29,7 +29,7 @@ import tensorflow as tf
 from keras_transfer import plots
 from keras_transfer.models import heads
 from keras_transfer.models.surgery import resolve_frozen
-from keras_transfer.training import recipes
+from keras_transfer.training import distribute, recipes
 from keras_transfer.training.feature_cache import FeatureCache
 from keras_transfer.training.stage import Stage
 
@@ -102,6 +102,9 @@ def find_learning_rate(model: keras.Model, splits, recipe: recipes.Recipe, stage
     if not 0 < start < end or steps < 10:
         raise ValueError(f"the sweep needs 0 < start < end and at least 10 steps. "
                          f"Received: start={start}, end={end}, steps={steps}")
+    if distribute.is_multi_worker(strategy or tf.distribute.get_strategy()):
+        raise ValueError("lr_find runs on one machine (its sweep is a few dozen steps); run it without "
+                         "TF_CONFIG, then train on the cluster with the rate it suggests.")
     weights = model.get_weights()
     frozen = resolve_frozen(model, "all" if stage == "head" else recipe.frozen)
     planned = Stage(model, splits, recipe, stage, 1, frozen, strategy, cache)
@@ -118,8 +121,8 @@ def find_learning_rate(model: keras.Model, splits, recipe: recipes.Recipe, stage
         train_ds, _, _ = planned.datasets(plan, batch)
         recorder = _Recorder(lambda step: float(start * (end / start) ** (step / (steps - 1))), diverge)
         logger.info("[%s] learning-rate finder: %d steps from %.0e to %.0e, %s", stage, steps, start, end, plan.how)
-        plan.fit_model.fit(train_ds.repeat() if isinstance(train_ds, tf.data.Dataset) else train_ds, epochs=steps,
-                           steps_per_epoch=1, callbacks=[recorder], verbose=0, shuffle=False)
+        plan.fit_model.fit(train_ds.repeat(), epochs=steps, steps_per_epoch=1, callbacks=[recorder], verbose=0,
+                           shuffle=False)
     finally:
         model.set_weights(weights)
     rates, losses = recorder.rates, recorder.losses

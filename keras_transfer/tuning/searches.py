@@ -4,9 +4,7 @@ already loaded, from Python arguments (each named as its flag, each default writ
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import os
 
 from keras_transfer.learner import Learner
 from keras_transfer.runs import config as config_lib
@@ -111,25 +109,6 @@ def search(data, backbone: str = "vgg16", weights="imagenet", out_dir: str = "se
                                      distribute=config_lib.DistributeConfig(strategy=strategy, precision=precision),
                                      search=config_lib.SearchSpaceConfig(**space))
     summary = run_search(config, out_dir, verbose, splits=data)
-    with open(os.path.join(out_dir, "results.csv"), newline="") as f:
-        table = [_typed(row) for row in csv.DictReader(f)]
+    table = summary.pop("table", [])  # (a distributed worker gets no summary: the chief reports)
     return SearchResult(out_dir, table, summary, data, backbone, weights, trial_recipe, seed)
 
-
-def _typed(row: dict) -> dict:
-    """A results.csv row with its numbers as numbers (an empty cell: None)."""
-    out = {}
-    for key, value in row.items():
-        if key in ("trial_id", "status", "head", "message"):
-            out[key] = value
-        elif value in ("", None):
-            out[key] = None
-            continue
-        try:
-            out[key] = int(value)
-        except ValueError:
-            try:
-                out[key] = float(value)
-            except ValueError:
-                out[key] = value
-    return out

@@ -98,8 +98,9 @@ def run_search(config: SearchConfig, out_dir: str, verbose: int = 1, splits=None
     """Run (or resume, or join as a distributed worker) a search; on the chief write
     ``results.csv``, ``heatmap.png``, ``best.json`` (with the floor) and export the best trial.
     ``splits``: the images, already loaded (default: ``config.data``'s). Models compute in
-    ``config.distribute.precision`` (the global policy is restored after). ``keras-transfer tune``
-    and :func:`keras_transfer.tuning.search` both call this."""
+    ``config.distribute.precision`` (the global policy is restored after). Returns ``best.json``'s
+    content plus ``table``, the rows of ``results.csv``. ``keras-transfer tune`` and
+    :func:`keras_transfer.tuning.search` both call this."""
     with precision.using(config.distribute.precision, backbone=config.model.backbone):
         if tuner_is_worker():  # a distributed worker: the chief's oracle owns the folder
             return _search_in(config, out_dir, verbose, True, splits)
@@ -148,13 +149,14 @@ def _search_in(config: SearchConfig, out_dir: str, verbose: int, resuming: bool,
     if not chief:
         logger.info(f"tuner {os.environ.get('KERASTUNER_TUNER_ID', '')}: no trials left, done")
         return {}
-    summary = _summarise(trial_rows(tuner, hypermodel), hypermodel, out_dir)
+    rows = trial_rows(tuner, hypermodel)
+    summary = _summarise(rows, hypermodel, out_dir)
     if config.search.retrain_best:
         best_hp = tuner.oracle.get_trial(summary["best"]["trial_id"]).hyperparameters
         summary.update(_export_best(tuner, best_hp, hypermodel, summary["best"], splits, config, out_dir, verbose))
     summary["floor"] = judge(summary, search_floor(hypermodel, splits, recipe.batch_size))
     write_json(os.path.join(out_dir, "best.json"), summary)
-    return summary
+    return {**summary, "table": rows}  # results.csv's rows, for the caller (not kept twice on disk)
 
 
 def _load(config: SearchConfig, strategy, verbose: int):

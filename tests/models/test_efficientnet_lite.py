@@ -10,7 +10,7 @@ from PIL import Image
 
 from keras_transfer.models._torch_pickle import read_state_dict
 from keras_transfer.models.backbones import build_base, get_backbone
-from keras_transfer.models.efficientnet_lite import EfficientNetLite0, lite0_weights_path, torch_names
+from keras_transfer.models.efficientnet_lite import EfficientNetLite0, torch_names, weights_path
 from keras_transfer.models.layers import Preprocess
 from keras_transfer.models.surgery import chop, units
 
@@ -53,7 +53,7 @@ def test_imagenet_top5_on_real_photographs(lite0_imagenet):
 
 
 def test_weights_equal_the_torch_arrays(lite0_imagenet):
-    state = read_state_dict(lite0_weights_path())
+    state = read_state_dict(weights_path("lite0"))
     assert len(state) == 296
     names = torch_names()
     kernel = lite0_imagenet.get_layer("block3b_dwconv").get_weights()[0]
@@ -69,7 +69,7 @@ def test_weights_equal_the_torch_arrays(lite0_imagenet):
 
 def test_include_top_false_loads_every_conv_and_bn():
     model = build_base("efficientnet_lite0", weights="imagenet", input_shape=(64, 64, 3))
-    state = read_state_dict(lite0_weights_path())
+    state = read_state_dict(weights_path("lite0"))
     for keras_name, torch_name in torch_names().items():
         if keras_name == "predictions":
             continue
@@ -102,7 +102,7 @@ def test_keep_classifier_head_keeps_the_imagenet_classifier():
     model = training.build_model("efficientnet_lite0", 3, weights="imagenet", input_size=224, removed=0,
                                  head="keep_classifier", include_top=True, width=8)
     kernel, bias = model.get_layer("efficientnet_lite0").get_layer("predictions").get_weights()
-    state = read_state_dict(lite0_weights_path())
+    state = read_state_dict(weights_path("lite0"))
     np.testing.assert_array_equal(kernel, state["_fc.weight"].T)
     np.testing.assert_array_equal(bias, state["_fc.bias"])
     assert tuple(model.output.shape) == (None, 3)
@@ -116,8 +116,6 @@ _LITE12 = {"efficientnet_lite1": ("lite1", 240, 320), "efficientnet_lite2": ("li
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", sorted(_LITE12))
 def test_lite1_and_lite2_imagenet_top5_on_real_photographs(backbone):
-    from keras_transfer.models.efficientnet_lite import weights_path
-
     variant, size, _ = _LITE12[backbone]
     model = build_base(backbone, weights="imagenet", include_top=True)
     assert tuple(model.input.shape) == (None, size, size, 3)  # its native input size
