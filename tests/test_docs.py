@@ -105,7 +105,7 @@ SMALLER = [(r"--input-size \d+", "--input-size 32"), (r"--trials \d+", "--trials
 
 
 @pytest.mark.slow
-def test_readmes_offline_command_sequence_runs_in_order(tmp_path, monkeypatch):
+def test_readmes_offline_command_sequence_runs_in_order(tmp_path, monkeypatch, capsys):
     from keras_transfer.cli.entry_point import main
 
     monkeypatch.chdir(tmp_path)
@@ -113,11 +113,27 @@ def test_readmes_offline_command_sequence_runs_in_order(tmp_path, monkeypatch):
     commands = shown_commands(block)
     assert [c.split()[1] for c in commands] == ["sample-data", "inspect", "probe", "train", "predict", "explain",
                                                "export", "tune", "serve"]
+    said = {}
     for command in commands[:-1]:
         for pattern, replacement in SMALLER:
             command = re.sub(pattern, replacement, command)
         assert main(shlex.split(command)[1:]) == 0, command
-    assert os.path.exists("runs/guitars/export/2/model.tflite") and os.listdir("runs/gradcam")
+        said[command.split()[1]] = capsys.readouterr().out
+    # what the reader sees: predict ranks the guitar classes for each sg image, explain draws a figure per
+    # image, and the TFLite file export wrote answers as the SavedModel does
+    import numpy as np
+    from PIL import Image
+
+    from keras_transfer import export
+
+    rows = [line.split("\t") for line in said["predict"].splitlines() if line.startswith("data/guitars/sg/")]
+    assert len(rows) == 6 and all(row[1] in ("les_paul", "sg", "stratocaster") and len(row) == 5 for row in rows)
+    figure = said["explain"].split("\t")[-1].strip()
+    assert figure.startswith("runs/gradcam/") and os.path.getsize(figure) > 5000
+    served = export.Predictor("runs/guitars/export/2")
+    images = np.stack([np.asarray(Image.open(f"data/guitars/sg/sg_000{i}.jpg")) for i in range(2)])
+    np.testing.assert_allclose(served.predict_tflite(images), served.predict_images(images)["probabilities"],
+                               atol=1e-3)
     # the last line serves what `train` exported; README's curl asks its metadata
     import requests
 
