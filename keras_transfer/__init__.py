@@ -42,6 +42,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "models.backbones": ["Backbone", "build_base", "get_backbone", "list_backbones"],
         "models.heads": ["binary_auxiliary", "build_classifier", "gap_dense", "keep_classifier"],
         "models.surgery": ["chop", "cut_points", "describe", "format_table", "freeze", "freeze_points", "units"],
+        "models.ensemble": ["ensemble"],
         "learner": ["Learner", "load_data", "load_learner"],
         "data.guitars": ["sample_guitars"],
         "export.predictor": ["Predictor"],

@@ -145,6 +145,24 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_ensemble(args) -> int:
+    formats = ("saved_model", "tflite") if args.format == "tflite" else ("saved_model",)
+    metrics = runs.ensemble_runs(args.run_dirs, args.out, formats)
+    members = ", ".join(f"{a:.3f}" for a in metrics.get("member_accuracy", []))
+    if metrics["accuracy"] is not None:
+        print(f"test accuracy {metrics['accuracy']:.3f} on {metrics['images']} images (members: {members})")
+    if "val_accuracy" in metrics:
+        print(f"validation accuracy {metrics['val_accuracy']:.3f} (members: "
+              f"{', '.join(f'{a:.3f}' for a in metrics['member_val_accuracy'])})")
+    if "tta_accuracy" in metrics:
+        print(f"averaged over the {metrics['tta_views']['count']} {metrics['tta_views']['kind']} views (test-time "
+              f"augmentation): test {metrics['tta_accuracy']:.3f}"
+              + (f", validation {metrics['val_tta_accuracy']:.3f}" if "val_tta_accuracy" in metrics else ""))
+    print(f"exported:   {metrics['export']}" + (f" (and {metrics['export']}/model.tflite)" if "tflite" in formats
+                                                 else ""))
+    return 0
+
+
 def prediction_rows(results: list[dict], top_k: int) -> list[dict]:
     """One row per file: path, then class/probability for the ``top_k`` classes, best first."""
     rows = []
@@ -212,12 +230,13 @@ def cmd_sample_data(args) -> int:
 
 
 def add_commands(sub, add_backbone_args) -> None:
-    """Register train/tune/probe/experiment/export/predict/explain/sample-data on ``sub``."""
+    """Register train/tune/probe/experiment/export/ensemble/predict/explain/sample-data on ``sub``."""
     _add_train(sub)
     _add_tune(sub)
     _add_probe(sub)
     experiments.add_experiment_command(sub, add_backbone_args)
     _add_export(sub)
+    _add_ensemble(sub)
     _add_predict(sub)
     _add_explain(sub)
     _add_sample_data(sub)
@@ -271,6 +290,21 @@ def _add_export(sub) -> None:
     p.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model",
                    help="tflite: also write model.tflite beside the SavedModel (serving_default, builtin ops only)")
     p.set_defaults(func=cmd_export)
+
+
+def _add_ensemble(sub) -> None:
+    p = sub.add_parser("ensemble", help="average finished runs' models (same split) into one exported model",
+                       description="Load the models of two or more `train` runs that split the same images the same "
+                                   "way (same data, --val-split, --test-split, --seed, --input-size), average their "
+                                   "class probabilities in one Keras model, score it on their validation and test "
+                                   "images (and over their views), and export it to OUT/export: one SavedModel "
+                                   "that serves raw images, as a run's export does.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished `keras-transfer train` run folders")
+    p.add_argument("--out", metavar="DIR", required=True, help="where the ensemble's model, metrics and export go "
+                                                               "(a new or empty folder)")
+    p.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model",
+                   help="tflite: also write model.tflite beside the SavedModel")
+    p.set_defaults(func=cmd_ensemble)
 
 
 def _add_predict(sub) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_transfer.models import heads
+from keras_transfer.models.ensemble import members
 from keras_transfer.models.surgery import backbone_of
 from keras_transfer.training.feature_cache import prefix_model
 
@@ -38,7 +39,10 @@ def _last_feature_map(layers) -> keras.layers.Layer:
 
 
 def feature_split(model: keras.Model):
-    """``(features, rest)``: images -> the last feature map, and that map -> class probabilities."""
+    """``(features, rest)``: images -> the last feature map, and that map -> class probabilities
+    (for an ensemble, a list of its members' splits)."""
+    if members(model):
+        return [feature_split(member) for member in members(model)]
     try:
         base = backbone_of(model)
     except ValueError:
@@ -84,7 +88,11 @@ def grad_cam(model: keras.Model, images, class_ids=None, split=None):
     ``images``: RGB ``(N, H, W, 3)`` at the model's input size, as the model takes them;
     ``class_ids``: the class explained per image (default: the predicted one); ``split``: a
     :func:`feature_split` of ``model`` made before (so a graph traced once can reuse it).
+    An ensemble's heatmap is the mean of its members' maps (each resized to the first one's
+    resolution) for the class the ensemble predicts, scaled to [0, 1] again.
     """
+    if members(model):
+        return _ensemble_grad_cam(model, images, class_ids, split)
     features, rest = split or feature_split(model)
     images = tf.cast(images, tf.float32)
     maps = features(images, training=False)
@@ -105,6 +113,17 @@ def grad_cam(model: keras.Model, images, class_ids=None, split=None):
     cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(maps, tf.float32), axis=-1))
     cam = cam / tf.maximum(tf.reduce_max(cam, axis=(1, 2), keepdims=True), 1e-12)
     return cam, probabilities
+
+
+def _ensemble_grad_cam(model: keras.Model, images, class_ids=None, split=None):
+    parts = members(model)
+    images = tf.cast(images, tf.float32)
+    probabilities = tf.cast(model(images, training=False), tf.float32)
+    ids = tf.argmax(probabilities, axis=-1) if class_ids is None else tf.cast(class_ids, tf.int64)
+    maps = [grad_cam(member, images, ids, s)[0] for member, s in zip(parts, split or feature_split(model))]
+    size = tuple(maps[0].shape[1:3])
+    cam = tf.reduce_mean(tf.stack([tf.image.resize(m[..., None], size)[..., 0] for m in maps]), axis=0)
+    return cam / tf.maximum(tf.reduce_max(cam, axis=(1, 2), keepdims=True), 1e-12), probabilities
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:

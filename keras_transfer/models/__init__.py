@@ -11,6 +11,8 @@ surgery            cut points from the layer graph; THE resolvers for removed (`
                    and frozen (``resolve_frozen``); ``chop``, ``freeze``, ``describe``
 heads              the heads put on a chopped base (``gap_dense``, ``keep_classifier``,
                    ``binary_auxiliary``), their targets and compile arguments
+ensemble           ``ensemble``: classifiers averaged into one (exported, served, explained
+                   like any); ``members``
 layers             the package's Keras layers (preprocessing inside the model, ...)
 losses             the package's Keras losses
 =================  ======================================================================
@@ -25,6 +27,7 @@ import lazy_loader as _lazy
 # (nor TensorFlow, where they need it), and `--help` stays fast.
 __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
     'backbones': ['BACKBONES', 'Backbone', 'build_base', 'get_backbone', 'list_backbones'],
+    'ensemble': ['ensemble', 'members'],
     'heads': ['HEADS', 'binary_auxiliary', 'build_classifier', 'gap_dense', 'keep_classifier'],
     'surgery': ['backbone_of', 'chop', 'cut_points', 'describe', 'format_table', 'freeze', 'freeze_points',
                 'resolve_frozen', 'units'],

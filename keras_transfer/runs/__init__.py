@@ -8,6 +8,7 @@ config         ``TrainConfig``, ``SearchConfig`` and their groups; the CLI's fla
                declared on their fields
 run_folders    a run or search folder: locked while in use, its data fingerprinted
 training_run   ``train``: data -> (probe) -> two stages -> report -> export, resumable
+ensembles      ``ensemble``: finished runs on one split averaged into one exported model
 =============  ===========================================================================
 """
 
@@ -17,5 +18,6 @@ import lazy_loader as _lazy
 # (nor TensorFlow, where they need it), and `--help` stays fast.
 __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
     'config': ['SearchConfig', 'TrainConfig'],
+    'ensembles': ['ensemble_runs'],
     'training_run': ['estimate_run_cost', 'export_run', 'train'],
 })

@@ -11,6 +11,7 @@ Library code reads the groups and names Python parameters in its errors.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 from keras_transfer._utils import choices
@@ -256,6 +257,18 @@ class TrainConfig:
 
     def make_recipe(self) -> recipes.Recipe:  # noqa: F821 - imported where it is used
         return self.recipe.make(self.data.seed, self.model.width, self.model.dropout, self.data.dataset)
+
+    @classmethod
+    def read(cls, run_dir: str) -> TrainConfig:
+        """The settings a run folder's ``config.json`` records (what ``train`` wrote there)."""
+        path = os.path.join(run_dir, "config.json")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} not found: is {run_dir!r} a `keras-transfer train` run folder? "
+                                    f"Received: {run_dir}")
+        with open(path) as f:
+            saved = json.load(f)
+        groups = {"data": DataConfig, "model": ModelConfig, "recipe": RecipeConfig, "distribute": DistributeConfig}
+        return cls(**{name: group(**saved[name]) for name, group in groups.items()})
 
 
 def _search_recipe() -> RecipeConfig:

@@ -1,0 +1,98 @@
+"""``keras-transfer ensemble``: finished runs on the same split, averaged into one exported model.
+
+    out_dir/
+      ensemble.json      the member runs and the data they share
+      metrics.json       the ensemble's test scores (as ``train`` writes them), its validation
+                         accuracy, each member's, and with views the TTA accuracies
+      model.keras        the ensemble (a plain Keras model; ``keras-transfer export`` exports it again)
+      export/1/          its SavedModel (+ ``model.tflite``), serving raw images like any run's
+
+The members must have trained on the same images split the same way (same data, fractions and
+seed: their test images are then the same, and none trained on another's test images) at the same
+input size. The scores are the exported model's own, computed in float32 on the members' splits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+from keras_transfer import export, training
+from keras_transfer._utils.atomic_files import atomic_path, read_json, write_json
+from keras_transfer.models.ensemble import ensemble
+from keras_transfer.runs import run_folders
+from keras_transfer.runs.config import TrainConfig
+from keras_transfer.training import precision
+
+logger = logging.getLogger(__name__)
+
+ENSEMBLE_FILE = "ensemble.json"
+
+
+def _same_split(configs: list[TrainConfig], run_dirs: list[str]) -> None:
+    """Refuse members whose test images differ (other data, fractions, seed or input size)."""
+    first = dataclasses.replace(configs[0].data, in_memory="auto")
+    for run_dir, config in zip(run_dirs[1:], configs[1:]):
+        other = dataclasses.replace(config.data, in_memory="auto")
+        if other != first:
+            changed = [f"{f.name} {getattr(first, f.name)!r} vs {getattr(other, f.name)!r}"
+                       for f in dataclasses.fields(first) if getattr(first, f.name) != getattr(other, f.name)]
+            raise ValueError(f"{run_dirs[0]!r} and {run_dir!r} did not split the same images the same way "
+                             f"({'; '.join(changed)}): an ensemble's test images must be every member's test images. "
+                             "Train the members with the same --data/--dataset, --val-split, --test-split, --seed and "
+                             "--input-size.")
+
+
+def ensemble_runs(run_dirs: list[str], out_dir: str, formats=("saved_model",)) -> dict:
+    """Average the models of finished ``train`` runs (two or more, on the same split) into one,
+    score it on their validation and test images, and export it under ``out_dir``. Returns
+    ``metrics.json``'s content plus ``export`` (the version folder)."""
+    if len(run_dirs) < 2:
+        raise ValueError(f"an ensemble needs two or more run folders. Received: {run_dirs}")
+    if os.path.isdir(out_dir) and run_folders.contents(out_dir):
+        raise FileExistsError(f"out_dir {out_dir!r} is not empty; choose another (nothing was overwritten). "
+                              f"Received: out_dir={out_dir!r}")
+    configs = [TrainConfig.read(d) for d in run_dirs]
+    _same_split(configs, run_dirs)
+    fingerprints = [read_json(os.path.join(d, run_folders.DATA_FILE), {}).get("digest") for d in run_dirs]
+    paths = [os.path.join(d, "model.keras") for d in run_dirs]
+    for path in paths:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} not found: is {os.path.dirname(path)!r} a finished `keras-transfer "
+                                    f"train` run? Received: {path}")
+    splits = configs[0].data.load(configs[0].model.backbone, progress=False)
+    digest = run_folders.data_fingerprint(splits)["digest"]
+    if any(f != digest for f in fingerprints):
+        bad = [d for d, f in zip(run_dirs, fingerprints) if f != digest]
+        raise ValueError(f"{', '.join(bad)} trained on other images than these splits hold now (data.json differs): "
+                         "the files changed since. Train the members again on the same images.")
+    members = [precision.as_float32(training.load_model(p)) for p in paths]
+    model = ensemble(members)
+    views = {str(c.make_recipe().views()) for c in configs}
+    views = configs[0].make_recipe().views() if len(views) == 1 else None  # TTA only over views all members saw
+    metrics = {**training.test_scores(model, splits), "members": list(run_dirs),
+               "backbones": [c.model.backbone for c in configs]}
+    if len(splits.val):
+        metrics["val_accuracy"] = training.evaluate(model, splits.val)["accuracy"]
+        metrics["member_val_accuracy"] = [training.evaluate(m, splits.val)["accuracy"] for m in members]
+    if len(splits.test):
+        metrics["member_accuracy"] = [training.evaluate(m, splits.test)["accuracy"] for m in members]
+    if views is not None and len(splits.test):
+        metrics["tta_accuracy"] = training.evaluate(model, splits.test, views=views)["accuracy"]
+        metrics["tta_views"] = dataclasses.asdict(views)
+        if len(splits.val):
+            metrics["val_tta_accuracy"] = training.evaluate(model, splits.val, views=views)["accuracy"]
+    with run_folders.locked(out_dir, "keras-transfer ensemble"):
+        write_json(os.path.join(out_dir, ENSEMBLE_FILE), {"members": list(run_dirs), "data": dataclasses.asdict(
+            configs[0].data), "data_digest": digest})
+        with atomic_path(os.path.join(out_dir, "model.keras")) as tmp:
+            model.save(tmp)
+        info = {"backbone": "+".join(metrics["backbones"]), "members": list(run_dirs),
+                "test_accuracy": metrics["accuracy"],
+                **({"views": metrics["tta_views"], "tta_accuracy": metrics["tta_accuracy"]} if "tta_views" in metrics
+                   else {})}
+        metrics["export"] = export.export(model, os.path.join(out_dir, "export"), splits.class_names, info, formats)
+        write_json(os.path.join(out_dir, "metrics.json"), metrics)
+    return metrics
+

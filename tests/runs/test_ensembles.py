@@ -1,0 +1,77 @@
+"""``keras-transfer ensemble``: two runs on one split averaged into one export, whose reported
+scores are its own, which serves the members' mean, and whose TFLite file answers as it does."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from helpers import TRAIN, make_class_folder
+
+from keras_transfer import data, export
+from keras_transfer.cli.entry_point import main
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ensemble")
+    make_class_folder(str(root / "imgs"), np.random.default_rng(7))
+    for removed in ("3", "4"):
+        args = [*TRAIN, "--augment", "top_down", "--augment-views", "2"]
+        args[args.index("--removed") + 1] = removed
+        assert main(["train", "--data", str(root / "imgs"), *args, "--out", str(root / f"r{removed}")]) == 0
+    return root
+
+
+def _splits(root):
+    return data.from_directory(str(root / "imgs"), image_size=32, validation_split=0.2, test_split=0.2, seed=0,
+                               progress=False)
+
+
+def test_the_ensemble_serves_its_members_mean_and_reports_its_own_scores(runs, capsys):
+    capsys.readouterr()
+    out = str(runs / "both")
+    assert main(["ensemble", str(runs / "r3"), str(runs / "r4"), "--out", out, "--format", "tflite"]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    splits = _splits(runs)
+    members = [export.Predictor(str(runs / r)) for r in ("r3", "r4")]
+    served = export.Predictor(out)
+    assert served.path == os.path.join(out, "export", "1")
+    mean = np.mean([m.predict_images(splits.test.images)["probabilities"] for m in members], axis=0)
+    answers = served.predict_images(splits.test.images)["probabilities"]
+    np.testing.assert_allclose(answers, mean, atol=1e-5)  # served = the members' mean
+    np.testing.assert_allclose(served.predict_tflite(splits.test.images), answers, atol=1e-4)  # TFLite = SavedModel
+    assert metrics["accuracy"] == float(np.mean(answers.argmax(1) == splits.test.labels))  # the export's own score
+    assert metrics["member_accuracy"] == [json.load(open(runs / r / "metrics.json"))["accuracy"] for r in ("r3", "r4")]
+    tta = served.predict_images(splits.test.images, tta=True)["probabilities"]
+    assert metrics["tta_accuracy"] == float(np.mean(tta.argmax(1) == splits.test.labels))
+    val = np.mean([m.predict_images(splits.val.images)["probabilities"] for m in members], axis=0)
+    assert metrics["val_accuracy"] == float(np.mean(val.argmax(1) == splits.val.labels))
+    assert f"test accuracy {metrics['accuracy']:.3f} on {len(splits.test)} images" in printed
+    assert f"validation accuracy {metrics['val_accuracy']:.3f}" in printed
+    heat = served.explain_images(splits.test.images[:2])
+    assert heat["heatmaps"].shape[0] == 2 and float(heat["heatmaps"].max()) == pytest.approx(1.0, abs=1e-5)
+    # the folder is a run folder to the other commands: exported again, it answers the same
+    assert main(["export", out]) == 0
+    again = export.Predictor(os.path.join(out, "export", "2")).predict_images(splits.test.images)["probabilities"]
+    np.testing.assert_allclose(again, answers, atol=1e-5)
+
+
+def test_members_on_other_splits_and_a_used_folder_are_refused(runs, capsys):
+    capsys.readouterr()
+    other = [*TRAIN, "--seed", "1"]
+    assert main(["train", "--data", str(runs / "imgs"), *other, "--out", str(runs / "seed1")]) == 0
+    capsys.readouterr()
+    assert main(["ensemble", str(runs / "r3"), str(runs / "seed1"), "--out", str(runs / "mixed")]) == 2
+    said = capsys.readouterr().err
+    assert "did not split the same images the same way (seed 0 vs 1)" in said and "--seed" in said
+    assert not os.path.exists(runs / "mixed")
+    (runs / "used").mkdir()
+    (runs / "used" / "keep.txt").write_text("mine")
+    assert main(["ensemble", str(runs / "r3"), str(runs / "r4"), "--out", str(runs / "used")]) == 2
+    assert "is not empty" in capsys.readouterr().err and (runs / "used" / "keep.txt").read_text() == "mine"
+    assert main(["ensemble", str(runs / "r3"), "--out", str(runs / "one")]) == 2
+    assert "two or more run folders" in capsys.readouterr().err
+    assert main(["ensemble", str(runs / "r3"), str(runs / "nothing"), "--out", str(runs / "none")]) == 2
+    assert "nothing" in capsys.readouterr().err
