@@ -54,6 +54,8 @@ CANDIDATES = {
     "readme": f"--backbone efficientnet_lite0 --input-size 224 {RECIPE}",
     "lite1_240": f"--backbone efficientnet_lite1 --input-size 240 {RECIPE}",
     "lite2_260": f"--backbone efficientnet_lite2 --input-size 260 {RECIPE}",
+    # README's command on the same split from other initial weights and batches: an ensemble's second member
+    "readme_b": f"--backbone efficientnet_lite0 --input-size 224 {RECIPE} --init-seed {{init}}",
     "readme_e25": "--backbone efficientnet_lite0 --input-size 224 "
                   + RECIPE.replace("--fine-tune-epochs 15", "--fine-tune-epochs 25"),
     "readme_cw": f"--backbone efficientnet_lite0 --input-size 224 {RECIPE} --class-weight",
@@ -64,7 +66,8 @@ SEEDS = (0, 1, 2)
 
 def command(task: str, candidate: str, seed: int, out: str) -> list[str]:
     """The ``keras-transfer train`` command of one run, as README would show it."""
-    return ["keras-transfer", "train", "--dataset", DATASETS[task], *shlex.split(CANDIDATES[candidate]),
+    return ["keras-transfer", "train", "--dataset", DATASETS[task],
+            *shlex.split(CANDIDATES[candidate].format(init=seed + 10)),
             *shlex.split(PROTOCOL), "--seed", str(seed), "--out", out]
 
 

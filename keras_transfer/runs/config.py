@@ -171,16 +171,20 @@ class RecipeConfig:
                                      "OUT/tensorboard); tune: one folder per trial, with the HParams dashboard",
                                      nargs="?", const="", metavar="DIR")
     verbose: int | str = option(RECIPES_OWN, None)
+    # the recipe's ``seed``; not a flag of its own name: --seed (DataConfig) draws the split and, by default, this too
+    init_seed: int | None = option(None, "--init-seed", "seed for the initial weights, the order of the batches and "
+                                   "the views drawn (default: --seed); another value trains another model on the "
+                                   "same split, e.g. a member of an ensemble", type=int)
 
     def given(self) -> dict:
         """The recipe fields this run sets (every field but ``recipe`` not left at RECIPES_OWN)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name != "recipe" and getattr(self, f.name) != RECIPES_OWN}
+                if f.name not in ("recipe", "init_seed") and getattr(self, f.name) != RECIPES_OWN}
 
     def make(self, seed: int, width: int | None = None, dropout: float | None = None,
              dataset: str | None = None) -> recipes.Recipe:  # noqa: F821 - imported where it is used
         """The named recipe with the fields given, the head's width/dropout if given, and ``seed``
-        (``dataset``: the built-in dataset, which ``augment="auto"`` picks its views by)."""
+        (the split's; ``init_seed`` instead, if given) (``dataset``: the built-in dataset, which ``augment="auto"`` picks its views by)."""
         from keras_transfer.training import recipes
 
         fields = self.given()
@@ -190,7 +194,7 @@ class RecipeConfig:
             raise ValueError(f"augment_views sets how many views augmentation draws from; set augment too. "
                              f"Received: augment_views={self.augment_views}, augment={self.augment!r}")
         head = {k: v for k, v in (("width", width), ("dropout", dropout)) if v is not None}
-        recipe = recipes.recipe(self.recipe, **fields, **head, seed=seed)
+        recipe = recipes.recipe(self.recipe, **fields, **head, seed=seed if self.init_seed is None else self.init_seed)
         recipe.views()  # a count the kind cannot give is refused here, before any data is read
         return recipe
 

@@ -69,8 +69,9 @@ def ensemble_runs(run_dirs: list[str], out_dir: str, formats=("saved_model",)) -
                          "the files changed since. Train the members again on the same images.")
     members = [precision.as_float32(training.load_model(p)) for p in paths]
     model = ensemble(members)
-    views = {str(c.make_recipe().views()) for c in configs}
-    views = configs[0].make_recipe().views() if len(views) == 1 else None  # TTA only over views all members saw
+    views = [c.make_recipe().views() for c in configs]
+    same_views = all(v is not None for v in views) and len({v.key for v in views}) == 1
+    views = views[0] if same_views else None  # TTA only over the views every member trained on
     metrics = {**training.test_scores(model, splits), "members": list(run_dirs),
                "backbones": [c.model.backbone for c in configs]}
     if len(splits.val):

@@ -75,3 +75,20 @@ def test_members_on_other_splits_and_a_used_folder_are_refused(runs, capsys):
     assert "two or more run folders" in capsys.readouterr().err
     assert main(["ensemble", str(runs / "r3"), str(runs / "nothing"), "--out", str(runs / "none")]) == 2
     assert "nothing" in capsys.readouterr().err
+
+
+def test_init_seed_trains_another_model_on_the_same_split(runs, capsys):
+    import keras
+
+    args = [*TRAIN, "--augment", "top_down", "--augment-views", "2"]  # r3's command
+    for name, init in (("init0", "0"), ("init5", "5")):
+        assert main(["train", "--data", str(runs / "imgs"), *args, "--init-seed", init, "--out", str(runs / name)]) == 0
+    weights = {name: keras.saving.load_model(runs / name / "model.keras").get_weights() for name in ("r3", "init0",
+                                                                                                   "init5")}
+    assert all(np.array_equal(a, b) for a, b in zip(weights["r3"], weights["init0"]))  # --init-seed = --seed: r3
+    assert not all(np.array_equal(a, b) for a, b in zip(weights["r3"], weights["init5"]))  # another model...
+    data = [json.load(open(runs / name / "data.json")) for name in ("r3", "init5")]
+    assert data[0] == data[1]  # ...on the same images
+    capsys.readouterr()
+    assert main(["ensemble", str(runs / "r3"), str(runs / "init5"), "--out", str(runs / "two_seeds")]) == 0  # same split
+    assert "averaged over the 2 top_down views" in capsys.readouterr().out  # top_down views do not depend on the seed
