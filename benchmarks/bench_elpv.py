@@ -190,9 +190,20 @@ def name(row: dict) -> str:
     return " + ".join(row["members"]) + (", TTA" if row["tta"] else "")
 
 
+def _cpu() -> str:
+    """The CPU's model name and whether it has avx512_bf16 (which --precision auto weighs)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    return f"{model}, {'with' if 'avx512_bf16' in info else 'without'} avx512_bf16"
+
+
 def report(task: str, rows: list[dict], chosen: dict | None) -> str:
     lines = [f"ELPV {task} on Deitsch et al.'s protocol (2,624 cells; per seed a stratified split: 656 test, 262 "
-             f"validation), {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+             f"validation), {_cpu()}, {os.cpu_count()} cores, "
              f"{datetime.date.today()}",
              "choice: the highest mean validation accuracy within 45 min of training (test chooses nothing)", "",
              f"{'candidate':<44} {'val s0/s1/s2':<20} {'mean':>6} | {'test s0/s1/s2':<20} {'mean':>6} "
@@ -239,10 +250,12 @@ def main(argv=None) -> None:
     with open(stem + ".txt", "w") as f:
         f.write(text + "\n")
     with open(stem + ".json", "w") as f:
-        json.dump({"task": args.task, "machine": {"processor": platform.processor(), "cores": os.cpu_count()},
+        json.dump({"task": args.task, "machine": {"processor": _cpu(), "cores": os.cpu_count()},
                    "date": str(datetime.date.today()), "seeds": list(SEEDS), "protocol": PROTOCOL,
-                   "candidates": {c: CANDIDATES[c] for c in args.candidates}, "rows": rows,
-                   "chosen": chosen}, f, indent=2)
+                   "candidates": {c: CANDIDATES[c] for c in args.candidates},
+                   "runs": {c: {s: _read(os.path.join(run_dir(args.runs, args.task, c, s), "bench_run.json"))
+                                for s in SEEDS} for c in args.candidates},
+                   "rows": rows, "chosen": chosen}, f, indent=2)
 
 
 if __name__ == "__main__":
