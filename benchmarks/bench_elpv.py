@@ -80,16 +80,16 @@ def train(task: str, candidate: str, seed: int, runs: str) -> dict:
     out = run_dir(runs, task, candidate, seed)
     record = os.path.join(out, "bench_run.json")
     if os.path.exists(record):
-        with open(record) as f:
-            return json.load(f)
+        return _read(record)
     cmd = command(task, candidate, seed, out)
     print(f"[{time.strftime('%H:%M:%S')}] {' '.join(cmd)}", flush=True)
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    log = open(out + ".log", "w")
     start = time.time()
     exe = os.path.join(os.path.dirname(sys.executable), "keras-transfer")
-    process = subprocess.Popen([exe if os.path.exists(exe) else cmd[0], *cmd[1:]], stdout=log, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(process.pid, 0)
+    with open(out + ".log", "w") as log:
+        process = subprocess.Popen([exe if os.path.exists(exe) else cmd[0], *cmd[1:]], stdout=log,
+                                   stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
     seconds = time.time() - start
     if status != 0:
         raise SystemExit(f"{' '.join(cmd)} failed (exit status {status}); its output is in {out}.log")
@@ -100,14 +100,6 @@ def train(task: str, candidate: str, seed: int, runs: str) -> dict:
     return result
 
 
-def adopt(task: str, candidate: str, seed: int, runs: str, seconds: float, peak_rss_gib: float, note: str) -> None:
-    """Record a run started by hand with exactly :func:`command` (timed by ``/usr/bin/time -v``)."""
-    out = run_dir(runs, task, candidate, seed)
-    with open(os.path.join(out, "bench_run.json"), "w") as f:
-        json.dump({"command": " ".join(command(task, candidate, seed, out)), "seconds": seconds,
-                   "peak_rss_gib": peak_rss_gib, "note": note}, f, indent=2)
-
-
 def score(task: str, candidate: str, seed: int, runs: str) -> dict:
     """Validation and test probabilities of a run's model, plain and averaged over its views (cached)."""
     out = run_dir(runs, task, candidate, seed)
@@ -115,20 +107,13 @@ def score(task: str, candidate: str, seed: int, runs: str) -> dict:
     if os.path.exists(cached):
         return dict(np.load(cached))
     from keras_transfer import training
-    from keras_transfer.runs import config as config_lib
-    from keras_transfer.runs import run_folders
+    from keras_transfer.runs import TrainConfig, run_folders
     from keras_transfer.training import precision
 
-    with open(os.path.join(out, "config.json")) as f:
-        saved = json.load(f)
-    config = config_lib.TrainConfig(**{part: cls(**saved[part]) for part, cls in (
-        ("data", config_lib.DataConfig), ("model", config_lib.ModelConfig), ("recipe", config_lib.RecipeConfig),
-        ("distribute", config_lib.DistributeConfig))})
+    config = TrainConfig.read(out)
     splits = config.data.load(config.model.backbone, progress=False)  # the run's own call: the same split
-    with open(os.path.join(out, run_folders.DATA_FILE)) as f:  # the images the run trained on, checked
-        trained_on = json.load(f)
-    if trained_on["digest"] != run_folders.data_fingerprint(splits)["digest"]:
-        raise SystemExit(f"{out}: the splits drawn again differ from the run's: its scores would not be on its test")
+    run_folders.check_same_data(out, run_folders.data_fingerprint(splits), "bench_elpv",
+                                "Its scores would not be on its own test images")
     model = precision.as_float32(training.load_model(os.path.join(out, "model.keras")))
     views = config.make_recipe().views()
     result = {"val_labels": splits.val.labels, "test_labels": splits.test.labels}

@@ -19,7 +19,7 @@ import logging
 import os
 
 from keras_transfer import export, training
-from keras_transfer._utils.atomic_files import atomic_path, read_json, write_json
+from keras_transfer._utils.atomic_files import atomic_path, write_json
 from keras_transfer.models.ensemble import ensemble
 from keras_transfer.runs import run_folders
 from keras_transfer.runs.config import TrainConfig
@@ -55,18 +55,16 @@ def ensemble_runs(run_dirs: list[str], out_dir: str, formats=("saved_model",)) -
                               f"Received: out_dir={out_dir!r}")
     configs = [TrainConfig.read(d) for d in run_dirs]
     _same_split(configs, run_dirs)
-    fingerprints = [read_json(os.path.join(d, run_folders.DATA_FILE), {}).get("digest") for d in run_dirs]
     paths = [os.path.join(d, "model.keras") for d in run_dirs]
     for path in paths:
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} not found: is {os.path.dirname(path)!r} a finished `keras-transfer "
                                     f"train` run? Received: {path}")
     splits = configs[0].data.load(configs[0].model.backbone, progress=False)
-    digest = run_folders.data_fingerprint(splits)["digest"]
-    if any(f != digest for f in fingerprints):
-        bad = [d for d, f in zip(run_dirs, fingerprints) if f != digest]
-        raise ValueError(f"{', '.join(bad)} trained on other images than these splits hold now (data.json differs): "
-                         "the files changed since. Train the members again on the same images.")
+    fingerprint = run_folders.data_fingerprint(splits)
+    for run_dir in run_dirs:
+        run_folders.check_same_data(run_dir, fingerprint, "ensemble", "Its test images would not be the ones it "
+                                    "was tested on, and may be ones it trained on")
     members = [precision.as_float32(training.load_model(p)) for p in paths]
     model = ensemble(members)
     views = [c.make_recipe().views() for c in configs]
@@ -86,7 +84,7 @@ def ensemble_runs(run_dirs: list[str], out_dir: str, formats=("saved_model",)) -
             metrics["val_tta_accuracy"] = training.evaluate(model, splits.val, views=views)["accuracy"]
     with run_folders.locked(out_dir, "keras-transfer ensemble"):
         write_json(os.path.join(out_dir, ENSEMBLE_FILE), {"members": list(run_dirs), "data": dataclasses.asdict(
-            configs[0].data), "data_digest": digest})
+            configs[0].data), "data_digest": fingerprint["digest"]})
         with atomic_path(os.path.join(out_dir, "model.keras")) as tmp:
             model.save(tmp)
         info = {"backbone": "+".join(metrics["backbones"]), "members": list(run_dirs),
