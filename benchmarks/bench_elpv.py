@@ -10,7 +10,7 @@ Each run's ``model.keras`` is then scored, as the export serves it (float32), on
 and the test images, once on the plain image and once averaged over the recipe's views (TTA).
 Those probabilities are the levers that cost no training: TTA on or off, and ensembles (the mean
 probability of two or three candidates' models on the same split, as ``keras-transfer ensemble``
-exports them). The choice among every candidate, ensemble and TTA setting is the highest **mean
+exports them: so only of candidates at the same input size). The choice among every candidate, ensemble and TTA setting is the highest **mean
 validation accuracy** over the three splits (a tie goes to the cheaper); test accuracy is
 reported for all, and chooses nothing.
 
@@ -29,6 +29,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -136,9 +137,17 @@ def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(probabilities.argmax(axis=1) == labels))
 
 
+def input_size(candidate: str) -> int:
+    """The input side a candidate's command trains at."""
+    return int(re.search(r"--input-size (\d+)", CANDIDATES[candidate]).group(1))
+
+
 def choices(task: str, candidates: list[str], runs: str, max_members: int = 3) -> list[dict]:
     """Every candidate and ensemble of them, with TTA on and off: per seed its validation and
-    test accuracy, its summed training time and the largest peak RSS of its members."""
+    test accuracy, its summed training time and the largest peak RSS of its members.
+
+    An ensemble's members share an input size: ``keras-transfer ensemble`` refuses others (each
+    member answers on the image resized as it trained), so no other could be shipped."""
     trained = {c: {s: _read(os.path.join(run_dir(runs, task, c, s), "bench_run.json")) for s in SEEDS}
                for c in candidates}
     complete = [c for c in candidates if all(trained[c][s] is not None for s in SEEDS)]
@@ -146,6 +155,8 @@ def choices(task: str, candidates: list[str], runs: str, max_members: int = 3) -
     rows = []
     for k in range(1, max_members + 1):
         for members in itertools.combinations(complete, k):
+            if len({input_size(m) for m in members}) != 1:
+                continue
             for tta in (False, True):
                 row = {"members": list(members), "tta": tta, "val": [], "test": [], "seconds": [], "peak_rss_gib": []}
                 for s in SEEDS:
