@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 
 from keras_transfer import export, training
 from keras_transfer._utils.atomic_files import atomic_path, write_json
@@ -82,6 +83,22 @@ def ensemble_runs(run_dirs: list[str], out_dir: str, formats=("saved_model",)) -
         metrics["tta_views"] = dataclasses.asdict(views)
         if len(splits.val):
             metrics["val_tta_accuracy"] = training.evaluate(model, splits.val, views=views)["accuracy"]
+    existed = os.path.isdir(out_dir)
+    try:
+        _write(out_dir, model, configs, run_dirs, fingerprint, metrics, splits, formats)
+    except BaseException:
+        # out_dir was empty or absent: leave it so, and the same command can be run again
+        if existed:
+            for name in run_folders.contents(out_dir):
+                path = os.path.join(out_dir, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        else:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    return metrics
+
+
+def _write(out_dir, model, configs, run_dirs, fingerprint, metrics, splits, formats) -> None:
     with run_folders.locked(out_dir, "keras-transfer ensemble"):
         write_json(os.path.join(out_dir, ENSEMBLE_FILE), {"members": list(run_dirs), "data": dataclasses.asdict(
             configs[0].data), "data_digest": fingerprint["digest"]})
@@ -93,5 +110,4 @@ def ensemble_runs(run_dirs: list[str], out_dir: str, formats=("saved_model",)) -
                    else {})}
         metrics["export"] = export.export(model, os.path.join(out_dir, "export"), splits.class_names, info, formats)
         write_json(os.path.join(out_dir, "metrics.json"), metrics)
-    return metrics
 

@@ -77,6 +77,25 @@ def test_members_on_other_splits_and_a_used_folder_are_refused(runs, capsys):
     assert "nothing" in capsys.readouterr().err
 
 
+def test_a_failed_export_leaves_the_folder_as_it_was(runs, capsys, monkeypatch):
+    from keras_transfer.runs import ensembles
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ensembles.export, "export", broken)
+    capsys.readouterr()
+    for out in (runs / "failed", runs / "empty"):
+        if out.name == "empty":
+            out.mkdir()
+        assert main(["ensemble", str(runs / "r3"), str(runs / "r4"), "--out", str(out)]) == 2
+        assert "No space left on device" in capsys.readouterr().err
+        # nothing half-written: an absent folder stays absent, an empty one empty
+        assert (not out.exists()) if out.name == "failed" else os.listdir(out) == []
+    monkeypatch.undo()
+    assert main(["ensemble", str(runs / "r3"), str(runs / "r4"), "--out", str(runs / "failed")]) == 0  # run again
+
+
 def test_init_seed_trains_another_model_on_the_same_split(runs, capsys):
     import keras
 
