@@ -1,7 +1,7 @@
 """ELPV on Deitsch et al.'s protocol, three splits, every lever chosen on validation.
 
 Each candidate is one ``keras-transfer train`` command. It is run on seeds 0, 1 and 2: three
-stratified splits of all 2,624 cells, 25 % test (656 images) and 10 % validation (262), with the
+stratified splits of all 2,624 cells, 25 % test (656 images) and 10 % validation (262 or 264), with the
 seed also drawing the initial weights and the batches. Each run is a subprocess, so its wall time
 and peak RSS are its own; its run folder (``runs/elpv_protocol/TASK/CANDIDATE/seedS``) is kept and
 a finished one is not run again.
@@ -55,6 +55,8 @@ CANDIDATES = {
     "readme": f"--backbone efficientnet_lite0 --input-size 224 {RECIPE}",
     "lite1_240": f"--backbone efficientnet_lite1 --input-size 240 {RECIPE}",
     "lite2_260": f"--backbone efficientnet_lite2 --input-size 260 {RECIPE}",
+    # Lite1 at Lite0's size: another backbone that ensembles with README's command (members share a size)
+    "lite1_224": f"--backbone efficientnet_lite1 --input-size 224 {RECIPE}",
     # README's command on the same split from other initial weights and batches: an ensemble's second member
     "readme_b": f"--backbone efficientnet_lite0 --input-size 224 {RECIPE} --init-seed {{init}}",
     "readme_e25": "--backbone efficientnet_lite0 --input-size 224 "
@@ -158,7 +160,9 @@ def choices(task: str, candidates: list[str], runs: str, max_members: int = 3) -
             if len({input_size(m) for m in members}) != 1:
                 continue
             for tta in (False, True):
-                row = {"members": list(members), "tta": tta, "val": [], "test": [], "seconds": [], "peak_rss_gib": []}
+                row = {"members": list(members), "tta": tta, "val": [], "test": [], "seconds": [], "peak_rss_gib": [],
+                       "images": {p: [len(probabilities[(members[0], s)][f"{p}_labels"]) for s in SEEDS]
+                                  for p in ("val", "test")}}
                 for s in SEEDS:
                     labels = {p: probabilities[(members[0], s)][f"{p}_labels"] for p in ("val", "test")}
                     for m in members:  # members share the split, image for image
@@ -198,8 +202,9 @@ def _cpu() -> str:
 
 
 def report(task: str, rows: list[dict], chosen: dict | None) -> str:
-    lines = [f"ELPV {task} on Deitsch et al.'s protocol (2,624 cells; per seed a stratified split: 656 test, 262 "
-             f"validation), {_cpu()}, {os.cpu_count()} cores, "
+    counts = {p: "/".join(str(n) for n in sorted(set(rows[0]["images"][p]))) if rows else "?" for p in ("val", "test")}
+    lines = [f"ELPV {task} on Deitsch et al.'s protocol (2,624 cells; per seed a stratified split: {counts['test']} "
+             f"test, {counts['val']} validation images), {_cpu()}, {os.cpu_count()} cores, "
              f"{datetime.date.today()}",
              "choice: the highest mean validation accuracy within 45 min of training (test chooses nothing)", "",
              f"{'candidate':<44} {'val s0/s1/s2':<20} {'mean':>6} | {'test s0/s1/s2':<20} {'mean':>6} "

@@ -45,6 +45,7 @@ def test_the_choice_is_the_best_mean_validation_within_the_budget_whatever_test_
     assert over and all(r["mean_seconds"] > bench_elpv.BUDGET_SECONDS for r in over)
     text = bench_elpv.report("binary", rows, chosen)
     assert "lite1_240, TTA" in text and "<- chosen" in text and "missed by" in text
+    assert "10 test, 10 validation images" in text  # the split's own counts
 
 
 def test_a_tie_on_validation_goes_to_the_cheaper(tmp_path):
