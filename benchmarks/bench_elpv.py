@@ -1,8 +1,8 @@
 """ELPV on Deitsch et al.'s protocol, three splits, every lever chosen on validation.
 
 Each candidate is one ``keras-transfer train`` command. It is run on seeds 0, 1 and 2: three
-stratified splits of all 2,624 cells, 25 % test (656 images) and 10 % validation (262 or 264), with the
-seed also drawing the initial weights and the batches. Each run is a subprocess, so its wall time
+stratified splits of all 2,624 cells, 25 % test (656 images) and 10 % validation (262 or 264),
+with the seed also drawing the initial weights and the batches. Each run is a subprocess, so its wall time
 and peak RSS are its own; its run folder (``runs/elpv_protocol/TASK/CANDIDATE/seedS``) is kept and
 a finished one is not run again.
 
@@ -10,9 +10,9 @@ Each run's ``model.keras`` is then scored, as the export serves it (float32), on
 and the test images, once on the plain image and once averaged over the recipe's views (TTA).
 Those probabilities are the levers that cost no training: TTA on or off, and ensembles (the mean
 probability of two or three candidates' models on the same split, as ``keras-transfer ensemble``
-exports them: so only of candidates at the same input size). The choice among every candidate, ensemble and TTA setting is the highest **mean
-validation accuracy** over the three splits (a tie goes to the cheaper); test accuracy is
-reported for all, and chooses nothing.
+exports them: so only of candidates at the same input size). The choice among every candidate,
+ensemble and TTA setting is the highest **mean validation accuracy** over the three splits (a tie
+goes to the cheaper); test accuracy is reported for all, and chooses nothing.
 
     python benchmarks/bench_elpv.py --task binary                     # README's command, 3 splits
     python benchmarks/bench_elpv.py --task 4class --candidates readme lite1_240

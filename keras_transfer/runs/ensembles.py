@@ -91,7 +91,10 @@ def ensemble_runs(run_dirs: list[str], out_dir: str, formats=("saved_model",)) -
         if existed:
             for name in run_folders.contents(out_dir):
                 path = os.path.join(out_dir, name)
-                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
         else:
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
