@@ -76,3 +76,17 @@ def test_ensembles_are_of_candidates_at_one_input_size_with_the_mean_of_their_pr
     pair = next(r for r in rows if r["members"] == ["readme", "readme_b"] and not r["tta"])
     # the mean of 0.7/0.3 rows: image 8 is right for readme_b only (0.5/0.5 ties go to class 0, right)
     assert pair["val"] == [0.9, 0.9, 0.9] and pair["seconds"] == [1500, 1500, 1500]
+
+
+@pytest.mark.parametrize("candidate", sorted(bench_elpv.CANDIDATES))
+def test_every_candidate_is_a_train_command_the_cli_accepts(candidate):
+    """A flag mistyped in a candidate would otherwise surface only when its run starts."""
+    from keras_transfer.cli.commands import train_config
+    from keras_transfer.cli.entry_point import build_parser
+
+    cmd = bench_elpv.command("4class", candidate, 1, "runs/x")
+    assert cmd[:2] == ["keras-transfer", "train"]
+    recipe = train_config(build_parser().parse_args(cmd[1:])).make_recipe()
+    assert (recipe.fine_tune_epochs, recipe.augment_views, recipe.patience) == (
+        25 if candidate == "readme_e25" else 15, 4, None)
+    assert recipe.seed == (11 if candidate == "readme_b" else 1)

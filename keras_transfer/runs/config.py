@@ -161,6 +161,10 @@ class RecipeConfig:
                                         action="store_const", const=False)
     class_weight: bool | str = option(RECIPES_OWN, "--class-weight", "weigh classes to balance an imbalanced dataset",
                                       action="store_const", const=True)
+    ema_momentum: float | str | None = option(RECIPES_OWN, "--ema-momentum", "weight averaging: train with an "
+                                              "exponential moving average of the weights at this momentum (e.g. "
+                                              "0.99), which is validated and kept (default: the recipe's, none)",
+                                              type=ranged(float, 0.0, 0.9999))
     bn_inference: bool | str = option(RECIPES_OWN, ("--no-bn-inference", "--train-batchnorm"), "fine-tuning also "
                                       "trains the unfrozen backbone's BatchNorm layers (scale, offset and batch "
                                       "statistics; default: the recipe's, default and keras_io keep them in inference "

@@ -74,6 +74,9 @@ class Recipe:
     cache_features: bool = True
     patience: int | None = 3  # early stopping on val_loss, the best epoch restored (training.best_epoch); None: off
     class_weight: bool = False
+    # weight averaging (Polyak): each stage keeps an exponential moving average of its weights at this
+    # momentum (e.g. 0.99: about the last 100 steps) and validates, checkpoints and ends with it; None: off
+    ema_momentum: float | None = None
     seed: int = 0
     tensorboard: str | None = None  # "": RUN_DIR/tensorboard
     verbose: int | str = "auto"
@@ -196,15 +199,20 @@ def schedule(rate: float, steps: int, warmup_fraction: float, decay: bool):
 
 def optimizer(recipe: Recipe, stage: str, steps: int, lr_scales: dict | None = None, learning_rate=None):
     """The optimiser of ``stage`` (``"head"`` or ``"fine_tune"``) for ``steps`` training steps
-    (``learning_rate``: a rate or schedule in place of the recipe's, as the learning-rate finder sweeps)."""
+    (``learning_rate``: a rate or schedule in place of the recipe's, as the learning-rate finder sweeps).
+    Under the recipe's ``ema_momentum`` it keeps the weights' moving average (Keras's ``use_ema``),
+    except in a sweep, whose losses are the raw weights'."""
     kind = recipe.head_optimizer if stage == "head" else recipe.fine_tune_optimizer
     rate = recipe.head_learning_rate if stage == "head" else recipe.fine_tune_learning_rate
     if kind not in _OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {kind!r}; choose one of {', '.join(_OPTIMIZERS)}. "
                          f"Received: {stage}_optimizer={kind!r}")
+    options = {"lr_scales": lr_scales}
     if learning_rate is None:
         learning_rate = schedule(rate, steps, recipe.warmup_fraction, recipe.decay)
-    options = {"learning_rate": learning_rate, "lr_scales": lr_scales}
+        if recipe.ema_momentum is not None:
+            options.update(use_ema=True, ema_momentum=recipe.ema_momentum)
+    options["learning_rate"] = learning_rate
     if kind == "sgd":
         options["momentum"] = recipe.momentum
     if kind == "adamw":

@@ -213,13 +213,16 @@ class Stage:
         return history.history
 
     def _callbacks(self, fit_model, run_dir, resume, has_val, extra) -> list:
-        # the best epoch by the one rule (best_epoch): kept at the end, and what early stopping watches
-        cbs = [KeepBestEpoch(self.recipe.patience)] if has_val else []
+        cbs = []
+        if run_dir:  # first: the backup holds the weights training goes on from, not their average
+            cbs.append(Backup(os.path.join(run_dir, "backup", self.name), double_checkpoint=True))
+        if self.recipe.ema_momentum is not None:
+            # validation, the best epoch and the callbacks after it see the averaged weights
+            cbs.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+        if has_val:  # the best epoch by the one rule (best_epoch): kept at the end, and what early stopping watches
+            cbs.append(KeepBestEpoch(self.recipe.patience))
         if run_dir:
-            cbs += [
-                Backup(os.path.join(run_dir, "backup", self.name), double_checkpoint=True),
-                keras.callbacks.CSVLogger(os.path.join(run_dir, f"{self.name}.csv"), append=resume),
-            ]
+            cbs.append(keras.callbacks.CSVLogger(os.path.join(run_dir, f"{self.name}.csv"), append=resume))
             if self.recipe.tensorboard is not None:
                 logs = self.recipe.tensorboard or os.path.join(run_dir, "tensorboard")
                 cbs.append(keras.callbacks.TensorBoard(os.path.join(logs, self.name)))

@@ -65,6 +65,43 @@ def test_fine_tuning_that_never_beats_the_head_keeps_the_heads_weights(digits):
         np.testing.assert_array_equal(a, b)
 
 
+class _LastRawWeights(keras.callbacks.Callback):
+    """The head's weights after each training step, before any averaging swaps them out."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.raw = [w.copy() for w in self.model.get_layer("head").get_weights()]
+
+
+@pytest.mark.parametrize("ema_momentum", [None, 0.9])
+def test_weight_averaging_is_what_is_validated_and_kept(digits, ema_momentum):
+    """With ``ema_momentum`` a stage ends with the moving average of its weights, not its last
+    step's, and the validation loss it logs for its last epoch is that of the weights it keeps."""
+    recipe = recipes.recipe(head_epochs=1, fine_tune_epochs=2, batch_size=16, verbose=0, patience=None,
+                            keep_best=False, ema_momentum=ema_momentum)
+    model, raw = _model(digits, recipe), _LastRawWeights()
+    histories = training.fine_tune(model, digits, recipe, callbacks=[raw])
+    kept = model.get_layer("head").get_weights()
+    differs = max(float(np.max(np.abs(a - b))) for a, b in zip(kept, raw.raw))
+    if ema_momentum is None:
+        assert differs == 0.0
+    else:
+        assert differs > 1e-4  # the average, not the last step
+    loss = losses.SparseSmoothedCrossentropy(recipe.label_smoothing)(digits.val.labels, model.predict(digits.val.images, verbose=0))
+    assert float(loss) == pytest.approx(histories["fine_tune"]["val_loss"][-1], rel=1e-4)
+
+
+def test_weight_averaging_is_a_flag_of_train_and_a_momentum_of_one_is_refused(capsys):
+    from keras_transfer.cli.commands import train_config
+    from keras_transfer.cli.entry_point import build_parser
+
+    args = build_parser().parse_args(["train", "--dataset", "digits", "--ema-momentum", "0.99"])
+    assert train_config(args).make_recipe().ema_momentum == 0.99
+    assert train_config(build_parser().parse_args(["train", "--dataset", "digits"])).make_recipe().ema_momentum is None
+    with pytest.raises(SystemExit):  # 1 would average nothing in: the weights would stay at their start
+        build_parser().parse_args(["train", "--dataset", "digits", "--ema-momentum", "1"])
+    assert "--ema-momentum: must be between 0.0 and 0.9999. Received: 1" in capsys.readouterr().err
+
+
 def test_tutorial_and_keras_io_recipes_are_one_argument_away():
     tutorial = recipes.recipe("tutorial")
     assert (tutorial.width, tutorial.normalize, tutorial.head_optimizer) == (1024, False, "rmsprop")
