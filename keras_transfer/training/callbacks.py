@@ -49,3 +49,24 @@ class Backup(keras.callbacks.BackupAndRestore):
         except (OSError, ValueError, KeyError) as err:  # h5py: truncated file; json: a torn epoch record
             raise cannot_read(self.backup_dir, err, f"Delete {self.backup_dir} to train this stage again from its "
                                                     "first epoch.") from None
+
+
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """Keras's ``SwapEMAWeights(swap_on_epoch=True)``: the callbacks after it, and validation, see
+    the optimizer's moving average of the weights. Keras makes the fit end on that average only
+    after its last epoch; :meth:`ender`, placed after every callback that may stop the fit, does
+    so after an earlier stop too (else the fit would end on the last step's weights while the
+    logs showed the average's)."""
+
+    def __init__(self):
+        super().__init__(swap_on_epoch=True)
+
+    def ender(self) -> keras.callbacks.Callback:
+        swap = self
+
+        class _EndOnAverage(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if self.model.stop_training and swap._ema_weights_in_model:
+                    swap._finalize_ema_values()  # what Keras does after the last epoch
+
+        return _EndOnAverage()

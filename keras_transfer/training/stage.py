@@ -20,7 +20,7 @@ from keras_transfer.models import heads
 from keras_transfer.models.surgery import backbone_of, freeze
 from keras_transfer.training import distribute, recipes
 from keras_transfer.training.best_epoch import KeepBestEpoch
-from keras_transfer.training.callbacks import Backup, SeesClassifier
+from keras_transfer.training.callbacks import AveragedWeights, Backup, SeesClassifier
 from keras_transfer.training.feature_cache import (
     POOLED,
     FeatureCache,
@@ -216,9 +216,9 @@ class Stage:
         cbs = []
         if run_dir:  # first: the backup holds the weights training goes on from, not their average
             cbs.append(Backup(os.path.join(run_dir, "backup", self.name), double_checkpoint=True))
-        if self.recipe.ema_momentum is not None:
-            # validation, the best epoch and the callbacks after it see the averaged weights
-            cbs.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+        averaged = AveragedWeights() if self.recipe.ema_momentum is not None else None
+        if averaged:  # validation, the best epoch and the callbacks after it see the averaged weights
+            cbs.append(averaged)
         if has_val:  # the best epoch by the one rule (best_epoch): kept at the end, and what early stopping watches
             cbs.append(KeepBestEpoch(self.recipe.patience))
         if run_dir:
@@ -229,7 +229,8 @@ class Stage:
         extra = list(extra or [])
         if extra and fit_model is not self.model:
             extra = [SeesClassifier(extra, self.model)]  # the caller's callbacks see the classifier, not the suffix
-        return cbs + extra  # after the checkpoints, so they have seen the epoch first
+        # after the checkpoints, so they have seen the epoch first; then, if one stopped the fit, the average kept
+        return cbs + extra + ([averaged.ender()] if averaged else [])
 
     def datasets(self, plan: StagePlan, batch: int):
         """``(train_ds, val_ds, sample)``: the pipelines of ``plan.x_train``/``x_val`` (images, files or

@@ -72,21 +72,32 @@ class _LastRawWeights(keras.callbacks.Callback):
         self.raw = [w.copy() for w in self.model.get_layer("head").get_weights()]
 
 
-@pytest.mark.parametrize("ema_momentum", [None, 0.9])
-def test_weight_averaging_is_what_is_validated_and_kept(digits, ema_momentum):
+class _StopAfterFirstFineTuningEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs = getattr(self, "epochs", 0) + 1
+        if self.epochs == 2:  # the head stage's one epoch, then fine-tuning's first of three
+            self.model.stop_training = True
+
+
+@pytest.mark.parametrize("ema_momentum, stopped", [(None, False), (0.9, False), (0.9, True)])
+def test_weight_averaging_is_what_is_validated_and_kept(digits, ema_momentum, stopped):
     """With ``ema_momentum`` a stage ends with the moving average of its weights, not its last
-    step's, and the validation loss it logs for its last epoch is that of the weights it keeps."""
-    recipe = recipes.recipe(head_epochs=1, fine_tune_epochs=2, batch_size=16, verbose=0, patience=None,
-                            keep_best=False, ema_momentum=ema_momentum)
+    step's, and the validation loss it logs for its last epoch is that of the weights it keeps,
+    also when a callback stops it early (Keras's own swap then ended on the last step's)."""
+    recipe = recipes.recipe(head_epochs=1, fine_tune_epochs=3 if stopped else 2, batch_size=16, verbose=0,
+                            patience=None, keep_best=False, ema_momentum=ema_momentum)
     model, raw = _model(digits, recipe), _LastRawWeights()
-    histories = training.fine_tune(model, digits, recipe, callbacks=[raw])
+    histories = training.fine_tune(model, digits, recipe,
+                                   callbacks=[raw] + ([_StopAfterFirstFineTuningEpoch()] if stopped else []))
+    assert len(histories["fine_tune"]["val_loss"]) == (1 if stopped else 2)
     kept = model.get_layer("head").get_weights()
     differs = max(float(np.max(np.abs(a - b))) for a, b in zip(kept, raw.raw))
     if ema_momentum is None:
         assert differs == 0.0
     else:
         assert differs > 1e-4  # the average, not the last step
-    loss = losses.SparseSmoothedCrossentropy(recipe.label_smoothing)(digits.val.labels, model.predict(digits.val.images, verbose=0))
+    probabilities = model.predict(digits.val.images, verbose=0)
+    loss = losses.SparseSmoothedCrossentropy(recipe.label_smoothing)(digits.val.labels, probabilities)
     assert float(loss) == pytest.approx(histories["fine_tune"]["val_loss"][-1], rel=1e-4)
 
 
