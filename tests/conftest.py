@@ -1,9 +1,14 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# the on-disk feature cache of streamed sets: never the user's ~/.cache
-os.environ.setdefault("KERAS_TRANSFER_CACHE_DIR", tempfile.mkdtemp(prefix="keras-transfer-test-features-"))
+# the on-disk feature cache of streamed sets: never the user's ~/.cache, and gone when the
+# session ends (xdist workers inherit the folder from the process that made it)
+if "KERAS_TRANSFER_CACHE_DIR" not in os.environ:
+    os.environ["KERAS_TRANSFER_CACHE_DIR"] = tempfile.mkdtemp(prefix="keras-transfer-test-features-")
+    atexit.register(shutil.rmtree, os.environ["KERAS_TRANSFER_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np  # noqa: E402
