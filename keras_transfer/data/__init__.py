@@ -37,5 +37,5 @@ __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
     'in_memory': ['IN_MEMORY', 'READ_ONCE_IN_MEMORY_MAX', 'RunCost', 'streams'],
     'loading': ['from_directory', 'load'],
     'streaming': ['DiskFeatures', 'FileImages', 'SkippedFile', 'check_file', 'skip_reason'],
-    'tf_datasets': ['Streams', 'batch_stream', 'shards_by_file', 'stream_size', 'to_dataset'],
+    'tf_datasets': ['Streams', 'batch_stream', 'mixup', 'shards_by_file', 'stream_size', 'to_dataset'],
 })

@@ -135,6 +135,43 @@ def to_dataset(x, y, batch_size: int = 32, shuffle: bool = False, seed: int = 0,
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
+def mixup(dataset, alpha: float, seed: int = 0):
+    """``dataset``'s batches ``(x, y)`` blended pairwise (mixup, Zhang et al. 2018): row ``i``
+    becomes ``l * row_i + (1 - l) * row_j`` in ``x`` and in its one-hot ``y`` alike, ``j`` another
+    row of the batch and ``l ~ Beta(alpha, alpha)``, drawn per row and anew every epoch.
+
+    ``x`` may be images or cached features of any rank (pooled vectors too): Keras's ``MixUp``
+    layer blends image-shaped batches only.
+    """
+    import tensorflow as tf
+
+    if not alpha > 0:
+        raise ValueError(f"mixup's alpha must be above 0. Received: alpha={alpha}")
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2, drop_remainder=True)
+
+    def blend(element, pair):
+        x, y = element
+        if isinstance(y, dict):
+            raise ValueError("mixup blends one-hot labels of one output. Received: labels with outputs "
+                             f"{sorted(y)}")
+        n = tf.shape(y)[0]
+        beta, gamma, shuffle = tf.unstack(tf.random.experimental.stateless_split(pair, 3))
+        # Beta(a, a) as G1 / (G1 + G2) of two Gamma(a) draws; both can underflow to 0 at small a
+        g1 = tf.random.stateless_gamma([n], beta, alpha)
+        g2 = tf.random.stateless_gamma([n], gamma, alpha)
+        weight = tf.math.divide_no_nan(g1, g1 + g2)
+        partner = tf.random.experimental.stateless_shuffle(tf.range(n), shuffle)
+
+        def mixed(t):
+            w = tf.reshape(tf.cast(weight, t.dtype), [-1] + [1] * (t.shape.rank - 1))
+            return w * t + (1 - w) * tf.gather(t, partner)
+
+        return mixed(x), mixed(tf.cast(y, tf.float32))
+
+    return tf.data.Dataset.zip(dataset, seeds).map(blend, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE)
+
+
 def _first_column(x, y, sample_weight, on_disk: list, files: bool, cached_views: bool):
     """``(first, y, sample_weight)``: what the pipeline's first column slices (the arrays, or row
     numbers of files and of features on disk), the rest kept to the rows that were read."""

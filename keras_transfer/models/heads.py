@@ -248,12 +248,16 @@ def is_multi_output(model: keras.Model) -> bool:
     return isinstance(model.output, dict)
 
 
-def compile_args(model: keras.Model, label_smoothing: float = 0.0) -> dict:
+def compile_args(model: keras.Model, label_smoothing: float = 0.0, one_hot: bool = False) -> dict:
     """``loss``, ``loss_weights`` and ``metrics`` for ``model.compile`` that fit its head.
 
-    Labels are integer class ids (sparse); for the binary auxiliary head the targets are
+    Labels are integer class ids (sparse), or with ``one_hot`` rows of class probabilities (one
+    output only: mixup's blends); for the binary auxiliary head the targets are
     ``{"class": y, "binary": mapping[y]}`` (see :func:`targets`).
     """
+    if one_hot:
+        return {"loss": keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                "metrics": ["accuracy"]}  # Keras reads one-hot labels' accuracy by their largest entry
     class_loss = (SparseSmoothedCrossentropy(label_smoothing) if label_smoothing
                   else "sparse_categorical_crossentropy")
     partition = partition_of(model)
@@ -267,9 +271,17 @@ def compile_args(model: keras.Model, label_smoothing: float = 0.0) -> dict:
     }
 
 
-def targets(model: keras.Model, labels):
-    """Training targets for ``model`` from integer ``labels`` (a tensor or array)."""
+def targets(model: keras.Model, labels, one_hot: bool = False):
+    """Training targets for ``model`` from integer ``labels`` (a tensor or array); with
+    ``one_hot``, rows of ``num_classes`` (one output only)."""
     partition = partition_of(model)
+    if one_hot:
+        if partition is not None:
+            raise ValueError("one-hot targets are for a head of one output. Received: the binary_auxiliary head")
+        n = model.output.shape[-1]
+        if isinstance(labels, np.ndarray):  # arrays stay arrays: pipelines index them by row
+            return np.eye(n, dtype="float32")[labels]
+        return ops.one_hot(ops.cast(labels, "int32"), n)
     if partition is None:
         return labels
 

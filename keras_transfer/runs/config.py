@@ -165,6 +165,10 @@ class RecipeConfig:
                                               "exponential moving average of the weights at this momentum (e.g. "
                                               "0.99), which is validated and kept (default: the recipe's, none)",
                                               type=ranged(float, 0.0, 0.9999))
+    mixup: float | str = option(RECIPES_OWN, "--mixup", "train on pairwise blends of the training images (or their "
+                                "cached features) and of their labels, the weight drawn from Beta(ALPHA, ALPHA), e.g. "
+                                "0.2; 0: off (default: the recipe's, off)", type=ranged(float, 0.0, 10.0),
+                                metavar="ALPHA")
     bn_inference: bool | str = option(RECIPES_OWN, ("--no-bn-inference", "--train-batchnorm"), "fine-tuning also "
                                       "trains the unfrozen backbone's BatchNorm layers (scale, offset and batch "
                                       "statistics; default: the recipe's, default and keras_io keep them in inference "

@@ -27,7 +27,6 @@ import numpy as np
 import tensorflow as tf
 
 from keras_transfer import plots
-from keras_transfer.models import heads
 from keras_transfer.models.surgery import resolve_frozen
 from keras_transfer.training import distribute, recipes
 from keras_transfer.training.feature_cache import FeatureCache
@@ -116,7 +115,7 @@ def find_learning_rate(model: keras.Model, splits, recipe: recipes.Recipe, stage
         grow = keras.optimizers.schedules.ExponentialDecay(start, decay_steps=steps - 1, decay_rate=end / start)
         with planned.strategy.scope():
             plan.fit_model.compile(optimizer=recipes.optimizer(recipe, stage, steps, planned.lr_scales(), grow),
-                                   **heads.compile_args(model, recipe.label_smoothing))
+                                   **planned.compile_args())
         batch = recipe.batch_size * planned.strategy.num_replicas_in_sync
         train_ds, _, _ = planned.datasets(plan, batch)
         recorder = _Recorder(lambda step: float(start * (end / start) ** (step / (steps - 1))), diverge)

@@ -77,6 +77,9 @@ class Recipe:
     # weight averaging (Polyak): each stage keeps an exponential moving average of its weights at this
     # momentum (e.g. 0.99: about the last 100 steps) and validates, checkpoints and ends with it; None: off
     ema_momentum: float | None = None
+    # mixup (Zhang et al. 2018): each training batch's rows blended pairwise, inputs and one-hot
+    # labels alike, the weight drawn from Beta(mixup, mixup) (e.g. 0.2); 0: off
+    mixup: float = 0.0
     seed: int = 0
     tensorboard: str | None = None  # "": RUN_DIR/tensorboard
     verbose: int | str = "auto"

@@ -201,7 +201,7 @@ class Stage:
         steps = self.epochs * max(1, -(-self.splits.num_train() // batch))
         with strategy.scope():
             plan.fit_model.compile(optimizer=recipes.optimizer(recipe, self.name, steps, self.lr_scales()),
-                                   **heads.compile_args(self.model, recipe.label_smoothing))
+                                   **self.compile_args())
         train_ds, val_ds, sample = self.datasets(plan, batch)
         class_weight = self.splits.class_weights() if recipe.class_weight else None
         multi_worker = distribute.is_multi_worker(strategy)
@@ -232,6 +232,10 @@ class Stage:
         # after the checkpoints, so they have seen the epoch first; then, if one stopped the fit, the average kept
         return cbs + extra + ([averaged.ender()] if averaged else [])
 
+    def compile_args(self) -> dict:
+        """The loss and metrics the stage compiles with: on one-hot labels under mixup (its blends)."""
+        return heads.compile_args(self.model, self.recipe.label_smoothing, one_hot=bool(self.recipe.mixup))
+
     def datasets(self, plan: StagePlan, batch: int):
         """``(train_ds, val_ds, sample)``: the pipelines of ``plan.x_train``/``x_val`` (images, files or
         cached features) or of the streams, ``val_ds`` None without validation data, and
@@ -240,12 +244,13 @@ class Stage:
         (``distribute_datasets_from_function``); batched by the global batch instead,
         tf.distribute would split each of its batches across the workers and Keras would count
         the epoch's steps from it, halving them."""
-        strategy, splits = self.strategy, self.splits
-        targets = lambda y: heads.targets(self.model, y)  # noqa: E731
+        strategy, splits, mix = self.strategy, self.splits, self.recipe.mixup
+        targets = lambda y: heads.targets(self.model, y, one_hot=bool(mix))  # noqa: E731
         seed, views = self.recipe.seed + (0 if self.name == "head" else 1), self.recipe.views()
 
         def train(batch_size, share=(1, 0)):
-            return splits.train_dataset(plan.x_train, targets, batch_size, seed, views, share)
+            batches = splits.train_dataset(plan.x_train, targets, batch_size, seed, views, share)
+            return data_lib.mixup(batches, mix, seed) if mix else batches
 
         def val(batch_size, share=(1, 0)):
             return splits.val_dataset(plan.x_val, targets, batch_size, share)

@@ -95,14 +95,15 @@ def test_file_images_are_never_decoded_as_one_array_by_accident(tmp_path, rng):
     assert files.images.shape == (6, 16, 16, 3) and files.images[0].shape == (16, 16, 3)
 
 
-@pytest.mark.parametrize("augment, cache", [(False, True), ("top_down", True), (False, False), ("top_down", False)])
-def test_streamed_training_equals_training_in_memory_on_the_same_files(tmp_path, rng, augment, cache):
+@pytest.mark.parametrize("augment, cache, mixup", [(False, True, 0.0), ("top_down", True, 0.0), (False, False, 0.0),
+                                                   ("top_down", False, 0.0), ("top_down", True, 0.4), (False, False, 0.4)])
+def test_streamed_training_equals_training_in_memory_on_the_same_files(tmp_path, rng, augment, cache, mixup):
     """Cached, the streamed files' features are on disk (the in-memory ones in RAM); uncached both
-    train end to end."""
+    train end to end. Under mixup both blend the same rows by the same weights."""
     root = two_colour_classes(tmp_path / "d", rng, n=10)
     kw = dict(image_size=32, validation_split=0.2, test_split=0.2, seed=0, progress=False)
     memory, files = data.load(root, in_memory="yes", **kw), data.load(root, in_memory="no", **kw)
-    recipe = streaming_recipe(augment=augment, augment_views=4, cache_features=cache)
+    recipe = streaming_recipe(augment=augment, augment_views=4, cache_features=cache, mixup=mixup)
     predictions = []
     for splits in (memory, files):
         model = vgg_at_32()

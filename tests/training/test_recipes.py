@@ -113,6 +113,39 @@ def test_weight_averaging_is_a_flag_of_train_and_a_momentum_of_one_is_refused(ca
     assert "--ema-momentum: must be between 0.0 and 0.9999. Received: 1" in capsys.readouterr().err
 
 
+def test_mixup_trains_on_blends_and_validates_on_the_plain_labels(digits):
+    """Under ``mixup`` both stages fit one-hot blends (a higher training loss than on the plain
+    labels: a blend's label is never certain), while validation still scores the real labels:
+    its logged accuracy is the model's on the validation images."""
+    losses_by_mixup = {}
+    for mixup in (0.0, 0.4):
+        recipe = recipes.recipe(head_epochs=2, fine_tune_epochs=1, batch_size=16, verbose=0, patience=None,
+                                keep_best=False, mixup=mixup)
+        model = _model(digits, recipe)
+        histories = training.fine_tune(model, digits, recipe)
+        losses_by_mixup[mixup] = histories["head"]["loss"][-1]
+        predicted = model.predict(digits.val.images, verbose=0).argmax(axis=1)
+        assert float(np.mean(predicted == digits.val.labels)) == pytest.approx(
+            histories["fine_tune"]["val_accuracy"][-1], abs=1e-6)
+    assert losses_by_mixup[0.4] > losses_by_mixup[0.0] + 0.05
+
+
+def test_mixup_is_a_flag_of_train_and_is_refused_where_it_cannot_apply(digits, capsys):
+    from keras_transfer.cli.commands import train_config
+    from keras_transfer.cli.entry_point import build_parser
+
+    assert train_config(build_parser().parse_args(["train", "--dataset", "digits", "--mixup", "0.2"])
+                        ).make_recipe().mixup == 0.2
+    assert train_config(build_parser().parse_args(["train", "--dataset", "digits"])).make_recipe().mixup == 0.0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--dataset", "digits", "--mixup", "-1"])
+    assert "--mixup: must be between 0.0 and 10.0. Received: -1" in capsys.readouterr().err
+    auxiliary = training.build_model("vgg16", digits.num_classes, weights=None, input_size=32, removed=3,
+                                     head="binary_auxiliary", width=8)
+    with pytest.raises(ValueError, match="mixup blends the labels of one output; the binary_auxiliary head has two"):
+        training.fine_tune(auxiliary, digits, recipes.recipe(head_epochs=1, fine_tune_epochs=0, mixup=0.2, verbose=0))
+
+
 def test_tutorial_and_keras_io_recipes_are_one_argument_away():
     tutorial = recipes.recipe("tutorial")
     assert (tutorial.width, tutorial.normalize, tutorial.head_optimizer) == (1024, False, "rmsprop")
