@@ -275,9 +275,7 @@ def targets(model: keras.Model, labels, one_hot: bool = False):
     """Training targets for ``model`` from integer ``labels`` (a tensor or array); with
     ``one_hot``, rows of ``num_classes`` (one output only)."""
     partition = partition_of(model)
-    if one_hot:
-        if partition is not None:
-            raise ValueError("one-hot targets are for a head of one output. Received: the binary_auxiliary head")
+    if one_hot:  # one output: Stage.compile_args refuses mixup for the binary_auxiliary head
         n = model.output.shape[-1]
         if isinstance(labels, np.ndarray):  # arrays stay arrays: pipelines index them by row
             return np.eye(n, dtype="float32")[labels]

@@ -233,7 +233,12 @@ class Stage:
         return cbs + extra + ([averaged.ender()] if averaged else [])
 
     def compile_args(self) -> dict:
-        """The loss and metrics the stage compiles with: on one-hot labels under mixup (its blends)."""
+        """The loss and metrics the stage compiles with: on one-hot labels under mixup (its blends).
+        Every fit and ``lr_find`` compiles through here before a pipeline is built, so mixup is
+        refused here for a head of two outputs."""
+        if self.recipe.mixup and heads.is_multi_output(self.model):
+            raise ValueError("mixup blends the labels of one output; the binary_auxiliary head has two. "
+                             f"Received: mixup={self.recipe.mixup}")
         return heads.compile_args(self.model, self.recipe.label_smoothing, one_hot=bool(self.recipe.mixup))
 
     def datasets(self, plan: StagePlan, batch: int):

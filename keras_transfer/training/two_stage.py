@@ -108,9 +108,6 @@ def fine_tune(model: keras.Model, splits: data_lib.Splits, recipe: Recipe | None
     if recipe.class_weight and heads.is_multi_output(model):
         raise ValueError("class_weight does not apply to the binary_auxiliary head (two outputs). "
                          "Received: class_weight=True")
-    if recipe.mixup and heads.is_multi_output(model):
-        raise ValueError("mixup blends the labels of one output; the binary_auxiliary head has two. "
-                         f"Received: mixup={recipe.mixup}")
     state, histories = _StageState(run_dir, resume), {}
     planned = stages(model, recipe)
     finished = state.load_latest_finished(model, planned)
