@@ -12,24 +12,32 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import bench_elpv  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _archive(tmp_path, monkeypatch):
+    """Runs' records are archived next to the results: here, in the test's own folder."""
+    monkeypatch.setattr(bench_elpv, "ARCHIVE", str(tmp_path / "archive"))
+
+
 def _fake_run(runs, candidate, seed, val_right, test_right, seconds, tta_val_right=None):
     """A finished run whose model gets the first ``val_right`` of 10 validation images right (and
-    ``test_right`` of 10 test images), plain; with views, ``tta_val_right``."""
+    ``test_right`` of 10 test images), plain; with views, ``tta_val_right``. A refit has no
+    validation images."""
     out = bench_elpv.run_dir(str(runs), "binary", candidate, seed)
     os.makedirs(out)
     with open(os.path.join(out, "bench_run.json"), "w") as f:
         json.dump({"seconds": seconds, "peak_rss_gib": 1.0}, f)
     labels = np.zeros(10, "int64")
 
-    def probabilities(right):
-        p = np.tile([[0.3, 0.7]], (10, 1))  # wrong: class 1
+    def probabilities(right, n=10):
+        p = np.tile([[0.3, 0.7]], (n, 1))  # wrong: class 1
         p[:right] = [0.7, 0.3]
         return p
 
     tta = val_right if tta_val_right is None else tta_val_right
-    np.savez(os.path.join(out, "bench_probabilities.npz"), val_labels=labels, test_labels=labels,
-             val_plain=probabilities(val_right), val_tta=probabilities(tta), test_plain=probabilities(test_right),
-             test_tta=probabilities(test_right))
+    n_val = 0 if candidate in bench_elpv.REFITS else 10
+    np.savez(os.path.join(out, "bench_probabilities.npz"), val_labels=labels[:n_val], test_labels=labels,
+             val_plain=probabilities(val_right, n_val), val_tta=probabilities(tta, n_val),
+             test_plain=probabilities(test_right), test_tta=probabilities(test_right))
 
 
 def test_the_choice_is_the_best_mean_validation_within_the_budget_whatever_test_says(tmp_path):
@@ -88,6 +96,74 @@ def test_every_candidate_is_a_train_command_the_cli_accepts(candidate):
     assert cmd[:2] == ["keras-transfer", "train"]
     recipe = train_config(build_parser().parse_args(cmd[1:])).make_recipe()
     longer = {"readme_e25": 25, "lite1_240_ema_e20": 20, "lite1_240_ema_e25": 25, "lite1_240_ema_e20_cw": 20,
-              "lite1_240_ema_e20_lr15": 20, "lite1_240_ema_e20_mixup": 20}
+              "lite1_240_ema_e20_lr15": 20, "lite1_240_ema_e20_mixup": 20, "lite1_240_ema_e20_refit": 20}
     assert (recipe.fine_tune_epochs, recipe.augment_views, recipe.patience) == (longer.get(candidate, 15), 4, None)
     assert recipe.seed == (11 if candidate == "readme_b" else 1)
+
+
+REFIT, BASE = next(iter(bench_elpv.REFITS.items()))
+
+
+def test_a_refit_is_its_base_command_with_the_validation_images_trained_on():
+    refit, base = (bench_elpv.command("4class", c, 2, "runs/x") for c in (REFIT, BASE))
+    assert refit[refit.index("--val-split") + 1] == "0" and base[base.index("--val-split") + 1] == "0.1"
+    drop = {"--val-split"}
+    strip = [[a for i, a in enumerate(cmd) if a not in drop and cmd[i - 1] not in drop] for cmd in (refit, base)]
+    assert strip[0] == strip[1]
+
+
+def test_a_refit_ships_in_place_of_its_chosen_base_whatever_its_test_says(tmp_path):
+    for seed in bench_elpv.SEEDS:
+        _fake_run(tmp_path, "readme", seed, val_right=7, test_right=9, seconds=600)
+        _fake_run(tmp_path, BASE, seed, val_right=8, test_right=8, seconds=900, tta_val_right=9)
+        _fake_run(tmp_path, REFIT, seed, val_right=0, test_right=6, seconds=1000)  # worse on test: shipped still
+    rows = bench_elpv.choices("binary", ["readme", BASE, REFIT], str(tmp_path))
+    refits = [r for r in rows if r.get("refit_of")]
+    assert {r["tta"] for r in refits} == {False, True} and all(r["members"] == [REFIT] for r in refits)
+    assert next(r for r in refits if r["tta"])["val"] == [0.9] * 3  # its base's, with TTA: it trained on them
+    chosen = bench_elpv.choose(rows)
+    assert chosen["members"] == [BASE] and chosen["tta"]
+    ship = bench_elpv.shipped(rows, chosen)
+    assert ship["members"] == [REFIT] and ship["tta"] and ship["test"] == [0.6] * 3
+    text = bench_elpv.report("binary", rows, chosen, ship)
+    assert "<- shipped" in text and f"shipped: {REFIT}, TTA: test 0.600 / 0.600 / 0.600" in text
+    assert "[0.900/0.900/0.900]" in text  # a refit's validation is shown as its base's
+    # a refit over the budget is not shipped: its base is
+    assert bench_elpv.shipped(rows, chosen, budget=950) is chosen
+
+
+def test_a_refit_of_a_base_not_chosen_is_not_shipped(tmp_path):
+    for seed in bench_elpv.SEEDS:
+        _fake_run(tmp_path, "readme", seed, val_right=10, test_right=7, seconds=600)
+        _fake_run(tmp_path, BASE, seed, val_right=8, test_right=8, seconds=900)
+        _fake_run(tmp_path, REFIT, seed, val_right=0, test_right=10, seconds=1000)
+    rows = bench_elpv.choices("binary", ["readme", BASE, REFIT], str(tmp_path))
+    chosen = bench_elpv.choose(rows)
+    assert chosen["members"] == ["readme"] and bench_elpv.shipped(rows, chosen) is chosen
+
+
+def test_a_report_is_made_again_from_the_archive_and_keeps_earlier_rows(tmp_path):
+    """Run folders are gitignored and can go: the archive next to the results keeps what the
+    report needs, and rows only an earlier report had are kept, marked."""
+    import shutil
+
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    for seed in bench_elpv.SEEDS:
+        _fake_run(runs, "readme", seed, val_right=8, test_right=9, seconds=600)
+        bench_elpv.archive("binary", "readme", seed, str(runs))  # what train and score do
+    earlier = {"members": ["lite2_260"], "tta": True, "val": [1.0] * 3, "test": [0.5] * 3, "mean_val": 1.0,
+               "mean_test": 0.5, "spread_test": 0.0, "seconds": [3600] * 3, "mean_seconds": 3600,
+               "peak_rss_gib": [1.0] * 3, "images": {"val": [10] * 3, "test": [10] * 3}}
+    os.makedirs(out)
+    with open(out / "elpv_protocol_binary.json", "w") as f:
+        json.dump({"rows": [earlier], "candidates": {"lite2_260": "..."}}, f)
+    shutil.rmtree(runs)
+    bench_elpv.main(["--task", "binary", "--candidates", "readme", "--report-only", "--runs", str(runs),
+                     "--out", str(out), "--archive", bench_elpv.ARCHIVE])
+    with open(out / "elpv_protocol_binary.json") as f:
+        result = json.load(f)
+    assert {(tuple(r["members"]), r["tta"], bool(r.get("earlier"))) for r in result["rows"]} == {
+        (("readme",), False, False), (("readme",), True, False), (("lite2_260",), True, True)}
+    assert result["chosen"]["members"] == ["readme"]  # the earlier row is over the budget
+    assert set(result["candidates"]) == {"readme", "lite2_260"}
+    assert "lite2_260, TTA*" in (out / "elpv_protocol_binary.txt").read_text()
