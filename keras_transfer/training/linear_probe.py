@@ -14,7 +14,7 @@ import logging
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -48,21 +48,43 @@ def _as_softmax(clf, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_linear(x_train: np.ndarray, y_train: np.ndarray, num_classes: int, x_val: np.ndarray | None = None,
-               y_val: np.ndarray | None = None, grid=C_GRID, seed: int = 0) -> LinearProbe:
+               y_val: np.ndarray | None = None, grid=C_GRID, seed: int = 0, groups: np.ndarray | None = None,
+               folds: int = 3) -> LinearProbe:
     """Multinomial logistic regression on already-standardised features, C chosen by validation
     accuracy (ties: the stronger regularisation, the first in ``grid``): the floor's own rule, so
-    a head started here starts exactly at the floor. Without validation images, C=1."""
+    a head started here starts exactly at the floor.
+
+    Without validation images (a run trained on all its labelled images), C is chosen by the same
+    rule on stratified ``folds``-fold cross-validation of the training rows instead; ``groups``
+    (e.g. the image each augmented view's row comes from) keeps a group's rows in one fold, so a
+    view is never scored by a model fitted on another view of its own image."""
     has_val = x_val is not None and len(x_val) > 0
+    cv = None
+    if not has_val and len(grid) > 1:
+        folds = min(folds, int(np.bincount(np.asarray(y_train)).min()))
+        if folds >= 2:
+            cv = (StratifiedGroupKFold(folds, shuffle=True, random_state=seed) if groups is not None
+                  else StratifiedKFold(folds, shuffle=True, random_state=seed))
     best = None
-    for c in grid if has_val else (1.0,):
-        clf = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(x_train, y_train)
-        acc = float(np.mean(clf.predict(x_val) == y_val)) if has_val else None
+    for c in grid if (has_val or cv is not None) else (1.0,):
+        clf = LogisticRegression(C=c, max_iter=3000, random_state=seed)
+        if cv is not None:
+            acc = float(cross_val_score(clf, x_train, y_train, groups=groups, cv=cv).mean())
+        else:
+            clf.fit(x_train, y_train)
+            acc = float(np.mean(clf.predict(x_val) == y_val)) if has_val else None
         if best is None or (acc is not None and acc > best[0]):
-            best = (acc, clf)
-    val_accuracy, clf = best
+            best = (acc, c, clf)
+    accuracy, c, clf = best
+    if cv is not None:
+        clf = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(x_train, y_train)
+        logger.info("linear probe: C=%g, %d-fold cross-validated accuracy on the training images %.3f (no "
+                    "validation images)", c, cv.get_n_splits(), accuracy)
+        accuracy = None  # not a validation accuracy
+    else:
+        logger.info("linear probe: C=%g, val accuracy %s", c, "n/a" if accuracy is None else f"{accuracy:.3f}")
     kernel, bias = _as_softmax(clf, num_classes)
-    logger.info("linear probe: C=%g, val accuracy %s", clf.C, "n/a" if val_accuracy is None else f"{val_accuracy:.3f}")
-    return LinearProbe(kernel, bias, float(clf.C), val_accuracy)
+    return LinearProbe(kernel, bias, float(c), accuracy)
 
 
 def cv_linear_probe(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0, C: float = 0.1) -> float:

@@ -76,6 +76,32 @@ def test_fit_linear_matches_scikit_learns_probabilities_binary_and_multiclass():
         np.testing.assert_allclose(ours, theirs, atol=1e-6)
 
 
+def test_without_validation_images_c_is_chosen_by_cross_validation_that_keeps_views_together():
+    """Near copies of each image (its views): folds that split an image's copies score
+    memorisation (every C near 1.0, the tie going elsewhere); folds by image choose as validation
+    images would. Either way C is chosen, not fixed at 1."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
+
+    rng = np.random.default_rng(0)
+    n, d = 90, 60
+    labels = np.arange(n) % 3
+    centers = np.zeros((3, d))
+    centers[:, :20] = rng.normal(size=(3, 20)) * 0.6
+    x = rng.normal(size=(n, d)) + centers[labels]
+    views = np.concatenate([x + 0.01 * rng.normal(size=x.shape) for _ in range(4)])
+    y, groups = np.tile(labels, 4), np.arange(4 * n) % n
+    by_image = linear_probe.fit_linear(views, y, 3, groups=groups)
+    by_row = linear_probe.fit_linear(views, y, 3)
+    scores = [cross_val_score(LogisticRegression(C=c, max_iter=3000), views, y, groups=groups,
+                              cv=StratifiedGroupKFold(3, shuffle=True, random_state=0)).mean() for c in linear_probe.C_GRID]
+    assert by_image.C == linear_probe.C_GRID[int(np.argmax(scores))] == 0.01
+    assert by_row.C == 0.1 and by_image.val_accuracy is None  # no validation accuracy to report
+    logits = views @ by_image.kernel + by_image.bias  # refitted on every row at the chosen C
+    theirs = LogisticRegression(C=0.01, max_iter=3000).fit(views, y).decision_function(views)
+    np.testing.assert_allclose(logits - logits.mean(1, keepdims=True), theirs - theirs.mean(1, keepdims=True), atol=1e-4)
+
+
 def test_probe_command_scores_every_cut_and_recommends(tmp_path, capsys):
     import json
 

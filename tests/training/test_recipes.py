@@ -49,6 +49,30 @@ def test_the_head_starts_at_the_linear_probe(digits):
     assert head_acc > 0.5  # ten classes: chance is 0.1
 
 
+def test_without_validation_images_the_head_starts_at_the_cross_validated_probe(digits, monkeypatch, caplog):
+    """A run trained on all its labelled images (``--val-split 0``) still chooses the probe's C, by
+    cross-validation on the training images, with every view of an image in one fold."""
+    from keras_transfer.training import stage
+
+    no_val = data.split(data.builtin("digits", 32, limit=12, seed=0), 0.0, 0.0, seed=0)
+    assert not no_val.has_val
+    recipe = recipes.recipe(head_epochs=1, fine_tune_epochs=0, augment="top_down", augment_views=2, verbose=0)
+    seen = {}
+    real = stage.fit_linear
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs, labels=args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "fit_linear", spy)
+    with caplog.at_level("INFO", logger="keras_transfer.training.linear_probe"):
+        training.Stage(_model(no_val, recipe), no_val, recipe, "head", 1, 0).init_head()
+    n = len(no_val.train)
+    np.testing.assert_array_equal(seen["labels"], np.tile(no_val.train.labels, 2))  # view after view
+    np.testing.assert_array_equal(seen["groups"], np.tile(np.arange(n), 2))  # an image's views: one group
+    assert "3-fold cross-validated accuracy on the training images" in caplog.text
+
+
 def test_fine_tuning_that_never_beats_the_head_keeps_the_heads_weights(digits):
     recipe = recipes.recipe(head_epochs=1, fine_tune_epochs=1, fine_tune_learning_rate=50.0, backbone_lr_scale=1.0,
                             warmup_fraction=0.0, decay=False, verbose=0, patience=None)
