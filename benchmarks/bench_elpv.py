@@ -135,7 +135,7 @@ def train(task: str, candidate: str, seed: int, runs: str) -> dict:
     if status != 0:
         raise SystemExit(f"{' '.join(cmd)} failed (exit status {status}); its output is in {out}.log")
     result = {"command": " ".join(cmd), "seconds": round(seconds, 1), "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2),
-              "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+              "finished": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": _cpu()}  # times differ by CPU
     with open(os.path.join(out, "bench_run.json"), "w") as f:
         json.dump(result, f, indent=2)
     archive(task, candidate, seed, runs)
@@ -255,6 +255,7 @@ def _row(members: list[str], tta: bool, probabilities: dict, trained: dict) -> d
                 row[p].append(accuracy(mean, labels[p]))
         row["seconds"].append(sum(trained[m][s]["seconds"] for m in members))
         row["peak_rss_gib"].append(max(trained[m][s]["peak_rss_gib"] for m in members))
+    row["cpus"] = sorted({trained[m][s].get("cpu", "CPU not recorded") for m in members for s in SEEDS})
     row["mean_val"] = float(np.mean(row["val"])) if row["val"] else None
     row["mean_test"] = float(np.mean(row["test"]))
     row["spread_test"] = float(np.max(row["test"]) - np.min(row["test"]))
@@ -296,12 +297,21 @@ def _cpu() -> str:
     return f"{model}, {'with' if 'avx512_bf16' in info else 'without'} avx512_bf16"
 
 
+def _count_cpus(rows: list[dict]) -> list[tuple[str, int]]:
+    counts = {}
+    for r in rows:
+        for cpu in r.get("cpus", ["CPU not recorded"]):
+            counts[cpu] = counts.get(cpu, 0) + 1
+    return sorted(counts.items())
+
+
 def report(task: str, rows: list[dict], chosen: dict | None, ship: dict | None = None) -> str:
     ship = ship or chosen
     counts = {p: "/".join(str(n) for n in sorted(set(rows[0]["images"][p]))) if rows else "?" for p in ("val", "test")}
     lines = [f"ELPV {task} on Deitsch et al.'s protocol (2,624 cells; per seed a stratified split: {counts['test']} "
-             f"test, {counts['val']} validation images), {_cpu()}, {os.cpu_count()} cores, "
-             f"{datetime.date.today()}",
+             f"test, {counts['val']} validation images), {os.cpu_count()} cores, {datetime.date.today()}",
+             ("trained on " + "; ".join(f"{cpu} ({n} rows)" for cpu, n in _count_cpus(rows)) + " (times differ by CPU)"
+              if rows else "no candidate has run on all three splits yet"),
              "choice: the highest mean validation accuracy within 45 min of training (test chooses nothing); "
              "shipped: the choice retrained on its training and validation images (refit) where that has run"]
     if any(r.get("refit_of") for r in rows):
@@ -357,7 +367,9 @@ def main(argv=None) -> None:
                 train(args.task, candidate, seed, args.runs)
     stem = os.path.join(args.out, f"elpv_protocol_{args.task}")
     before = _read(stem + ".json") or {}
-    rows = choices(args.task, args.candidates, args.runs, earlier=before.get("rows", []))
+    cpu = before.get("machine", {}).get("processor")  # an earlier report's rows were trained on its machine
+    earlier = [{"cpus": [cpu] if cpu else ["CPU not recorded"], **r} for r in before.get("rows", [])]
+    rows = choices(args.task, args.candidates, args.runs, earlier=earlier)
     chosen = choose(rows)
     ship = shipped(rows, chosen)
     text = report(args.task, rows, chosen, ship)
