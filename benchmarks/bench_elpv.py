@@ -322,7 +322,8 @@ def report(task: str, rows: list[dict], chosen: dict | None, ship: dict | None =
               f"{'spread':>6} | {'train min':>9} {'peak GiB':>8}"]
     for r in sorted(rows, key=lambda r: (-r["mean_val"], bool(r.get("refit_of")))):
         mark = " <- chosen" if r is chosen else ""
-        mark += (" <- shipped" if r is ship else "") if ship is not chosen else ""
+        if r is ship and ship is not chosen:
+            mark += " <- shipped"
         val = '/'.join(f'{v:.3f}' for v in r['val'])
         val, mean_val = (f"[{val}]", f"[{r['mean_val']:.3f}]") if r.get("refit_of") else (val, f"{r['mean_val']:.3f}")
         lines.append(f"{name(r) + ('*' if r.get('earlier') else ''):<44} {val:<20} {mean_val:>6} | "
@@ -382,8 +383,8 @@ def main(argv=None) -> None:
     with open(stem + ".json", "w") as f:
         json.dump({"task": args.task, "machine": {"processor": _cpu(), "cores": os.cpu_count()},
                    "date": str(datetime.date.today()), "seeds": list(SEEDS), "protocol": PROTOCOL,
-                   "refit_protocol": REFIT_PROTOCOL, "candidates": candidates, "runs": runs, "rows": rows, "chosen": chosen, "shipped": ship},
-                  f, indent=2)
+                   "refit_protocol": REFIT_PROTOCOL, "candidates": candidates, "runs": runs, "rows": rows,
+                   "chosen": chosen, "shipped": ship}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -334,8 +334,9 @@ HEAD_INIT_SAMPLE = 4096
 
 
 def head_start_features(model: keras.Model, splits, recipe, base_train=None, base_val=None, with_val: bool = True):
-    """``(x_train, y_train, x_val, y_val)``: the backbone features (and labels) a head's feature
-    statistics and linear probe start from, whatever holds them.
+    """``(x_train, y_train, groups, x_val, y_val)``: the backbone features (and labels) a head's
+    feature statistics and linear probe start from, whatever holds them; ``groups[i]`` is the image
+    training row ``i`` comes from (the rows of several views are view after view).
 
     ``base_train``/``base_val``: the backbone's outputs already at hand (arrays, features on disk,
     or for ``base_train`` a list, one per augmented view: the head then starts from every view it
@@ -347,36 +348,45 @@ def head_start_features(model: keras.Model, splits, recipe, base_train=None, bas
     if base_train is not None and FeatureCache.on_disk(base_train):
         each = [_disk_sample(d, splits.train.labels, recipe.seed)  # cached on disk: a sample of their rows
                 for d in (base_train if isinstance(base_train, list) else [base_train])]
-        x_train, y_train = (np.concatenate(parts) for parts in zip(*each))
-        x_val, y_val = (_disk_sample(base_val, splits.val.labels, recipe.seed) if FeatureCache.on_disk(base_val)
+        x_train, y_train, groups = (np.concatenate(parts) for parts in zip(*each))
+        x_val, y_val = (_disk_sample(base_val, splits.val.labels, recipe.seed)[:2] if FeatureCache.on_disk(base_val)
                         else (base_val, splits.val.labels))
-        return x_train, y_train, x_val, y_val
+        return x_train, y_train, groups, x_val, y_val
     splits = splits.for_statistics(HEAD_INIT_SAMPLE, recipe.seed)
     views = recipe.views()
     prefix = prefix_model(model) if base_train is None or (with_val and base_val is None) else None
     if base_train is None and views is not None and isinstance(splits.train, ImageSet):
         each = [_features(prefix, splits.train, recipe.batch_size, views, v) for v in range(views.count)]
         x_train, y_train = (np.concatenate(parts) for parts in zip(*each))
+        groups = _images_of_rows(len(y_train), len(each[0][1]))
     elif base_train is None:
         x_train, y_train = _features(prefix, splits.train, recipe.batch_size)
+        groups = _images_of_rows(len(y_train), len(y_train))
     elif isinstance(base_train, list):  # pooled first: 1x1 maps of every view, not V copies of the maps
         x_train = np.concatenate([_pooled_maps(b) for b in base_train])
         y_train = np.tile(splits.train.labels, len(x_train) // len(splits.train))
+        groups = _images_of_rows(len(y_train), len(splits.train))
     else:
         x_train, y_train = base_train, splits.train.labels
+        groups = _images_of_rows(len(y_train), len(y_train))
     if not with_val:
-        return x_train, y_train, None, None
+        return x_train, y_train, groups, None, None
     if base_val is None:
-        return (x_train, y_train, *_features(prefix, splits.val, recipe.batch_size))
-    return x_train, y_train, base_val, splits.val.labels
+        return (x_train, y_train, groups, *_features(prefix, splits.val, recipe.batch_size))
+    return x_train, y_train, groups, base_val, splits.val.labels
+
+
+def _images_of_rows(rows: int, images: int) -> np.ndarray:
+    """The image each of ``rows`` training rows comes from, the rows being ``images`` rows a view, view after view."""
+    return np.arange(rows) % max(images, 1)
 
 
 def _disk_sample(features: DiskFeatures, labels: np.ndarray, seed: int):
-    """``(pooled (n, 1, 1, C) maps, labels)`` of a stratified sample of at most :data:`HEAD_INIT_SAMPLE`
-    of the images whose features are on disk (those that were read)."""
+    """``(pooled (n, 1, 1, C) maps, labels, images)`` of a stratified sample of at most
+    :data:`HEAD_INIT_SAMPLE` of the images whose features are on disk (those that were read)."""
     readable = np.flatnonzero(features.ok)
     rows = readable[stratified_index(labels[readable], HEAD_INIT_SAMPLE, seed)]
-    return _pooled_maps(features.rows(rows)), labels[rows]
+    return _pooled_maps(features.rows(rows)), labels[rows], rows
 
 
 def _pooled_maps(features: np.ndarray) -> np.ndarray:

@@ -156,19 +156,14 @@ class Stage:
         probe_it = recipe.linear_probe and heads.linear_classifier(model) is not None
         if heads.feature_norm(model) is None and not probe_it:
             return
-        x_train, y_train, x_val, y_val = head_start_features(model, self.splits, recipe, base_train, base_val,
-                                                             with_val=probe_it)
+        x_train, y_train, groups, x_val, y_val = head_start_features(model, self.splits, recipe, base_train,
+                                                                     base_val, with_val=probe_it)
         heads.adapt_feature_norm(model, x_train)
         if not probe_it:
             return
         x_val = heads.pooled_features(model, x_val) if x_val is not None and len(y_val) else None
-        # with views the rows are the images' features view after view (head_start_features): row i is image i % n
-        count = recipe.views().count if recipe.views() is not None else 1
-        n = len(y_train) // count if len(y_train) % count == 0 else len(y_train)
-        n = n if np.array_equal(y_train, np.tile(y_train[:n], len(y_train) // n)) else len(y_train)
         fitted = fit_linear(heads.pooled_features(model, x_train), y_train, len(self.splits.class_names),
-                            x_val, y_val if x_val is not None else None, seed=recipe.seed,
-                            groups=np.arange(len(y_train)) % n)
+                            x_val, y_val if x_val is not None else None, seed=recipe.seed, groups=groups)
         heads.linear_classifier(model).set_weights([fitted.kernel, fitted.bias])
 
     # ---- fitting -----------------------------------------------------------------------------
