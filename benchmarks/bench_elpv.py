@@ -126,9 +126,8 @@ def train(task: str, candidate: str, seed: int, runs: str) -> dict:
     print(f"[{time.strftime('%H:%M:%S')}] {' '.join(cmd)}", flush=True)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     start = time.time()
-    exe = os.path.join(os.path.dirname(sys.executable), "keras-transfer")
-    with open(out + ".log", "w") as log:
-        process = subprocess.Popen([exe if os.path.exists(exe) else cmd[0], *cmd[1:]], stdout=log,
+    with open(out + ".log", "w") as log:  # this Python's package, whether or not its script is on PATH
+        process = subprocess.Popen([sys.executable, "-m", "keras_transfer", *cmd[1:]], stdout=log,
                                    stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(process.pid, 0)
     seconds = time.time() - start

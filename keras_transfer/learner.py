@@ -76,6 +76,13 @@ class Learner:
                    recipes.recipe(recipe, **recipe_fields) if isinstance(recipe, str)
                    else dataclasses.replace(recipe, **recipe_fields))
         self.recipe.views()  # a view count the kind cannot give is refused here, before any work
+        if recipe_fields.get("patience") is not None and not data.has_val:
+            raise ValueError("patience stops training when the validation loss stops improving, and this data has "
+                             "no validation images. Leave patience out (or pass patience=None), or split off "
+                             f"validation images. Received: patience={recipe_fields['patience']}")
+        if head == "binary_auxiliary" and self.recipe.mixup:
+            raise ValueError("mixup blends the labels of one output, and the binary_auxiliary head has two. Use "
+                             f"another head, or leave mixup out. Received: mixup={self.recipe.mixup}")
         if removed != "auto" and (isinstance(removed, bool) or not isinstance(removed, int) or removed < 0):
             raise ValueError(f"removed is a number of units to remove (0 or more) or 'auto'. Received: removed={removed!r}")
         if removed == "auto":

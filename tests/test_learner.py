@@ -105,6 +105,9 @@ def test_a_bad_argument_is_refused_by_name_before_any_work():
         kt.Learner(splits, "vgg16", weights="hed", removed=3, epochs=2)  # the flag's alias, not the field
     with pytest.raises(ValueError, match="Unknown recipe"):
         kt.Learner(splits, "vgg16", weights="hed", removed=3, recipe="fastest")
+    no_val = data.load(dataset="digits", image_size=32, limit=4, validation_split=0, progress=False)
+    with pytest.raises(ValueError, match="no validation images.*Received: patience=2"):
+        kt.Learner(no_val, "vgg16", weights="hed", removed=3, patience=2)
 
 
 def test_a_bfloat16_learner_scores_its_current_weights_in_float32():

@@ -105,6 +105,7 @@ def train(config: TrainConfig, run_dir: str, resume: bool = False, progress: boo
     Under a multi-worker strategy every worker trains; only the chief writes the run folder.
     Models compute in ``config.distribute.precision`` (the global Keras policy is restored afterwards).
     """
+    config.check()
     with precision.using(config.distribute.precision, backbone=config.model.backbone):
         return _train(config, run_dir, resume, progress)
 

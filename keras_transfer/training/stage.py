@@ -221,6 +221,9 @@ class Stage:
             cbs.append(averaged)
         if has_val:  # the best epoch by the one rule (best_epoch): kept at the end, and what early stopping watches
             cbs.append(KeepBestEpoch(self.recipe.patience))
+        elif self.recipe.patience is not None and self.epochs > 1:
+            logger.info("%s: no validation images, so early stopping (patience %d) has nothing to watch: all %d "
+                        "epochs train and the last is kept", self.name, self.recipe.patience, self.epochs)
         if run_dir:
             cbs.append(keras.callbacks.CSVLogger(os.path.join(run_dir, f"{self.name}.csv"), append=resume))
             if self.recipe.tensorboard is not None:

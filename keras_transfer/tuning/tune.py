@@ -127,6 +127,9 @@ def _search_in(config: SearchConfig, out_dir: str, verbose: int, resuming: bool,
     if splits is None:
         splits = _load(config, strategy, verbose)
     logger.info(splits.summary())
+    if not splits.has_val:  # before the search folder is written or a trial trains
+        raise ValueError("a search scores each trial on its validation images, and these splits have none. Split "
+                         "off validation images (validation_split > 0).")
     chief = not tuner_is_worker()
     if chief:
         start_search_dir(out_dir, config, splits, resuming)

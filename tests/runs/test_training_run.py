@@ -93,8 +93,9 @@ def test_augmented_training_reports_test_time_augmentation(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,says", [(["--augment-views", "3"], "set augment too"),
-                                       (["--augment", "top_down", "--augment-views", "9"], "top_down views number 1 to 8")])
-def test_augmentation_settings_that_cannot_apply_are_refused(tmp_path, capsys, argv, says):
+                                       (["--augment", "top_down", "--augment-views", "9"], "top_down views number 1 to 8"),
+                                       (["--val-split", "0", "--patience", "2"], "leaves no validation images")])
+def test_settings_that_cannot_apply_are_refused(tmp_path, capsys, argv, says):
     make_class_folder(str(tmp_path / "imgs"), __import__("numpy").random.default_rng(4))
     assert main(["train", "--data", str(tmp_path / "imgs"), *TRAIN, *argv, "--out", str(tmp_path / "run")]) == 2
     assert says in capsys.readouterr().err

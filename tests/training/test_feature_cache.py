@@ -205,3 +205,34 @@ def test_the_head_stage_is_cached_pooled_in_bfloat16_too(rng):
         plan = training.Stage(model, small_splits(rng), small_recipe(), "head", 1, len(backbone_of(model).layers)).plan()
     assert "block4_pool+gap" in plan.how and plan.x_train.shape[1:] == (1, 1, 512)
     assert plan.x_train.dtype == np.float32  # the means are kept in float32 (init_head's statistics)
+
+
+def test_features_on_disk_say_which_image_each_head_start_row_comes_from(tmp_path, monkeypatch):
+    """The disk path samples the same images in every view, leaves out the unreadable ones, and
+    its groups name each row's image: what the probe's grouped cross-validation keeps together."""
+    import types
+
+    from keras_transfer.data.streaming import DiskFeatures
+    from keras_transfer.training import feature_cache
+
+    monkeypatch.setattr(feature_cache, "HEAD_INIT_SAMPLE", 12)
+    n, labels = 30, np.arange(30) % 3
+    ok = np.ones(n, bool)
+    ok[7] = False
+
+    def on_disk(name, view):  # each image's maps hold 100 * view + its index
+        path = str(tmp_path / f"{name}.npy")
+        np.save(path, np.broadcast_to((100 * view + np.arange(n, dtype="float32"))[:, None, None, None],
+                                      (n, 2, 2, 3)).copy())
+        return DiskFeatures(path, ok)
+
+    splits = types.SimpleNamespace(train=types.SimpleNamespace(labels=labels), val=types.SimpleNamespace(labels=labels))
+    x, y, groups, x_val, y_val = feature_cache.head_start_features(
+        None, splits, small_recipe(seed=3), [on_disk("v0", 0), on_disk("v1", 1)], on_disk("val", 0))
+    assert x.shape == (24, 1, 1, 3) and len(groups) == len(y) == 24  # 12 images, view after view
+    np.testing.assert_array_equal(groups[:12], groups[12:])  # the same images in both views
+    assert 7 not in groups and len(set(groups)) == 12
+    np.testing.assert_array_equal(x[:, 0, 0, 0], 100 * (np.arange(24) // 12) + groups)  # the row is that image's
+    np.testing.assert_array_equal(y, labels[groups])
+    assert np.bincount(y, minlength=3).min() == 8  # stratified: 4 images of each class, twice
+    assert x_val.shape == (12, 1, 1, 3) and np.array_equal(y_val, labels[x_val[:, 0, 0, 0].astype(int)])

@@ -170,6 +170,28 @@ def test_mixup_is_a_flag_of_train_and_is_refused_where_it_cannot_apply(digits, c
         training.fine_tune(auxiliary, digits, recipes.recipe(head_epochs=1, fine_tune_epochs=0, mixup=0.2, verbose=0))
 
 
+
+def test_mixup_with_the_binary_auxiliary_head_is_refused_before_any_work(digits, tmp_path, capsys, monkeypatch):
+    """From Python before the probe runs, from the CLI before any image is read, and for a search."""
+    import keras_transfer as kt
+    from keras_transfer.cli.entry_point import main
+    from keras_transfer.runs import config
+    from keras_transfer.training import cut_probe
+
+    monkeypatch.setattr(cut_probe, "recommend_for", lambda *a, **k: 1 / 0)  # the probe is work: never reached
+    with pytest.raises(ValueError, match="binary_auxiliary head has two.*Received: mixup=0.2"):
+        kt.Learner(digits, "vgg16", weights=None, head="binary_auxiliary", mixup=0.2)
+    out = tmp_path / "run"
+    assert main(["train", "--head", "binary_auxiliary", "--data", str(tmp_path / "no such folder"), "--mixup", "0.2",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "mixup (--mixup) blends the labels of one output" in err and "Traceback" not in err
+    assert not out.exists()
+    with pytest.raises(ValueError, match="binary_auxiliary head has two"):  # a search that would try that head
+        config.SearchConfig(recipe=config.RecipeConfig(mixup=0.2),
+                            search=config.SearchSpaceConfig(head_kinds=("gap_dense", "binary_auxiliary")))
+
+
 def test_tutorial_and_keras_io_recipes_are_one_argument_away():
     tutorial = recipes.recipe("tutorial")
     assert (tutorial.width, tutorial.normalize, tutorial.head_optimizer) == (1024, False, "rmsprop")

@@ -123,3 +123,20 @@ def test_a_stage_ends_with_its_best_epochs_weights_and_reports_that_epochs_metri
     # early stopping off: the last epoch is kept, and reported
     off = training.fine_tune(small_vgg(), s, small_recipe(head_epochs=3, fine_tune_epochs=0, patience=None), callbacks=[Spoil()])
     assert best_epoch.kept_metrics(off["head"], early_stopping=False)["epoch"] == 2
+
+
+def test_without_validation_images_every_epoch_trains_and_the_log_says_why(rng, caplog):
+    """Early stopping watches the validation loss: without validation images there is none, so the
+    stage trains all its epochs, keeps the last, and says so (the recipe's patience is not silently dropped)."""
+    keras.utils.set_random_seed(0)
+    model = small_vgg()
+    x = small_splits(rng)
+    no_val = data.split(data.ImageSet(np.concatenate([x.train.images, x.val.images]),
+                                      np.concatenate([x.train.labels, x.val.labels]), x.class_names), 0.0, 0.0, seed=0)
+    stage = training.Stage(model, no_val, small_recipe(patience=1, head_learning_rate=0.0), "head", 3,
+                           len(backbone_of(model).layers))
+    with caplog.at_level("INFO", logger="keras_transfer.training"):
+        history = stage.fit(stage.plan())
+    assert len(history["loss"]) == 3  # a zero rate: no epoch is better, yet nothing stops
+    assert "head: no validation images, so early stopping (patience 1) has nothing to watch: all 3 epochs train" \
+        in caplog.text

@@ -572,3 +572,20 @@ def test_the_heatmap_boxes_the_trial_the_search_takes_among_equals(tmp_path, mon
     assert (best["removed"], best["frozen_units"]) == (3, 14)
     (col, row), = drawn["boxes"]
     assert (drawn["rows"][int(row)], drawn["cols"][int(col)]) == ("3", "14")
+
+
+def test_a_search_without_validation_images_is_refused_before_anything_is_written(tmp_path, capsys):
+    """Every trial is scored on validation images: with none, the search is refused up front, from
+    the CLI (by flag, before the data is read) and from Python (splits without them), not after a
+    trial has trained and failed."""
+    from keras_transfer.cli.entry_point import main
+
+    out = tmp_path / "search"
+    assert main(["tune", "--dataset", "digits", "--backbone", "vgg16", "--weights", "hed", "--input-size", "32",
+                 "--val-split", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "validation_split (--val-split) 0 leaves none" in err and "Traceback" not in err
+    no_val = data.load(dataset="digits", image_size=32, limit=4, validation_split=0, progress=False)
+    with pytest.raises(ValueError, match="these splits have none"):
+        tuning.search(no_val, "vgg16", weights="hed", out_dir=str(out), removed_range=(3, 3), verbose=0)
+    assert not out.exists()
