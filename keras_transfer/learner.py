@@ -17,6 +17,7 @@ import numpy as np
 from keras_transfer import data as data_lib
 from keras_transfer import export as export_lib
 from keras_transfer import plots, training
+from keras_transfer._utils import choices
 from keras_transfer._utils.atomic_files import atomic_path, write_json
 from keras_transfer.export.heatmaps import grad_cam, overlay
 from keras_transfer.models.surgery import backbone_of, resolve_frozen
@@ -80,9 +81,7 @@ class Learner:
             raise ValueError("patience stops training when the validation loss stops improving, and this data has "
                              "no validation images. Leave patience out (or pass patience=None), or split off "
                              f"validation images. Received: patience={recipe_fields['patience']}")
-        if head == "binary_auxiliary" and self.recipe.mixup:
-            raise ValueError("mixup blends the labels of one output, and the binary_auxiliary head has two. Use "
-                             f"another head, or leave mixup out. Received: mixup={self.recipe.mixup}")
+        choices.check_mixup([head], self.recipe.mixup)  # before the probe: nothing runs that would be refused
         if removed != "auto" and (isinstance(removed, bool) or not isinstance(removed, int) or removed < 0):
             raise ValueError(f"removed is a number of units to remove (0 or more) or 'auto'. Received: removed={removed!r}")
         if removed == "auto":

@@ -7,3 +7,11 @@ BACKBONES = ("vgg16", "vgg19", "inception_v3", "resnet50", "mobilenet_v2", "dens
              "efficientnet_lite2", "xception")
 HEADS = ("gap_dense", "keep_classifier", "binary_auxiliary")
 RECIPES = ("default", "tutorial", "keras_io")
+
+
+def check_mixup(heads, mixup) -> None:
+    """Refuse mixup for a head of two outputs: its blends are of one output's labels. Here, free of
+    TensorFlow, so that the command line refuses it before any image is read."""
+    if mixup and "binary_auxiliary" in heads:
+        raise ValueError("mixup blends the labels of one output, and the binary_auxiliary head has two. Use another "
+                         f"head, or leave mixup out. Received: mixup={mixup}, head='binary_auxiliary'")

@@ -260,10 +260,6 @@ class SearchSpaceConfig:
                                "or retrained where its checkpoint is not at hand)", action="store_false")
 
 
-_MIXUP_TWO_OUTPUTS = ("mixup (--mixup) blends the labels of one output, and the binary_auxiliary head has two. Use "
-                      "another head, or leave mixup out. Received: mixup={mixup}, head='binary_auxiliary'")
-
-
 @dataclasses.dataclass
 class TrainConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -281,8 +277,7 @@ class TrainConfig:
                              "validation_split (--val-split) 0 leaves no validation images. Leave patience out (or "
                              "set it to -1), or keep a validation split. Received: "
                              f"patience={self.recipe.patience}, validation_split=0")
-        if self.model.head == "binary_auxiliary" and self.recipe.mixup not in (RECIPES_OWN, 0, 0.0):
-            raise ValueError(_MIXUP_TWO_OUTPUTS.format(mixup=self.recipe.mixup))
+        choices.check_mixup([self.model.head], self.recipe.mixup != RECIPES_OWN and self.recipe.mixup)
 
     @classmethod
     def read(cls, run_dir: str) -> TrainConfig:
@@ -315,8 +310,7 @@ class SearchConfig:
         if searched:
             raise ValueError(f"a search builds its models from the search space; model.{searched[0]} is not used. "
                              f"Set search.* instead. Received: model.{searched[0]}={getattr(self.model, searched[0])!r}")
-        if "binary_auxiliary" in self.search.head_kinds and self.recipe.mixup not in (RECIPES_OWN, 0, 0.0):
-            raise ValueError(_MIXUP_TWO_OUTPUTS.format(mixup=self.recipe.mixup))
+        choices.check_mixup(self.search.head_kinds, self.recipe.mixup != RECIPES_OWN and self.recipe.mixup)
         if self.data.validation_split == 0:
             raise ValueError("a search scores each trial on its validation images, and validation_split (--val-split) "
                              "0 leaves none. Keep a validation split (e.g. 0.15); to train the best trial's settings "
