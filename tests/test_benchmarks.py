@@ -96,7 +96,8 @@ def test_every_candidate_is_a_train_command_the_cli_accepts(candidate):
     assert cmd[:2] == ["keras-transfer", "train"]
     recipe = train_config(build_parser().parse_args(cmd[1:])).make_recipe()
     longer = {"readme_e25": 25, "lite1_240_ema_e20": 20, "lite1_240_ema_e25": 25, "lite1_240_ema_e20_cw": 20,
-              "lite1_240_ema_e20_lr15": 20, "lite1_240_ema_e20_mixup": 20, "lite1_240_ema_e20_refit": 20}
+              "lite1_240_ema_e20_lr15": 20, "lite1_240_ema_e20_mixup": 20, "lite1_240_ema_e20_refit": 20,
+              "lite1_240_ema_e20_jitter": 20}
     assert (recipe.fine_tune_epochs, recipe.augment_views, recipe.patience) == (longer.get(candidate, 15), 4, None)
     assert recipe.seed == (11 if candidate == "readme_b" else 1)
 

@@ -18,7 +18,7 @@ guitars        the synthetic guitar folder the notebook starts from
 in_memory      ``streams``: whether a run holds its decoded images or streams their files
 loading        ``load``: a folder or a built-in name to splits
 streaming      files left on disk (``FileImages``) and features on disk (``DiskFeatures``)
-augmentation   ``Views``: fixed, numbered augmented views of every image
+augmentation   ``Views``: fixed, numbered augmented views of every image; ``jitter``
 tf_datasets    ``to_dataset``: batched ``tf.data`` pipelines over any of the above
 =============  ===========================================================================
 """
@@ -28,7 +28,7 @@ import lazy_loader as _lazy
 # Submodules load on first use: importing one module of the package does not import the others
 # (nor TensorFlow, where they need it), and `--help` stays fast.
 __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
-    'augmentation': ['VIEW_KINDS', 'Views', 'kind_for'],
+    'augmentation': ['MAX_JITTER', 'VIEW_KINDS', 'Views', 'jitter', 'kind_for'],
     'builtin_sets': ['BUILTIN_DATASETS', 'FASHION_MNIST_CLASSES', 'FASHION_MNIST_DIRS', 'builtin', 'digits', 'elpv', 'fashion_mnist', 'from_tfds'],
     'guitars': ['sample_guitars'],
     'image_folders': ['IMAGE_EXTENSIONS', 'as_images', 'image_paths', 'load_folder', 'write_skipped_report'],
@@ -37,5 +37,5 @@ __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
     'in_memory': ['IN_MEMORY', 'READ_ONCE_IN_MEMORY_MAX', 'RunCost', 'streams'],
     'loading': ['from_directory', 'load'],
     'streaming': ['DiskFeatures', 'FileImages', 'SkippedFile', 'check_file', 'skip_reason'],
-    'tf_datasets': ['Streams', 'batch_stream', 'mixup', 'shards_by_file', 'stream_size', 'to_dataset'],
+    'tf_datasets': ['Streams', 'batch_stream', 'jittered', 'mixup', 'shards_by_file', 'stream_size', 'to_dataset'],
 })

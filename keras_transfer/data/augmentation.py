@@ -14,6 +14,11 @@ Two kinds, chosen by what leaves the label unchanged:
               images whose rows and columns differ (a solar cell's busbars run across it).
 ``photo``     photographs: view 0 plus horizontal flips of seeded crops (80-100 % of the side,
               resized back) with a brightness change of up to 10 %.
+
+:func:`jitter` is the other kind of augmentation: random, not numbered, so never cached. Each
+training image is shifted, zoomed and its contrast changed by a small random amount drawn anew
+every epoch (one resampling, not one per change: thin cracks stay sharp). Fine-tuning applies it
+after the view is drawn, so a run with jitter fine-tunes on the images, not on cached features.
 """
 
 from __future__ import annotations
@@ -68,6 +73,40 @@ class Views:
             y, x = rng.uniform(0.0, 1.0 - side, size=2)
             rows.append((y, x, y + side, x + side, float(v % 2), rng.uniform(0.9, 1.1)))
         return np.asarray(rows, "float32")
+
+
+MAX_JITTER = 0.25
+
+
+def jitter(images, amount: float, seed):
+    """``images`` (float ``(B, H, W, 3)`` in [0, 255]) each shifted by up to ``amount`` of its side
+    along each axis, zoomed in or out by up to ``amount``, its edges reflected, and its contrast
+    scaled about its mean by a factor in ``[1 - amount, 1 + amount]``. ``seed``: a stateless seed
+    (int tensor ``(2,)``): the same seed, the same jitter.
+
+    One affine resampling per image (Keras's ``affine_transform``), where chaining Keras's
+    ``RandomTranslation`` and ``RandomZoom`` layers would resample twice.
+    """
+    import tensorflow as tf
+    from keras import ops
+
+    if not 0 < amount <= MAX_JITTER:
+        raise ValueError(f"jitter is a fraction of the image's side, above 0 and at most {MAX_JITTER}. "
+                         f"Received: jitter={amount}")
+    images = tf.convert_to_tensor(images, tf.float32)
+    n = tf.shape(images)[0]
+    height, width = tf.cast(tf.shape(images)[1], tf.float32), tf.cast(tf.shape(images)[2], tf.float32)
+    draws = tf.random.stateless_uniform([n, 4], seed, minval=-amount, maxval=amount)
+    zoom, shift_y, shift_x, contrast = (draws[:, i] for i in range(4))
+    inverse = 1.0 / (1.0 + zoom)  # output pixel (x, y) reads input (x / s + ..., y / s + ...): s > 1 zooms in
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    zeros = tf.zeros_like(zoom)
+    transform = tf.stack([inverse, zeros, cx - cx * inverse + shift_x * width,
+                          zeros, inverse, cy - cy * inverse + shift_y * height, zeros, zeros], axis=1)
+    moved = ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode="reflect")
+    mean = tf.reduce_mean(moved, axis=[1, 2, 3], keepdims=True)
+    factor = tf.reshape(1.0 + contrast, [-1, 1, 1, 1])
+    return tf.clip_by_value((moved - mean) * factor + mean, 0.0, 255.0)
 
 
 def _top_down(images, v):

@@ -172,6 +172,29 @@ def mixup(dataset, alpha: float, seed: int = 0):
         tf.data.AUTOTUNE)
 
 
+def jittered(dataset, amount: float, seed: int = 0):
+    """``dataset``'s batches ``(x, y[, weight])`` with each image of ``x`` jittered
+    (:func:`keras_transfer.data.augmentation.jitter`: shifted, zoomed and its contrast changed by up
+    to ``amount``), drawn anew every epoch and repeatably by ``seed``; labels and weights unchanged.
+    ``x`` must be images, not cached features."""
+    import tensorflow as tf
+
+    from keras_transfer.data.augmentation import jitter
+
+    jitter(tf.zeros([1, 2, 2, 3]), amount, tf.constant([0, 0]))  # a bad amount is refused here, not in the pipeline
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2, drop_remainder=True)
+
+    def move(element, pair):
+        x, *rest = element
+        if x.shape.rank != 4:
+            raise ValueError(f"jitter moves images (batch, height, width, channels), not features. "
+                             f"Received: a batch of shape {x.shape}")
+        return (jitter(x, amount, pair), *rest)
+
+    return tf.data.Dataset.zip(dataset, seeds).map(move, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE)
+
+
 def _first_column(x, y, sample_weight, on_disk: list, files: bool, cached_views: bool):
     """``(first, y, sample_weight)``: what the pipeline's first column slices (the arrays, or row
     numbers of files and of features on disk), the rest kept to the rows that were read."""

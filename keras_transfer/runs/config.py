@@ -169,6 +169,11 @@ class RecipeConfig:
                                 "cached features) and of their labels, the weight drawn from Beta(ALPHA, ALPHA), e.g. "
                                 "0.2; 0: off (default: the recipe's, off)", type=ranged(float, 0.0, 10.0),
                                 metavar="ALPHA")
+    jitter: float | str = option(RECIPES_OWN, "--jitter", "fine-tune on images shifted and zoomed by up to this "
+                                 "fraction of their side and their contrast changed by as much, drawn anew every "
+                                 "epoch (e.g. 0.05; at most 0.25); fine-tuning then runs on the images, not on cached "
+                                 "features; 0: off (default: the recipe's, off)", type=ranged(float, 0.0, 0.25),
+                                 metavar="FRACTION")
     bn_inference: bool | str = option(RECIPES_OWN, ("--no-bn-inference", "--train-batchnorm"), "fine-tuning also "
                                       "trains the unfrozen backbone's BatchNorm layers (scale, offset and batch "
                                       "statistics; default: the recipe's, default and keras_io keep them in inference "
@@ -278,6 +283,7 @@ class TrainConfig:
                              "set it to -1), or keep a validation split. Received: "
                              f"patience={self.recipe.patience}, validation_split=0")
         choices.check_mixup([self.model.head], self.recipe.mixup != RECIPES_OWN and self.recipe.mixup)
+        self.make_recipe()  # the recipe's own refusals (views, jitter without fine-tuning) before the data too
 
     @classmethod
     def read(cls, run_dir: str) -> TrainConfig:

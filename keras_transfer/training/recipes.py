@@ -28,7 +28,7 @@ import dataclasses
 import keras
 from keras import ops
 
-from keras_transfer.data.augmentation import Views
+from keras_transfer.data.augmentation import MAX_JITTER, Views
 
 
 @dataclasses.dataclass
@@ -80,9 +80,18 @@ class Recipe:
     # mixup (Zhang et al. 2018): each training batch's rows blended pairwise, inputs and one-hot
     # labels alike, the weight drawn from Beta(mixup, mixup) (e.g. 0.2); 0: off
     mixup: float = 0.0
+    # random shifts, zooms and contrast changes of up to this fraction, drawn anew every epoch
+    # (data.augmentation.jitter), in the fine-tuning stage only; the stage then trains on the images,
+    # as cached features cannot move; 0: off
+    jitter: float = 0.0
     seed: int = 0
     tensorboard: str | None = None  # "": RUN_DIR/tensorboard
     verbose: int | str = "auto"
+
+    def __post_init__(self):
+        if self.jitter and not 0 < self.jitter <= MAX_JITTER:
+            raise ValueError(f"jitter is a fraction of the image's side, above 0 and at most {MAX_JITTER} (0: off). "
+                             f"Received: jitter={self.jitter}")
 
     def views(self):
         """The :class:`~keras_transfer.data.augmentation.Views` training draws from, or None without augmentation."""
@@ -132,7 +141,11 @@ def recipe(name: str = "default", **overrides) -> Recipe:
     if not_values:
         raise TypeError(f"None is not a value of {', '.join(not_values)}: leave it out to keep the {name!r} recipe's. "
                         f"Received: {', '.join(f'{k}=None' for k in not_values)}")
-    return Recipe(name=name, **{**RECIPES[name], **overrides})
+    made = Recipe(name=name, **{**RECIPES[name], **overrides})
+    if made.jitter and made.fine_tune_epochs == 0:
+        raise ValueError("jitter applies while fine-tuning, and fine_tune_epochs=0 leaves no fine-tuning. Give "
+                         f"fine-tuning epochs, or leave jitter out. Received: jitter={made.jitter}, fine_tune_epochs=0")
+    return made
 
 
 # ---------------------------------------------------------------- optimisers

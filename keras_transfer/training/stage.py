@@ -84,6 +84,11 @@ class Stage:
         """Layers ``[:k]`` train at ``recipe.transferred_lr_scale`` instead of being frozen."""
         return self.name == "fine_tune" and self.recipe.transferred_lr_scale is not None
 
+    @property
+    def jittered(self) -> bool:
+        """The recipe's jitter moves this stage's training images (fine-tuning only)."""
+        return self.name == "fine_tune" and bool(self.recipe.jitter)
+
     # ---- freezing and rates ----------------------------------------------------------------
 
     def freeze(self) -> bool:
@@ -117,7 +122,10 @@ class Stage:
         every view of the training images), else on the images."""
         x_train, x_val = self.splits.stage_inputs(self.recipe.augment)
         parts = None
-        if self.cache.accepts(x_train) and self.recipe.cache_features and not self.scaled:
+        if self.jittered:
+            logger.info("[%s] jitter %g moves the images every epoch, so the stage trains on them, not on cached "
+                        "features", self.name, self.recipe.jitter)
+        elif self.cache.accepts(x_train) and self.recipe.cache_features and not self.scaled:
             with self.strategy.scope():  # Keras ties a model to the strategy it was created under
                 parts = split_model(self.model, self.k)
         views = self.recipe.views()
@@ -258,6 +266,8 @@ class Stage:
 
         def train(batch_size, share=(1, 0)):
             batches = splits.train_dataset(plan.x_train, targets, batch_size, seed, views, share)
+            if self.jittered:  # after the view is drawn, before the blend: mixup blends moved images
+                batches = data_lib.jittered(batches, self.recipe.jitter, seed)
             return data_lib.mixup(batches, mix, seed) if mix else batches
 
         def val(batch_size, share=(1, 0)):
@@ -305,7 +315,8 @@ def _size(nbytes: int) -> str:
 
 # Recipe fields only the fine-tuning stage reads: they do not change what the head stage produces
 _FINE_TUNE_ONLY = dict(fine_tune_epochs=0, frozen=None, fine_tune_optimizer="", fine_tune_learning_rate=0.0,
-                       backbone_lr_scale=0.0, keep_best=False, transferred_lr_scale=None, verbose=0, tensorboard=None)
+                       backbone_lr_scale=0.0, keep_best=False, transferred_lr_scale=None, verbose=0, tensorboard=None,
+                       jitter=0.0)
 
 
 def _architecture(model: keras.Model) -> list:

@@ -43,7 +43,7 @@ def test_inspect_draws_first_layer_filters(tmp_path, capsys):
 # a value other than the default for options whose type alone does not say what is valid
 _VALUES = {"--weights": ["hed"], "--frozen": ["block3_pool"], "--removed": ["3"], "--removed-range": ["1:2"], "--frozen-range": ["9:12"], "--devices": ["/cpu:0,/cpu:1"],
            "--data": ["some/folder"], "--patience": ["-1"], "--precision": ["float32"], "--widths": ["64"], "--dropouts": ["0.3"],
-           "--learning-rates": ["0.01"], "--b-per-class": ["5"], "--a-classes": ["0,1"]}
+           "--learning-rates": ["0.01"], "--b-per-class": ["5"], "--a-classes": ["0,1"], "--jitter": ["0.05"]}
 
 
 def _other_value(action):

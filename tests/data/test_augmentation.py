@@ -71,3 +71,57 @@ def test_to_dataset_draws_one_view_per_image_per_epoch_alike_from_images_and_fro
                  for i, label in enumerate(labels)]
         seen.append(drawn)
     assert seen[0] != seen[1] and len(set(sum(seen, []))) > 3  # new draws each epoch, several views
+
+
+def _centroid(image):
+    ys, xs = np.nonzero(image[..., 0] > 100)
+    return ys.mean(), xs.mean()
+
+
+def test_jitter_shifts_and_zooms_each_image_by_its_own_draw_once(rng):
+    """A bright square lands where the drawn zoom and shift put it: output pixel ``p`` reads the
+    input at ``(p - c) / (1 + zoom) + c + shift * side`` (so a positive zoom enlarges, a positive
+    shift moves the content up or left), each image by its own draw; one resampling keeps the
+    square's edges sharp; the same seed gives the same images."""
+    import tensorflow as tf
+
+    from keras_transfer.data.augmentation import jitter
+
+    n, side, amount, seed = 6, 40, 0.1, tf.constant([3, 4])
+    x = np.zeros((n, side, side, 3), "float32")
+    x[:, 16:24, 14:22] = 250.0
+    out = jitter(x, amount, seed).numpy()
+    zoom, shift_y, shift_x, _ = tf.random.stateless_uniform([n, 4], seed, minval=-amount, maxval=amount).numpy().T
+    c = (side - 1) / 2
+    y0, x0 = _centroid(x[0])
+    for i in range(n):
+        want = ((y0 - c - shift_y[i] * side) * (1 + zoom[i]) + c, (x0 - c - shift_x[i] * side) * (1 + zoom[i]) + c)
+        np.testing.assert_allclose(_centroid(out[i]), want, atol=0.75, err_msg=f"image {i}")
+        area = np.sum(out[i, ..., 0] > 100)
+        assert abs(area - 64 * (1 + zoom[i]) ** 2) <= 4 * 8 * (1 + zoom[i]) + 1  # within a pixel's rim of the box
+    assert len({_centroid(o) for o in out}) == n  # every image its own draw
+    np.testing.assert_array_equal(out, jitter(x, amount, seed).numpy())
+    assert not np.allclose(out, jitter(x, amount, tf.constant([3, 5])).numpy())
+
+
+def test_jitter_changes_contrast_about_the_mean_and_stays_in_range(rng):
+    import tensorflow as tf
+
+    from keras_transfer.data.augmentation import jitter
+
+    flat = np.full((4, 12, 12, 3), 90.0, "float32")  # no edges to move, no spread to change
+    np.testing.assert_allclose(jitter(flat, 0.2, tf.constant([0, 1])).numpy(), flat, atol=1e-3)
+    x = rng.integers(0, 256, (8, 12, 12, 3)).astype("float32")
+    out = jitter(x, 0.25, tf.constant([0, 2])).numpy()
+    assert out.min() >= 0 and out.max() <= 255
+    np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), x.mean(axis=(1, 2, 3)), rtol=0.1)
+
+
+@pytest.mark.parametrize("amount", [0.0, -0.05, 0.3])
+def test_jitter_amounts_outside_its_range_are_refused(amount):
+    import tensorflow as tf
+
+    from keras_transfer.data.augmentation import jitter
+
+    with pytest.raises(ValueError, match=f"above 0 and at most 0.25. Received: jitter={amount}"):
+        jitter(np.zeros((1, 4, 4, 3), "float32"), amount, tf.constant([0, 0]))

@@ -46,3 +46,28 @@ def test_mixup_refuses_an_alpha_of_zero_and_labels_of_two_outputs():
         data.mixup(data.to_dataset(x, y, batch_size=2), 0, seed=0)
     with pytest.raises(ValueError, match=r"one output. Received: labels with outputs \['binary', 'class'\]"):
         data.mixup(data.to_dataset(x, {"class": y, "binary": y}, batch_size=2), 0.2, seed=0)
+
+
+def test_jittered_moves_the_images_anew_every_epoch_and_keeps_labels_and_weights(rng):
+    x = rng.integers(0, 256, (6, 16, 16, 3)).astype("uint8")
+    y, weights = np.arange(6) % 3, np.linspace(0.5, 1.0, 6).astype("float32")
+    make = lambda seed: data.jittered(data.to_dataset(x, y, batch_size=6, sample_weight=weights), 0.1, seed)  # noqa: E731
+    dataset = make(5)
+    epochs = []
+    for _ in range(2):
+        (moved, labels, w), = [tuple(t.numpy() for t in batch) for batch in dataset]
+        np.testing.assert_array_equal(labels, y)
+        np.testing.assert_array_equal(w, weights)
+        assert moved.shape == x.shape and not np.allclose(moved, x)
+        epochs.append(moved)
+    assert not np.allclose(epochs[0], epochs[1])  # drawn anew every epoch
+    (again, _, _), = [tuple(t.numpy() for t in batch) for batch in make(5)]
+    np.testing.assert_array_equal(again, epochs[0])  # and repeatably by seed
+
+
+def test_jittered_refuses_features_and_bad_amounts():
+    features = data.to_dataset(np.zeros((4, 8), "float32"), np.zeros(4, "int64"), batch_size=2)
+    with pytest.raises(ValueError, match=r"jitter moves images \(batch, height, width, channels\), not features"):
+        data.jittered(features, 0.1)
+    with pytest.raises(ValueError, match="Received: jitter=0.5"):
+        data.jittered(features, 0.5)

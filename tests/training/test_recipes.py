@@ -268,3 +268,54 @@ def test_none_is_a_value_where_a_field_has_one_and_is_refused_elsewhere():
     assert config.RecipeConfig(recipe="keras_io").make(0).frozen == 0
     assert config.RecipeConfig(recipe="tutorial").make(0).width == 1024
     assert config.RecipeConfig(patience=None).make(0).patience is None
+
+
+def test_jitter_fine_tunes_on_moving_images_while_the_head_trains_on_cached_features(rng, caplog):
+    """Cached features cannot move, so under jitter the fine-tuning stage trains on the images
+    (where it would otherwise read cached features of its frozen prefix) and its batches are the
+    jittered views; the head stage keeps its cache and its reuse key (jitter is not its field)."""
+    from training_helpers import small_recipe, small_splits, small_vgg
+
+    from keras_transfer.models.surgery import backbone_of, layer_index
+
+    keras.utils.set_random_seed(0)
+    model, splits = small_vgg(), small_splits(rng)
+    base = backbone_of(model)
+    k = layer_index(base, "block3_pool")
+    still, moving = (small_recipe(augment="top_down", augment_views=4, jitter=j) for j in (0.0, 0.1))
+    with caplog.at_level("INFO", logger="keras_transfer.training"):
+        plans = {j: training.Stage(model, splits, r, "fine_tune", 1, k).plan() for j, r in ((0, still), (1, moving))}
+    assert plans[0].how.startswith("on cached") and plans[0].fit_model is not model
+    assert plans[1].how == splits.end_to_end and plans[1].fit_model is model
+    assert "[fine_tune] jitter 0.1 moves the images every epoch, so the stage trains on them" in caplog.text
+    head = {j: training.Stage(model, splits, r, "head", 1, len(base.layers)) for j, r in ((0, still), (1, moving))}
+    assert head[1].plan().how.startswith("on cached")
+    assert head[1].head_key() == head[0].head_key()
+    stages = {j: training.Stage(model, splits, r, "fine_tune", 1, k) for j, r in ((0, still), (1, moving))}
+    (plain, y0), = [(b[0].numpy(), b[1].numpy()) for b in stages[0].datasets(plans[1], 64)[0]]
+    (moved, y1), = [(b[0].numpy(), b[1].numpy()) for b in stages[1].datasets(plans[1], 64)[0]]
+    np.testing.assert_array_equal(y0, y1)  # the same images in the same order, with the same views drawn
+    assert plain.shape == moved.shape and not np.allclose(plain, moved)
+    np.testing.assert_allclose(moved.mean(axis=(1, 2, 3)), plain.mean(axis=(1, 2, 3)), rtol=0.15)
+    history = training.fine_tune(model, splits, moving)
+    assert len(history["fine_tune"]["loss"]) == moving.fine_tune_epochs
+
+
+def test_jitter_is_a_flag_of_train_and_is_refused_where_it_cannot_apply(tmp_path, capsys):
+    from keras_transfer.cli.commands import train_config
+    from keras_transfer.cli.entry_point import build_parser, main
+
+    parse = lambda *flags: train_config(build_parser().parse_args(["train", "--dataset", "digits", *flags]))  # noqa: E731
+    assert parse("--jitter", "0.05").make_recipe().jitter == 0.05
+    assert parse().make_recipe().jitter == 0.0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--dataset", "digits", "--jitter", "0.3"])
+    assert "--jitter: must be between 0.0 and 0.25. Received: 0.3" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="at most 0.25 \\(0: off\\). Received: jitter=0.5"):
+        recipes.recipe(jitter=0.5)
+    out = tmp_path / "run"  # no fine-tuning: jitter would do nothing, refused before any image is read
+    assert main(["train", "--data", str(tmp_path / "no such folder"), "--jitter", "0.05", "--fine-tune-epochs", "0",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "jitter applies while fine-tuning, and fine_tune_epochs=0 leaves no fine-tuning" in err
+    assert "Traceback" not in err and not out.exists()
