@@ -178,8 +178,10 @@ class RecipeConfig:
                                       "trains the unfrozen backbone's BatchNorm layers (scale, offset and batch "
                                       "statistics; default: the recipe's, default and keras_io keep them in inference "
                                       "mode)", action="store_const", const=False)
-    patience: int | str | None = option(RECIPES_OWN, "--patience", "early-stopping patience; -1: no early stopping "
-                                        "(default: the recipe's)", type=_patience)
+    patience: int | str | None = option(RECIPES_OWN, "--patience", "early-stopping patience: stop after this many epochs "
+                                        "without a lower validation loss and keep the best epoch (so it needs "
+                                        "validation images); -1: no early stopping, the last epoch kept (default: "
+                                        "the recipe's)", type=_patience)
     tensorboard: str | None = option(RECIPES_OWN, "--tensorboard", "write TensorBoard logs to DIR (default: "
                                      "OUT/tensorboard); tune: one folder per trial, with the HParams dashboard",
                                      nargs="?", const="", metavar="DIR")
