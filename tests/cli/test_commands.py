@@ -88,8 +88,11 @@ def test_predict_prints_class_and_probability(trained, capsys):
     assert "skipped" in capsys.readouterr().err
 
 
-def test_export_command_adds_a_version(trained, capsys):
-    _, run, _ = trained
+def test_export_command_adds_a_version(trained, tmp_path, capsys):
+    import shutil
+
+    run = str(tmp_path / "run")  # a copy: the session's run folder is the one other tests read as train wrote it
+    shutil.copytree(trained[1], run)
     assert main(["export", run, "--format", "tflite"]) == 0
     assert os.path.exists(os.path.join(run, "export", "2", "saved_model.pb"))
     assert os.path.getsize(os.path.join(run, "export", "2", "model.tflite")) > 1000
@@ -179,7 +182,7 @@ def test_a_damaged_checkpoint_or_export_is_one_line_naming_the_file(trained, tmp
     assert f"{weights} cannot be read (" in err and "damaged or cut short" in err and "Traceback" not in err
 
     exports = os.path.join(copy, "export")
-    newest = max(int(v) for v in os.listdir(exports))  # (an earlier test may have added a version)
+    newest = max(int(v) for v in os.listdir(exports))
     shutil.copytree(os.path.join(exports, str(newest)), os.path.join(exports, str(newest + 1)))
     data_file = os.path.join(exports, str(newest + 1), "variables", "variables.data-00000-of-00001")
     blob = open(data_file, "rb").read()
