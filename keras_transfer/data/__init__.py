@@ -28,7 +28,7 @@ import lazy_loader as _lazy
 # Submodules load on first use: importing one module of the package does not import the others
 # (nor TensorFlow, where they need it), and `--help` stays fast.
 __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
-    'augmentation': ['MAX_JITTER', 'VIEW_KINDS', 'Views', 'jitter', 'kind_for'],
+    'augmentation': ['MAX_JITTER', 'VIEW_KINDS', 'Views', 'check_jitter', 'jitter', 'kind_for'],
     'builtin_sets': ['BUILTIN_DATASETS', 'FASHION_MNIST_CLASSES', 'FASHION_MNIST_DIRS', 'builtin', 'digits', 'elpv', 'fashion_mnist', 'from_tfds'],
     'guitars': ['sample_guitars'],
     'image_folders': ['IMAGE_EXTENSIONS', 'as_images', 'image_paths', 'load_folder', 'write_skipped_report'],

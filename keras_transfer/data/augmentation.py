@@ -78,6 +78,14 @@ class Views:
 MAX_JITTER = 0.25
 
 
+def check_jitter(amount: float) -> None:
+    """Refuse a jitter amount outside ``(0, MAX_JITTER]`` (free of TensorFlow: recipes and the
+    pipeline refuse it before any image is read)."""
+    if not 0 < amount <= MAX_JITTER:
+        raise ValueError(f"jitter is a fraction of the image's side, above 0 and at most {MAX_JITTER} (0: off). "
+                         f"Received: jitter={amount}")
+
+
 def jitter(images, amount: float, seed):
     """``images`` (float ``(B, H, W, 3)`` in [0, 255]) each shifted by up to ``amount`` of its side
     along each axis, zoomed in or out by up to ``amount``, its edges reflected, and its contrast
@@ -90,9 +98,7 @@ def jitter(images, amount: float, seed):
     import tensorflow as tf
     from keras import ops
 
-    if not 0 < amount <= MAX_JITTER:
-        raise ValueError(f"jitter is a fraction of the image's side, above 0 and at most {MAX_JITTER}. "
-                         f"Received: jitter={amount}")
+    check_jitter(amount)
     images = tf.convert_to_tensor(images, tf.float32)
     n = tf.shape(images)[0]
     height, width = tf.cast(tf.shape(images)[1], tf.float32), tf.cast(tf.shape(images)[2], tf.float32)

@@ -179,9 +179,9 @@ def jittered(dataset, amount: float, seed: int = 0):
     ``x`` must be images, not cached features."""
     import tensorflow as tf
 
-    from keras_transfer.data.augmentation import jitter
+    from keras_transfer.data.augmentation import check_jitter, jitter
 
-    jitter(tf.zeros([1, 2, 2, 3]), amount, tf.constant([0, 0]))  # a bad amount is refused here, not in the pipeline
+    check_jitter(amount)  # here, not when the pipeline first runs
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2, drop_remainder=True)
 
     def move(element, pair):

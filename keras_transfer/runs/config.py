@@ -18,7 +18,7 @@ from keras_transfer._utils import choices
 from keras_transfer import data as data_lib
 from keras_transfer.training.distribute import STRATEGIES
 from keras_transfer.training.precision import PRECISIONS
-from keras_transfer.data.augmentation import VIEW_KINDS, kind_for
+from keras_transfer.data.augmentation import MAX_JITTER, VIEW_KINDS, kind_for
 import argparse
 
 TUNERS = ("random", "bayesian", "hyperband", "grid", "halving")
@@ -171,8 +171,9 @@ class RecipeConfig:
                                 metavar="ALPHA")
     jitter: float | str = option(RECIPES_OWN, "--jitter", "fine-tune on images shifted and zoomed by up to this "
                                  "fraction of their side and their contrast changed by as much, drawn anew every "
-                                 "epoch (e.g. 0.05; at most 0.25); fine-tuning then runs on the images, not on cached "
-                                 "features; 0: off (default: the recipe's, off)", type=ranged(float, 0.0, 0.25),
+                                 f"epoch (e.g. 0.05; at most {MAX_JITTER}); fine-tuning then runs on the images, not on "
+                                 "cached features; 0: off (default: the recipe's, off)",
+                                 type=ranged(float, 0.0, MAX_JITTER),
                                  metavar="FRACTION")
     bn_inference: bool | str = option(RECIPES_OWN, ("--no-bn-inference", "--train-batchnorm"), "fine-tuning also "
                                       "trains the unfrozen backbone's BatchNorm layers (scale, offset and batch "

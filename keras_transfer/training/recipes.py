@@ -28,7 +28,7 @@ import dataclasses
 import keras
 from keras import ops
 
-from keras_transfer.data.augmentation import MAX_JITTER, Views
+from keras_transfer.data.augmentation import Views, check_jitter
 
 
 @dataclasses.dataclass
@@ -89,9 +89,8 @@ class Recipe:
     verbose: int | str = "auto"
 
     def __post_init__(self):
-        if self.jitter and not 0 < self.jitter <= MAX_JITTER:
-            raise ValueError(f"jitter is a fraction of the image's side, above 0 and at most {MAX_JITTER} (0: off). "
-                             f"Received: jitter={self.jitter}")
+        if self.jitter:
+            check_jitter(self.jitter)
 
     def views(self):
         """The :class:`~keras_transfer.data.augmentation.Views` training draws from, or None without augmentation."""

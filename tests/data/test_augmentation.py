@@ -123,5 +123,5 @@ def test_jitter_amounts_outside_its_range_are_refused(amount):
 
     from keras_transfer.data.augmentation import jitter
 
-    with pytest.raises(ValueError, match=f"above 0 and at most 0.25. Received: jitter={amount}"):
+    with pytest.raises(ValueError, match=f"above 0 and at most 0.25 \\(0: off\\). Received: jitter={amount}"):
         jitter(np.zeros((1, 4, 4, 3), "float32"), amount, tf.constant([0, 0]))
