@@ -12,7 +12,9 @@ Those probabilities are the levers that cost no training: TTA on or off, and ens
 probability of two or three candidates' models on the same split, as ``keras-transfer ensemble``
 exports them: so only of candidates at the same input size). The choice among every candidate,
 ensemble and TTA setting is the highest **mean validation accuracy** over the three splits (a tie
-goes to the cheaper); test accuracy is reported for all, and chooses nothing.
+goes to the cheaper); test accuracy is reported for all, and chooses nothing. A candidate that
+has run on some splits only (a lever stopped once validation had spoken) is never chosen; it is
+listed under the table, split by split, beside the chosen row's figures on the same splits.
 
 What is shipped is the choice **refit**, where its refit candidate has run (``REFITS``): the same
 command trained on its training and validation images together (``--val-split 0``: the paper's
@@ -250,6 +252,24 @@ def choices(task: str, candidates: list[str], runs: str, max_members: int = 3, e
     return rows
 
 
+def incomplete(task: str, runs: str) -> list[dict]:
+    """Every candidate that has run on some splits but not all three (a lever stopped once
+    validation had spoken, or still running): per split run, its validation and test accuracy,
+    plain and with TTA, and its time. Such a candidate is never chosen; its figures are read
+    against the chosen row's on the same splits."""
+    rows = []
+    for candidate in CANDIDATES:
+        seeds = [s for s in SEEDS if record(task, candidate, s, runs) is not None]
+        if not seeds or len(seeds) == len(SEEDS):
+            continue
+        scores = [score(task, candidate, s, runs) for s in seeds]
+        rows.append({"members": [candidate], "seeds": seeds,
+                     **{f"{p}_{kind}": [accuracy(r[f"{p}_{kind}"], r[f"{p}_labels"]) if len(r[f"{p}_labels"]) else None
+                                        for r in scores] for p in ("val", "test") for kind in ("plain", "tta")},
+                     "seconds": [record(task, candidate, s, runs)["seconds"] for s in seeds]})
+    return rows
+
+
 def _row(members: list[str], tta: bool, probabilities: dict, trained: dict) -> dict:
     row = {"members": members, "tta": tta, "val": [], "test": [], "seconds": [], "peak_rss_gib": [],
            "images": {p: [len(probabilities[(members[0], s)][f"{p}_labels"]) for s in SEEDS] for p in ("val", "test")}}
@@ -313,7 +333,8 @@ def _count_cpus(rows: list[dict]) -> list[tuple[str, int]]:
     return sorted(counts.items())
 
 
-def report(task: str, rows: list[dict], chosen: dict | None, ship: dict | None = None) -> str:
+def report(task: str, rows: list[dict], chosen: dict | None, ship: dict | None = None,
+           partial: list[dict] = ()) -> str:
     ship = ship or chosen
     counts = {p: "/".join(str(n) for n in sorted(set(rows[0]["images"][p]))) if rows else "?" for p in ("val", "test")}
     lines = [f"ELPV {task} on Deitsch et al.'s protocol (2,624 cells; per seed a stratified split: {counts['test']} "
@@ -351,7 +372,26 @@ def report(task: str, rows: list[dict], chosen: dict | None, ship: dict | None =
             low = min(ship["test"])
             lines.append(f"lowest split {low:.3f} against {SPLIT_FLOOR[task]:.4f} "
                          f"({'above' if low >= SPLIT_FLOOR[task] else 'below'})")
+    if partial:
+        lines += ["", "not on all three splits (never chosen), each split's figures as plain (TTA)"
+                      + (f", then the chosen row's on the same split, {name(chosen)}" if chosen else "") + ":"]
+    for r in partial:
+        seeds = "/".join(map(str, r["seeds"]))
+        lines.append(f"{r['members'][0]}, seed {seeds}: val {_plain_tta(r['val_plain'], r['val_tta'])} | test "
+                     f"{_plain_tta(r['test_plain'], r['test_tta'])} | {_joined((s / 60 for s in r['seconds']), 1)} min")
+        if chosen:
+            lines.append(f"    chosen on seed {seeds}: val {_joined(chosen['val'][s] for s in r['seeds'])} | test "
+                         f"{_joined(chosen['test'][s] for s in r['seeds'])}")
     return "\n".join(lines)
+
+
+def _joined(values, digits: int = 3) -> str:
+    return "/".join(f"{v:.{digits}f}" for v in values)
+
+
+def _plain_tta(plain: list, tta: list) -> str:
+    """Per split, ``plain (tta)``; ``-`` where the split has no such images (a refit's validation)."""
+    return "/".join(f"{p:.3f} ({t:.3f})" if p is not None else "-" for p, t in zip(plain, tta))
 
 
 def main(argv=None) -> None:
@@ -381,7 +421,8 @@ def main(argv=None) -> None:
     rows = choices(args.task, args.candidates, args.runs, earlier=earlier)
     chosen = choose(rows)
     ship = shipped(rows, chosen)
-    text = report(args.task, rows, chosen, ship)
+    partial = incomplete(args.task, args.runs)
+    text = report(args.task, rows, chosen, ship, partial)
     print(text)
     os.makedirs(args.out, exist_ok=True)
     candidates = {**before.get("candidates", {}), **{c: CANDIDATES[c] for c in args.candidates}}
@@ -392,7 +433,7 @@ def main(argv=None) -> None:
         json.dump({"task": args.task, "machine": {"processor": _cpu(), "cores": os.cpu_count()},
                    "date": str(datetime.date.today()), "seeds": list(SEEDS), "protocol": PROTOCOL,
                    "refit_protocol": REFIT_PROTOCOL, "candidates": candidates, "runs": runs, "rows": rows,
-                   "chosen": chosen, "shipped": ship}, f, indent=2)
+                   "chosen": chosen, "shipped": ship, "partial": partial}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -190,3 +190,21 @@ def test_a_report_is_made_again_from_the_archive_and_keeps_earlier_rows(tmp_path
     assert result["chosen"]["members"] == ["readme"]  # the earlier row is over the budget
     assert set(result["candidates"]) == {"readme", "lite2_260"}
     assert "lite2_260, TTA*" in (out / "elpv_protocol_binary.txt").read_text()
+
+
+def test_a_lever_run_on_some_splits_is_reported_against_the_chosen_row_on_those_splits(tmp_path):
+    """A lever stopped after one or two splits is never chosen, but its figures stay in the
+    report beside the chosen row's on the same splits (they were written by hand before)."""
+    for seed in bench_elpv.SEEDS:
+        _fake_run(tmp_path, "readme", seed, val_right=8, test_right=9, seconds=600)
+    _fake_run(tmp_path, "lite1_240", 1, val_right=10, test_right=6, seconds=900, tta_val_right=9)
+    os.makedirs(bench_elpv.run_dir(str(tmp_path), "binary", "lite2_260", 0))  # still training: no record yet
+    rows = bench_elpv.choices("binary", ["readme", "lite1_240"], str(tmp_path))
+    chosen = bench_elpv.choose(rows)
+    partial = bench_elpv.incomplete("binary", str(tmp_path))
+    assert chosen["members"] == ["readme"]  # lite1_240's validation 1.0 on one split does not count
+    assert partial == [{"members": ["lite1_240"], "seeds": [1], "val_plain": [1.0], "val_tta": [0.9],
+                        "test_plain": [0.6], "test_tta": [0.6], "seconds": [900]}]
+    text = bench_elpv.report("binary", rows, chosen, partial=partial)
+    assert "lite1_240, seed 1: val 1.000 (0.900) | test 0.600 (0.600) | 15.0 min" in text
+    assert "chosen on seed 1: val 0.800 | test 0.900" in text
