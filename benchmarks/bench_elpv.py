@@ -24,7 +24,8 @@ its base's place whatever its test says, if it finishes within the budget.
 
 Each run's record and probabilities are also kept in ``benchmarks/results/elpv_protocol_runs``
 (small, committed), and rows of the previous report whose runs are in neither place are kept,
-marked: a report can be made again without the run folders.
+marked: a report can be made again without the run folders. Every candidate finished on all
+three splits is scored, whichever ``--candidates`` are named.
 
     python benchmarks/bench_elpv.py --task binary                     # README's command, 3 splits
     python benchmarks/bench_elpv.py --task 4class --candidates readme lite1_240
@@ -252,6 +253,11 @@ def choices(task: str, candidates: list[str], runs: str, max_members: int = 3, e
     return rows
 
 
+def finished(task: str, runs: str) -> list[str]:
+    """Every candidate that has run on all three splits (its run folders or its archive)."""
+    return [c for c in CANDIDATES if all(record(task, c, s, runs) is not None for s in SEEDS)]
+
+
 def incomplete(task: str, runs: str) -> list[dict]:
     """Every candidate that has run on some splits but not all three (a lever stopped once
     validation had spoken, or still running): per split run, its validation and test accuracy,
@@ -418,15 +424,17 @@ def main(argv=None) -> None:
     before = _read(stem + ".json") or {}
     cpu = before.get("machine", {}).get("processor")  # an earlier report's rows were trained on its machine
     earlier = [{"cpus": [cpu] if cpu else ["CPU not recorded"], **r} for r in before.get("rows", [])]
-    rows = choices(args.task, args.candidates, args.runs, earlier=earlier)
+    # every finished candidate, not only those named now: a report is the same whatever ran last
+    scored = list(dict.fromkeys([*args.candidates, *finished(args.task, args.runs)]))
+    rows = choices(args.task, scored, args.runs, earlier=earlier)
     chosen = choose(rows)
     ship = shipped(rows, chosen)
     partial = incomplete(args.task, args.runs)
     text = report(args.task, rows, chosen, ship, partial)
     print(text)
     os.makedirs(args.out, exist_ok=True)
-    candidates = {**before.get("candidates", {}), **{c: CANDIDATES[c] for c in args.candidates}}
-    runs = {**before.get("runs", {}), **{c: {s: record(args.task, c, s, args.runs) for s in SEEDS} for c in args.candidates}}
+    candidates = {**before.get("candidates", {}), **{c: CANDIDATES[c] for c in scored}}
+    runs = {**before.get("runs", {}), **{c: {s: record(args.task, c, s, args.runs) for s in SEEDS} for c in scored}}
     with open(stem + ".txt", "w") as f:
         f.write(text + "\n")
     with open(stem + ".json", "w") as f:

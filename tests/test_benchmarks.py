@@ -208,3 +208,23 @@ def test_a_lever_run_on_some_splits_is_reported_against_the_chosen_row_on_those_
     text = bench_elpv.report("binary", rows, chosen, partial=partial)
     assert "lite1_240, seed 1: val 1.000 (0.900) | test 0.600 (0.600) | 15.0 min" in text
     assert "chosen on seed 1: val 0.800 | test 0.900" in text
+
+
+def test_a_report_scores_every_finished_candidate_not_only_those_named(tmp_path):
+    """Naming one candidate to train must not drop the others' rows from the report (a refit's
+    rows vanished when it was not named)."""
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    for seed in bench_elpv.SEEDS:
+        _fake_run(runs, "readme", seed, val_right=8, test_right=9, seconds=600)
+        _fake_run(runs, "readme_ema", seed, val_right=9, test_right=8, seconds=600)
+        _fake_run(runs, "readme_b", seed, val_right=9, test_right=8, seconds=600)
+        for candidate in ("readme", "readme_ema"):
+            bench_elpv.archive("binary", candidate, seed, str(runs))
+    os.remove(bench_elpv.run_dir(str(runs), "binary", "readme_b", 2) + "/bench_run.json")  # two splits only
+    bench_elpv.main(["--task", "binary", "--candidates", "readme", "--report-only", "--runs", str(runs),
+                     "--out", str(out), "--archive", bench_elpv.ARCHIVE])
+    with open(out / "elpv_protocol_binary.json") as f:
+        result = json.load(f)
+    assert {tuple(r["members"]) for r in result["rows"]} == {("readme",), ("readme_ema",), ("readme", "readme_ema")}
+    assert result["chosen"]["members"] == ["readme_ema"] and set(result["candidates"]) == {"readme", "readme_ema"}
+    assert [p["members"] for p in result["partial"]] == [["readme_b"]]
