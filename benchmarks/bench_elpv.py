@@ -253,9 +253,14 @@ def choices(task: str, candidates: list[str], runs: str, max_members: int = 3, e
     return rows
 
 
+def _records(task: str, runs: str) -> dict[str, dict[int, dict]]:
+    """Per candidate, the record of each split it has run on (its run folders or its archive)."""
+    return {c: {s: r for s in SEEDS if (r := record(task, c, s, runs)) is not None} for c in CANDIDATES}
+
+
 def finished(task: str, runs: str) -> list[str]:
-    """Every candidate that has run on all three splits (its run folders or its archive)."""
-    return [c for c in CANDIDATES if all(record(task, c, s, runs) is not None for s in SEEDS)]
+    """Every candidate that has run on all three splits."""
+    return [c for c, done in _records(task, runs).items() if len(done) == len(SEEDS)]
 
 
 def incomplete(task: str, runs: str) -> list[dict]:
@@ -264,15 +269,14 @@ def incomplete(task: str, runs: str) -> list[dict]:
     plain and with TTA, and its time. Such a candidate is never chosen; its figures are read
     against the chosen row's on the same splits."""
     rows = []
-    for candidate in CANDIDATES:
-        seeds = [s for s in SEEDS if record(task, candidate, s, runs) is not None]
-        if not seeds or len(seeds) == len(SEEDS):
+    for candidate, done in _records(task, runs).items():
+        if not done or len(done) == len(SEEDS):
             continue
-        scores = [score(task, candidate, s, runs) for s in seeds]
-        rows.append({"members": [candidate], "seeds": seeds,
+        scores = [score(task, candidate, s, runs) for s in done]
+        rows.append({"members": [candidate], "seeds": list(done),
                      **{f"{p}_{kind}": [accuracy(r[f"{p}_{kind}"], r[f"{p}_labels"]) if len(r[f"{p}_labels"]) else None
                                         for r in scores] for p in ("val", "test") for kind in ("plain", "tta")},
-                     "seconds": [record(task, candidate, s, runs)["seconds"] for s in seeds]})
+                     "seconds": [r["seconds"] for r in done.values()]})
     return rows
 
 
@@ -359,10 +363,10 @@ def report(task: str, rows: list[dict], chosen: dict | None, ship: dict | None =
         mark = " <- chosen" if r is chosen else ""
         if r is ship and ship is not chosen:
             mark += " <- shipped"
-        val = '/'.join(f'{v:.3f}' for v in r['val'])
+        val = _joined(r["val"])
         val, mean_val = (f"[{val}]", f"[{r['mean_val']:.3f}]") if r.get("refit_of") else (val, f"{r['mean_val']:.3f}")
         lines.append(f"{name(r) + ('*' if r.get('earlier') else ''):<44} {val:<20} {mean_val:>6} | "
-                     f"{'/'.join(f'{v:.3f}' for v in r['test']):<20} {r['mean_test']:>6.3f} {r['spread_test']:>6.3f} | "
+                     f"{_joined(r['test']):<20} {r['mean_test']:>6.3f} {r['spread_test']:>6.3f} | "
                      f"{r['mean_seconds'] / 60:>9.1f} {max(r['peak_rss_gib']):>8.1f}{mark}")
     if chosen:
         goal, mean = GOALS[task], ship["mean_test"]
