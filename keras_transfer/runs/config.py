@@ -175,6 +175,11 @@ class RecipeConfig:
                                  "cached features; 0: off (default: the recipe's, off)",
                                  type=ranged(float, 0.0, MAX_JITTER),
                                  metavar="FRACTION")
+    drop_path: float | str | None = option(RECIPES_OWN, "--drop-path", "stochastic depth (EfficientNet-Lite backbones): "
+                                           "in training each residual block is skipped for a random part of the "
+                                           "batch, up to this rate in the deepest block, e.g. 0.2 (default: 0, "
+                                           "the models as this package has always built them)",
+                                           type=ranged(float, 0.0, 0.9), metavar="RATE")
     bn_inference: bool | str = option(RECIPES_OWN, ("--no-bn-inference", "--train-batchnorm"), "fine-tuning also "
                                       "trains the unfrozen backbone's BatchNorm layers (scale, offset and batch "
                                       "statistics; default: the recipe's, default and keras_io keep them in inference "
@@ -196,6 +201,13 @@ class RecipeConfig:
         """The recipe fields this run sets (every field but ``recipe`` not left at RECIPES_OWN)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name not in ("recipe", "init_seed") and getattr(self, f.name) != RECIPES_OWN}
+
+    def check_drop_path(self, backbone: str) -> None:
+        """Refuse ``drop_path`` (--drop-path) for a backbone without stochastic depth, before any work."""
+        if self.drop_path not in (RECIPES_OWN, None):
+            from keras_transfer.models.backbones import check_drop_path
+
+            check_drop_path(backbone, self.drop_path, argument="drop_path (--drop-path)")
 
     def make(self, seed: int, width: int | None = None, dropout: float | None = None,
              dataset: str | None = None) -> recipes.Recipe:  # noqa: F821 - imported where it is used
@@ -286,6 +298,7 @@ class TrainConfig:
                              "set it to -1), or keep a validation split. Received: "
                              f"patience={self.recipe.patience}, validation_split=0")
         choices.check_mixup([self.model.head], self.recipe.mixup != RECIPES_OWN and self.recipe.mixup)
+        self.recipe.check_drop_path(self.model.backbone)
         self.make_recipe()  # the recipe's own refusals (views, jitter without fine-tuning) before the data too
 
     @classmethod
@@ -320,6 +333,7 @@ class SearchConfig:
             raise ValueError(f"a search builds its models from the search space; model.{searched[0]} is not used. "
                              f"Set search.* instead. Received: model.{searched[0]}={getattr(self.model, searched[0])!r}")
         choices.check_mixup(self.search.head_kinds, self.recipe.mixup != RECIPES_OWN and self.recipe.mixup)
+        self.recipe.check_drop_path(self.model.backbone)
         if self.data.validation_split == 0:
             raise ValueError("a search scores each trial on its validation images, and validation_split (--val-split) "
                              "0 leaves none. Keep a validation split (e.g. 0.15); to train the best trial's settings "

@@ -46,7 +46,7 @@ def estimate_cache(backbone: str, input_size: int, recipe: Recipe, removed: int 
     ``input_size`` with ``removed`` units removed (the cut of ``removed="auto"`` is not known yet:
     0), in the precision policy in force."""
     template = build_model(backbone, 2, weights=None, input_size=input_size, removed=removed, head=head,
-                           include_top=include_top, **recipe.head_options())
+                           include_top=include_top, drop_path=recipe.drop_path, **recipe.head_options())
     return cache_estimate(template, recipe)
 
 

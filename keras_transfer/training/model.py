@@ -16,11 +16,13 @@ from keras_transfer.models.surgery import chop, resolve_frozen
 
 def build_model(backbone: str, num_classes: int, weights="imagenet", input_size: int | None = None,
                 removed: int = 0, head: str = "gap_dense", include_top: bool = False, strategy=None,
-                **head_options) -> keras.Model:
-    """``build_base`` -> ``chop(removed=)`` -> head, created inside ``strategy.scope()``."""
+                drop_path: float | None = None, **head_options) -> keras.Model:
+    """``build_base`` -> ``chop(removed=)`` -> head, created inside ``strategy.scope()``;
+    ``drop_path``: the backbone's stochastic depth (see :func:`~keras_transfer.models.backbones.build_base`)."""
     size = input_size or get_backbone(backbone).default_size
     with (strategy or tf.distribute.get_strategy()).scope():
-        base = build_base(backbone, weights=weights, include_top=include_top, input_shape=(size, size, 3))
+        base = build_base(backbone, weights=weights, include_top=include_top, input_shape=(size, size, 3),
+                          drop_path=drop_path)
         if removed:
             base = chop(base, removed=removed)
         return heads.build_classifier(base, num_classes, head=head, **head_options)

@@ -62,6 +62,10 @@ class Recipe:
     warmup_fraction: float = 0.1  # of each stage's steps, then cosine decay to 0; 0 with decay=False: constant
     decay: bool = True
     label_smoothing: float = 0.1
+    # stochastic depth (Huang et al. 2016): in training each residual block of an EfficientNet-Lite
+    # backbone is skipped for a random part of the batch, up to this rate in the deepest block;
+    # None: the architecture's default (0 for the Lite models, as they were always built here)
+    drop_path: float | None = None
     bn_inference: bool = True  # BatchNorm layers stay in inference mode (and keep their statistics)
     keep_best: bool = True  # keep the head stage's weights if fine-tuning never beats its val_loss
     # Borthakur & Einhorn (seed 004): instead of freezing layers [:frozen] in stage 2, train

@@ -81,8 +81,11 @@ class TransferHyperModel(keras_tuner.HyperModel):
         space = space or SearchSpace()
         self.backbone, self.weights, self.num_classes = backbone, weights, num_classes
         self.input_size = input_size or get_backbone(backbone).default_size
-        # a random-init template gives unit names and layer indices without loading weights
-        self.template = build_base(backbone, weights=None, input_shape=(self.input_size, self.input_size, 3))
+        self.recipe = recipe or training.Recipe(head_epochs=2, fine_tune_epochs=3, verbose=0)
+        # a random-init template gives unit names and layer indices without loading weights; built
+        # with the trials' stochastic depth (which adds layers), so that its layer indices are theirs
+        self.template = build_base(backbone, weights=None, input_shape=(self.input_size, self.input_size, 3),
+                                   drop_path=self.recipe.drop_path)
         self.n_units = len(units(self.template))
         self.removed_range = self._removed_range(space.removed_range)
         self.frozen_range = self._frozen_range(space.frozen_range)
@@ -92,7 +95,6 @@ class TransferHyperModel(keras_tuner.HyperModel):
                 raise ValueError(f"{name_} must offer at least one choice.")
         self.widths, self.dropouts = [int(w) for w in space.widths], [float(d) for d in space.dropouts]
         self.learning_rates, self.head_kinds = [float(r) for r in space.learning_rates], list(space.head_kinds)
-        self.recipe = recipe or training.Recipe(head_epochs=2, fine_tune_epochs=3, verbose=0)
         self.cache = cache if cache is not None else training.FeatureCache()
         self.strategy = strategy
         lo, hi = self.removed_range
@@ -149,7 +151,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
         keras.utils.set_random_seed(self.recipe.seed)  # the same trial builds the same model, retrained or not
         model = training.build_model(self.backbone, self.num_classes, weights=self.weights,
                                      input_size=self.input_size, removed=v["removed"], head=v["head"],
-                                     include_top=v["head"] == "keep_classifier", strategy=self.strategy, **options)
+                                     include_top=v["head"] == "keep_classifier", strategy=self.strategy,
+                                     drop_path=self.recipe.drop_path, **options)
         model.compile(optimizer="rmsprop", **heads.compile_args(model))  # for Keras Tuner; each stage recompiles
         return model
 

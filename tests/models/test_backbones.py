@@ -146,3 +146,12 @@ def test_weights_file_for_another_architecture_is_refused(tmp_path, small_base):
 def test_missing_weights_file_is_named():
     with pytest.raises(FileNotFoundError, match="no/such.weights.h5"):
         build_base("vgg16", weights="no/such.weights.h5", input_shape=(32, 32, 3))
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet50", "efficientnet_b0"])
+def test_stochastic_depth_is_refused_where_it_cannot_be_set(name):
+    """VGG16 has no residual blocks; Keras builds ResNet50 without stochastic depth and fixes B0's
+    at 0.2: none can take a rate, and a rate given is refused, not ignored."""
+    with pytest.raises(ValueError, match=f"drop_path: {name}'s stochastic depth cannot be set "
+                                         r"\(it can for: efficientnet_lite0, efficientnet_lite1, efficientnet_lite2\)"):
+        build_base(name, weights=None, input_shape=(32, 32, 3), drop_path=0.2)

@@ -148,3 +148,31 @@ def test_lite1_and_lite2_units_are_their_block_outputs_with_the_published_shapes
     assert head.layers[-1].name == declared[-2]
     assert tuple(model.get_layer(declared[-1]).output.shape) == (None, size // 32, size // 32, top_channels)
     assert tuple(model.output.shape) == (None, size // 32, size // 32, 1280)  # the head kept at 1280
+
+
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "efficientnet_lite1"])
+def test_stochastic_depth_drops_whole_residual_branches_in_training_only(backbone):
+    """``drop_path`` as Keras's EfficientNetB0 does it: a Dropout before each residual ``add``
+    (none before the first block), its rate rising with depth to the rate given, one draw per
+    image; at inference the model answers as the same weights without it do."""
+    plain = build_base(backbone, weights="imagenet", input_shape=(64, 64, 3))
+    dropped = build_base(backbone, weights="imagenet", input_shape=(64, 64, 3), drop_path=0.3)
+    drops = [layer for layer in dropped.layers if isinstance(layer, keras.layers.Dropout)]
+    adds = [layer.name for layer in dropped.layers if isinstance(layer, keras.layers.Add)]
+    assert [d.name.replace("_drop", "_add") for d in drops] == adds  # one before every residual add
+    rates = [d.rate for d in drops]
+    assert rates == sorted(rates) and 0 < rates[0] < rates[-1] < 0.3
+    assert all(tuple(d.noise_shape) == (None, 1, 1, 1) for d in drops)
+    assert not [layer for layer in plain.layers if isinstance(layer, keras.layers.Dropout)]  # default: none
+    assert len(dropped.layers) == len(plain.layers) + len(drops)
+
+    images = np.random.default_rng(0).uniform(-1, 1, (4, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(dropped(images, training=False), plain(images, training=False), atol=1e-5)
+    keras.utils.set_random_seed(1)
+    trained = [np.asarray(dropped(images, training=True)) for _ in range(2)]
+    assert not np.allclose(trained[0], trained[1])  # another draw, other branches dropped
+
+
+def test_a_rate_outside_zero_to_one_is_refused():
+    with pytest.raises(ValueError, match=r"drop_path is a rate in \[0, 1\)\. Received: drop_path=1\.0"):
+        build_base("efficientnet_lite0", weights=None, input_shape=(32, 32, 3), drop_path=1.0)
