@@ -110,6 +110,26 @@ def test_a_bad_argument_is_refused_by_name_before_any_work():
         kt.Learner(no_val, "vgg16", weights="hed", removed=3, patience=2)
 
 
+def test_stochastic_depth_trains_with_dropped_blocks_and_answers_without_them(tmp_path):
+    """``drop_path``: the Lite backbone the learner builds drops residual branches in training
+    only; its answers, and its export's, are the same on every call. A backbone that cannot take
+    it is refused before any work."""
+    import keras
+
+    splits = data.load(dataset="digits", image_size=32, limit=8, progress=False)
+    learner = kt.Learner(splits, "efficientnet_lite0", weights=None, removed=0, head_epochs=1, fine_tune_epochs=1,
+                         frozen=0, drop_path=0.3, patience=None, verbose=0)
+    drops = [layer for layer in learner.base.layers if isinstance(layer, keras.layers.Dropout)]
+    assert drops and max(d.rate for d in drops) < 0.3
+    learner.fine_tune()
+    probabilities = learner.predict(splits.test.images)
+    np.testing.assert_array_equal(learner.predict(splits.test.images), probabilities)
+    served = export.Predictor(learner.export(str(tmp_path / "export"))).predict_images(splits.test.images)
+    np.testing.assert_allclose(served["probabilities"], probabilities, atol=1e-4)
+    with pytest.raises(ValueError, match="drop_path: vgg16's stochastic depth cannot be set"):
+        kt.Learner(splits, "vgg16", weights="hed", removed="auto", drop_path=0.2)  # before the probe runs
+
+
 def test_a_bfloat16_learner_scores_its_current_weights_in_float32():
     """served() builds the float32 twin once and gives it the weights the model has now: a model
     trained further with plain Keras is scored as it is, not as it was."""

@@ -110,6 +110,15 @@ def test_bad_data_argument_is_named(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
 
 
+def test_stochastic_depth_for_a_backbone_without_it_is_refused_before_any_work(tmp_path, capsys):
+    make_class_folder(str(tmp_path / "imgs"), __import__("numpy").random.default_rng(2))
+    assert main(["train", "--data", str(tmp_path / "imgs"), "--backbone", "vgg16", "--weights", "hed",
+                 "--drop-path", "0.2", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "drop_path (--drop-path): vgg16's stochastic depth cannot be set (it can for: efficientnet_lite0" in err
+    assert "Traceback" not in err and not os.path.exists(tmp_path / "run")
+
+
 def test_imagenet_weights_offline_is_one_clear_line(tmp_path, capsys, monkeypatch):
     from keras.src.utils import file_utils
 

@@ -16,6 +16,7 @@ from helpers import free_port, wait_for_port
 
 from keras_transfer import data, training, tuning
 from keras_transfer.models import heads
+from keras_transfer.models.surgery import backbone_of
 from keras_transfer.runs import config
 
 HERE = os.path.dirname(__file__)
@@ -50,6 +51,24 @@ def test_the_space_is_declared_in_build_and_its_defaults_are_the_default_recipe(
     assert tuning.TransferHyperModel("vgg16", 2, space=tuning.SearchSpace(default_removed=2), weights=None,
                                      input_size=32).defaults()["removed"] == 2
     assert config.SearchSpaceConfig().widths[0] == 0  # `tune`'s default space offers that head
+
+
+def test_a_search_with_stochastic_depth_freezes_through_the_units_it_names():
+    """Stochastic depth adds a Dropout layer to each residual block, so layer counts move: a
+    trial that freezes J units must still freeze through the J-th unit of the model it builds."""
+    def hypermodel(drop_path):
+        recipe = training.Recipe(head_epochs=1, fine_tune_epochs=1, verbose=0, drop_path=drop_path)
+        return tuning.TransferHyperModel("efficientnet_lite0", 2, recipe, tuning.SearchSpace(widths=(0,)),
+                                         weights=None, input_size=32)
+
+    plain, dropped = hypermodel(None), hypermodel(0.2)
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("removed", 0), hp.Fixed("frozen_units", 12)
+    layers = backbone_of(dropped.build(hp)).layers
+    assert sum(isinstance(layer, keras.layers.Dropout) for layer in layers) > 0
+    k_plain, k_dropped = plain.frozen_layers(0, 12), dropped.frozen_layers(0, 12)
+    assert k_dropped > k_plain  # the Dropout layers below the 12th unit
+    assert layers[k_dropped - 1].name == plain.template.layers[k_plain - 1].name == "block6a_project_bn"
 
 
 def test_frozen_units_map_to_unit_boundaries():
