@@ -40,7 +40,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submodules=["cli", "data", "experiments", "export", "models", "plots", "runs", "serving", "training", "tuning"],
     submod_attrs={
         "models.backbones": ["Backbone", "build_base", "get_backbone", "list_backbones"],
-        "models.heads": ["binary_auxiliary", "build_classifier", "gap_dense", "keep_classifier"],
+        "models.heads": ["binary_auxiliary", "build_classifier", "gap_dense", "keep_classifier", "ordinal_auxiliary"],
         "models.surgery": ["chop", "cut_points", "describe", "format_table", "freeze", "freeze_points", "units"],
         "models.ensemble": ["ensemble"],
         "learner": ["Learner", "load_data", "load_learner"],

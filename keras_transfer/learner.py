@@ -41,7 +41,8 @@ class Learner:
         removed: units removed from the top of the backbone, or ``"auto"`` (the default, as
             ``keras-transfer train``): the cut the probe recommends on the training images
             (``learner.probe`` holds its table).
-        head: ``"gap_dense"`` (the default), ``"binary_auxiliary"`` (with ``binary_weight``) or
+        head: ``"gap_dense"`` (the default), ``"binary_auxiliary"`` or ``"ordinal_auxiliary"``
+            (with ``binary_weight``; ordinal: classes listed from least to most of one quantity) or
             ``"keep_classifier"`` (with ``include_top=True``).
         recipe: ``"default"``, ``"tutorial"``, ``"keras_io"`` or a :class:`~keras_transfer.training.Recipe`;
             ``recipe_fields`` set its fields: ``frozen``, ``head_epochs``, ``fine_tune_epochs``,
@@ -52,7 +53,7 @@ class Learner:
         precision: ``"auto"`` (as ``keras-transfer train``: bfloat16 where this CPU runs it fast,
             float16 on GPUs), ``"float32"``, ``"bfloat16"``, ``"float16"``, or None (Keras's
             global policy as it is).
-        binary_weight: the ``binary_auxiliary`` head's loss weight B.
+        binary_weight: the auxiliary heads' loss weight B (their second output's share of the loss).
         cache: a :class:`~keras_transfer.training.FeatureCache` shared with other learners on the
             same images (frozen-prefix features computed once for all).
 
@@ -96,6 +97,8 @@ class Learner:
         options = self.recipe.head_options()
         if head == "binary_auxiliary":
             options.update(seed=self.recipe.seed, binary_weight=binary_weight)
+        elif head == "ordinal_auxiliary":
+            options.update(binary_weight=binary_weight)
         keras.utils.set_random_seed(self.recipe.seed)
         with self._computing(log=True):
             self.model = training.build_model(backbone, data.num_classes, weights=weights,

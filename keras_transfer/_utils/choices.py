@@ -5,13 +5,15 @@ argument errors answer at once. Each tuple is the key list of a table elsewhere
 BACKBONES = ("vgg16", "vgg19", "inception_v3", "resnet50", "mobilenet_v2", "densenet121", "efficientnet_b0",
              "efficientnet_lite0", "efficientnet_lite1",
              "efficientnet_lite2", "xception")
-HEADS = ("gap_dense", "keep_classifier", "binary_auxiliary")
+HEADS = ("gap_dense", "keep_classifier", "binary_auxiliary", "ordinal_auxiliary")
+AUXILIARY_HEADS = ("binary_auxiliary", "ordinal_auxiliary")  # two outputs
 RECIPES = ("default", "tutorial", "keras_io")
 
 
 def check_mixup(heads, mixup) -> None:
     """Refuse mixup for a head of two outputs: its blends are of one output's labels. Here, free of
     TensorFlow, so that the command line refuses it before any image is read."""
-    if mixup and "binary_auxiliary" in heads:
-        raise ValueError("mixup blends the labels of one output, and the binary_auxiliary head has two. Use another "
-                         f"head, or leave mixup out. Received: mixup={mixup}, head='binary_auxiliary'")
+    two = [head for head in heads if head in AUXILIARY_HEADS]
+    if mixup and two:
+        raise ValueError(f"mixup blends the labels of one output, and the {two[0]} head has two. Use another "
+                         f"head, or leave mixup out. Received: mixup={mixup}, head='{two[0]}'")

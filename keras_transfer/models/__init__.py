@@ -10,7 +10,7 @@ _torch_pickle      a restricted reader of legacy PyTorch pickles (no PyTorch, no
 surgery            cut points from the layer graph; THE resolvers for removed (``cut_index``)
                    and frozen (``resolve_frozen``); ``chop``, ``freeze``, ``describe``
 heads              the heads put on a chopped base (``gap_dense``, ``keep_classifier``,
-                   ``binary_auxiliary``), their targets and compile arguments
+                   ``binary_auxiliary``, ``ordinal_auxiliary``), their targets and compile arguments
 ensemble           ``ensemble``: classifiers averaged into one (exported, served, explained
                    like any); ``members``
 layers             the package's Keras layers (preprocessing inside the model, ...)
@@ -28,7 +28,7 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
     'backbones': ['BACKBONES', 'Backbone', 'build_base', 'get_backbone', 'list_backbones'],
     'ensemble': ['ensemble', 'members'],
-    'heads': ['HEADS', 'binary_auxiliary', 'build_classifier', 'gap_dense', 'keep_classifier'],
+    'heads': ['HEADS', 'binary_auxiliary', 'build_classifier', 'gap_dense', 'keep_classifier', 'ordinal_auxiliary'],
     'surgery': ['backbone_of', 'chop', 'cut_points', 'describe', 'format_table', 'freeze', 'freeze_points',
                 'resolve_frozen', 'units'],
 })

@@ -201,23 +201,66 @@ def binary_auxiliary(
     ```
     """
     _check_classes(num_classes)
+    return _with_auxiliary(base, num_classes, "binary_auxiliary", "binary", class_partition(num_classes, seed), seed,
+                           width, dropout, binary_weight, normalize)
+
+
+def ordinal_auxiliary(
+    base: keras.Model,
+    num_classes: int,
+    width: int = 0,
+    dropout: float = 0.2,
+    binary_weight: float = 0.4,
+    normalize: bool = True,
+) -> keras.Model:
+    """The gap_dense head plus a second output that regresses where each image lies on the
+    classes' order: for classes that are grades of one quantity, listed from least to most (ELPV's
+    defect probability 0, 1/3, 2/3, 1; severity scores), class ``k`` of ``n`` has the target
+    ``k / (n - 1)``.
+
+    The softmax alone treats confusing 1/3 with 2/3 like confusing 0 with 1; the second output,
+    a sigmoid trained by binary cross-entropy on those soft targets, tells the shared features
+    that the middle grades lie between the ends. Outputs ``{"class": (N, n) softmax, "rank":
+    (N, 1) sigmoid}``; the losses are weighed ``(1 - B)·L(y) + B·L(rank)`` (:func:`compile_args`),
+    and the class probabilities are what is predicted and exported. Its defaults are
+    :func:`gap_dense`'s: with ``width=0`` the softmax is a linear classifier that training starts
+    at the linear probe.
+
+    ```python
+    >>> base = kt.build_base("vgg16", weights=None, input_shape=(32, 32, 3))
+    >>> model = kt.ordinal_auxiliary(base, num_classes=4)
+    >>> sorted(model.output), kt.models.heads.partition_of(model).mapping
+    (['class', 'rank'], [0.0, 0.3333333333333333, 0.6666666666666666, 1.0])
+
+    ```
+    """
+    _check_classes(num_classes)
+    ranks = [k / (num_classes - 1) for k in range(num_classes)]
+    return _with_auxiliary(base, num_classes, "ordinal_auxiliary", "rank", ranks, None, width, dropout, binary_weight,
+                           normalize)
+
+
+def _with_auxiliary(base, num_classes: int, name: str, key: str, mapping, seed, width: int, dropout: float,
+                    binary_weight: float, normalize: bool) -> keras.Model:
+    """The head ``name``: gap_dense plus a sigmoid output ``key`` whose target is ``mapping[class]``
+    (a :class:`~keras_transfer.models.layers.ClassPartition` named ``key`` carries it, and ``B``)."""
     if not 0.0 <= binary_weight <= 1.0:
         raise ValueError(f"binary_weight must be in [0, 1], got {binary_weight}.")
-    _check_feature_map(base, "binary_auxiliary")
+    _check_feature_map(base, name)
     _check_head_options(width, dropout)
-    mapping = class_partition(num_classes, seed)
 
     def head(x):
         x = _hidden(_pooled(x, normalize), width, dropout)
-        y_b = layers.Dense(1, activation="sigmoid", dtype="float32", name="binary_logit",
+        y_b = layers.Dense(1, activation="sigmoid", dtype="float32", name=f"{key}_logit",
                            kernel_initializer="zeros" if normalize else "glorot_uniform")(x)
-        y_b = ClassPartition(mapping, seed=seed, binary_weight=binary_weight, name="binary")(y_b)
-        return {"class": _softmax(x, num_classes, name="class", zero_init=normalize), "binary": y_b}
+        y_b = ClassPartition(mapping, seed=seed, binary_weight=binary_weight, name=key)(y_b)
+        return {"class": _softmax(x, num_classes, name="class", zero_init=normalize), key: y_b}
 
-    return _assemble(base, head, f"{base.name}_binary_auxiliary")
+    return _assemble(base, head, f"{base.name}_{name}")
 
 
-HEADS = {"gap_dense": gap_dense, "keep_classifier": keep_classifier, "binary_auxiliary": binary_auxiliary}
+HEADS = {"gap_dense": gap_dense, "keep_classifier": keep_classifier, "binary_auxiliary": binary_auxiliary,
+         "ordinal_auxiliary": ordinal_auxiliary}
 
 
 def build_classifier(base: keras.Model, num_classes: int, head: str = "gap_dense", **options) -> keras.Model:
@@ -236,12 +279,19 @@ def build_classifier(base: keras.Model, num_classes: int, head: str = "gap_dense
 
 
 def partition_of(model: keras.Model) -> ClassPartition | None:
-    """The binary auxiliary head's partition layer, or None for single-output heads."""
+    """An auxiliary head's :class:`~keras_transfer.models.layers.ClassPartition` (its second
+    output's name, class -> target mapping and loss weight), or None for single-output heads."""
     head = model.get_layer("head") if "head" in [m.name for m in model.layers] else model
     for layer in head.layers:
         if isinstance(layer, ClassPartition):
             return layer
     return None
+
+
+def auxiliary_head_name(model: keras.Model) -> str | None:
+    """``"binary_auxiliary"`` or ``"ordinal_auxiliary"`` for a model with such a head, else None."""
+    partition = partition_of(model)
+    return None if partition is None else {"binary": "binary_auxiliary", "rank": "ordinal_auxiliary"}[partition.name]
 
 
 def is_multi_output(model: keras.Model) -> bool:
@@ -252,8 +302,10 @@ def compile_args(model: keras.Model, label_smoothing: float = 0.0, one_hot: bool
     """``loss``, ``loss_weights`` and ``metrics`` for ``model.compile`` that fit its head.
 
     Labels are integer class ids (sparse), or with ``one_hot`` rows of class probabilities (one
-    output only: mixup's blends); for the binary auxiliary head the targets are
-    ``{"class": y, "binary": mapping[y]}`` (see :func:`targets`).
+    output only: mixup's blends); for an auxiliary head the targets are
+    ``{"class": y, key: mapping[y]}`` (see :func:`targets`), ``key`` its second output
+    (``binary``, ``rank``). Its metric is accuracy for a partition into {0, 1}, the mean absolute
+    error for ranks (accuracy against a target of 1/3 is always 0).
     """
     if one_hot:
         return {"loss": keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
@@ -263,11 +315,12 @@ def compile_args(model: keras.Model, label_smoothing: float = 0.0, one_hot: bool
     partition = partition_of(model)
     if partition is None:
         return {"loss": class_loss, "metrics": ["accuracy"]}
-    b = partition.binary_weight
+    b, key = partition.binary_weight, partition.name
+    binary = all(m in (0, 1) for m in partition.mapping)
     return {
-        "loss": {"class": class_loss, "binary": "binary_crossentropy"},
-        "loss_weights": {"class": 1.0 - b, "binary": b},
-        "metrics": {"class": ["accuracy"], "binary": ["accuracy"]},
+        "loss": {"class": class_loss, key: "binary_crossentropy"},
+        "loss_weights": {"class": 1.0 - b, key: b},
+        "metrics": {"class": ["accuracy"], key: ["accuracy" if binary else "mae"]},
     }
 
 
@@ -275,7 +328,7 @@ def targets(model: keras.Model, labels, one_hot: bool = False):
     """Training targets for ``model`` from integer ``labels`` (a tensor or array); with
     ``one_hot``, rows of ``num_classes`` (one output only)."""
     partition = partition_of(model)
-    if one_hot:  # one output: Stage.compile_args refuses mixup for the binary_auxiliary head
+    if one_hot:  # one output: Stage.compile_args refuses mixup for the auxiliary heads
         n = model.output.shape[-1]
         if isinstance(labels, np.ndarray):  # arrays stay arrays: pipelines index them by row
             return np.eye(n, dtype="float32")[labels]
@@ -284,7 +337,7 @@ def targets(model: keras.Model, labels, one_hot: bool = False):
         return labels
 
     table = ops.convert_to_tensor(np.array(partition.mapping, dtype="float32"))
-    return {"class": labels, "binary": ops.expand_dims(ops.take(table, labels), -1)}
+    return {"class": labels, partition.name: ops.expand_dims(ops.take(table, labels), -1)}
 
 
 def class_probabilities(model: keras.Model, outputs):
@@ -324,13 +377,15 @@ def adapt_feature_norm(model: keras.Model, base_features) -> bool:
 
 
 def linear_classifier(model: keras.Model):
-    """The softmax layer of a linear head (GAP -> [standardise] -> [dropout] -> Dense), else None."""
-    if partition_of(model) is not None:
-        return None
+    """The softmax layer of a linear head (GAP -> [standardise] -> [dropout] -> Dense), else None.
+    An auxiliary head's class softmax counts when it has no hidden layer: its second output
+    (a sigmoid beside it) does not change what the softmax sees."""
     head = model.get_layer("head")
-    if any(isinstance(layer, (layers.Dense,)) and layer.name != "predictions" for layer in head.layers):
+    partition = partition_of(model)
+    softmax, aside = ("class", f"{partition.name}_logit") if partition is not None else ("predictions", None)
+    if any(isinstance(layer, layers.Dense) and layer.name not in (softmax, aside) for layer in head.layers):
         return None
-    return next((layer for layer in head.layers if layer.name == "predictions"), None)
+    return next((layer for layer in head.layers if layer.name == softmax), None)
 
 
 def pooled_features(model: keras.Model, base_features) -> np.ndarray:

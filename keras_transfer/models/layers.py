@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import keras
 from keras import ops
 
@@ -67,7 +69,8 @@ class LogProbabilities(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
 class ClassPartition(keras.layers.Layer):
-    """Identity on its input; carries the class -> {0, 1} mapping of the binary auxiliary head.
+    """Identity on its input; carries an auxiliary head's class -> target mapping: {0, 1} for the
+    binary auxiliary head, the class's rank in [0, 1] for the ordinal one.
 
     Keeping the mapping in a layer's config stores it inside the ``.keras`` file, so a reloaded
     model still knows how its binary targets were made.
@@ -75,7 +78,7 @@ class ClassPartition(keras.layers.Layer):
 
     def __init__(self, mapping, seed=None, binary_weight=0.4, **kwargs):
         super().__init__(**kwargs)
-        self.mapping = [int(m) for m in mapping]
+        self.mapping = [int(m) if isinstance(m, numbers.Integral) else float(m) for m in mapping]
         self.seed = seed
         self.binary_weight = float(binary_weight)
 

@@ -116,7 +116,8 @@ class ModelConfig:
                                  type=ranged(int, 0))
     dropout: float | None = option(None, "--dropout", "dropout before the classifier (default: the recipe's)",
                                    type=ranged(float, 0.0, 0.95))
-    binary_weight: float = option(0.4, "--binary-weight", "B of the binary_auxiliary head's loss", type=float)
+    binary_weight: float = option(0.4, "--binary-weight", "B of the binary_auxiliary or ordinal_auxiliary head's loss: "
+                                  "its second output's share", type=ranged(float, 0.0, 1.0))
 
 
 # A recipe setting not given: the named recipe's value stands. Not None: None is a value of some

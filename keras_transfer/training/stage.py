@@ -248,7 +248,8 @@ class Stage:
         Every fit and ``lr_find`` compiles through here before a pipeline is built, so mixup is
         refused here for a head of two outputs."""
         if self.recipe.mixup and heads.is_multi_output(self.model):
-            raise ValueError("mixup blends the labels of one output; the binary_auxiliary head has two. "
+            raise ValueError(f"mixup blends the labels of one output; the {heads.auxiliary_head_name(self.model)} "
+                             "head has two. "
                              f"Received: mixup={self.recipe.mixup}")
         return heads.compile_args(self.model, self.recipe.label_smoothing, one_hot=bool(self.recipe.mixup))
 

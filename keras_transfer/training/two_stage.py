@@ -106,7 +106,7 @@ def fine_tune(model: keras.Model, splits: data_lib.Splits, recipe: Recipe | None
     recipe = recipe or Recipe()
     cache = cache if cache is not None else FeatureCache()
     if recipe.class_weight and heads.is_multi_output(model):
-        raise ValueError("class_weight does not apply to the binary_auxiliary head (two outputs). "
+        raise ValueError(f"class_weight does not apply to the {heads.auxiliary_head_name(model)} head (two outputs). "
                          "Received: class_weight=True")
     state, histories = _StageState(run_dir, resume), {}
     planned = stages(model, recipe)
