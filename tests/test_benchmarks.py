@@ -98,7 +98,7 @@ def test_every_candidate_is_a_train_command_the_cli_accepts(candidate):
     longer = {"readme_e25": 25, "lite1_240_ema_e20": 20, "lite1_240_ema_e25": 25, "lite1_240_ema_e20_cw": 20,
               "lite1_240_ema_e20_lr15": 20, "lite1_240_ema_e20_mixup": 20, "lite1_240_ema_e20_refit": 20,
               "lite1_240_ema_e20_jitter": 20, "lite1_240_ema_e20_lr6": 20, "lite1_240_ema995_e20": 20,
-              "lite1_240_ema_e20_dp": 20}
+              "lite1_240_ema_e20_dp": 20, "lite1_240_ema_e20_ord": 20}
     assert (recipe.fine_tune_epochs, recipe.augment_views, recipe.patience) == (longer.get(candidate, 15), 4, None)
     assert recipe.seed == (11 if candidate == "readme_b" else 1)
 
@@ -129,6 +129,23 @@ def test_a_lever_changes_one_field_of_the_chosen_command(lever, field, value):
     else:
         flag = lever_command.index("--" + field.replace("_", "-"))
         assert lever_command[:flag] + lever_command[flag + 2:] == chosen_command
+
+
+def test_the_ordinal_head_lever_changes_the_head_alone():
+    """``lite1_240_ema_e20_ord`` is the chosen command with ``--head ordinal_auxiliary`` added: the
+    same recipe, data and backbone, another head."""
+    import dataclasses
+
+    from keras_transfer.cli.commands import train_config
+    from keras_transfer.cli.entry_point import build_parser
+
+    configs = [train_config(build_parser().parse_args(bench_elpv.command("4class", c, 0, "runs/x")[1:]))
+               for c in ("lite1_240_ema_e20_ord", "lite1_240_ema_e20")]
+    assert dataclasses.asdict(configs[0].make_recipe()) == dataclasses.asdict(configs[1].make_recipe())
+    assert (configs[0].model.head, configs[1].model.head) == ("ordinal_auxiliary", "gap_dense")
+    lever, chosen = [bench_elpv.command("4class", c, 0, "runs/x") for c in ("lite1_240_ema_e20_ord", "lite1_240_ema_e20")]
+    flag = lever.index("--head")
+    assert lever[:flag] + lever[flag + 2:] == chosen
 
 
 REFIT, BASE = next(iter(bench_elpv.REFITS.items()))

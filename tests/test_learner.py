@@ -130,6 +130,31 @@ def test_stochastic_depth_trains_with_dropped_blocks_and_answers_without_them(tm
         kt.Learner(splits, "vgg16", weights="hed", removed="auto", drop_path=0.2)  # before the probe runs
 
 
+def test_the_ordinal_head_trains_from_the_probe_and_ships_class_probabilities(tmp_path, caplog):
+    """``head="ordinal_auxiliary"``: the class softmax starts at the linear probe as gap_dense's,
+    the second output trains beside it (its loss and error in the history), and what is
+    evaluated, predicted and exported is the class probabilities alone."""
+    import logging
+
+    splits = data.load(dataset="digits", image_size=32, limit=8, progress=False)
+    with caplog.at_level(logging.INFO, logger="keras_transfer"):
+        learner = kt.Learner(splits, "vgg16", weights="hed", removed=3, head="ordinal_auxiliary", binary_weight=0.25,
+                             head_epochs=1, fine_tune_epochs=1, patience=None, verbose=0)
+        histories = learner.fine_tune()
+    assert "linear probe: C=" in caplog.text
+    assert {"rank_loss", "rank_mae", "val_class_accuracy"} <= set(histories["fine_tune"])
+    assert learner.model.get_layer("head").get_layer("rank").binary_weight == 0.25
+    probabilities = learner.predict(splits.test.images)
+    assert probabilities.shape == (len(splits.test.labels), splits.num_classes)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    assert learner.evaluate()["accuracy"] == np.mean(probabilities.argmax(1) == splits.test.labels)
+    served = export.Predictor(learner.export(str(tmp_path / "export"))).predict_images(splits.test.images)
+    np.testing.assert_allclose(served["probabilities"], probabilities, atol=1e-4)
+    with pytest.raises(ValueError, match="class_weight does not apply to the ordinal_auxiliary head"):
+        kt.Learner(splits, "vgg16", weights="hed", removed=3, head="ordinal_auxiliary", class_weight=True,
+                   head_epochs=1, fine_tune_epochs=0, verbose=0).fine_tune()
+
+
 def test_a_bfloat16_learner_scores_its_current_weights_in_float32():
     """served() builds the float32 twin once and gives it the weights the model has now: a model
     trained further with plain Keras is scored as it is, not as it was."""

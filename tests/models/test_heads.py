@@ -94,6 +94,43 @@ def test_binary_auxiliary_trains_with_weighted_losses(vgg, rng):
     assert {"class_loss", "binary_loss"} <= set(history.history)
 
 
+def test_ordinal_auxiliary_regresses_each_class_rank_and_keeps_it_in_the_file(vgg, rng, tmp_path):
+    """Class k of n has the target k/(n-1) on the second output ("rank"), scored by its mean
+    absolute error (accuracy against 1/3 is always 0); the mapping survives a save and reload."""
+    model = heads.ordinal_auxiliary(vgg, 4, binary_weight=0.3)
+    assert set(model.output) == {"class", "rank"}
+    assert heads.auxiliary_head_name(model) == "ordinal_auxiliary"
+    labels = np.array([0, 1, 2, 3, 3, 2])
+    y = heads.targets(model, labels)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(y["rank"])[:, 0], [0, 1 / 3, 2 / 3, 1, 1, 2 / 3], atol=1e-6)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(y["class"]), labels)
+    args = heads.compile_args(model, label_smoothing=0.1)
+    assert args["loss_weights"] == {"class": pytest.approx(0.7), "rank": pytest.approx(0.3)}
+    assert args["metrics"] == {"class": ["accuracy"], "rank": ["mae"]}
+    model.compile(optimizer="sgd", **args)
+    x = rng.uniform(0, 255, (6, 32, 32, 3)).astype("float32")
+    history = model.fit(x, y, epochs=1, verbose=0).history
+    assert {"class_loss", "rank_loss", "rank_mae", "class_accuracy"} <= set(history)
+    model.save(tmp_path / "ordinal.keras")
+    reloaded = keras.saving.load_model(tmp_path / "ordinal.keras")
+    assert heads.partition_of(reloaded).mapping == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    assert heads.compile_args(reloaded)["loss_weights"]["rank"] == pytest.approx(0.3)
+    np.testing.assert_allclose(heads.class_probabilities(reloaded, reloaded(x)),
+                               heads.class_probabilities(model, model(x)), atol=1e-6)
+    with pytest.raises(ValueError, match="binary_weight must be in \\[0, 1\\]"):
+        heads.ordinal_auxiliary(vgg, 4, binary_weight=1.5)
+
+
+@pytest.mark.parametrize("head", ["binary_auxiliary", "ordinal_auxiliary"])
+def test_an_auxiliary_heads_linear_softmax_is_the_one_the_probe_starts(vgg, head):
+    """Without a hidden layer the class softmax of an auxiliary head sees the pooled features
+    alone, so training starts it at the linear probe as gap_dense's; with one, nothing is probed."""
+    linear = heads.build_classifier(vgg, 4, head=head, width=0)
+    assert heads.linear_classifier(linear) is linear.get_layer("head").get_layer("class")
+    assert heads.linear_classifier(heads.build_classifier(vgg, 4, head=head, width=8)) is None
+    assert heads.linear_classifier(heads.gap_dense(vgg, 4, width=8)) is None
+
+
 @pytest.mark.parametrize("bad", [1, 0, 2.5, True])
 def test_bad_class_count_is_refused(vgg, bad):
     with pytest.raises(ValueError, match="num_classes"):
@@ -105,7 +142,7 @@ def test_unknown_head_is_refused(vgg):
         heads.build_classifier(vgg, 3, head="mlp")
 
 
-@pytest.mark.parametrize("head", ["gap_dense", "binary_auxiliary"])
+@pytest.mark.parametrize("head", ["gap_dense", "binary_auxiliary", "ordinal_auxiliary"])
 def test_mixed_precision_keeps_the_outputs_in_float32(head, rng):
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:

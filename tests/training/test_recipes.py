@@ -168,10 +168,15 @@ def test_mixup_is_a_flag_of_train_and_is_refused_where_it_cannot_apply(digits, c
                                      head="binary_auxiliary", width=8)
     with pytest.raises(ValueError, match="mixup blends the labels of one output; the binary_auxiliary head has two"):
         training.fine_tune(auxiliary, digits, recipes.recipe(head_epochs=1, fine_tune_epochs=0, mixup=0.2, verbose=0))
+    ordinal = training.build_model("vgg16", digits.num_classes, weights=None, input_size=32, removed=3,
+                                   head="ordinal_auxiliary")
+    with pytest.raises(ValueError, match="mixup blends the labels of one output; the ordinal_auxiliary head has two"):
+        training.fine_tune(ordinal, digits, recipes.recipe(head_epochs=1, fine_tune_epochs=0, mixup=0.2, verbose=0))
 
 
 
-def test_mixup_with_the_binary_auxiliary_head_is_refused_before_any_work(digits, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("head", ["binary_auxiliary", "ordinal_auxiliary"])
+def test_mixup_with_an_auxiliary_head_is_refused_before_any_work(head, digits, tmp_path, capsys, monkeypatch):
     """From Python before the probe runs, from the CLI before any image is read, and for a search."""
     import keras_transfer as kt
     from keras_transfer.cli.entry_point import main
@@ -179,17 +184,30 @@ def test_mixup_with_the_binary_auxiliary_head_is_refused_before_any_work(digits,
     from keras_transfer.training import cut_probe
 
     monkeypatch.setattr(cut_probe, "recommend_for", lambda *a, **k: 1 / 0)  # the probe is work: never reached
-    with pytest.raises(ValueError, match="binary_auxiliary head has two.*Received: mixup=0.2"):
-        kt.Learner(digits, "vgg16", weights=None, head="binary_auxiliary", mixup=0.2)
+    with pytest.raises(ValueError, match=f"the {head} head has two.*Received: mixup=0.2"):
+        kt.Learner(digits, "vgg16", weights=None, head=head, mixup=0.2)
     out = tmp_path / "run"
-    assert main(["train", "--head", "binary_auxiliary", "--data", str(tmp_path / "no such folder"), "--mixup", "0.2",
+    assert main(["train", "--head", head, "--data", str(tmp_path / "no such folder"), "--mixup", "0.2",
                  "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "mixup blends the labels of one output" in err and "Traceback" not in err
     assert not out.exists()
-    with pytest.raises(ValueError, match="binary_auxiliary head has two"):  # a search that would try that head
+    with pytest.raises(ValueError, match=f"the {head} head has two"):  # a search that would try that head
         config.SearchConfig(recipe=config.RecipeConfig(mixup=0.2),
-                            search=config.SearchSpaceConfig(head_kinds=("gap_dense", "binary_auxiliary")))
+                            search=config.SearchSpaceConfig(head_kinds=("gap_dense", head)))
+
+
+def test_the_auxiliary_heads_loss_share_is_a_fraction(capsys):
+    """``--binary-weight`` is B in ``(1 - B)·class loss + B·second output's loss``: outside [0, 1] it
+    is refused on the command line, with the flag named."""
+    from keras_transfer.cli.commands import train_config
+    from keras_transfer.cli.entry_point import build_parser
+
+    args = build_parser().parse_args(["train", "--dataset", "digits", "--head", "ordinal_auxiliary", "--binary-weight", "0.2"])
+    assert (train_config(args).model.head, train_config(args).model.binary_weight) == ("ordinal_auxiliary", 0.2)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--dataset", "digits", "--binary-weight", "1.5"])
+    assert "--binary-weight: must be between 0.0 and 1.0. Received: 1.5" in capsys.readouterr().err
 
 
 def test_tutorial_and_keras_io_recipes_are_one_argument_away():
