@@ -30,7 +30,7 @@ logger = logging.getLogger("keras_transfer.training")
 
 def score(logs: dict, prefix: str = "val_") -> tuple[float, float] | None:
     """``(-loss, accuracy)`` of one epoch's ``logs`` (higher is better), None without them. The
-    binary auxiliary head's class accuracy is ``class_accuracy``."""
+    auxiliary heads' class accuracy is ``class_accuracy``; their loss is the weighted sum of both outputs'."""
     accuracy = logs.get(f"{prefix}accuracy", logs.get(f"{prefix}class_accuracy"))
     loss = logs.get(f"{prefix}loss")
     if accuracy is None or loss is None or math.isnan(float(loss)) or math.isnan(float(accuracy)):
