@@ -247,8 +247,8 @@ def choices(task: str, candidates: list[str], runs: str, max_members: int = 3, e
                 continue
             for tta in (False, True):
                 rows.append(_row(list(members), tta, probabilities, trained))
-    scored = {(tuple(r["members"]), r["tta"]) for r in rows}
-    rows += [{**r, "earlier": True} for r in earlier if (tuple(r["members"]), r["tta"]) not in scored
+    scored = {(frozenset(r["members"]), r["tta"]) for r in rows}  # an ensemble is the same in any order
+    rows += [{**r, "earlier": True} for r in earlier if (frozenset(r["members"]), r["tta"]) not in scored
              and not any(m in REFITS for m in r["members"])]
     for refit in (c for c in complete if c in REFITS):
         for tta in (False, True):
@@ -436,8 +436,10 @@ def main(argv=None) -> None:
     before = _read(stem + ".json") or {}
     cpu = before.get("machine", {}).get("processor")  # an earlier report's rows were trained on its machine
     earlier = [{"cpus": [cpu] if cpu else ["CPU not recorded"], **r} for r in before.get("rows", [])]
-    # every finished candidate, not only those named now: a report is the same whatever ran last
-    scored = list(dict.fromkeys([*args.candidates, *finished(args.task, args.runs)]))
+    # every finished candidate, not only those named now, in CANDIDATES' order: a report (its
+    # ensembles' member order too) is the same whatever ran last and whatever is named
+    order = {c: i for i, c in enumerate(CANDIDATES)}
+    scored = sorted(set(args.candidates) | set(finished(args.task, args.runs)), key=lambda c: (order.get(c, len(order)), c))
     rows = choices(args.task, scored, args.runs, earlier=earlier)
     chosen = choose(rows)
     ship = shipped(rows, chosen)

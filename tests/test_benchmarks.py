@@ -216,6 +216,24 @@ def test_a_report_is_made_again_from_the_archive_and_keeps_earlier_rows(tmp_path
     assert "lite2_260, TTA*" in (out / "elpv_protocol_binary.txt").read_text()
 
 
+def test_a_report_is_the_same_whichever_candidates_are_named(tmp_path):
+    """Its ensembles list their members in one order, so naming another candidate neither renames a
+    pair nor keeps the earlier report's copy of it beside the new one."""
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    for seed in bench_elpv.SEEDS:
+        _fake_run(runs, "readme", seed, val_right=8, test_right=9, seconds=600)
+        _fake_run(runs, "readme_ema", seed, val_right=7, test_right=8, seconds=600)
+    texts = []
+    for named in (["readme_ema"], ["readme"], ["readme_ema"]):
+        bench_elpv.main(["--task", "binary", "--candidates", *named, "--report-only", "--runs", str(runs),
+                         "--out", str(out), "--archive", str(tmp_path / "archive")])
+        texts.append((out / "elpv_protocol_binary.txt").read_text())
+        rows = json.loads((out / "elpv_protocol_binary.json").read_text())["rows"]
+        assert len(rows) == 6 and not any(r.get("earlier") for r in rows)  # 3 lists x TTA on/off, no copies
+        assert [r["members"] for r in rows if len(r["members"]) == 2] == [["readme", "readme_ema"]] * 2
+    assert texts[0].split("\n")[1:] == texts[1].split("\n")[1:] == texts[2].split("\n")[1:]  # but the date line
+
+
 def test_a_lever_run_on_some_splits_is_reported_against_the_chosen_row_on_those_splits(tmp_path):
     """A lever stopped after one or two splits is never chosen, but its figures stay in the
     report beside the chosen row's on the same splits (they were written by hand before)."""
