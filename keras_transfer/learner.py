@@ -95,10 +95,10 @@ class Learner:
                         "ends at %s", self.probe["images"], removed, self.probe["recommended_layer"])
         self.removed = int(removed)
         options = self.recipe.head_options()
-        if head == "binary_auxiliary":
-            options.update(seed=self.recipe.seed, binary_weight=binary_weight)
-        elif head == "ordinal_auxiliary":
+        if head in choices.AUXILIARY_HEADS:
             options.update(binary_weight=binary_weight)
+        if head == "binary_auxiliary":  # its random partition of the classes is drawn from the seed
+            options.update(seed=self.recipe.seed)
         keras.utils.set_random_seed(self.recipe.seed)
         with self._computing(log=True):
             self.model = training.build_model(backbone, data.num_classes, weights=weights,

@@ -1,12 +1,13 @@
 """The names the command line offers, importable without TensorFlow so that ``--help`` and
 argument errors answer at once. Each tuple is the key list of a table elsewhere
-(``tests/cli/test_entry_point.py`` checks they agree): backbones.BACKBONES, heads.HEADS, recipes.RECIPES."""
+(``tests/cli/test_entry_point.py`` checks they agree): backbones.BACKBONES, heads.HEADS,
+heads.AUXILIARY_OUTPUTS, recipes.RECIPES."""
 
 BACKBONES = ("vgg16", "vgg19", "inception_v3", "resnet50", "mobilenet_v2", "densenet121", "efficientnet_b0",
              "efficientnet_lite0", "efficientnet_lite1",
              "efficientnet_lite2", "xception")
 HEADS = ("gap_dense", "keep_classifier", "binary_auxiliary", "ordinal_auxiliary")
-AUXILIARY_HEADS = ("binary_auxiliary", "ordinal_auxiliary")  # two outputs
+AUXILIARY_HEADS = ("binary_auxiliary", "ordinal_auxiliary")  # heads.AUXILIARY_OUTPUTS: the heads of two outputs
 RECIPES = ("default", "tutorial", "keras_io")
 
 

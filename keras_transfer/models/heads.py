@@ -177,6 +177,10 @@ def class_partition(num_classes: int, seed: int) -> list[int]:
     return mapping.tolist()
 
 
+# the heads of two outputs -> the name of their second output (and of the ClassPartition carrying its targets)
+AUXILIARY_OUTPUTS = {"binary_auxiliary": "binary", "ordinal_auxiliary": "rank"}
+
+
 def binary_auxiliary(
     base: keras.Model,
     num_classes: int,
@@ -201,8 +205,8 @@ def binary_auxiliary(
     ```
     """
     _check_classes(num_classes)
-    return _with_auxiliary(base, num_classes, "binary_auxiliary", "binary", class_partition(num_classes, seed), seed,
-                           width, dropout, binary_weight, normalize)
+    return _with_auxiliary(base, num_classes, "binary_auxiliary", class_partition(num_classes, seed), seed, width,
+                           dropout, binary_weight, normalize)
 
 
 def ordinal_auxiliary(
@@ -236,14 +240,15 @@ def ordinal_auxiliary(
     """
     _check_classes(num_classes)
     ranks = [k / (num_classes - 1) for k in range(num_classes)]
-    return _with_auxiliary(base, num_classes, "ordinal_auxiliary", "rank", ranks, None, width, dropout, binary_weight,
-                           normalize)
+    return _with_auxiliary(base, num_classes, "ordinal_auxiliary", ranks, None, width, dropout, binary_weight, normalize)
 
 
-def _with_auxiliary(base, num_classes: int, name: str, key: str, mapping, seed, width: int, dropout: float,
+def _with_auxiliary(base, num_classes: int, name: str, mapping, seed, width: int, dropout: float,
                     binary_weight: float, normalize: bool) -> keras.Model:
-    """The head ``name``: gap_dense plus a sigmoid output ``key`` whose target is ``mapping[class]``
-    (a :class:`~keras_transfer.models.layers.ClassPartition` named ``key`` carries it, and ``B``)."""
+    """The head ``name``: gap_dense plus a sigmoid output ``AUXILIARY_OUTPUTS[name]`` whose target is
+    ``mapping[class]`` (a :class:`~keras_transfer.models.layers.ClassPartition` of that name carries
+    it, and ``B``)."""
+    key = AUXILIARY_OUTPUTS[name]
     if not 0.0 <= binary_weight <= 1.0:
         raise ValueError(f"binary_weight must be in [0, 1], got {binary_weight}.")
     _check_feature_map(base, name)
@@ -289,9 +294,9 @@ def partition_of(model: keras.Model) -> ClassPartition | None:
 
 
 def auxiliary_head_name(model: keras.Model) -> str | None:
-    """``"binary_auxiliary"`` or ``"ordinal_auxiliary"`` for a model with such a head, else None."""
+    """The name of ``model``'s head of two outputs (a key of ``AUXILIARY_OUTPUTS``), else None."""
     partition = partition_of(model)
-    return None if partition is None else {"binary": "binary_auxiliary", "rank": "ordinal_auxiliary"}[partition.name]
+    return None if partition is None else next(h for h, key in AUXILIARY_OUTPUTS.items() if key == partition.name)
 
 
 def is_multi_output(model: keras.Model) -> bool:

@@ -249,8 +249,7 @@ class Stage:
         refused here for a head of two outputs."""
         if self.recipe.mixup and heads.is_multi_output(self.model):
             raise ValueError(f"mixup blends the labels of one output; the {heads.auxiliary_head_name(self.model)} "
-                             "head has two. "
-                             f"Received: mixup={self.recipe.mixup}")
+                             f"head has two. Received: mixup={self.recipe.mixup}")
         return heads.compile_args(self.model, self.recipe.label_smoothing, one_hot=bool(self.recipe.mixup))
 
     def datasets(self, plan: StagePlan, batch: int):

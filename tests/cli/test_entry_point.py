@@ -155,4 +155,5 @@ def test_the_offered_names_are_the_tables():
 
     assert choices.BACKBONES == tuple(backbones.BACKBONES)
     assert choices.HEADS == tuple(heads.HEADS)
+    assert choices.AUXILIARY_HEADS == tuple(heads.AUXILIARY_OUTPUTS)
     assert choices.RECIPES == tuple(recipes.RECIPES)
