@@ -9,6 +9,9 @@ BACKBONES = ("vgg16", "vgg19", "inception_v3", "resnet50", "mobilenet_v2", "dens
 HEADS = ("gap_dense", "keep_classifier", "binary_auxiliary", "ordinal_auxiliary")
 AUXILIARY_HEADS = ("binary_auxiliary", "ordinal_auxiliary")  # heads.AUXILIARY_OUTPUTS: the heads of two outputs
 RECIPES = ("default", "tutorial", "keras_io")
+# recipes.Recipe.l2_sp's bound: l2_sp x the rate is the fraction of the gap to the pretrained weights
+# closed each step, so far above 1 / rate it overshoots
+MAX_L2_SP = 100.0
 
 
 def check_mixup(heads, mixup) -> None:

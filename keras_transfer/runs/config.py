@@ -181,6 +181,10 @@ class RecipeConfig:
                                            "batch, up to this rate in the deepest block, e.g. 0.2 (default: 0, "
                                            "the models as this package has always built them)",
                                            type=ranged(float, 0.0, 0.9), metavar="RATE")
+    l2_sp: float | str = option(RECIPES_OWN, "--l2-sp", "L2-SP: in fine-tuning the backbone's weights decay toward "
+                                "their pretrained values at this strength times the learning rate (decoupled, like "
+                                "AdamW's weight decay, which the head keeps), e.g. 10; 0: off (default: the recipe's, "
+                                "off)", type=ranged(float, 0.0, choices.MAX_L2_SP), metavar="STRENGTH")
     bn_inference: bool | str = option(RECIPES_OWN, ("--no-bn-inference", "--train-batchnorm"), "fine-tuning also "
                                       "trains the unfrozen backbone's BatchNorm layers (scale, offset and batch "
                                       "statistics; default: the recipe's, default and keras_io keep them in inference "

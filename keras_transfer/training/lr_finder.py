@@ -114,7 +114,8 @@ def find_learning_rate(model: keras.Model, splits, recipe: recipes.Recipe, stage
             planned.init_head(plan.x_train if plan.at_top else None, plan.x_val if plan.at_top else None)
         grow = keras.optimizers.schedules.ExponentialDecay(start, decay_steps=steps - 1, decay_rate=end / start)
         with planned.strategy.scope():
-            plan.fit_model.compile(optimizer=recipes.optimizer(recipe, stage, steps, planned.lr_scales(), grow),
+            plan.fit_model.compile(optimizer=recipes.optimizer(recipe, stage, steps, planned.lr_scales(), grow,
+                                                                       backbone=planned.backbone_paths()),
                                    **planned.compile_args())
         batch = recipe.batch_size * planned.strategy.num_replicas_in_sync
         train_ds, _, _ = planned.datasets(plan, batch)

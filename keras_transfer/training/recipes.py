@@ -28,6 +28,7 @@ import dataclasses
 import keras
 from keras import ops
 
+from keras_transfer._utils.choices import MAX_L2_SP
 from keras_transfer.data.augmentation import Views, check_jitter
 
 
@@ -59,6 +60,10 @@ class Recipe:
     backbone_lr_scale: float = 0.1  # unfrozen backbone layers train at fine_tune_learning_rate x this
     momentum: float = 0.9  # SGD only
     weight_decay: float = 1e-4  # AdamW only
+    # L2-SP (Li et al. 2018): in fine-tuning the backbone's trained weights decay toward their values
+    # at the stage's start (the pretrained ones) instead of toward 0, decoupled like AdamW's decay
+    # (w -= l2_sp x rate x (w - w_start), at each variable's own rate); the head keeps weight_decay; 0: off
+    l2_sp: float = 0.0
     warmup_fraction: float = 0.1  # of each stage's steps, then cosine decay to 0; 0 with decay=False: constant
     decay: bool = True
     label_smoothing: float = 0.1
@@ -95,6 +100,9 @@ class Recipe:
     def __post_init__(self):
         if self.jitter:
             check_jitter(self.jitter)
+        if not 0 <= self.l2_sp <= MAX_L2_SP:
+            raise ValueError(f"l2_sp pulls the fine-tuned backbone toward its pretrained weights at this strength "
+                             f"times the learning rate; use 0 (off) to {MAX_L2_SP}, e.g. 10. Received: l2_sp={self.l2_sp}")
 
     def views(self):
         """The :class:`~keras_transfer.data.augmentation.Views` training draws from, or None without augmentation."""
@@ -154,24 +162,45 @@ def recipe(name: str = "default", **overrides) -> Recipe:
 # ---------------------------------------------------------------- optimisers
 
 class _PerVariableRate:
-    """Mixin: variables named in ``lr_scales`` (path -> factor) update at ``learning_rate x factor``.
+    """Mixin: variables named in ``lr_scales`` (path -> factor) update at ``learning_rate x factor``;
+    those named in ``anchored`` decay toward their values when the optimiser is built (L2-SP) at
+    ``anchor_decay`` instead of toward 0 at ``weight_decay``.
 
     Scaling the *rate*, not the gradient, so it means the same for Adam (whose update does not
-    change when its gradient is scaled) as for SGD.
+    change when its gradient is scaled) as for SGD. The decays are decoupled (AdamW's form) for the
+    same reason: an L2 term in the loss would be divided away by Adam's second moment.
     """
 
-    def __init__(self, lr_scales=None, **kwargs):
+    def __init__(self, lr_scales=None, anchored=None, anchor_decay=0.0, **kwargs):
         super().__init__(**kwargs)
         self.lr_scales = {str(k): float(v) for k, v in (lr_scales or {}).items()}
+        self.anchored = sorted(str(p) for p in (anchored or ()))
+        self.anchor_decay = float(anchor_decay)
 
     def build(self, variables):
         super().build(variables)
         self._scale_by_index = [self.lr_scales.get(v.path, 1.0) for v in variables]
+        anchored = set(self.anchored) if self.anchor_decay else set()
+        self._anchor_by_index = []
+        for v in variables:
+            if v.path in anchored:  # the weights the stage starts from: training reads them, never updates them
+                # initialised from the variable, not assigned: Keras may build inside the traced train step,
+                # where an assign would not run (the anchor would stay at zeros)
+                start = ops.convert_to_tensor(v)
+                self._anchor_by_index.append(self.add_variable(
+                    v.shape, initializer=lambda shape, dtype, start=start: ops.cast(start, dtype), dtype=v.dtype,
+                    name=f"{v.path.replace('/', '_')}_anchor"))
+            else:
+                self._anchor_by_index.append(None)
 
     def update_step(self, gradient, variable, learning_rate):
-        scale = self._scale_by_index[self._get_variable_index(variable)]
+        index = self._get_variable_index(variable)
+        scale = self._scale_by_index[index]
         rate = learning_rate * scale if scale != 1.0 else learning_rate
-        if self.weight_decay is not None and scale and super()._use_weight_decay(variable):
+        anchor = self._anchor_by_index[index]
+        if anchor is not None and scale:
+            self.assign_sub(variable, (variable - anchor) * ops.cast(self.anchor_decay * rate, variable.dtype))
+        elif self.weight_decay is not None and scale and super()._use_weight_decay(variable):
             # AdamW's decoupled decay, at this variable's own rate (Keras applies it at the base rate)
             self.assign_sub(variable, variable * ops.cast(self.weight_decay, variable.dtype) * ops.cast(rate, variable.dtype))
         return super().update_step(gradient, variable, rate)
@@ -180,7 +209,8 @@ class _PerVariableRate:
         return False  # applied in update_step instead, scaled with the rate
 
     def get_config(self):
-        return {**super().get_config(), "lr_scales": self.lr_scales}
+        return {**super().get_config(), "lr_scales": self.lr_scales, "anchored": self.anchored,
+                "anchor_decay": self.anchor_decay}
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
@@ -216,17 +246,21 @@ def schedule(rate: float, steps: int, warmup_fraction: float, decay: bool):
         warmup_target=rate if warmup else None, warmup_steps=warmup)
 
 
-def optimizer(recipe: Recipe, stage: str, steps: int, lr_scales: dict | None = None, learning_rate=None):
+def optimizer(recipe: Recipe, stage: str, steps: int, lr_scales: dict | None = None, learning_rate=None,
+              backbone: list | tuple = ()):
     """The optimiser of ``stage`` (``"head"`` or ``"fine_tune"``) for ``steps`` training steps
     (``learning_rate``: a rate or schedule in place of the recipe's, as the learning-rate finder sweeps).
     Under the recipe's ``ema_momentum`` it keeps the weights' moving average (Keras's ``use_ema``),
-    except in a sweep, whose losses are the raw weights'."""
+    except in a sweep, whose losses are the raw weights'. Under its ``l2_sp`` the variables named in
+    ``backbone`` (paths) decay toward their values at the stage's start, in fine-tuning."""
     kind = recipe.head_optimizer if stage == "head" else recipe.fine_tune_optimizer
     rate = recipe.head_learning_rate if stage == "head" else recipe.fine_tune_learning_rate
     if kind not in _OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {kind!r}; choose one of {', '.join(_OPTIMIZERS)}. "
                          f"Received: {stage}_optimizer={kind!r}")
     options = {"lr_scales": lr_scales}
+    if recipe.l2_sp and stage == "fine_tune":
+        options.update(anchored=list(backbone), anchor_decay=recipe.l2_sp)
     if learning_rate is None:
         learning_rate = schedule(rate, steps, recipe.warmup_fraction, recipe.decay)
         if recipe.ema_momentum is not None:

@@ -112,6 +112,10 @@ class Stage:
             scales.update({v.path: float(factor) for v in layer.trainable_weights})
         return {p: f for p, f in scales.items() if f != 1.0}
 
+    def backbone_paths(self) -> list[str]:
+        """The paths of the backbone's trainable variables (what the recipe's ``l2_sp`` anchors)."""
+        return [v.path for v in backbone_of(self.model).trainable_weights]
+
     # ---- planning ----------------------------------------------------------------------------
 
     def plan(self) -> StagePlan:
@@ -208,7 +212,8 @@ class Stage:
         batch = recipe.batch_size * strategy.num_replicas_in_sync
         steps = self.epochs * max(1, -(-self.splits.num_train() // batch))
         with strategy.scope():
-            plan.fit_model.compile(optimizer=recipes.optimizer(recipe, self.name, steps, self.lr_scales()),
+            plan.fit_model.compile(optimizer=recipes.optimizer(recipe, self.name, steps, self.lr_scales(),
+                                                                       backbone=self.backbone_paths()),
                                    **self.compile_args())
         train_ds, val_ds, sample = self.datasets(plan, batch)
         class_weight = self.splits.class_weights() if recipe.class_weight else None

@@ -337,3 +337,64 @@ def test_jitter_is_a_flag_of_train_and_is_refused_where_it_cannot_apply(tmp_path
     err = capsys.readouterr().err
     assert "jitter applies while fine-tuning, and fine_tune_epochs=0 leaves no fine-tuning" in err
     assert "Traceback" not in err and not out.exists()
+
+
+def _drift(model, start):
+    """The backbone's distance from ``start`` (its weights before training), over its trained variables."""
+    now = backbone_of(model).get_weights()
+    return math.sqrt(sum(float(np.sum((a - b) ** 2)) for a, b in zip(now, start)))
+
+
+def test_l2_sp_keeps_the_fine_tuned_backbone_nearer_its_pretrained_weights(digits):
+    """L2-SP pulls every trained backbone weight toward its value at the fine-tuning stage's start
+    (the pretrained one): from the same start, data and batches, the stronger the pull the nearer
+    it ends."""
+    drifts = {}
+    for strength in (0.0, 30.0, 100.0):
+        keras.utils.set_random_seed(0)
+        recipe = recipes.recipe(head_epochs=1, fine_tune_epochs=3, batch_size=16, fine_tune_learning_rate=1e-3,
+                                backbone_lr_scale=1.0, l2_sp=strength, patience=None, keep_best=False, verbose=0)
+        model = _model(digits, recipe)
+        training.Stage(model, digits, recipe, "head", 1, 0).init_head()
+        start = backbone_of(model).get_weights()
+        stage = training.Stage(model, digits, recipe, "fine_tune", 3, 0)
+        stage.freeze()
+        opt = recipes.optimizer(recipe, "fine_tune", 10, stage.lr_scales(), backbone=stage.backbone_paths())
+        assert opt.anchor_decay == strength and set(opt.anchored) == (set(stage.backbone_paths()) if strength else set())
+        training.fine_tune(model, digits, recipe)
+        drifts[strength] = _drift(model, start)
+    # (Keras builds the optimiser where an assign does not run: anchors assigned there stayed at 0 and
+    # pulled the weights away from the start, the stronger the farther)
+    assert drifts[0.0] > 0
+    assert drifts[100.0] < 0.8 * drifts[30.0] < 0.8 * drifts[0.0]
+
+
+def test_the_l2_sp_pull_is_the_gap_to_the_start_times_strength_and_rate():
+    """One step without gradient: an anchored weight moves l2_sp x rate of the way back to where it
+    started; a weight not anchored decays toward 0 at weight_decay x rate, as before."""
+    anchored, free = keras.Variable(np.ones(3, "float32")), keras.Variable(np.ones(3, "float32"))
+    opt = recipes.ScaledAdamW(learning_rate=0.1, weight_decay=0.5, anchored=[anchored.path], anchor_decay=2.0,
+                              lr_scales={anchored.path: 0.5})
+    opt.build([anchored, free])
+    anchored.assign(np.full(3, 3.0, "float32"))  # moved 2 away from its start
+    opt.apply([np.zeros(3, "float32")] * 2, [anchored, free])
+    np.testing.assert_allclose(anchored.numpy(), 3.0 - 2.0 * 2.0 * 0.1 * 0.5)  # at its own (scaled) rate
+    np.testing.assert_allclose(free.numpy(), 1.0 - 1.0 * 0.5 * 0.1)
+    again = recipes.ScaledAdamW.from_config(opt.get_config())
+    assert again.anchored == [anchored.path] and again.anchor_decay == 2.0
+
+
+def test_l2_sp_is_a_flag_of_train_and_a_strength_out_of_range_is_refused(capsys):
+    from keras_transfer.cli.commands import train_config
+    from keras_transfer.cli.entry_point import build_parser
+
+    parse = lambda *flags: train_config(build_parser().parse_args(["train", "--dataset", "digits", *flags]))  # noqa: E731
+    assert parse("--l2-sp", "10").make_recipe().l2_sp == 10.0
+    assert parse().make_recipe().l2_sp == 0.0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--dataset", "digits", "--l2-sp", "-1"])
+    assert "--l2-sp: must be between 0.0 and 100.0. Received: -1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="use 0 \\(off\\) to 100.0, e.g. 10. Received: l2_sp=500"):
+        recipes.recipe(l2_sp=500)
+    # the head stage and a recipe without it build no anchors
+    assert not recipes.optimizer(recipes.recipe(l2_sp=10), "head", 10, backbone=["x"]).anchored
