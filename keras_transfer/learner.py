@@ -53,7 +53,8 @@ class Learner:
         precision: ``"auto"`` (as ``keras-transfer train``: bfloat16 where this CPU runs it fast,
             float16 on GPUs), ``"float32"``, ``"bfloat16"``, ``"float16"``, or None (Keras's
             global policy as it is).
-        binary_weight: the auxiliary heads' loss weight B (their second output's share of the loss).
+        binary_weight: the auxiliary heads' loss weight B (their second output's share of the loss;
+            None: 0.4); refused with a head of one output.
         cache: a :class:`~keras_transfer.training.FeatureCache` shared with other learners on the
             same images (frozen-prefix features computed once for all).
 
@@ -74,7 +75,7 @@ class Learner:
     def __init__(self, data, backbone: str = "vgg16", weights="imagenet", removed: int | str = "auto",
                  head: str = "gap_dense", include_top: bool = False, recipe: str | recipes.Recipe = "default",
                  run_dir: str | None = None, strategy=None, precision: str | None = "auto",
-                 binary_weight: float = 0.4, cache: training.FeatureCache | None = None, **recipe_fields):
+                 binary_weight: float | None = None, cache: training.FeatureCache | None = None, **recipe_fields):
         self._hold(data, backbone, weights, head, include_top, run_dir, strategy, precision, cache,
                    recipes.recipe(recipe, **recipe_fields) if isinstance(recipe, str)
                    else dataclasses.replace(recipe, **recipe_fields))
@@ -84,6 +85,7 @@ class Learner:
                              "no validation images. Leave patience out (or pass patience=None), or split off "
                              f"validation images. Received: patience={recipe_fields['patience']}")
         choices.check_mixup([head], self.recipe.mixup)  # before the probe: nothing runs that would be refused
+        choices.check_binary_weight(head, binary_weight)
         check_drop_path(backbone, self.recipe.drop_path)
         if removed != "auto" and (isinstance(removed, bool) or not isinstance(removed, int) or removed < 0):
             raise ValueError(f"removed is a number of units to remove (0 or more) or 'auto'. Received: removed={removed!r}")
@@ -95,7 +97,7 @@ class Learner:
                         "ends at %s", self.probe["images"], removed, self.probe["recommended_layer"])
         self.removed = int(removed)
         options = self.recipe.head_options()
-        if head in choices.AUXILIARY_HEADS:
+        if binary_weight is not None:
             options.update(binary_weight=binary_weight)
         if head == "binary_auxiliary":  # its random partition of the classes is drawn from the seed
             options.update(seed=self.recipe.seed)

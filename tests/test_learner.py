@@ -130,6 +130,17 @@ def test_stochastic_depth_trains_with_dropped_blocks_and_answers_without_them(tm
         kt.Learner(splits, "vgg16", weights="hed", removed="auto", drop_path=0.2)  # before the probe runs
 
 
+def test_a_loss_share_for_a_head_of_one_output_is_refused_before_the_probe(monkeypatch):
+    """``binary_weight`` weighs a second output; gap_dense has none, so it would do nothing."""
+    from keras_transfer.training import cut_probe
+
+    monkeypatch.setattr(cut_probe, "recommend_for", lambda *a, **k: pytest.fail("the probe ran"))
+    splits = data.load(dataset="digits", image_size=32, limit=4, progress=False)
+    with pytest.raises(ValueError, match="and the gap_dense head has one. Choose one of those heads, or leave "
+                                         "binary_weight out. Received: binary_weight=0.3, head='gap_dense'"):
+        kt.Learner(splits, "vgg16", weights="hed", removed="auto", binary_weight=0.3)
+
+
 def test_the_ordinal_head_trains_from_the_probe_and_ships_class_probabilities(tmp_path, caplog):
     """``head="ordinal_auxiliary"``: the class softmax starts at the linear probe as gap_dense's,
     the second output trains beside it (its loss and error in the history), and what is

@@ -8,10 +8,19 @@ BACKBONES = ("vgg16", "vgg19", "inception_v3", "resnet50", "mobilenet_v2", "dens
              "efficientnet_lite2", "xception")
 HEADS = ("gap_dense", "keep_classifier", "binary_auxiliary", "ordinal_auxiliary")
 AUXILIARY_HEADS = ("binary_auxiliary", "ordinal_auxiliary")  # heads.AUXILIARY_OUTPUTS: the heads of two outputs
+BINARY_WEIGHT = 0.4  # their second output's share of the loss when none is given (the heads' default)
 RECIPES = ("default", "tutorial", "keras_io")
 # recipes.Recipe.l2_sp's bound: l2_sp x the rate is the fraction of the gap to the pretrained weights
 # closed each step, so far above 1 / rate it overshoots
 MAX_L2_SP = 100.0
+
+
+def check_binary_weight(head, binary_weight, argument="binary_weight") -> None:
+    """Refuse a loss share for a head of one output, where it would weigh nothing."""
+    if binary_weight is not None and head not in AUXILIARY_HEADS:
+        raise ValueError(f"{argument} is the second output's share of the loss of a head of two outputs "
+                         f"({', '.join(AUXILIARY_HEADS)}), and the {head} head has one. Choose one of those heads, "
+                         f"or leave {argument} out. Received: binary_weight={binary_weight}, head={head!r}")
 
 
 def check_mixup(heads, mixup) -> None:

@@ -116,8 +116,10 @@ class ModelConfig:
                                  type=ranged(int, 0))
     dropout: float | None = option(None, "--dropout", "dropout before the classifier (default: the recipe's)",
                                    type=ranged(float, 0.0, 0.95))
-    binary_weight: float = option(0.4, "--binary-weight", "B of the binary_auxiliary or ordinal_auxiliary head's loss: "
-                                  "its second output's share", type=ranged(float, 0.0, 1.0))
+    binary_weight: float | None = option(None, "--binary-weight", "B of the binary_auxiliary or ordinal_auxiliary "
+                                         "head's loss: its second output's share (default: "
+                                         f"{choices.BINARY_WEIGHT}; refused with another head)",
+                                         type=ranged(float, 0.0, 1.0))
 
 
 # A recipe setting not given: the named recipe's value stands. Not None: None is a value of some
@@ -303,6 +305,7 @@ class TrainConfig:
                              "set it to -1), or keep a validation split. Received: "
                              f"patience={self.recipe.patience}, validation_split=0")
         choices.check_mixup([self.model.head], self.recipe.mixup != RECIPES_OWN and self.recipe.mixup)
+        choices.check_binary_weight(self.model.head, self.model.binary_weight, "binary_weight (--binary-weight)")
         self.recipe.check_drop_path(self.model.backbone)
         self.make_recipe()  # the recipe's own refusals (views, jitter without fine-tuning) before the data too
 

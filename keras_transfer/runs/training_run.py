@@ -36,6 +36,7 @@ from keras_transfer.training import precision
 from keras_transfer.training import cut_probe
 from keras_transfer.learner import Learner
 from keras_transfer.runs.config import TrainConfig
+from keras_transfer._utils import choices
 from keras_transfer._utils.atomic_files import atomic_path, read_json, remove_stale_temporaries, write_json
 from keras_transfer.training.two_stage import STATE_FILE
 
@@ -57,6 +58,18 @@ def _has_progress(run_dir: str) -> bool:
                 or (os.path.isdir(backup) and any(files for _, _, files in os.walk(backup))))
 
 
+def _same_loss_share(saved_model: dict, model) -> None:
+    """Take the saved ``binary_weight`` as the one asked where both mean the same loss: folders
+    written before it defaulted to None hold 0.4 for every head, where a head of one output has
+    no share and a head of two has 0.4."""
+    def meant(head, weight):
+        return None if head not in choices.AUXILIARY_HEADS else choices.BINARY_WEIGHT if weight is None else weight
+
+    if "binary_weight" in saved_model and (meant(saved_model.get("head", model.head), saved_model["binary_weight"])
+                                           == meant(model.head, model.binary_weight)):
+        saved_model["binary_weight"] = model.binary_weight
+
+
 def check_run_dir(run_dir: str, config: TrainConfig, resume: bool) -> bool:
     """Whether ``run_dir`` holds a run to continue (True) or a new one starts there (False);
     raises if the command would overwrite a run or resume it with other settings. Writes nothing."""
@@ -71,6 +84,7 @@ def check_run_dir(run_dir: str, config: TrainConfig, resume: bool) -> bool:
     if not resume:
         raise FileExistsError(f"run_dir {run_dir!r} already holds a run; resume it (resume=True) or choose "
                               f"another run_dir (nothing was overwritten). Received: run_dir={run_dir!r}")
+    _same_loss_share(saved.get("model", {}), config.model)
     changed = [c for c in run_folders.settings_changes(saved, config, _MAY_CHANGE_ON_RESUME)
                if not c[0].endswith(".verbose")]
     if changed:

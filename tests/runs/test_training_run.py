@@ -282,3 +282,40 @@ def test_an_input_size_the_backbone_cannot_take_is_refused_before_any_image_is_r
     err = capsys.readouterr().err
     assert "inception_v3 needs inputs of at least 75x75 pixels; got 50x50" in err and "Traceback" not in err
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_a_loss_share_is_refused_with_a_head_of_one_output_and_older_folders_still_resume(tmp_path, capsys):
+    """``--binary-weight`` with gap_dense would weigh nothing: refused, nothing written. Folders
+    written when it defaulted to 0.4 for every head resume without it, and with another share
+    they are refused as any other change."""
+    import dataclasses
+
+    from keras_transfer.cli.commands import train_config
+    from keras_transfer.cli.entry_point import build_parser
+    from keras_transfer.runs import training_run
+
+    make_class_folder(str(tmp_path / "imgs"), __import__("numpy").random.default_rng(5))
+    run = str(tmp_path / "run")
+    assert main(["train", "--data", str(tmp_path / "imgs"), *TRAIN, "--binary-weight", "0.3", "--out", run]) == 2
+    err = capsys.readouterr().err
+    assert "binary_weight (--binary-weight) is the second output's share of the loss of a head of two outputs" in err
+    assert "Traceback" not in err and not os.path.exists(run)
+
+    def old_folder(name, head):
+        asked = train_config(build_parser().parse_args(["train", "--data", str(tmp_path / "imgs"), *TRAIN,
+                                                         "--head", head, "--out", name]))
+        folder = tmp_path / name
+        os.makedirs(folder)
+        saved = dataclasses.asdict(asked)
+        saved["model"]["binary_weight"] = 0.4  # what every folder held before
+        (folder / "config.json").write_text(json.dumps(saved))
+        (folder / "metrics.json").write_text("{}")
+        return str(folder), asked
+
+    for head in ("gap_dense", "ordinal_auxiliary"):
+        folder, asked = old_folder(f"old_{head}", head)
+        assert asked.model.binary_weight is None
+        assert training_run.check_run_dir(folder, asked, resume=True) is True
+    other = dataclasses.replace(asked, model=dataclasses.replace(asked.model, binary_weight=0.2))
+    with pytest.raises(ValueError, match="was started with model.binary_weight=0.4"):
+        training_run.check_run_dir(folder, other, resume=True)
