@@ -126,10 +126,9 @@ class Stage:
         every view of the training images), else on the images."""
         x_train, x_val = self.splits.stage_inputs(self.recipe.augment)
         parts = None
-        if self.jittered:
-            logger.info("[%s] jitter %g moves the images every epoch, so the stage trains on them, not on cached "
-                        "features", self.name, self.recipe.jitter)
-        elif self.cache.accepts(x_train) and self.recipe.cache_features and not self.scaled:
+        # jittered images move every epoch, so no features of theirs are cached (fit says so, when the
+        # stage starts: every stage is planned before the first one trains)
+        if not self.jittered and self.cache.accepts(x_train) and self.recipe.cache_features and not self.scaled:
             with self.strategy.scope():  # Keras ties a model to the strategy it was created under
                 parts = split_model(self.model, self.k)
         views = self.recipe.views()
@@ -199,6 +198,9 @@ class Stage:
                 self.model.get_layer("head").set_weights(reused[0])
                 logger.info("[head] trained before from the same start, data and recipe: reused")
                 return reused[1]
+        if self.jittered:
+            logger.info("[%s] jitter %g moves the images every epoch, so the stage trains on them, not on cached "
+                        "features", self.name, self.recipe.jitter)
         logger.info("[%s] %d epoch(s), backbone layers [:%d] of %d frozen%s, training %s", self.name, self.epochs,
                     0 if self.scaled else self.k, len(backbone_of(self.model).layers),
                     f" (layers [:{self.k}] at lr x{self.recipe.transferred_lr_scale})" if self.scaled else "", plan.how)

@@ -301,11 +301,9 @@ def test_jitter_fine_tunes_on_moving_images_while_the_head_trains_on_cached_feat
     base = backbone_of(model)
     k = layer_index(base, "block3_pool")
     still, moving = (small_recipe(augment="top_down", augment_views=4, jitter=j) for j in (0.0, 0.1))
-    with caplog.at_level("INFO", logger="keras_transfer.training"):
-        plans = {j: training.Stage(model, splits, r, "fine_tune", 1, k).plan() for j, r in ((0, still), (1, moving))}
+    plans = {j: training.Stage(model, splits, r, "fine_tune", 1, k).plan() for j, r in ((0, still), (1, moving))}
     assert plans[0].how.startswith("on cached") and plans[0].fit_model is not model
     assert plans[1].how == splits.end_to_end and plans[1].fit_model is model
-    assert "[fine_tune] jitter 0.1 moves the images every epoch, so the stage trains on them" in caplog.text
     head = {j: training.Stage(model, splits, r, "head", 1, len(base.layers)) for j, r in ((0, still), (1, moving))}
     assert head[1].plan().how.startswith("on cached")
     assert head[1].head_key() == head[0].head_key()
@@ -315,8 +313,14 @@ def test_jitter_fine_tunes_on_moving_images_while_the_head_trains_on_cached_feat
     np.testing.assert_array_equal(y0, y1)  # the same images in the same order, with the same views drawn
     assert plain.shape == moved.shape and not np.allclose(plain, moved)
     np.testing.assert_allclose(moved.mean(axis=(1, 2, 3)), plain.mean(axis=(1, 2, 3)), rtol=0.15)
-    history = training.fine_tune(model, splits, moving)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="keras_transfer.training"):
+        history = training.fine_tune(model, splits, moving)
     assert len(history["fine_tune"]["loss"]) == moving.fine_tune_epochs
+    said = caplog.text  # said once, as the stage it is about starts (every stage is planned before the first trains)
+    jitter = said.index("[fine_tune] jitter 0.1 moves the images every epoch, so the stage trains on them")
+    assert said.count("[fine_tune] jitter") == 1
+    assert said.rindex("[head] ") < jitter < said.index(f"[fine_tune] {moving.fine_tune_epochs} epoch(s)")
 
 
 def test_jitter_is_a_flag_of_train_and_is_refused_where_it_cannot_apply(tmp_path, capsys):
