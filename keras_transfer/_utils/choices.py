@@ -8,7 +8,7 @@ BACKBONES = ("vgg16", "vgg19", "inception_v3", "resnet50", "mobilenet_v2", "dens
              "efficientnet_lite2", "xception")
 HEADS = ("gap_dense", "keep_classifier", "binary_auxiliary", "ordinal_auxiliary")
 AUXILIARY_HEADS = ("binary_auxiliary", "ordinal_auxiliary")  # heads.AUXILIARY_OUTPUTS: the heads of two outputs
-BINARY_WEIGHT = 0.4  # their second output's share of the loss when none is given (the heads' default)
+BINARY_WEIGHT = 0.4  # their second output's share of the loss when none is given (heads' builders' default)
 RECIPES = ("default", "tutorial", "keras_io")
 # recipes.Recipe.l2_sp's bound: l2_sp x the rate is the fraction of the gap to the pretrained weights
 # closed each step, so far above 1 / rate it overshoots

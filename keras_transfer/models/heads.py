@@ -18,6 +18,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from keras_transfer._utils.choices import BINARY_WEIGHT
 from keras_transfer.models.backbones import backbone_for
 from keras_transfer.models.layers import ClassPartition, LogProbabilities, Preprocess, Standardize
 from keras_transfer.models.losses import SparseSmoothedCrossentropy
@@ -187,7 +188,7 @@ def binary_auxiliary(
     width: int = 1024,
     dropout: float = 0.0,
     seed: int = 0,
-    binary_weight: float = 0.4,
+    binary_weight: float = BINARY_WEIGHT,
     normalize: bool = False,
 ) -> keras.Model:
     """The gap_dense head plus a second output that predicts a random fixed partition of the
@@ -214,7 +215,7 @@ def ordinal_auxiliary(
     num_classes: int,
     width: int = 0,
     dropout: float = 0.2,
-    binary_weight: float = 0.4,
+    binary_weight: float = BINARY_WEIGHT,
     normalize: bool = True,
 ) -> keras.Model:
     """The gap_dense head plus a second output that regresses where each image lies on the

@@ -323,11 +323,18 @@ def test_jitter_fine_tunes_on_moving_images_while_the_head_trains_on_cached_feat
     assert said.rindex("[head] ") < jitter < said.index(f"[fine_tune] {moving.fine_tune_epochs} epoch(s)")
 
 
-def test_jitter_is_a_flag_of_train_and_is_refused_where_it_cannot_apply(tmp_path, capsys):
+def _train_config(*flags):
+    """``keras-transfer train --dataset digits FLAGS`` as the command line reads it."""
     from keras_transfer.cli.commands import train_config
+    from keras_transfer.cli.entry_point import build_parser
+
+    return train_config(build_parser().parse_args(["train", "--dataset", "digits", *flags]))
+
+
+def test_jitter_is_a_flag_of_train_and_is_refused_where_it_cannot_apply(tmp_path, capsys):
     from keras_transfer.cli.entry_point import build_parser, main
 
-    parse = lambda *flags: train_config(build_parser().parse_args(["train", "--dataset", "digits", *flags]))  # noqa: E731
+    parse = _train_config
     assert parse("--jitter", "0.05").make_recipe().jitter == 0.05
     assert parse().make_recipe().jitter == 0.0
     with pytest.raises(SystemExit):
@@ -389,10 +396,9 @@ def test_the_l2_sp_pull_is_the_gap_to_the_start_times_strength_and_rate():
 
 
 def test_l2_sp_is_a_flag_of_train_and_a_strength_out_of_range_is_refused(capsys):
-    from keras_transfer.cli.commands import train_config
     from keras_transfer.cli.entry_point import build_parser
 
-    parse = lambda *flags: train_config(build_parser().parse_args(["train", "--dataset", "digits", *flags]))  # noqa: E731
+    parse = _train_config
     assert parse("--l2-sp", "10").make_recipe().l2_sp == 10.0
     assert parse().make_recipe().l2_sp == 0.0
     with pytest.raises(SystemExit):
