@@ -167,6 +167,7 @@ def site(tmp_path_factory):
 
 def test_the_built_site_shows_the_tutorial_and_the_learners_reference(site):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     driver = headless_chromium()
     try:
@@ -177,6 +178,8 @@ def test_the_built_site_shows_the_tutorial_and_the_learners_reference(site):
         assert "A guitar classifier by transfer learning" in body and "kt.Learner(" in body
         assert driver.find_elements(By.CSS_SELECTOR, "img[src^='data:image/']")  # the figures, inline
         driver.get(f"file://{site}/reference/api.html")
+        # on a loaded machine the page's headings can be read before they are there (CI once saw none)
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "h2, h3"))
         headings = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "h2, h3")]
         assert any(h.endswith("Learner") for h in headings), headings[:20]
         api = driver.find_element(By.TAG_NAME, "body").text
