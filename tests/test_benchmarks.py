@@ -98,7 +98,8 @@ def test_every_candidate_is_a_train_command_the_cli_accepts(candidate):
     longer = {"readme_e25": 25, "lite1_240_ema_e20": 20, "lite1_240_ema_e25": 25, "lite1_240_ema_e20_cw": 20,
               "lite1_240_ema_e20_lr15": 20, "lite1_240_ema_e20_mixup": 20, "lite1_240_ema_e20_refit": 20,
               "lite1_240_ema_e20_jitter": 20, "lite1_240_ema_e20_lr6": 20, "lite1_240_ema995_e20": 20,
-              "lite1_240_ema_e20_dp": 20, "lite1_240_ema_e20_ord": 20, "lite1_240_ema_e20_l2sp": 20}
+              "lite1_240_ema_e20_dp": 20, "lite1_240_ema_e20_ord": 20, "lite1_240_ema_e20_l2sp": 20,
+              "lite1_240_ema_e20_wu25": 20}
     assert (recipe.fine_tune_epochs, recipe.augment_views, recipe.patience) == (longer.get(candidate, 15), 4, None)
     assert recipe.seed == (11 if candidate == "readme_b" else 1)
 
@@ -107,7 +108,8 @@ def test_every_candidate_is_a_train_command_the_cli_accepts(candidate):
                                                  ("lite1_240_ema995_e20", "ema_momentum", 0.995),
                                                  ("lite1_240_ema_e20_lr15", "fine_tune_learning_rate", 1.5e-3),
                                                  ("lite1_240_ema_e20_dp", "drop_path", 0.2),
-                                                 ("lite1_240_ema_e20_l2sp", "l2_sp", 10.0)])
+                                                 ("lite1_240_ema_e20_l2sp", "l2_sp", 10.0),
+                                                 ("lite1_240_ema_e20_wu25", "warmup_fraction", 0.25)])
 def test_a_lever_changes_one_field_of_the_chosen_command(lever, field, value):
     """A lever's row is read against the command it varies: everything else must be equal."""
     import dataclasses

@@ -187,6 +187,12 @@ class RecipeConfig:
                                 "their pretrained values at this strength times the learning rate (decoupled, like "
                                 "AdamW's weight decay, which the head keeps), e.g. 10; 0: off (default: the recipe's, "
                                 "off)", type=ranged(float, 0.0, choices.MAX_L2_SP), metavar="STRENGTH")
+    warmup_fraction: float | str = option(RECIPES_OWN, "--warmup-fraction", "each stage's rate climbs linearly from 0 "
+                                          "over this fraction of its steps, then decays to 0 along a cosine (the "
+                                          "rates' sum is the same whatever the fraction), e.g. 0.25; 0: no warm-up "
+                                          "(default: the recipe's, 0.1 in the default recipe; the tutorial and keras_io "
+                                          "recipes train at a constant rate and refuse it)",
+                                          type=ranged(float, 0.0, choices.MAX_WARMUP_FRACTION), metavar="FRACTION")
     bn_inference: bool | str = option(RECIPES_OWN, ("--no-bn-inference", "--train-batchnorm"), "fine-tuning also "
                                       "trains the unfrozen backbone's BatchNorm layers (scale, offset and batch "
                                       "statistics; default: the recipe's, default and keras_io keep them in inference "

@@ -28,7 +28,7 @@ import dataclasses
 import keras
 from keras import ops
 
-from keras_transfer._utils.choices import MAX_L2_SP
+from keras_transfer._utils.choices import MAX_L2_SP, check_warmup
 from keras_transfer.data.augmentation import Views, check_jitter
 
 
@@ -64,7 +64,9 @@ class Recipe:
     # at the stage's start (the pretrained ones) instead of toward 0, decoupled like AdamW's decay
     # (w -= l2_sp x rate x (w - w_start), at each variable's own rate); the head keeps weight_decay; 0: off
     l2_sp: float = 0.0
-    warmup_fraction: float = 0.1  # of each stage's steps, then cosine decay to 0; 0 with decay=False: constant
+    # linear warm-up from 0 over this fraction of each stage's steps, then cosine decay to 0 (the rates
+    # summed over a stage are the peak x steps / 2 whatever the fraction); decay=False: constant, no warm-up
+    warmup_fraction: float = 0.1
     decay: bool = True
     label_smoothing: float = 0.1
     # stochastic depth (Huang et al. 2016): in training each residual block of an EfficientNet-Lite
@@ -103,6 +105,7 @@ class Recipe:
         if not 0 <= self.l2_sp <= MAX_L2_SP:
             raise ValueError(f"l2_sp pulls the fine-tuned backbone toward its pretrained weights at this strength "
                              f"times the learning rate; use 0 (off) to {MAX_L2_SP}, e.g. 10. Received: l2_sp={self.l2_sp}")
+        check_warmup(self.warmup_fraction, self.decay)
 
     def views(self):
         """The :class:`~keras_transfer.data.augmentation.Views` training draws from, or None without augmentation."""

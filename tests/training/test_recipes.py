@@ -408,3 +408,48 @@ def test_l2_sp_is_a_flag_of_train_and_a_strength_out_of_range_is_refused(capsys)
         recipes.recipe(l2_sp=500)
     # the head stage and a recipe without it build no anchors
     assert not recipes.optimizer(recipes.recipe(l2_sp=10), "head", 10, backbone=["x"]).anchored
+
+
+def test_the_warm_up_fraction_sets_where_each_stage_reaches_its_peak_rate(digits):
+    """The rates the optimiser applies, step by step, through a real two-stage run: from 0 they climb
+    to the stage's rate over the warm-up's share of its steps, then fall; their sum does not move."""
+    class Rates(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.seen.append(float(self.model.optimizer.learning_rate))
+
+    runs = {}
+    for fraction in (0.1, 0.5):
+        recipe = recipes.recipe(head_epochs=0, fine_tune_epochs=4, batch_size=16, fine_tune_learning_rate=1e-3,
+                                warmup_fraction=fraction, cache_features=False, patience=None, keep_best=False,
+                                verbose=0)  # uncached: the callbacks see the model that is fitted
+        rates = Rates()
+        training.fine_tune(_model(digits, recipe), digits, recipe, callbacks=[rates])
+        runs[fraction] = np.array(rates.seen)
+    steps = len(runs[0.1])
+    assert steps == len(runs[0.5]) >= 8
+    for fraction, seen in runs.items():
+        peak = int(np.argmax(seen))
+        assert seen[0] == 0.0 and peak == round(fraction * steps)
+        assert seen[peak] == pytest.approx(1e-3) and np.all(np.diff(seen[:peak + 1]) > 0)
+        assert np.all(np.diff(seen[peak:]) < 0)
+    assert runs[0.5].sum() == pytest.approx(runs[0.1].sum(), rel=0.15)
+
+
+def test_the_warm_up_is_a_flag_of_train_refused_out_of_range_or_where_the_rate_is_constant(capsys):
+    from keras_transfer.cli.entry_point import build_parser
+
+    assert _train_config("--warmup-fraction", "0.25").make_recipe().warmup_fraction == 0.25
+    assert _train_config().make_recipe().warmup_fraction == 0.1
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--dataset", "digits", "--warmup-fraction", "0.7"])
+    assert "--warmup-fraction: must be between 0.0 and 0.5. Received: 0.7" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="use 0 \\(no warm-up\\) to 0.5, e.g. 0.1. Received: warmup_fraction=-0.1"):
+        recipes.recipe(warmup_fraction=-0.1)
+    # the tutorial's constant rate would ignore it: refused before any image is read, naming the flag
+    with pytest.raises(ValueError, match="warmup_fraction \\(--warmup-fraction\\) warms up the decaying schedule"):
+        _train_config("--recipe", "tutorial", "--warmup-fraction", "0.2").check()
+    assert recipes.recipe("tutorial").warmup_fraction == 0.0
