@@ -7,6 +7,8 @@ import numbers
 import keras
 from keras import ops
 
+from keras_transfer._utils.choices import BINARY_WEIGHT
+
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
@@ -73,10 +75,10 @@ class ClassPartition(keras.layers.Layer):
     binary auxiliary head, the class's rank in [0, 1] for the ordinal one.
 
     Keeping the mapping in a layer's config stores it inside the ``.keras`` file, so a reloaded
-    model still knows how its binary targets were made.
+    model still knows how its binary targets were made and the second output's share of the loss.
     """
 
-    def __init__(self, mapping, seed=None, binary_weight=0.4, **kwargs):
+    def __init__(self, mapping, seed=None, binary_weight=BINARY_WEIGHT, **kwargs):
         super().__init__(**kwargs)
         self.mapping = [int(m) if isinstance(m, numbers.Integral) else float(m) for m in mapping]
         self.seed = seed
