@@ -17,18 +17,6 @@ MAX_L2_SP = 100.0
 MAX_WARMUP_FRACTION = 0.5
 
 
-def check_warmup(warmup_fraction, decay=True) -> None:
-    """Refuse a warm-up outside [0, MAX_WARMUP_FRACTION], or one a constant rate (decay off) would ignore."""
-    if not 0 <= warmup_fraction <= MAX_WARMUP_FRACTION:
-        raise ValueError(f"warmup_fraction (--warmup-fraction) is the fraction of each stage's steps the rate climbs from 0 before its cosine "
-                         f"decay; use 0 (no warm-up) to {MAX_WARMUP_FRACTION}, e.g. 0.1. "
-                         f"Received: warmup_fraction={warmup_fraction}")
-    if warmup_fraction and not decay:
-        raise ValueError(f"warmup_fraction (--warmup-fraction) warms up the decaying schedule, and this recipe trains at a constant rate "
-                         f"(decay=False): use the default recipe, or leave it out. "
-                         f"Received: warmup_fraction={warmup_fraction}, decay=False")
-
-
 def check_binary_weight(head, binary_weight, argument="binary_weight") -> None:
     """Refuse a loss share for a head of one output, where it would weigh nothing."""
     if binary_weight is not None and head not in AUXILIARY_HEADS:

@@ -28,7 +28,7 @@ import dataclasses
 import keras
 from keras import ops
 
-from keras_transfer._utils.choices import MAX_L2_SP, check_warmup
+from keras_transfer._utils.choices import MAX_L2_SP, MAX_WARMUP_FRACTION
 from keras_transfer.data.augmentation import Views, check_jitter
 
 
@@ -105,7 +105,14 @@ class Recipe:
         if not 0 <= self.l2_sp <= MAX_L2_SP:
             raise ValueError(f"l2_sp pulls the fine-tuned backbone toward its pretrained weights at this strength "
                              f"times the learning rate; use 0 (off) to {MAX_L2_SP}, e.g. 10. Received: l2_sp={self.l2_sp}")
-        check_warmup(self.warmup_fraction, self.decay)
+        if not 0 <= self.warmup_fraction <= MAX_WARMUP_FRACTION:
+            raise ValueError(f"warmup_fraction (--warmup-fraction) is the share of each stage's steps the rate climbs "
+                             f"from 0 before its cosine decay; use 0 (no warm-up) to {MAX_WARMUP_FRACTION}, e.g. 0.1. "
+                             f"Received: warmup_fraction={self.warmup_fraction}")
+        if self.warmup_fraction and not self.decay:
+            raise ValueError("warmup_fraction (--warmup-fraction) warms up the decaying schedule, and this recipe "
+                             "trains at a constant rate (decay=False): use the default recipe, or leave it out. "
+                             f"Received: warmup_fraction={self.warmup_fraction}, decay=False")
 
     def views(self):
         """The :class:`~keras_transfer.data.augmentation.Views` training draws from, or None without augmentation."""
